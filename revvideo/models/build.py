@@ -1,0 +1,58 @@
+"""The model registry: `MODEL.MODEL_NAME` names a class with a `from_cfg(cfg)` constructor."""
+
+from typing import Any
+
+from fvcore.common.config import CfgNode
+from fvcore.common.registry import Registry
+from torch import nn
+
+from revvideo.utils.errors import ConfigError
+
+MODEL_REGISTRY = Registry("MODEL")
+MODEL_REGISTRY.__doc__ = "Video models, keyed by MODEL.MODEL_NAME."
+
+
+def build_model(cfg: CfgNode) -> nn.Module:
+    """The model `cfg` describes; it maps `(B, 3, T, H, W)` clips to `(B, NUM_CLASSES)` logits.
+
+    PySlowFast's spelling is accepted: MODEL_NAME "MViT" with MVIT.REV.ENABLE builds "RevMViT".
+    """
+    name = cfg.MODEL.MODEL_NAME
+    if name == "MViT" and cfg.MVIT.REV.ENABLE:
+        name = "RevMViT"
+    if name not in MODEL_REGISTRY:
+        known = ", ".join(sorted(name for name, _ in MODEL_REGISTRY))
+        raise ConfigError(f"unknown MODEL.MODEL_NAME {name!r}; known models: {known}")
+    try:
+        return MODEL_REGISTRY.get(name).from_cfg(cfg)
+    except ValueError as err:
+        raise ConfigError(f"cannot build {name} from this config: {err}") from None
+
+
+def mvit_arguments(cfg: CfgNode) -> dict[str, Any]:
+    """Constructor arguments shared by MViT and RevMViT, from the MVIT, DATA and MODEL keys."""
+    return dict(
+        num_frames=cfg.DATA.NUM_FRAMES,
+        crop_size=cfg.DATA.TRAIN_CROP_SIZE,
+        in_chans=cfg.DATA.INPUT_CHANNEL_NUM[0],
+        embed_dim=cfg.MVIT.EMBED_DIM,
+        depth=cfg.MVIT.DEPTH,
+        num_heads=cfg.MVIT.NUM_HEADS,
+        mlp_ratio=cfg.MVIT.MLP_RATIO,
+        qkv_bias=cfg.MVIT.QKV_BIAS,
+        separate_qkv=cfg.MVIT.SEPARATE_QKV,
+        drop_path_rate=cfg.MVIT.DROPPATH_RATE,
+        dropout_rate=cfg.MVIT.DROPOUT_RATE,
+        head_dropout_rate=cfg.MODEL.DROPOUT_RATE,
+        patch_kernel=tuple(cfg.MVIT.PATCH_KERNEL),
+        patch_stride=tuple(cfg.MVIT.PATCH_STRIDE),
+        patch_padding=tuple(cfg.MVIT.PATCH_PADDING),
+        sep_pos_embed=cfg.MVIT.SEP_POS_EMBED,
+        dim_mul=cfg.MVIT.DIM_MUL,
+        head_mul=cfg.MVIT.HEAD_MUL,
+        pool_q_stride=cfg.MVIT.POOL_Q_STRIDE,
+        pool_kv_stride=cfg.MVIT.POOL_KV_STRIDE,
+        pool_kv_stride_adaptive=cfg.MVIT.POOL_KV_STRIDE_ADAPTIVE,
+        pool_kvq_kernel=cfg.MVIT.POOL_KVQ_KERNEL,
+        pool_mode=cfg.MVIT.MODE,
+    )

@@ -1,0 +1,385 @@
+"""Building blocks shared by MViT, Rev-MViT and Rev-ViT: patch embedding, position embeddings,
+pooling attention, MLP, stochastic depth, the classification head and the layer schedule.
+
+Tokens are `(B, N, C)` tensors; `thw` is the `(T, H, W)` grid the N tokens (after an optional
+class token) are laid out on, in row-major order.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Thw = tuple[int, int, int]
+
+LAYER_NORM_EPS = 1e-6
+
+
+def layer_norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+
+
+def drop_path_mask(x: torch.Tensor, rate: float) -> torch.Tensor | None:
+    """Per-sample stochastic-depth multiplier of shape `(B, 1, ..., 1)`, or None for no drop.
+
+    Kept samples are scaled by `1 / (1 - rate)`; one random draw per sample.
+    """
+    if rate <= 0.0:
+        return None
+    keep = 1.0 - rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    return torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep).div_(keep)
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    mask = drop_path_mask(x, rate) if training else None
+    return x if mask is None else x * mask
+
+
+class PatchEmbed(nn.Module):
+    """Conv3d patchifier: `(B, C_in, T, H, W)` (or an image `(B, C_in, H, W)`) to tokens."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        embed_dim: int,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+        padding: Sequence[int],
+    ) -> None:
+        super().__init__()
+        self.proj = nn.Conv3d(in_chans, embed_dim, tuple(kernel), tuple(stride), tuple(padding))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Thw]:
+        """Returns tokens `(B, T' * H' * W', embed_dim)` and their grid `(T', H', W')`."""
+        if x.ndim == 4:
+            x = x.unsqueeze(2)
+        x = self.proj(x)
+        thw = (x.shape[2], x.shape[3], x.shape[4])
+        return x.flatten(2).transpose(1, 2), thw
+
+
+def patch_grid(
+    input_thw: Sequence[int], kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]
+) -> Thw:
+    """Token grid that `PatchEmbed` produces for an input of `input_thw` frames x pixels."""
+    t, h, w = (
+        (n + 2 * p - k) // s + 1
+        for n, k, s, p in zip(input_thw, kernel, stride, padding, strict=True)
+    )
+    return t, h, w
+
+
+def add_position_embeddings(
+    model: nn.Module, grid: Thw, dim: int, *, separable: bool, class_token: bool
+) -> None:
+    """Registers learned absolute position embeddings on `model` under PySlowFast's names:
+    `pos_embed_spatial (1, H*W, C)` + `pos_embed_temporal (1, T, C)` (+ `pos_embed_class`), or
+    one `pos_embed (1, [1 +] T*H*W, C)`."""
+    t, h, w = grid
+    if separable:
+        model.pos_embed_spatial = nn.Parameter(torch.zeros(1, h * w, dim))
+        model.pos_embed_temporal = nn.Parameter(torch.zeros(1, t, dim))
+        if class_token:
+            model.pos_embed_class = nn.Parameter(torch.zeros(1, 1, dim))
+    else:
+        model.pos_embed = nn.Parameter(torch.zeros(1, int(class_token) + t * h * w, dim))
+    for name, param in model.named_parameters(recurse=False):
+        if name.startswith("pos_embed"):
+            nn.init.trunc_normal_(param, std=0.02)
+
+
+def position_embedding(model: nn.Module, grid: Thw, thw: Thw, class_token: bool) -> torch.Tensor:
+    """`(1, [1 +] T*H*W, C)` embedding for tokens on `thw`, resized trilinearly from the
+    training grid when they differ."""
+    if hasattr(model, "pos_embed"):
+        pos = model.pos_embed
+        class_pos, pos = (pos[:, :1], pos[:, 1:]) if class_token else (None, pos)
+    else:
+        t, h, w = grid
+        pos = model.pos_embed_spatial.repeat(1, t, 1) + model.pos_embed_temporal.repeat_interleave(
+            h * w, dim=1
+        )
+        class_pos = model.pos_embed_class if class_token else None
+    if tuple(thw) != tuple(grid):
+        volume = pos.reshape(1, *grid, pos.shape[-1]).permute(0, 4, 1, 2, 3)
+        volume = F.interpolate(volume, size=tuple(thw), mode="trilinear", align_corners=False)
+        pos = volume.flatten(2).transpose(1, 2)
+    return pos if class_pos is None else torch.cat([class_pos, pos], dim=1)
+
+
+def pool_tokens(
+    x: torch.Tensor, pool: nn.Module, norm: nn.Module | None, thw: Thw, has_cls_token: bool
+) -> tuple[torch.Tensor, Thw]:
+    """Pools `(B, heads, N, head_dim)` tokens over their `thw` grid; the class token bypasses."""
+    if has_cls_token:
+        cls_token, x = x[:, :, :1], x[:, :, 1:]
+    batch, heads, _, channels = x.shape
+    # (B * heads, C, T, H, W) as a channels-last view: Conv3d and pooling accept it without a copy.
+    volume = x.reshape(batch * heads, *thw, channels).permute(0, 4, 1, 2, 3)
+    volume = pool(volume)
+    pooled_thw = (volume.shape[2], volume.shape[3], volume.shape[4])
+    x = volume.reshape(batch, heads, channels, -1).transpose(2, 3)
+    if has_cls_token:
+        x = torch.cat((cls_token, x), dim=2)
+    if norm is not None:
+        x = norm(x)
+    return x, pooled_thw
+
+
+def _pooling_layer(mode: str, channels: int, kernel: Sequence[int], stride: Sequence[int]):
+    padding = tuple(k // 2 for k in kernel)
+    if mode == "conv":
+        conv = nn.Conv3d(
+            channels, channels, tuple(kernel), tuple(stride), padding, groups=channels, bias=False
+        )
+        return conv, layer_norm(channels)
+    if mode == "avg":
+        return nn.AvgPool3d(tuple(kernel), tuple(stride), padding), None
+    if mode == "max":
+        return nn.MaxPool3d(tuple(kernel), tuple(stride), padding), None
+    raise ValueError(f"unknown pooling mode {mode!r}; use 'conv', 'avg' or 'max'")
+
+
+def _pools(kernel: Sequence[int], stride: Sequence[int]) -> bool:
+    return bool(kernel) and (math.prod(kernel) > 1 or math.prod(stride) > 1)
+
+
+class MultiScaleAttention(nn.Module):
+    """Pooling attention (MViT): Q, K and V are pooled over the token grid before attending.
+
+    Maps `(B, N, dim)` tokens on grid `thw` to `(B, N_q, dim_out)` tokens on the Q-pooled grid.
+    Each of q, k, v is projected and pooled in turn, so at most one full-resolution projection
+    is alive at a time; attention runs in `scaled_dot_product_attention`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int,
+        num_heads: int,
+        *,
+        qkv_bias: bool,
+        kernel_q: Sequence[int] = (),
+        stride_q: Sequence[int] = (),
+        kernel_kv: Sequence[int] = (),
+        stride_kv: Sequence[int] = (),
+        mode: str = "conv",
+        has_cls_token: bool = False,
+        separate_qkv: bool = False,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim_out % num_heads:
+            raise ValueError(f"width {dim_out} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.dim_out = dim_out
+        self.has_cls_token = has_cls_token
+        self.separate_qkv = separate_qkv
+        head_dim = dim_out // num_heads
+        if separate_qkv:
+            self.q = nn.Linear(dim, dim_out, bias=qkv_bias)
+            self.k = nn.Linear(dim, dim_out, bias=qkv_bias)
+            self.v = nn.Linear(dim, dim_out, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim_out, bias=qkv_bias)
+        self.proj = nn.Linear(dim_out, dim_out)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.pool_q = self.norm_q = self.pool_k = self.norm_k = self.pool_v = self.norm_v = None
+        if _pools(kernel_q, stride_q):
+            self.pool_q, self.norm_q = _pooling_layer(mode, head_dim, kernel_q, stride_q)
+        if _pools(kernel_kv, stride_kv):
+            self.pool_k, self.norm_k = _pooling_layer(mode, head_dim, kernel_kv, stride_kv)
+            self.pool_v, self.norm_v = _pooling_layer(mode, head_dim, kernel_kv, stride_kv)
+
+    def _projection(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """q (0), k (1) or v (2) of `x` as `(B, heads, N, head_dim)`."""
+        if self.separate_qkv:
+            out = (self.q, self.k, self.v)[index](x)
+        else:
+            rows = slice(index * self.dim_out, (index + 1) * self.dim_out)
+            bias = None if self.qkv.bias is None else self.qkv.bias[rows]
+            out = F.linear(x, self.qkv.weight[rows], bias)
+        return out.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def pooled_q(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
+        q = self._projection(x, 0)
+        if self.pool_q is None:
+            return q, thw
+        return pool_tokens(q, self.pool_q, self.norm_q, thw, self.has_cls_token)
+
+    def pool_like_q(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
+        """Pools `(B, N, dim_out)` tokens with Q's pooling layer and norm (a residual path)."""
+        heads = x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        pooled, _ = pool_tokens(heads, self.pool_q, self.norm_q, thw, self.has_cls_token)
+        return pooled.transpose(1, 2).flatten(2)
+
+    def forward(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
+        q, q_thw = self.pooled_q(x, thw)
+        k, v = self._projection(x, 1), self._projection(x, 2)
+        if self.pool_k is not None:
+            k, _ = pool_tokens(k, self.pool_k, self.norm_k, thw, self.has_cls_token)
+            v, _ = pool_tokens(v, self.pool_v, self.norm_v, thw, self.has_cls_token)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = self.proj(out.transpose(1, 2).flatten(2))
+        return self.proj_drop(out), q_thw
+
+
+class Mlp(nn.Module):
+    """Token-wise two-layer perceptron with GELU: `(..., in_dim)` to `(..., out_dim)`."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, out_dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class ClassificationHead(nn.Module):
+    """Dropout then a Linear layer: `(B, dim)` features to `(B, num_classes)` logits."""
+
+    def __init__(self, dim: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.projection = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.dropout(x))
+
+
+def init_weights(module: nn.Module) -> None:
+    """PySlowFast's MViT initialisation, which its training recipe was tuned with."""
+    if isinstance(module, (nn.Linear, nn.Conv3d)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.constant_(module.bias, 0.02)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.constant_(module.weight, 1.0)
+        nn.init.constant_(module.bias, 0.02)
+
+
+def round_width(width: float, multiplier: float, divisor: int = 1) -> int:
+    """`width * multiplier` rounded to a multiple of `divisor` (PySlowFast's rule)."""
+    width = width * multiplier
+    rounded = max(divisor, int(width + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * width:
+        rounded += divisor
+    return int(rounded)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """Geometry of one MViT layer: widths, heads, pooling and stochastic depth."""
+
+    dim_in: int
+    dim_out: int
+    num_heads: int
+    kernel_q: tuple[int, ...]
+    stride_q: tuple[int, ...]
+    kernel_kv: tuple[int, ...]
+    stride_kv: tuple[int, ...]
+    drop_path: float
+
+
+def _check_layer(layer: int, depth: int) -> int:
+    if not 0 <= int(layer) < depth:
+        raise ValueError(f"layer {int(layer)} is outside a model of depth {depth}")
+    return int(layer)
+
+
+def _per_layer(depth: int, pairs: Sequence[Sequence[float]]) -> list[float]:
+    """Multipliers for layers 0..depth (one past the last, which is always 1)."""
+    values = [1.0] * (depth + 1)
+    for layer, value in pairs:
+        values[_check_layer(layer, depth)] = value
+    return values
+
+
+def _pool_kernel(kernel: Sequence[int] | None, stride: Sequence[int]) -> tuple[int, ...]:
+    if kernel is not None:
+        return tuple(kernel)
+    return tuple(s + 1 if s > 1 else s for s in stride)
+
+
+def plan_layers(
+    *,
+    depth: int,
+    embed_dim: int,
+    num_heads: int,
+    dim_mul: Sequence[Sequence[float]],
+    head_mul: Sequence[Sequence[float]],
+    pool_q_stride: Sequence[Sequence[int]],
+    pool_kv_stride: Sequence[Sequence[int]],
+    pool_kv_stride_adaptive: Sequence[int] | None,
+    pool_kvq_kernel: Sequence[int] | None,
+    drop_path_rate: float,
+    width_change_in_attention: bool,
+) -> list[LayerPlan]:
+    """Per-layer geometry from PySlowFast's MVIT.* settings.
+
+    `width_change_in_attention` places the width change of layer i inside its attention (the
+    reversible models); otherwise layer i-1's MLP widens the stream (MViT v1).
+    """
+    dim_muls = _per_layer(depth, dim_mul)
+    head_muls = _per_layer(depth, head_mul)
+    strides_q: list[tuple[int, ...]] = [()] * depth
+    for layer, *stride in pool_q_stride:
+        strides_q[_check_layer(layer, depth)] = tuple(stride)
+    strides_kv: list[tuple[int, ...]] = [()] * depth
+    if pool_kv_stride_adaptive is not None:
+        stride_kv = tuple(pool_kv_stride_adaptive)
+        for layer in range(depth):
+            if strides_q[layer]:
+                stride_kv = tuple(
+                    max(s // q, 1) for s, q in zip(stride_kv, strides_q[layer], strict=True)
+                )
+            strides_kv[layer] = stride_kv
+    else:
+        for layer, *stride in pool_kv_stride:
+            strides_kv[_check_layer(layer, depth)] = tuple(stride)
+
+    drop_paths = torch.linspace(0, drop_path_rate, depth).tolist()
+    plans = []
+    dim, heads = embed_dim, num_heads
+    for i in range(depth):
+        heads = round_width(heads, head_muls[i])
+        if width_change_in_attention:
+            dim = round_width(dim, dim_muls[i - 1] if i > 0 else 1.0, divisor=heads)
+            dim_out = round_width(dim, dim_muls[i], divisor=round_width(heads, head_muls[i + 1]))
+        else:
+            dim_out = round_width(
+                dim, dim_muls[i + 1], divisor=round_width(heads, head_muls[i + 1])
+            )
+        plans.append(
+            LayerPlan(
+                dim_in=dim,
+                dim_out=dim_out,
+                num_heads=heads,
+                kernel_q=_pool_kernel(pool_kvq_kernel, strides_q[i]) if strides_q[i] else (),
+                stride_q=strides_q[i],
+                kernel_kv=_pool_kernel(pool_kvq_kernel, strides_kv[i]) if strides_kv[i] else (),
+                stride_kv=strides_kv[i],
+                drop_path=drop_paths[i],
+            )
+        )
+        if not width_change_in_attention:
+            dim = dim_out
+    return plans
+
+
+def pooled_thw(thw: Thw, plan: LayerPlan) -> Thw:
+    """Token grid after the layer's Q pooling (kernel k, stride s, padding k // 2)."""
+    if not _pools(plan.kernel_q, plan.stride_q):
+        return thw
+    t, h, w = (
+        (n + 2 * (k // 2) - k) // s + 1
+        for n, k, s in zip(thw, plan.kernel_q, plan.stride_q, strict=True)
+    )
+    return t, h, w

@@ -1,0 +1,187 @@
+"""Multiscale Vision Transformer v1 (MViT), Fan et al., ICCV 2021: the non-reversible baseline.
+
+One stream; at a stage transition the attention pools Q and the previous block's MLP widens
+the channels. Parameter names match PySlowFast's released MViT-B checkpoints.
+"""
+
+from typing import Any
+
+import torch
+from fvcore.common.config import CfgNode
+from torch import nn
+
+from revvideo.models.build import MODEL_REGISTRY, mvit_arguments
+from revvideo.models.common import (
+    ClassificationHead,
+    LayerPlan,
+    Mlp,
+    MultiScaleAttention,
+    PatchEmbed,
+    Thw,
+    add_position_embeddings,
+    drop_path,
+    init_weights,
+    layer_norm,
+    patch_grid,
+    plan_layers,
+    pool_tokens,
+    position_embedding,
+)
+
+__all__ = ["MViT", "mvit_b_16x4"]
+
+
+class MultiScaleBlock(nn.Module):
+    """Pre-norm attention and MLP blocks: `(B, N, dim_in)` on `thw` to `(B, N_q, dim_out)`."""
+
+    def __init__(
+        self, plan: LayerPlan, mlp_ratio: float, dropout: float, attention: dict[str, Any]
+    ) -> None:
+        super().__init__()
+        dim, dim_out = plan.dim_in, plan.dim_out
+        self.has_cls_token = attention["has_cls_token"]
+        self.norm1 = layer_norm(dim)
+        self.attn = MultiScaleAttention(dim, dim, **attention)
+        self.norm2 = layer_norm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dim_out, dropout)
+        self.proj = nn.Linear(dim, dim_out) if dim != dim_out else None
+        self.pool_skip = None
+        if plan.stride_q and any(s > 1 for s in plan.stride_q):
+            kernel = tuple(s + 1 if s > 1 else s for s in plan.stride_q)
+            self.pool_skip = nn.MaxPool3d(kernel, plan.stride_q, tuple(k // 2 for k in kernel))
+        self.drop_path_rate = plan.drop_path
+
+    def forward(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
+        attended, thw_out = self.attn(self.norm1(x), thw)
+        if self.pool_skip is not None:
+            x = pool_tokens(x.unsqueeze(1), self.pool_skip, None, thw, self.has_cls_token)[0]
+            x = x.squeeze(1)
+        x = x + drop_path(attended, self.drop_path_rate, self.training)
+        normed = self.norm2(x)
+        if self.proj is not None:
+            x = self.proj(normed)
+        return x + drop_path(self.mlp(normed), self.drop_path_rate, self.training), thw_out
+
+
+class MViT(nn.Module):
+    """MViT v1: `(B, C, T, H, W)` clips to `(B, num_classes)` logits.
+
+    The defaults build MViT-B 16x4 (36,610,672 parameters with 400 classes), the same network
+    as torchvision's `mvit_v1_b`. With `cls_token` the head reads the class token, otherwise
+    the mean of all tokens.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 400,
+        *,
+        num_frames: int = 16,
+        crop_size: int = 224,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depth: int = 16,
+        num_heads: int = 1,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        separate_qkv: bool = False,
+        cls_token: bool = True,
+        drop_path_rate: float = 0.2,
+        dropout_rate: float = 0.0,
+        head_dropout_rate: float = 0.5,
+        patch_kernel: tuple[int, ...] = (3, 7, 7),
+        patch_stride: tuple[int, ...] = (2, 4, 4),
+        patch_padding: tuple[int, ...] = (1, 3, 3),
+        sep_pos_embed: bool = True,
+        dim_mul: Any = ((1, 2.0), (3, 2.0), (14, 2.0)),
+        head_mul: Any = ((1, 2.0), (3, 2.0), (14, 2.0)),
+        pool_q_stride: Any = ((1, 1, 2, 2), (3, 1, 2, 2), (14, 1, 2, 2)),
+        pool_kv_stride: Any = (),
+        pool_kv_stride_adaptive: tuple[int, ...] | None = (1, 8, 8),
+        pool_kvq_kernel: tuple[int, ...] | None = (3, 3, 3),
+        pool_mode: str = "conv",
+    ) -> None:
+        super().__init__()
+        self.has_cls_token = cls_token
+        self.patch_embed = PatchEmbed(
+            in_chans, embed_dim, patch_kernel, patch_stride, patch_padding
+        )
+        self.grid = patch_grid(
+            (num_frames, crop_size, crop_size), patch_kernel, patch_stride, patch_padding
+        )
+        if cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        add_position_embeddings(
+            self, self.grid, embed_dim, separable=sep_pos_embed, class_token=cls_token
+        )
+        self.pos_drop = nn.Dropout(dropout_rate)
+        plans = plan_layers(
+            depth=depth,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            dim_mul=dim_mul,
+            head_mul=head_mul,
+            pool_q_stride=pool_q_stride,
+            pool_kv_stride=pool_kv_stride,
+            pool_kv_stride_adaptive=pool_kv_stride_adaptive,
+            pool_kvq_kernel=pool_kvq_kernel,
+            drop_path_rate=drop_path_rate,
+            width_change_in_attention=False,
+        )
+        self.blocks = nn.ModuleList(
+            MultiScaleBlock(
+                plan,
+                mlp_ratio,
+                dropout_rate,
+                dict(
+                    num_heads=plan.num_heads,
+                    qkv_bias=qkv_bias,
+                    kernel_q=plan.kernel_q,
+                    stride_q=plan.stride_q,
+                    kernel_kv=plan.kernel_kv,
+                    stride_kv=plan.stride_kv,
+                    mode=pool_mode,
+                    has_cls_token=cls_token,
+                    separate_qkv=separate_qkv,
+                    proj_drop=dropout_rate,
+                ),
+            )
+            for plan in plans
+        )
+        self.norm = layer_norm(plans[-1].dim_out)
+        self.head = ClassificationHead(plans[-1].dim_out, num_classes, head_dropout_rate)
+
+        self.apply(init_weights)
+        if cls_token:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features `(B, C)` before the head: the class token, or the mean of all tokens."""
+        x, thw = self.patch_embed(x)
+        if self.has_cls_token:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.pos_drop(x + position_embedding(self, self.grid, thw, self.has_cls_token))
+        for block in self.blocks:
+            x, thw = block(x, thw)
+        x = self.norm(x)
+        return x[:, 0] if self.has_cls_token else x.mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, C, T, H, W)` clips (or `(B, C, H, W)` images) to `(B, num_classes)` logits."""
+        return self.head(self.forward_features(x))
+
+    @classmethod
+    def from_cfg(cls, cfg: CfgNode) -> "MViT":
+        return cls(
+            num_classes=cfg.MODEL.NUM_CLASSES,
+            cls_token=cfg.MVIT.CLS_EMBED_ON,
+            **mvit_arguments(cfg),
+        )
+
+
+MODEL_REGISTRY.register(MViT)
+
+
+def mvit_b_16x4(num_classes: int = 400, **kwargs: Any) -> MViT:
+    """MViT-B for 16 frames (sampling rate 4) at 224 px, PySlowFast's and torchvision's
+    `mvit_v1_b` architecture (78.4 % top-1 on Kinetics-400). `kwargs` override any argument."""
+    return MViT(num_classes, **kwargs)

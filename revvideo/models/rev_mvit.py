@@ -1,0 +1,276 @@
+"""Reversible Multiscale Vision Transformer (Rev-MViT), Mangalam et al., CVPR 2022.
+
+Reversible blocks keep two streams of constant width; at the stage transitions the streams
+are fused, Q pooling lowers the resolution and the attention widens the channels. Parameter
+names match PySlowFast's released checkpoints (`rev_backbone.layers.N.F/G...`).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from fvcore.common.config import CfgNode
+from torch import nn
+
+from revvideo.models.build import MODEL_REGISTRY, mvit_arguments
+from revvideo.models.common import (
+    ClassificationHead,
+    LayerPlan,
+    Mlp,
+    MultiScaleAttention,
+    PatchEmbed,
+    Thw,
+    add_position_embeddings,
+    init_weights,
+    layer_norm,
+    patch_grid,
+    plan_layers,
+    pool_tokens,
+    position_embedding,
+)
+from revvideo.models.reversible import (
+    DEFAULT_CHUNK_TOKENS,
+    ReversibleBlock,
+    ReversibleStack,
+    StageTransition,
+)
+
+__all__ = ["RevMViT", "rev_mvit_b_16x4"]
+
+
+class AttentionSubBlock(nn.Module):
+    """F: LayerNorm then pooling attention, `(B, N, dim)` to `(B, N_q, dim_out)`."""
+
+    def __init__(self, dim: int, dim_out: int, attention: dict[str, Any]) -> None:
+        super().__init__()
+        self.norm = layer_norm(dim)
+        self.attn = MultiScaleAttention(dim, dim_out, **attention)
+
+    def forward(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
+        return self.attn(self.norm(x), thw)[0]
+
+
+class MlpSubBlock(nn.Module):
+    """G: LayerNorm then MLP, token-wise, `(B, N, dim)` to `(B, N, dim)`."""
+
+    def __init__(self, dim: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm = layer_norm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dim, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(x))
+
+
+class RevMViTBlock(ReversibleBlock):
+    """`Y1 = X1 + F(X2)`, `Y2 = X2 + G(Y1)` at constant width and resolution."""
+
+    def __init__(self, plan: LayerPlan, mlp_ratio: float, dropout: float, attention: dict) -> None:
+        super().__init__()
+        self.F = AttentionSubBlock(plan.dim_in, plan.dim_in, attention)
+        self.G = MlpSubBlock(plan.dim_in, mlp_ratio, dropout)
+        self.drop_path_rate = plan.drop_path
+
+
+class RevMViTTransition(StageTransition):
+    """Fuses the streams, Q-pools them and widens `dim_in` to `dim_out` inside the attention;
+    the residual is projected to `dim_out` and pooled by the same Q pooling (or max pooling)."""
+
+    def __init__(
+        self,
+        plan: LayerPlan,
+        mlp_ratio: float,
+        dropout: float,
+        attention: dict,
+        *,
+        pre_q_fusion: str,
+        res_path: str,
+    ) -> None:
+        super().__init__()
+        if pre_q_fusion not in ("avg", "concat"):
+            raise ValueError(f"PRE_Q_FUSION must be 'avg' or 'concat', got {pre_q_fusion!r}")
+        if res_path not in ("conv", "max"):
+            raise ValueError(f"RES_PATH must be 'conv' or 'max', got {res_path!r}")
+        self.pre_q_fusion = pre_q_fusion
+        dim = plan.dim_in * (2 if pre_q_fusion == "concat" else 1)
+        self.F = AttentionSubBlock(dim, plan.dim_out, attention)
+        self.G = MlpSubBlock(plan.dim_out, mlp_ratio, dropout)
+        self.res_proj = nn.Linear(dim, plan.dim_out) if dim != plan.dim_out else None
+        self.pool_skip = None
+        if res_path == "max" and plan.stride_q:
+            kernel = tuple(s + 1 if s > 1 else s for s in plan.stride_q)
+            padding = tuple(k // 2 for k in kernel)
+            self.pool_skip = nn.MaxPool3d(kernel, plan.stride_q, padding)
+        elif self.F.attn.pool_q is None and plan.stride_q:
+            raise ValueError("RES_PATH 'conv' needs a Q-pooling layer with a kernel")
+        self.drop_path_rate = plan.drop_path
+
+    def _residual(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
+        if self.res_proj is not None:
+            x = self.res_proj(x)
+        if self.pool_skip is not None:
+            return pool_tokens(x.unsqueeze(1), self.pool_skip, None, thw, False)[0].squeeze(1)
+        if self.F.attn.pool_q is not None:
+            return self.F.attn.pool_like_q(x, thw)
+        return x
+
+    def attend(self, x1: torch.Tensor, x2: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
+        x = (x1 + x2) / 2 if self.pre_q_fusion == "avg" else torch.cat([x1, x2], dim=-1)
+        # The residual first: its full-resolution projection is freed before attention starts.
+        residual = self._residual(x, thw)
+        out, thw = self.F.attn(self.F.norm(x), thw)
+        return residual + out, thw
+
+
+class RevMViT(nn.Module):
+    """Reversible MViT: `(B, C, T, H, W)` clips to `(B, num_classes)` logits.
+
+    The defaults build Rev-MViT-B 16x4 (34,963,120 parameters with 400 classes). Layers listed
+    in `transition_layers` are stage transitions; every other layer is a reversible block,
+    so only the transitions may pool Q or change the width.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 400,
+        *,
+        num_frames: int = 16,
+        crop_size: int = 224,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depth: int = 16,
+        num_heads: int = 1,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
+        separate_qkv: bool = False,
+        drop_path_rate: float = 0.05,
+        dropout_rate: float = 0.0,
+        head_dropout_rate: float = 0.5,
+        patch_kernel: Sequence[int] = (3, 7, 7),
+        patch_stride: Sequence[int] = (2, 4, 4),
+        patch_padding: Sequence[int] = (1, 3, 3),
+        sep_pos_embed: bool = True,
+        dim_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0)),
+        head_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0)),
+        pool_q_stride: Sequence[Sequence[int]] = ((1, 1, 2, 2), (3, 1, 2, 2), (14, 1, 2, 2)),
+        pool_kv_stride: Sequence[Sequence[int]] = (),
+        pool_kv_stride_adaptive: Sequence[int] | None = (1, 8, 8),
+        pool_kvq_kernel: Sequence[int] | None = (3, 3, 3),
+        pool_mode: str = "conv",
+        transition_layers: Sequence[int] = (1, 3, 14),
+        res_path: str = "conv",
+        pre_q_fusion: str = "avg",
+        respath_fuse: str = "concat",
+        custom_backward: bool = True,
+        recompute_transitions: bool = True,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    ) -> None:
+        super().__init__()
+        if respath_fuse not in ("concat", "avg"):
+            raise ValueError(f"RESPATH_FUSE must be 'concat' or 'avg', got {respath_fuse!r}")
+        self.respath_fuse = respath_fuse
+        self.patch_embed = PatchEmbed(
+            in_chans, embed_dim, patch_kernel, patch_stride, patch_padding
+        )
+        self.grid = patch_grid(
+            (num_frames, crop_size, crop_size), patch_kernel, patch_stride, patch_padding
+        )
+        add_position_embeddings(
+            self, self.grid, embed_dim, separable=sep_pos_embed, class_token=False
+        )
+        self.pos_drop = nn.Dropout(dropout_rate)
+
+        plans = plan_layers(
+            depth=depth,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            dim_mul=dim_mul,
+            head_mul=head_mul,
+            pool_q_stride=pool_q_stride,
+            pool_kv_stride=pool_kv_stride,
+            pool_kv_stride_adaptive=pool_kv_stride_adaptive,
+            pool_kvq_kernel=pool_kvq_kernel,
+            drop_path_rate=drop_path_rate,
+            width_change_in_attention=True,
+        )
+        layers = []
+        for index, plan in enumerate(plans):
+            attention = dict(
+                num_heads=plan.num_heads,
+                qkv_bias=qkv_bias,
+                kernel_q=plan.kernel_q,
+                stride_q=plan.stride_q,
+                kernel_kv=plan.kernel_kv,
+                stride_kv=plan.stride_kv,
+                mode=pool_mode,
+                separate_qkv=separate_qkv,
+                proj_drop=dropout_rate,
+            )
+            if index in transition_layers:
+                layers.append(
+                    RevMViTTransition(
+                        plan,
+                        mlp_ratio,
+                        dropout_rate,
+                        attention,
+                        pre_q_fusion=pre_q_fusion,
+                        res_path=res_path,
+                    )
+                )
+            elif plan.stride_q or plan.dim_in != plan.dim_out:
+                raise ValueError(
+                    f"layer {index} pools Q or changes the width, so it must be a stage "
+                    f"transition (MVIT.REV.BUFFER_LAYERS)"
+                )
+            else:
+                layers.append(RevMViTBlock(plan, mlp_ratio, dropout_rate, attention))
+        self.rev_backbone = ReversibleStack(
+            layers,
+            custom_backward=custom_backward,
+            recompute_transitions=recompute_transitions,
+            chunk_tokens=chunk_tokens,
+        )
+        self.backbone_drop = nn.Dropout(dropout_rate)
+        width = plans[-1].dim_out
+        self.norm = layer_norm(2 * width if respath_fuse == "concat" else width)
+        self.head = ClassificationHead(
+            self.norm.normalized_shape[0], num_classes, head_dropout_rate
+        )
+
+        self.apply(init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features `(B, 2 * C)` (or `(B, C)` with avg fusion) before the head."""
+        x, thw = self.patch_embed(x)
+        x = self.pos_drop(x + position_embedding(self, self.grid, thw, class_token=False))
+        x1, x2, _ = self.rev_backbone(x, thw)
+        fused = torch.cat([x1, x2], dim=-1) if self.respath_fuse == "concat" else (x1 + x2) / 2
+        return self.norm(self.backbone_drop(fused)).mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, C, T, H, W)` clips (or `(B, C, H, W)` images) to `(B, num_classes)` logits."""
+        return self.head(self.forward_features(x))
+
+    @classmethod
+    def from_cfg(cls, cfg: CfgNode) -> "RevMViT":
+        if cfg.MVIT.CLS_EMBED_ON:
+            raise ValueError("reversible models have no class token; set MVIT.CLS_EMBED_ON False")
+        return cls(
+            num_classes=cfg.MODEL.NUM_CLASSES,
+            transition_layers=tuple(cfg.MVIT.REV.BUFFER_LAYERS),
+            res_path=cfg.MVIT.REV.RES_PATH,
+            pre_q_fusion=cfg.MVIT.REV.PRE_Q_FUSION,
+            respath_fuse=cfg.MVIT.REV.RESPATH_FUSE,
+            custom_backward=cfg.MVIT.REV.CUSTOM_BACKWARD,
+            recompute_transitions=cfg.MVIT.REV.RECOMPUTE_TRANSITIONS,
+            **mvit_arguments(cfg),
+        )
+
+
+MODEL_REGISTRY.register(RevMViT)
+
+
+def rev_mvit_b_16x4(num_classes: int = 400, **kwargs: Any) -> RevMViT:
+    """Rev-MViT-B for 16 frames (sampling rate 4) at 224 px: 78.4 % top-1 on Kinetics-400
+    in the paper. `kwargs` override any `RevMViT` argument."""
+    return RevMViT(num_classes, **kwargs)

@@ -1,0 +1,351 @@
+"""The reversible engine: a stack of two-stream blocks whose backward recomputes activations.
+
+A `ReversibleBlock` maps two streams `(X1, X2)` to
+
+    Y1 = X1 + F(X2)          X2 = Y2 - G(Y1)      (inverse, computed in backward)
+    Y2 = X2 + G(Y1)          X1 = Y1 - F(X2)
+
+with stochastic depth applied to the F and G branches. A `StageTransition` fuses the two
+streams into one, changes resolution and width, and is not invertible: it keeps only its input
+and recomputes the rest in backward. Between them, only the stack's output and the inputs of
+its stage transitions stay in memory, whatever the depth.
+
+This module is the one place that knows about the custom backward, about replaying randomness
+(the exact CPU/CUDA RNG state of each step of the forward is restored for its recompute, then
+the global generators are put back) and about replaying autocast. Ordinary autograd through the
+same steps (`custom_backward=False`) draws the same random numbers in the same order, so with
+the same seed both give the same masks and the same gradients.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from revvideo.models.common import Thw, drop_path_mask
+
+# MLPs run over this many tokens at a time, so their 4x-wide hidden activation stays small.
+DEFAULT_CHUNK_TOKENS = 4096
+
+
+class ReversibleBlock(nn.Module):
+    """Base of two-stream blocks. Subclasses set `F` (called `F(x, thw)`, returns `(B, N, C)`),
+    `G` (token-wise: `G(x)` at token i depends only on `x` at token i) and `drop_path_rate`."""
+
+    F: nn.Module
+    G: nn.Module
+    drop_path_rate: float
+
+
+class StageTransition(nn.Module):
+    """Base of non-invertible blocks between reversible runs: `out = h + G(h)` with
+    `h, thw_out = attend(x1, x2, thw)`; stochastic depth scales the whole output."""
+
+    G: nn.Module
+    drop_path_rate: float
+
+    def attend(self, x1: torch.Tensor, x2: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
+        raise NotImplementedError
+
+
+def _tokenwise(fn: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """`fn(x)` for a token-wise `fn`, computed `chunk` tokens at a time."""
+    if x.shape[1] <= chunk:
+        return fn(x)
+    return torch.cat([fn(part) for part in x.split(chunk, dim=1)], dim=1)
+
+
+def _scaled(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x if mask is None else x * mask
+
+
+@dataclass
+class _RngState:
+    cpu: torch.Tensor
+    cuda: torch.Tensor | None
+
+    @classmethod
+    def capture(cls, device: torch.device) -> "_RngState":
+        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        return cls(torch.get_rng_state(), cuda)
+
+    def restore(self, device: torch.device) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, device)
+
+
+# The plain path, the custom forward and the recompute in backward all go through the functions
+# below, so every path draws the same random numbers in the same order: F's own randomness, F's
+# drop-path mask, G's drop-path mask, G's own randomness (token chunk by token chunk).
+
+
+def _f_step(block: ReversibleBlock, x2: torch.Tensor, thw: Thw, training: bool) -> torch.Tensor:
+    """The F branch with stochastic depth."""
+    f = block.F(x2, thw)
+    return _scaled(f, drop_path_mask(f, block.drop_path_rate) if training else None)
+
+
+def _g_mask(layer: nn.Module, like: torch.Tensor, training: bool) -> torch.Tensor | None:
+    return drop_path_mask(like, layer.drop_path_rate) if training else None
+
+
+def _transition_out(h: torch.Tensor, g: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return _scaled(h + g, mask)
+
+
+def _layer_forward(layer, x1, x2, thw, training, chunk, device=None):
+    """One layer on the two streams. With `device`, also returns the RNG states before its F
+    (or attention) step and before its G step, for the recompute."""
+    before_f = _RngState.capture(device) if device else None
+    if isinstance(layer, ReversibleBlock):
+        x1 = x1 + _f_step(layer, x2, thw, training)
+        before_g = _RngState.capture(device) if device else None
+        mask = _g_mask(layer, x1, training)
+        x2 = x2 + _scaled(_tokenwise(layer.G, x1, chunk), mask)
+    else:
+        h, thw = layer.attend(x1, x2, thw)
+        before_g = _RngState.capture(device) if device else None
+        mask = _g_mask(layer, h, training)
+        x1 = x2 = _transition_out(h, _tokenwise(layer.G, h, chunk), mask)
+    return x1, x2, thw, (before_f, before_g)
+
+
+def plain_forward(
+    layers: Sequence[nn.Module],
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    thw: Thw,
+    training: bool,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor, Thw]:
+    """Runs the layers with ordinary autograd; returns the two output streams and their grid."""
+    for layer in layers:
+        x1, x2, thw, _ = _layer_forward(layer, x1, x2, thw, training, chunk)
+    return x1, x2, thw
+
+
+@dataclass
+class _Run:
+    """What the backward of one call needs besides tensors: the layers, the grid each layer saw,
+    the RNG state before each step and the autocast state of the forward."""
+
+    layers: Sequence[nn.Module]
+    training: bool
+    chunk: int
+    thw_in: Thw
+    thws: list[Thw] = field(default_factory=list)
+    thw_out: Thw | None = None
+    rng: list[tuple[_RngState, _RngState]] = field(default_factory=list)
+    autocast: tuple[str, bool, torch.dtype, bool] | None = None
+
+
+@contextmanager
+def _replayed_autocast(run: _Run) -> Iterator[None]:
+    device_type, enabled, dtype, cache_enabled = run.autocast
+    with torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled):
+        yield
+
+
+def _trainable(module: nn.Module, exclude: Sequence[nn.Parameter] = ()) -> list[nn.Parameter]:
+    excluded = {id(p) for p in exclude}
+    return [p for p in module.parameters() if p.requires_grad and id(p) not in excluded]
+
+
+class _GradSink:
+    """Accumulates parameter gradients of the recomputed steps, by parameter identity."""
+
+    def __init__(self) -> None:
+        self.grads: dict[int, torch.Tensor] = {}
+
+    def backward(
+        self,
+        output: torch.Tensor,
+        grad_output: torch.Tensor,
+        inputs: Sequence[torch.Tensor],
+        params: Sequence[nn.Parameter],
+    ) -> tuple[torch.Tensor | None, ...]:
+        """Backpropagates `grad_output` through `output`; returns the gradients of `inputs`."""
+        grads = torch.autograd.grad(
+            output, [*inputs, *params], grad_output, allow_unused=True, materialize_grads=False
+        )
+        for param, grad in zip(params, grads[len(inputs) :], strict=True):
+            if grad is None:
+                continue
+            if id(param) in self.grads:
+                self.grads[id(param)] += grad
+            else:
+                self.grads[id(param)] = grad
+        return grads[: len(inputs)]
+
+
+def _leaf(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().requires_grad_(True)
+
+
+class _ReversibleFunction(torch.autograd.Function):
+    """Runs a segment of layers without storing activations; its backward recomputes them.
+
+    Inputs: the two streams, the `_Run`, then every trainable parameter of the layers (so
+    their gradients flow back through autograd and DDP's hooks fire as usual). Outputs: the two
+    streams. Saved: the outputs and the inputs of the stage transitions, nothing else.
+    """
+
+    @staticmethod
+    def forward(ctx, x1: torch.Tensor, x2: torch.Tensor, run: _Run, *params: nn.Parameter):
+        device = x1.device
+        run.autocast = (
+            device.type,
+            torch.is_autocast_enabled(device.type),
+            torch.get_autocast_dtype(device.type),
+            torch.is_autocast_cache_enabled(),
+        )
+        transition_inputs = []
+        thw = run.thw_in
+        for layer in run.layers:
+            run.thws.append(thw)
+            if not isinstance(layer, ReversibleBlock):
+                transition_inputs += [x1, x2]
+            x1, x2, thw, states = _layer_forward(
+                layer, x1, x2, thw, run.training, run.chunk, device
+            )
+            run.rng.append(states)
+        if x2 is x1:
+            x2 = x1.clone()
+        run.thw_out = thw
+        ctx.run = run
+        ctx.params = params
+        ctx.save_for_backward(x1, x2, *transition_inputs)
+        return x1, x2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y1: torch.Tensor, grad_y2: torch.Tensor):
+        run: _Run = ctx.run
+        y1, y2, *transition_inputs = ctx.saved_tensors
+        device = y1.device
+        sink = _GradSink()
+        cuda_devices = [device] if device.type == "cuda" else []
+        with (
+            torch.random.fork_rng(devices=cuda_devices, device_type=device.type),
+            torch.enable_grad(),
+            _replayed_autocast(run),
+        ):
+            for index in reversed(range(len(run.layers))):
+                layer = run.layers[index]
+                step = (run.thws[index], run.training, run.chunk, *run.rng[index], sink)
+                if isinstance(layer, ReversibleBlock):
+                    y1, y2, grad_y1, grad_y2 = _invert_block(layer, y1, y2, grad_y1, grad_y2, *step)
+                else:
+                    y2, y1 = transition_inputs.pop(), transition_inputs.pop()
+                    grad_y1, grad_y2 = _recompute_transition(
+                        layer, y1, y2, grad_y1 + grad_y2, *step
+                    )
+        param_grads = [sink.grads.get(id(p)) for p in ctx.params]
+        return grad_y1, grad_y2, None, *param_grads
+
+
+def _invert_block(block, y1, y2, grad_y1, grad_y2, thw, training, chunk, before_f, before_g, sink):
+    """Recovers a block's input from its output and backpropagates through the block."""
+    device = y1.device
+    before_g.restore(device)
+    mask = _g_mask(block, y1, training)
+    g_params = _trainable(block.G)
+    x2 = torch.empty_like(y2)
+    grad_y1 = grad_y1.clone()
+    for start in range(0, y1.shape[1], chunk):
+        tokens = slice(start, start + chunk)
+        y1_part = _leaf(y1[:, tokens])
+        g = _scaled(block.G(y1_part), mask)
+        (grad_part,) = sink.backward(g, grad_y2[:, tokens], [y1_part], g_params)
+        grad_y1[:, tokens] += grad_part
+        x2[:, tokens] = y2[:, tokens] - g.detach()
+        del g
+    before_f.restore(device)
+    x2_leaf = _leaf(x2)
+    f = _f_step(block, x2_leaf, thw, training)
+    (grad_x2,) = sink.backward(f, grad_y1, [x2_leaf], _trainable(block.F))
+    x1 = y1 - f.detach()
+    return x1, x2, grad_y1, grad_y2 + grad_x2
+
+
+def _recompute_transition(layer, x1, x2, grad_out, thw, training, chunk, before_f, before_g, sink):
+    """Recomputes a stage transition from its saved input in two steps, the G part one token
+    chunk at a time, then the attention part; returns the gradients of both input streams."""
+    device = x1.device
+    g_params = _trainable(layer.G)
+    before_f.restore(device)
+    x1_leaf, x2_leaf = _leaf(x1), _leaf(x2)
+    h, _ = layer.attend(x1_leaf, x2_leaf, thw)
+    before_g.restore(device)
+    mask = _g_mask(layer, h, training)
+    h_detached = h.detach()
+    grad_h = torch.empty_like(h_detached)
+    for start in range(0, h.shape[1], chunk):
+        tokens = slice(start, start + chunk)
+        h_part = _leaf(h_detached[:, tokens])
+        out = _transition_out(h_part, layer.G(h_part), mask)
+        (grad_h[:, tokens],) = sink.backward(out, grad_out[:, tokens], [h_part], g_params)
+        del out
+    params = _trainable(layer, exclude=g_params)
+    grad_x1, grad_x2 = sink.backward(h, grad_h, [x1_leaf, x2_leaf], params)
+    return grad_x1, grad_x2
+
+
+class ReversibleStack(nn.Module):
+    """Runs `layers` (ReversibleBlocks and StageTransitions) on a single stream of tokens.
+
+    `forward(x, thw)` takes `(B, N, C)` tokens on grid `thw` and returns the two output
+    streams `(B, N', C')` each and their grid. In training with gradients enabled it uses the
+    memory-saving custom backward (unless `custom_backward` is False); in eval or under
+    `torch.no_grad()` it runs a plain forward.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[nn.Module],
+        *,
+        custom_backward: bool = True,
+        recompute_transitions: bool = True,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.custom_backward = custom_backward
+        self.recompute_transitions = recompute_transitions
+        self.chunk_tokens = chunk_tokens
+
+    def _segments(self) -> Iterator[tuple[bool, list[nn.Module]]]:
+        """(recomputed, layers) runs: all layers together, or reversible runs between plain
+        stage transitions when transitions are not recomputed."""
+        if self.recompute_transitions:
+            yield True, list(self.layers)
+            return
+        run: list[nn.Module] = []
+        for layer in self.layers:
+            if isinstance(layer, ReversibleBlock):
+                run.append(layer)
+                continue
+            if run:
+                yield True, run
+                run = []
+            yield False, [layer]
+        if run:
+            yield True, run
+
+    def forward(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, torch.Tensor, Thw]:
+        if not (self.custom_backward and self.training and torch.is_grad_enabled()):
+            return plain_forward(self.layers, x, x, thw, self.training, self.chunk_tokens)
+        x1 = x2 = x
+        for recomputed, layers in self._segments():
+            if not recomputed:
+                x1, x2, thw = plain_forward(layers, x1, x2, thw, True, self.chunk_tokens)
+                continue
+            run = _Run(layers, self.training, self.chunk_tokens, thw_in=thw)
+            params = [p for layer in layers for p in _trainable(layer)]
+            x1, x2 = _ReversibleFunction.apply(x1, x2, run, *params)
+            thw = run.thw_out
+        return x1, x2, thw

@@ -1,0 +1,1 @@
+"""Helpers shared by the models, the data pipeline and the engine."""

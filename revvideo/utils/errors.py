@@ -1,0 +1,13 @@
+"""Exceptions for user mistakes: the command-line tools print them as one line, never a traceback."""
+
+
+class UserError(Exception):
+    """A mistake in the user's input (config, file, checkpoint) that has a one-line explanation."""
+
+
+class ConfigError(UserError):
+    """An unknown key, a value of the wrong type, or an inconsistent setting in a config."""
+
+
+class CheckpointError(UserError):
+    """A file that is not a checkpoint, or one that does not fit the model."""
