@@ -29,6 +29,37 @@ _C.DATA.NUM_FRAMES = 8
 _C.DATA.TRAIN_CROP_SIZE = 224
 # Input channels per pathway (PySlowFast keeps a list; revvideo models have one pathway).
 _C.DATA.INPUT_CHANNEL_NUM = [3]
+# Folder holding train.csv, val.csv and test.csv (lines `path label`, label a class index), or
+# train/, val/ and test/ folders of `class_name/video` files (classes numbered in sorted order).
+_C.DATA.PATH_TO_DATA_DIR = ""
+# Separator between path and label in the CSVs; lines are split on its last occurrence, and " "
+# also splits on tabs.
+_C.DATA.PATH_LABEL_SEPARATOR = " "
+# Prepended to relative video paths in the CSVs; when empty they are relative to the CSV's folder.
+_C.DATA.PATH_PREFIX = ""
+# Video decoder: "pyav" or "decord" ("torchvision", PySlowFast's name, is read as "pyav").
+_C.DATA.DECODING_BACKEND = "pyav"
+# A clip takes one frame every SAMPLING_RATE frames of the video resampled to TARGET_FPS, so it
+# spans NUM_FRAMES * SAMPLING_RATE / TARGET_FPS seconds whatever the file's own frame rate.
+_C.DATA.SAMPLING_RATE = 8
+_C.DATA.TARGET_FPS = 30
+# Training scale jitter: the short side is resized to a random size in [min, max] before a random
+# TRAIN_CROP_SIZE crop. Unused when TRAIN_JITTER_SCALES_RELATIVE is set (a random resized crop
+# does not depend on the frame's scale).
+_C.DATA.TRAIN_JITTER_SCALES = [256, 320]
+# Random resized crop (Inception style) for training: [min, max] fraction of the frame's area and
+# [min, max] aspect ratio of the crop, which is then resized to TRAIN_CROP_SIZE. Empty: scale
+# jitter and a plain random crop instead.
+_C.DATA.TRAIN_JITTER_SCALES_RELATIVE = []
+_C.DATA.TRAIN_JITTER_ASPECT_RELATIVE = []
+# Validation and test: the short side is resized to TEST_CROP_SIZE and square crops of that size
+# are taken (TEST.NUM_SPATIAL_CROPS of them along the long side).
+_C.DATA.TEST_CROP_SIZE = 256
+# Per-channel (RGB) mean and standard deviation of pixel values in [0, 1], for normalisation.
+_C.DATA.MEAN = [0.45, 0.45, 0.45]
+_C.DATA.STD = [0.225, 0.225, 0.225]
+# Random horizontal flip of training clips.
+_C.DATA.RANDOM_FLIP = True
 
 # ---------------------------------------------------------------------------------------------
 # Multiscale Vision Transformer (MViT v1) and its reversible variants
@@ -85,12 +116,74 @@ _C.MVIT.REV.CUSTOM_BACKWARD = True
 _C.MVIT.REV.RECOMPUTE_TRANSITIONS = True
 
 
+# ---------------------------------------------------------------------------------------------
+# Data pipeline: augmentation, mixup, loaders, batch sizes and test views
+# ---------------------------------------------------------------------------------------------
+_C.AUG = CfgNode()
+# RandAugment (or colour jitter when AA_TYPE is empty) and random erasing on training clips.
+_C.AUG.ENABLE = False
+# Repeated augmentation: clips cut from each decoded training video, each augmented on its own;
+# a batch holds TRAIN.BATCH_SIZE * NUM_SAMPLE clips.
+_C.AUG.NUM_SAMPLE = 1
+# Brightness, contrast and saturation jitter strength, used only when AA_TYPE is empty.
+_C.AUG.COLOR_JITTER = 0.4
+# RandAugment as "rand-m<magnitude>[-n<ops per clip>][-mstd<magnitude std>][-inc1]" (timm's
+# notation; n defaults to 2); the same operations hit every frame of a clip. Empty: colour jitter.
+_C.AUG.AA_TYPE = "rand-m9-mstd0.5-inc1"
+# Resampling filter of the random resized crop: "bilinear" or "bicubic".
+_C.AUG.INTERPOLATION = "bicubic"
+# Probability of random erasing; the erased box is the same in every frame of a clip.
+_C.AUG.RE_PROB = 0.25
+# Random erasing fill: "pixel" (per-pixel normal noise) or "const" (zero, the mean colour).
+_C.AUG.RE_MODE = "pixel"
+# Random erasing draws 1 to RE_COUNT boxes, sharing the erased area between them.
+_C.AUG.RE_COUNT = 1
+
+_C.MIXUP = CfgNode()
+# Mixup / CutMix on training batches (revvideo.data.MixUp, applied by the train loop).
+_C.MIXUP.ENABLE = False
+# Beta(ALPHA, ALPHA) mixup weight; 0 disables mixup.
+_C.MIXUP.ALPHA = 0.8
+# Beta(CUTMIX_ALPHA, CUTMIX_ALPHA) cutmix area; 0 disables cutmix.
+_C.MIXUP.CUTMIX_ALPHA = 1.0
+# Probability that a batch is mixed at all.
+_C.MIXUP.PROB = 1.0
+# Probability of cutmix rather than mixup when both are enabled.
+_C.MIXUP.SWITCH_PROB = 0.5
+# Label smoothing of the soft targets, also applied when mixup is disabled.
+_C.MIXUP.LABEL_SMOOTH_VALUE = 0.1
+
+_C.DATA_LOADER = CfgNode()
+# Worker processes per loader (0 decodes in the main process: a decoder crash then ends it).
+_C.DATA_LOADER.NUM_WORKERS = 8
+# Pin batches in page-locked memory (only when CUDA is available).
+_C.DATA_LOADER.PIN_MEMORY = True
+# Let each decoder use several threads; worth it only with fewer workers than cores.
+_C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
+
+_C.TRAIN = CfgNode()
+# Videos per training batch over all processes (each rank loads BATCH_SIZE / world size).
+_C.TRAIN.BATCH_SIZE = 64
+
+_C.TEST = CfgNode()
+# Clips per validation/test batch over all processes; a batch holds whole videos (all views).
+_C.TEST.BATCH_SIZE = 8
+# Temporal clips per test video, evenly spread: the first starts at 0, the last ends at the end.
+_C.TEST.NUM_ENSEMBLE_VIEWS = 10
+# Spatial crops per clip: 1 (centre) or 3 (both ends and centre of the long side).
+_C.TEST.NUM_SPATIAL_CROPS = 3
+
+
 # PySlowFast keys that revvideo accepts in a YAML file but does not use, with the reason shown
 # to the user. Anything else unknown is an error.
 IGNORED_KEYS = {
     "MODEL.ARCH": "the architecture follows MODEL.MODEL_NAME and MVIT.REV.ENABLE",
     "MVIT.NORM": "revvideo's MViT always uses LayerNorm(eps=1e-6)",
     "MVIT.USE_ABS_POS": "MViT v1 always uses absolute position embeddings",
+    "DATA.USE_OFFSET_SAMPLING": "test clips always span the whole video (PySlowFast's offset sampling)",
+    "DATA.INV_UNIFORM_SAMPLE": "the training short side is drawn uniformly from TRAIN_JITTER_SCALES",
+    "DATA.TRAIN_JITTER_MOTION_SHIFT": "the random resized crop is the same in every frame",
+    "AUG.RE_SPLIT": "every repeated-augmentation clip is erased with probability AUG.RE_PROB",
 }
 
 

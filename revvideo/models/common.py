@@ -118,8 +118,9 @@ def pool_tokens(
     if has_cls_token:
         cls_token, x = x[:, :, :1], x[:, :, 1:]
     batch, heads, _, channels = x.shape
-    # (B * heads, C, T, H, W) as a channels-last view: Conv3d and pooling accept it without a copy.
-    volume = x.reshape(batch * heads, *thw, channels).permute(0, 4, 1, 2, 3)
+    # A contiguous (B * heads, C, T, H, W) copy: on the CPU, depthwise Conv3d is ~9x slower on a
+    # channels-last view, and its bf16 weight gradient is wrong there (PyTorch 2.14).
+    volume = x.reshape(batch * heads, *thw, channels).permute(0, 4, 1, 2, 3).contiguous()
     volume = pool(volume)
     pooled_thw = (volume.shape[2], volume.shape[3], volume.shape[4])
     x = volume.reshape(batch, heads, channels, -1).transpose(2, 3)
@@ -128,6 +129,20 @@ def pool_tokens(
     if norm is not None:
         x = norm(x)
     return x, pooled_thw
+
+
+def pooled_grid(thw: Thw, pool: nn.Module | None) -> Thw:
+    """Token grid after `pool` (a Conv3d or a 3-D pooling layer, or None for no pooling)."""
+    if pool is None:
+        return thw
+    kernel, stride, padding = (
+        (v,) * 3 if isinstance(v, int) else tuple(v)
+        for v in (pool.kernel_size, pool.stride, pool.padding)
+    )
+    t, h, w = (
+        (n + 2 * p - k) // s + 1 for n, k, s, p in zip(thw, kernel, stride, padding, strict=True)
+    )
+    return t, h, w
 
 
 def _pooling_layer(mode: str, channels: int, kernel: Sequence[int], stride: Sequence[int]):
@@ -205,11 +220,20 @@ class MultiScaleAttention(nn.Module):
             out = F.linear(x, self.qkv.weight[rows], bias)
         return out.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
-    def pooled_q(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
-        q = self._projection(x, 0)
-        if self.pool_q is None:
-            return q, thw
-        return pool_tokens(q, self.pool_q, self.norm_q, thw, self.has_cls_token)
+    def _pooling(self, index: int) -> tuple[nn.Module | None, nn.Module | None]:
+        return (
+            (self.pool_q, self.norm_q),
+            (self.pool_k, self.norm_k),
+            (self.pool_v, self.norm_v),
+        )[index]
+
+    def project_and_pool(self, x: torch.Tensor, index: int, thw: Thw) -> torch.Tensor:
+        """q (0), k (1) or v (2), pooled and normalised: `(B, heads, N_pooled, head_dim)`."""
+        pool, norm = self._pooling(index)
+        projected = self._projection(x, index)
+        if pool is None:
+            return projected
+        return pool_tokens(projected, pool, norm, thw, self.has_cls_token)[0]
 
     def pool_like_q(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
         """Pools `(B, N, dim_out)` tokens with Q's pooling layer and norm (a residual path)."""
@@ -218,14 +242,10 @@ class MultiScaleAttention(nn.Module):
         return pooled.transpose(1, 2).flatten(2)
 
     def forward(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
-        q, q_thw = self.pooled_q(x, thw)
-        k, v = self._projection(x, 1), self._projection(x, 2)
-        if self.pool_k is not None:
-            k, _ = pool_tokens(k, self.pool_k, self.norm_k, thw, self.has_cls_token)
-            v, _ = pool_tokens(v, self.pool_v, self.norm_v, thw, self.has_cls_token)
+        q, k, v = (self.project_and_pool(x, index, thw) for index in range(3))
         out = F.scaled_dot_product_attention(q, k, v)
         out = self.proj(out.transpose(1, 2).flatten(2))
-        return self.proj_drop(out), q_thw
+        return self.proj_drop(out), pooled_grid(thw, self.pool_q)
 
 
 class Mlp(nn.Module):
@@ -372,14 +392,3 @@ def plan_layers(
         if not width_change_in_attention:
             dim = dim_out
     return plans
-
-
-def pooled_thw(thw: Thw, plan: LayerPlan) -> Thw:
-    """Token grid after the layer's Q pooling (kernel k, stride s, padding k // 2)."""
-    if not _pools(plan.kernel_q, plan.stride_q):
-        return thw
-    t, h, w = (
-        (n + 2 * (k // 2) - k) // s + 1
-        for n, k, s in zip(thw, plan.kernel_q, plan.stride_q, strict=True)
-    )
-    return t, h, w

@@ -33,9 +33,21 @@ from revvideo.models.reversible import (
     ReversibleBlock,
     ReversibleStack,
     StageTransition,
+    recompute_in_backward,
 )
 
 __all__ = ["RevMViT", "rev_mvit_b_16x4"]
+
+
+class RecomputedPoolingAttention(MultiScaleAttention):
+    """Pooling attention that keeps none of its full-resolution projections for backward:
+    each pooled q, k, v is recomputed from the attention's input when backward needs it."""
+
+    def project_and_pool(self, x: torch.Tensor, index: int, thw: Thw) -> torch.Tensor:
+        pool, _ = self._pooling(index)
+        if pool is None:
+            return super().project_and_pool(x, index, thw)
+        return recompute_in_backward(super().project_and_pool, x, index, thw)
 
 
 class AttentionSubBlock(nn.Module):
@@ -44,7 +56,7 @@ class AttentionSubBlock(nn.Module):
     def __init__(self, dim: int, dim_out: int, attention: dict[str, Any]) -> None:
         super().__init__()
         self.norm = layer_norm(dim)
-        self.attn = MultiScaleAttention(dim, dim_out, **attention)
+        self.attn = RecomputedPoolingAttention(dim, dim_out, **attention)
 
     def forward(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
         return self.attn(self.norm(x), thw)[0]
@@ -116,8 +128,8 @@ class RevMViTTransition(StageTransition):
 
     def attend(self, x1: torch.Tensor, x2: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
         x = (x1 + x2) / 2 if self.pre_q_fusion == "avg" else torch.cat([x1, x2], dim=-1)
-        # The residual first: its full-resolution projection is freed before attention starts.
-        residual = self._residual(x, thw)
+        # The residual first, so its full-resolution projection is freed before attention starts.
+        residual = recompute_in_backward(self._residual, x, thw)
         out, thw = self.F.attn(self.F.norm(x), thw)
         return residual + out, thw
 

@@ -13,25 +13,15 @@ __all__ = ["rev_vit_b", "rev_vit_s"]
 
 
 def _rev_vit(
-    num_classes: int,
-    *,
-    embed_dim: int,
-    num_heads: int,
-    drop_path_rate: float,
-    num_frames: int,
-    crop_size: int,
-    **kwargs: Any,
+    num_classes: int, preset: dict[str, Any], num_frames: int, crop_size: int, **kwargs: Any
 ) -> RevMViT:
     tubelet = (1 if num_frames == 1 else 2, 16, 16)
     arguments: dict[str, Any] = dict(
         num_frames=num_frames,
         crop_size=crop_size,
-        embed_dim=embed_dim,
         depth=12,
-        num_heads=num_heads,
         qkv_bias=True,
         separate_qkv=True,
-        drop_path_rate=drop_path_rate,
         patch_kernel=tubelet,
         patch_stride=tubelet,
         patch_padding=(0, 0, 0),
@@ -44,8 +34,7 @@ def _rev_vit(
         pool_kvq_kernel=None,
         transition_layers=(),
     )
-    arguments.update(kwargs)
-    return RevMViT(num_classes, **arguments)
+    return RevMViT(num_classes, **(arguments | preset | kwargs))
 
 
 def rev_vit_s(
@@ -53,15 +42,8 @@ def rev_vit_s(
 ) -> RevMViT:
     """Rev-ViT-S: width 384, 6 heads, 12 reversible blocks. `num_frames=1` for images;
     `kwargs` override any `RevMViT` argument."""
-    return _rev_vit(
-        num_classes,
-        embed_dim=384,
-        num_heads=6,
-        drop_path_rate=0.1,
-        num_frames=num_frames,
-        crop_size=crop_size,
-        **kwargs,
-    )
+    preset = dict(embed_dim=384, num_heads=6, drop_path_rate=0.1)
+    return _rev_vit(num_classes, preset, num_frames, crop_size, **kwargs)
 
 
 def rev_vit_b(
@@ -69,12 +51,5 @@ def rev_vit_b(
 ) -> RevMViT:
     """Rev-ViT-B: width 768, 12 heads, 12 reversible blocks. `num_frames=1` for images;
     `kwargs` override any `RevMViT` argument."""
-    return _rev_vit(
-        num_classes,
-        embed_dim=768,
-        num_heads=12,
-        drop_path_rate=0.2,
-        num_frames=num_frames,
-        crop_size=crop_size,
-        **kwargs,
-    )
+    preset = dict(embed_dim=768, num_heads=12, drop_path_rate=0.2)
+    return _rev_vit(num_classes, preset, num_frames, crop_size, **kwargs)

@@ -17,13 +17,14 @@ same steps (`custom_backward=False`) draws the same random numbers in the same o
 the same seed both give the same masks and the same gradients.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 from revvideo.models.common import Thw, drop_path_mask
 
@@ -49,6 +50,14 @@ class StageTransition(nn.Module):
 
     def attend(self, x1: torch.Tensor, x2: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
         raise NotImplementedError
+
+
+def recompute_in_backward(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+    """`fn(*args)`; with gradients enabled, autograd keeps only `args` and recomputes `fn` when
+    backward needs it (for steps whose output is small but whose insides are large)."""
+    if not torch.is_grad_enabled():
+        return fn(*args)
+    return checkpoint(fn, *args, use_reentrant=False)
 
 
 def _tokenwise(fn: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -93,25 +102,35 @@ def _g_mask(layer: nn.Module, like: torch.Tensor, training: bool) -> torch.Tenso
     return drop_path_mask(like, layer.drop_path_rate) if training else None
 
 
+def _stream(x: torch.Tensor) -> torch.Tensor:
+    """A stream as the blocks carry it. Under mixed precision streams stay float32 (the F and G
+    branches run in low precision): X2 = Y2 - G(Y1) then recovers a block's input to float32
+    precision instead of losing 8 bits in every block."""
+    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.float16, torch.bfloat16):
+        return x.float()
+    return x
+
+
 def _transition_out(h: torch.Tensor, g: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return _scaled(h + g, mask)
+    return _stream(_scaled(h + g, mask))
 
 
 def _layer_forward(layer, x1, x2, thw, training, chunk, device=None):
-    """One layer on the two streams. With `device`, also returns the RNG states before its F
-    (or attention) step and before its G step, for the recompute."""
+    """One layer on the two streams. With `device`, also returns what its recompute needs: the
+    RNG states before its F (or attention) step and before its G step, and for a stage
+    transition its two inputs and the attention output h (small: already pooled)."""
     before_f = _RngState.capture(device) if device else None
     if isinstance(layer, ReversibleBlock):
         x1 = x1 + _f_step(layer, x2, thw, training)
         before_g = _RngState.capture(device) if device else None
         mask = _g_mask(layer, x1, training)
         x2 = x2 + _scaled(_tokenwise(layer.G, x1, chunk), mask)
-    else:
-        h, thw = layer.attend(x1, x2, thw)
-        before_g = _RngState.capture(device) if device else None
-        mask = _g_mask(layer, h, training)
-        x1 = x2 = _transition_out(h, _tokenwise(layer.G, h, chunk), mask)
-    return x1, x2, thw, (before_f, before_g)
+        return x1, x2, thw, (before_f, before_g, [])
+    h, thw_out = layer.attend(x1, x2, thw)
+    before_g = _RngState.capture(device) if device else None
+    mask = _g_mask(layer, h, training)
+    out = _transition_out(h, _tokenwise(layer.G, h, chunk), mask)
+    return out, out, thw_out, (before_f, before_g, [x1, x2, h])
 
 
 def plain_forward(
@@ -191,7 +210,8 @@ class _ReversibleFunction(torch.autograd.Function):
 
     Inputs: the two streams, the `_Run`, then every trainable parameter of the layers (so
     their gradients flow back through autograd and DDP's hooks fire as usual). Outputs: the two
-    streams. Saved: the outputs and the inputs of the stage transitions, nothing else.
+    streams. Saved: the outputs, and the inputs and pooled attention output of each stage
+    transition; nothing that grows with the number of reversible blocks.
     """
 
     @staticmethod
@@ -203,29 +223,28 @@ class _ReversibleFunction(torch.autograd.Function):
             torch.get_autocast_dtype(device.type),
             torch.is_autocast_cache_enabled(),
         )
-        transition_inputs = []
+        kept = []
         thw = run.thw_in
         for layer in run.layers:
             run.thws.append(thw)
-            if not isinstance(layer, ReversibleBlock):
-                transition_inputs += [x1, x2]
-            x1, x2, thw, states = _layer_forward(
+            x1, x2, thw, (before_f, before_g, tensors) = _layer_forward(
                 layer, x1, x2, thw, run.training, run.chunk, device
             )
-            run.rng.append(states)
+            run.rng.append((before_f, before_g))
+            kept += tensors
         if x2 is x1:
             x2 = x1.clone()
         run.thw_out = thw
         ctx.run = run
         ctx.params = params
-        ctx.save_for_backward(x1, x2, *transition_inputs)
+        ctx.save_for_backward(x1, x2, *kept)
         return x1, x2
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y1: torch.Tensor, grad_y2: torch.Tensor):
         run: _Run = ctx.run
-        y1, y2, *transition_inputs = ctx.saved_tensors
+        y1, y2, *kept = ctx.saved_tensors
         device = y1.device
         sink = _GradSink()
         cuda_devices = [device] if device.type == "cuda" else []
@@ -240,9 +259,9 @@ class _ReversibleFunction(torch.autograd.Function):
                 if isinstance(layer, ReversibleBlock):
                     y1, y2, grad_y1, grad_y2 = _invert_block(layer, y1, y2, grad_y1, grad_y2, *step)
                 else:
-                    y2, y1 = transition_inputs.pop(), transition_inputs.pop()
+                    h, y2, y1 = kept.pop(), kept.pop(), kept.pop()
                     grad_y1, grad_y2 = _recompute_transition(
-                        layer, y1, y2, grad_y1 + grad_y2, *step
+                        layer, y1, y2, h, grad_y1 + grad_y2, *step
                     )
         param_grads = [sink.grads.get(id(p)) for p in ctx.params]
         return grad_y1, grad_y2, None, *param_grads
@@ -272,24 +291,26 @@ def _invert_block(block, y1, y2, grad_y1, grad_y2, thw, training, chunk, before_
     return x1, x2, grad_y1, grad_y2 + grad_x2
 
 
-def _recompute_transition(layer, x1, x2, grad_out, thw, training, chunk, before_f, before_g, sink):
-    """Recomputes a stage transition from its saved input in two steps, the G part one token
-    chunk at a time, then the attention part; returns the gradients of both input streams."""
+def _recompute_transition(
+    layer, x1, x2, h, grad_out, thw, training, chunk, before_f, before_g, sink
+):
+    """Backpropagates through a stage transition in two steps, so only one step's activations
+    exist at a time: the G part from the saved h, one token chunk at a time, then the
+    attention part recomputed from the saved inputs. Returns the gradients of both inputs."""
     device = x1.device
     g_params = _trainable(layer.G)
-    before_f.restore(device)
-    x1_leaf, x2_leaf = _leaf(x1), _leaf(x2)
-    h, _ = layer.attend(x1_leaf, x2_leaf, thw)
     before_g.restore(device)
     mask = _g_mask(layer, h, training)
-    h_detached = h.detach()
-    grad_h = torch.empty_like(h_detached)
+    grad_h = torch.empty_like(h)
     for start in range(0, h.shape[1], chunk):
         tokens = slice(start, start + chunk)
-        h_part = _leaf(h_detached[:, tokens])
+        h_part = _leaf(h[:, tokens])
         out = _transition_out(h_part, layer.G(h_part), mask)
         (grad_h[:, tokens],) = sink.backward(out, grad_out[:, tokens], [h_part], g_params)
         del out
+    before_f.restore(device)
+    x1_leaf, x2_leaf = _leaf(x1), _leaf(x2)
+    h, _ = layer.attend(x1_leaf, x2_leaf, thw)
     params = _trainable(layer, exclude=g_params)
     grad_x1, grad_x2 = sink.backward(h, grad_h, [x1_leaf, x2_leaf], params)
     return grad_x1, grad_x2
@@ -337,6 +358,7 @@ class ReversibleStack(nn.Module):
             yield True, run
 
     def forward(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, torch.Tensor, Thw]:
+        x = _stream(x)
         if not (self.custom_backward and self.training and torch.is_grad_enabled()):
             return plain_forward(self.layers, x, x, thw, self.training, self.chunk_tokens)
         x1 = x2 = x

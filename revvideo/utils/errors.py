@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A file that is not a checkpoint, or one that does not fit the model."""
+
+
+class DataError(UserError):
+    """A dataset that cannot be read: a missing list file, a malformed line, a label out of range."""

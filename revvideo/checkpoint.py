@@ -1,0 +1,256 @@
+"""Saving and loading checkpoints.
+
+Our files use PySlowFast's layout so that checkpoints move freely between the two code bases:
+a dict whose `"model_state"` entry is the model's state dict, next to whatever the training
+engine adds (`"optimizer_state"`, `"epoch"`, `"cfg"` as a YAML string, ...).
+
+`load_checkpoint` also reads the layouts other tools write: a dict with `"model"` or
+`"state_dict"`, a bare state dict, `module.`-prefixed names from (Distributed)DataParallel, and
+torchvision's `mvit_v1_b` parameter names. Files are unpickled with `weights_only=True`, so a
+checkpoint can never run code; every problem with a file is a one-line `CheckpointError`.
+"""
+
+import os
+import re
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from revvideo.utils.errors import CheckpointError
+
+__all__ = [
+    "from_torchvision_mvit",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+    "to_torchvision_mvit",
+]
+
+StateDict = dict[str, torch.Tensor]
+
+MODEL_STATE = "model_state"
+# Where other code bases keep the state dict inside a checkpoint dict, in order of preference.
+_STATE_DICT_KEYS = (MODEL_STATE, "model", "state_dict")
+
+# torchvision's MViT names and ours (PySlowFast's). `{field}` stands for one dotted component;
+# names in neither column (norm1, norm2, attn.qkv, norm) are the same in both.
+_TORCHVISION_MVIT_NAMES = (
+    ("conv_proj.{p}", "patch_embed.proj.{p}"),
+    ("pos_encoding.class_token", "cls_token"),
+    ("pos_encoding.class_pos", "pos_embed_class"),
+    ("pos_encoding.spatial_pos", "pos_embed_spatial"),
+    ("pos_encoding.temporal_pos", "pos_embed_temporal"),
+    ("blocks.{i}.attn.project.0.{p}", "blocks.{i}.attn.proj.{p}"),
+    ("blocks.{i}.attn.pool_{x}.pool.weight", "blocks.{i}.attn.pool_{x}.weight"),
+    ("blocks.{i}.attn.pool_{x}.norm_act.0.{p}", "blocks.{i}.attn.norm_{x}.{p}"),
+    ("blocks.{i}.mlp.0.{p}", "blocks.{i}.mlp.fc1.{p}"),
+    ("blocks.{i}.mlp.3.{p}", "blocks.{i}.mlp.fc2.{p}"),
+    ("blocks.{i}.project.{p}", "blocks.{i}.proj.{p}"),
+    ("head.1.{p}", "head.projection.{p}"),
+)
+# torchvision drops the leading singleton dims of these tensors, which we keep as (1, N, C):
+# its class token and class position are (C,), its spatial and temporal positions (N, C).
+_TORCHVISION_RANKS = {
+    "pos_encoding.class_token": 1,
+    "pos_encoding.class_pos": 1,
+    "pos_encoding.spatial_pos": 2,
+    "pos_encoding.temporal_pos": 2,
+}
+
+
+def _name_pattern(template: str) -> re.Pattern[str]:
+    parts = []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if field:
+            parts.append(f"(?P<{field}>[^.]+)")
+    return re.compile("".join(parts))
+
+
+_FROM_TORCHVISION = [(_name_pattern(tv), ours) for tv, ours in _TORCHVISION_MVIT_NAMES]
+_TO_TORCHVISION = [(_name_pattern(ours), tv) for tv, ours in _TORCHVISION_MVIT_NAMES]
+
+
+def _rename(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str:
+    for pattern, target in rules:
+        match = pattern.fullmatch(key)
+        if match:
+            return target.format(**match.groupdict())
+    return key
+
+
+def from_torchvision_mvit(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """A torchvision `MViT` (v1) state dict under our `MViT`'s names and shapes."""
+    converted = {}
+    for key, value in state.items():
+        if key in _TORCHVISION_RANKS:
+            value = value.reshape(1, -1, value.shape[-1])
+        converted[_rename(key, _FROM_TORCHVISION)] = value
+    return converted
+
+
+def to_torchvision_mvit(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """Our `MViT`'s state dict under torchvision's `MViT` (v1) names and shapes."""
+    converted = {}
+    for key, value in state.items():
+        name = _rename(key, _TO_TORCHVISION)
+        if name in _TORCHVISION_RANKS:
+            value = value.reshape(value.shape[-_TORCHVISION_RANKS[name] :])
+        converted[name] = value
+    return converted
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, parallel) else model
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
+    """Writes `{"model_state": model.state_dict(), **extra}` to `path` atomically.
+
+    `extra` holds plain data (tensors, numbers, strings, lists, dicts, state dicts) so that
+    `weights_only` loading accepts it: store a config as `cfg.dump()`. A (Distributed)
+    DataParallel wrapper is not saved. The file is written next to `path` and renamed over it
+    only once complete, so a crash or a full disk never leaves a partial checkpoint or
+    destroys the previous one.
+    """
+    if MODEL_STATE in extra:
+        raise TypeError(f"{MODEL_STATE!r} is taken from `model`; pass it no other way")
+    path = Path(path)
+    # Hidden, so that tools listing checkpoints never pick up a partial file; one per process,
+    # so that two writers never share it. Not tempfile.mkstemp: its 0600 mode would stick.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    checkpoint = {MODEL_STATE: _unwrap(model).state_dict(), **extra}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+        # The rename itself is durable only once the directory entry reaches the disk.
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from err
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _unpickle(path: Path, map_location: str | torch.device | None) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from err
+    except Exception as err:
+        # torch.load has no error type of its own: garbage, empty and truncated files raise
+        # KeyError, EOFError, RuntimeError or UnpicklingError depending on where it gives up.
+        if "Weights only load failed" in str(err):
+            found = re.search(r"GLOBAL (\S+)", str(err))
+            what = f" ({found.group(1)})" if found else ""
+            raise CheckpointError(
+                f"{path} holds arbitrary Python objects{what}; refusing to unpickle it because "
+                "that can run code (only tensors and plain data are loaded)"
+            ) from err
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint, or it is corrupt or truncated"
+        ) from err
+
+
+def _is_state_dict(value: Any) -> bool:
+    return (
+        isinstance(value, Mapping)
+        and len(value) > 0
+        and all(isinstance(key, str) for key in value)
+        and all(isinstance(tensor, torch.Tensor) for tensor in value.values())
+    )
+
+
+def _split_model_state(path: Path, content: Any) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """The state dict inside `content` and the entries next to it."""
+    if not isinstance(content, Mapping):
+        raise CheckpointError(f"{path} holds a {type(content).__name__}, not a checkpoint")
+    for key in _STATE_DICT_KEYS:
+        if isinstance(content.get(key), Mapping):
+            return content[key], {k: v for k, v in content.items() if k != key}
+    if _is_state_dict(content):
+        return content, {}
+    keys = ", ".join(map(str, list(content)[:5]))
+    raise CheckpointError(
+        f"{path} holds no model weights: a dict with keys [{keys}] but none of "
+        f"{', '.join(_STATE_DICT_KEYS)}"
+    )
+
+
+def read_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device | None = "cpu"
+) -> dict[str, Any]:
+    """The checkpoint at `path` in our layout, whatever layout it was written in.
+
+    `"model_state"` holds the weights under our names (DataParallel prefixes removed,
+    torchvision MViT names translated); the other entries are returned as they are.
+    """
+    path = Path(path)
+    state, others = _split_model_state(path, _unpickle(path, map_location))
+    if not _is_state_dict(state):
+        raise CheckpointError(f"{path} holds a model state that is not a dict of tensors")
+    if all(key.startswith("module.") for key in state):
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    if "pos_encoding.class_token" in state:
+        state = from_torchvision_mvit(state)
+    return {MODEL_STATE: dict(state), **others}
+
+
+def _first(keys: list[str], count: int = 3) -> str:
+    return ", ".join(keys[:count]) + (", ..." if len(keys) > count else "")
+
+
+def _check_fit(path: Path, state: StateDict, model: nn.Module) -> None:
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    problem = f"{path} does not fit {type(model).__name__}"
+    if missing or unexpected:
+        counts = []
+        if missing:
+            counts.append(f"{len(missing)} missing keys ({_first(missing)})")
+        if unexpected:
+            counts.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
+        raise CheckpointError(f"{problem}: {'; '.join(counts)}")
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"{problem}: {key} has shape {list(state[key].shape)} in the checkpoint "
+                f"but {list(tensor.shape)} in the model"
+            )
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    map_location: str | torch.device | None = "cpu",
+) -> dict[str, Any]:
+    """Loads the weights at `path` into `model` (strictly: every key, every shape).
+
+    Reads our own and PySlowFast's checkpoints, the common `"model"` / `"state_dict"` layouts,
+    bare state dicts and torchvision `mvit_v1_b` weights (see `read_checkpoint`). Returns the
+    checkpoint's other entries (e.g. `"optimizer_state"`, `"epoch"`, `"cfg"`) for the caller
+    to restore.
+    """
+    path = Path(path)
+    checkpoint = read_checkpoint(path, map_location=map_location)
+    state = checkpoint.pop(MODEL_STATE)
+    model = _unwrap(model)
+    _check_fit(path, state, model)
+    model.load_state_dict(state)
+    return checkpoint

@@ -1,0 +1,223 @@
+"""The reversible engine: exact gradients, replayed randomness and autocast, no stored
+activations, plain forward in eval, DistributedDataParallel and torch.export."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from tiny_models import tiny_rev_mvit, tiny_rev_vit
+
+from revvideo.utils.memory import SavedTensorCounter
+
+# Adding the same vector to every key leaves softmax attention unchanged, so the true gradient
+# of a bias added to all keys (K's projection bias, the bias of the norm after K pooling) is
+# exactly zero and both sides hold only rounding noise.
+ZERO_GRADIENT_SUFFIXES = ("attn.k.bias", "attn.norm_k.bias")
+
+RANDOMNESS = dict(drop_path_rate=0.3, dropout_rate=0.2, head_dropout_rate=0.0)
+
+
+def _step(model, clip, custom_backward: bool, seed: int = 123):
+    """Output, gradients and the global RNG state after one forward + backward."""
+    model.rev_backbone.custom_backward = custom_backward
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    out = model(clip)
+    out.square().sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return out.detach(), grads, torch.get_rng_state()
+
+
+def _relative_errors(reference: dict, other: dict) -> dict:
+    return {
+        name: ((reference[name] - other[name]).norm() / reference[name].norm()).item()
+        for name in reference
+        if not name.endswith(ZERO_GRADIENT_SUFFIXES)
+    }
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["fp64", "fp32"]
+)
+@pytest.mark.parametrize(
+    "build",
+    [
+        tiny_rev_mvit,
+        lambda **kw: tiny_rev_mvit(recompute_transitions=False, **kw),
+        tiny_rev_vit,
+    ],
+    ids=["rev-mvit", "rev-mvit-cached-transitions", "rev-vit"],
+)
+def test_custom_backward_matches_autograd_with_randomness_on(build, dtype, tolerance):
+    torch.manual_seed(0)
+    model = build(**RANDOMNESS).to(dtype).train()
+    clip = torch.randn(3, 3, 4, 32, 32, dtype=dtype)
+    plain_out, plain_grads, plain_rng = _step(model, clip, custom_backward=False)
+    custom_out, custom_grads, custom_rng = _step(model, clip, custom_backward=True)
+
+    assert torch.equal(plain_out, custom_out), "the same seed must give the same masks"
+    assert torch.equal(plain_rng, custom_rng), "the global RNG must end where autograd leaves it"
+    errors = _relative_errors(plain_grads, custom_grads)
+    assert max(errors.values()) <= tolerance, max(errors.items(), key=lambda item: item[1])
+    # Every other parameter got a gradient, so the comparison covers the whole network.
+    assert all(
+        grad.abs().sum() > 0
+        for name, grad in custom_grads.items()
+        if not name.endswith(ZERO_GRADIENT_SUFFIXES)
+    )
+
+
+def test_randomness_is_really_on_in_the_gradient_test():
+    torch.manual_seed(0)
+    model = tiny_rev_mvit(**RANDOMNESS).double().train()
+    clip = torch.randn(3, 3, 4, 32, 32, dtype=torch.float64)
+    out_a, _, _ = _step(model, clip, custom_backward=True, seed=1)
+    out_b, _, _ = _step(model, clip, custom_backward=True, seed=2)
+    assert not torch.allclose(out_a, out_b)
+
+
+def test_same_seed_same_run_and_no_reseeding():
+    def run():
+        torch.manual_seed(7)
+        model = tiny_rev_mvit(**RANDOMNESS).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        clip = torch.randn(2, 3, 4, 32, 32)
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(clip).square().mean().backward()
+            optimizer.step()
+        return model.state_dict(), torch.rand(4)
+
+    (weights_a, next_a), (weights_b, next_b) = run(), run()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert torch.equal(next_a, next_b)
+
+
+def test_autocast_is_replayed_in_the_recompute():
+    torch.manual_seed(0)
+    model = tiny_rev_mvit(**RANDOMNESS).train()
+    clip = torch.randn(2, 3, 4, 32, 32)
+    recomputed_dtypes = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda mod, i, out: recomputed_dtypes.append(out.dtype))
+
+    def grads(custom_backward: bool, autocast: bool):
+        model.rev_backbone.custom_backward = custom_backward
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(clip).float().square().sum()
+        recomputed_dtypes.clear()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    plain_bf16 = grads(custom_backward=False, autocast=True)
+    custom_bf16 = grads(custom_backward=True, autocast=True)
+    assert recomputed_dtypes and set(recomputed_dtypes) == {torch.bfloat16}
+    plain_fp32 = grads(custom_backward=False, autocast=False)
+    bf16_effect = ((plain_fp32 - plain_bf16).norm() / plain_fp32.norm()).item()
+    replay_error = ((plain_bf16 - custom_bf16).norm() / plain_bf16.norm()).item()
+    # bf16 changes the gradients by about its precision (2^-8); the reversible backward, which
+    # replays it on float32 streams, changes them by far less.
+    assert bf16_effect > 1e-3
+    assert replay_error < bf16_effect / 10
+
+
+def _saved_bytes(model, clip) -> int:
+    with SavedTensorCounter(exclude=list(model.parameters())) as counter:
+        model(clip)
+    return counter.bytes
+
+
+def test_saved_activations_do_not_grow_with_depth():
+    clip = torch.randn(2, 3, 4, 32, 32)
+    shallow = tiny_rev_mvit(depth=5).train()
+    deep_arguments = dict(
+        depth=12,
+        dim_mul=((1, 2.0), (3, 2.0)),
+        head_mul=((1, 2.0), (3, 2.0)),
+    )
+    deep = tiny_rev_mvit(**deep_arguments).train()
+    plain_deep = tiny_rev_mvit(custom_backward=False, **deep_arguments).train()
+    assert _saved_bytes(deep, clip) == _saved_bytes(shallow, clip)
+    assert _saved_bytes(plain_deep, clip) > 5 * _saved_bytes(deep, clip)
+
+
+def test_stage_transitions_keep_only_their_inputs():
+    clip = torch.randn(2, 3, 4, 32, 32)
+    recomputed = tiny_rev_mvit().train()
+    cached = tiny_rev_mvit(recompute_transitions=False).train()
+    assert _saved_bytes(recomputed, clip) < _saved_bytes(cached, clip) / 2
+
+
+def _graph_node_names(tensor: torch.Tensor) -> set[str]:
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_eval_and_no_grad_use_the_plain_forward():
+    model = tiny_rev_mvit()
+    clip = torch.randn(2, 3, 4, 32, 32)
+    assert "_ReversibleFunctionBackward" in _graph_node_names(model.train()(clip))
+    assert "_ReversibleFunctionBackward" not in _graph_node_names(model.eval()(clip))
+    with torch.no_grad():
+        assert model.train()(clip).grad_fn is None
+
+
+def test_torch_export_for_inference():
+    torch.manual_seed(0)
+    model = tiny_rev_mvit().eval()
+    clip = torch.randn(2, 3, 4, 32, 32)
+    exported = torch.export.export(model, (clip,))
+    other = torch.randn(2, 3, 4, 32, 32)
+    torch.testing.assert_close(exported.module()(other), model(other), rtol=1e-5, atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, clip, target, result_path) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(tiny_rev_mvit(head_dropout_rate=0.0).train())
+    shard = slice(rank * len(clip) // world_size, (rank + 1) * len(clip) // world_size)
+    torch.nn.functional.cross_entropy(model(clip[shard]), target[shard]).backward()
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.module.named_parameters()}, result_path)
+    dist.destroy_process_group()
+
+
+def test_distributed_data_parallel_matches_one_process_on_the_whole_batch(tmp_path):
+    torch.manual_seed(1)
+    clip, target = torch.randn(4, 3, 4, 32, 32), torch.randint(0, 7, (4,))
+    torch.manual_seed(0)
+    single = tiny_rev_mvit(head_dropout_rate=0.0).train()
+    torch.nn.functional.cross_entropy(single(clip), target).backward()
+    expected = {n: p.grad for n, p in single.named_parameters()}
+
+    result_path = tmp_path / "grads.pt"
+    mp.start_processes(
+        _ddp_worker,
+        args=(2, _free_port(), clip, target, result_path),
+        nprocs=2,
+        start_method="spawn",
+    )
+    distributed = torch.load(result_path)
+    errors = _relative_errors(expected, distributed)
+    assert max(errors.values()) <= 1e-6, max(errors.items(), key=lambda item: item[1])
