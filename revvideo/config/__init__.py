@@ -97,11 +97,13 @@ def load_config(cfg_file: str | os.PathLike | None = None, opts: Sequence[str] =
         if not os.path.isfile(source):
             raise ConfigError(f"config file not found: {source}")
         try:
-            tree = CfgNode.load_yaml_with_base(source, allow_unsafe=False)
+            with open(source) as file:
+                top = yaml.safe_load(file)
+            if top is not None and not isinstance(top, dict):
+                raise ConfigError(f"{source} must hold a mapping of config keys")
+            tree = CfgNode.load_yaml_with_base(source, allow_unsafe=False) if top else {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{source} is not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{source} must hold a mapping of config keys")
         tree = _literal_tuples(tree)
         cfg.merge_from_other_cfg(CfgNode(_validated(tree, cfg, source)))
     return merge_overrides(cfg, opts)

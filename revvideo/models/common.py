@@ -111,24 +111,22 @@ def position_embedding(model: nn.Module, grid: Thw, thw: Thw, class_token: bool)
     return pos if class_pos is None else torch.cat([class_pos, pos], dim=1)
 
 
-def pool_tokens(
-    x: torch.Tensor, pool: nn.Module, norm: nn.Module | None, thw: Thw, has_cls_token: bool
-) -> tuple[torch.Tensor, Thw]:
-    """Pools `(B, heads, N, head_dim)` tokens over their `thw` grid; the class token bypasses."""
-    if has_cls_token:
-        cls_token, x = x[:, :, :1], x[:, :, 1:]
-    batch, heads, _, channels = x.shape
-    # A contiguous (B * heads, C, T, H, W) copy: on the CPU, depthwise Conv3d is ~9x slower on a
-    # channels-last view, and its bf16 weight gradient is wrong there (PyTorch 2.14).
-    volume = x.reshape(batch * heads, *thw, channels).permute(0, 4, 1, 2, 3).contiguous()
-    volume = pool(volume)
-    pooled_thw = (volume.shape[2], volume.shape[3], volume.shape[4])
-    x = volume.reshape(batch, heads, channels, -1).transpose(2, 3)
-    if has_cls_token:
-        x = torch.cat((cls_token, x), dim=2)
-    if norm is not None:
-        x = norm(x)
-    return x, pooled_thw
+def channel_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """`F.linear(x, weight, bias)` of tokens `(B, N, C_in)`, computed channel-major as
+    `(B, C_out, N)`: the layout pooling needs, without transposing a full-resolution tensor."""
+    weights, tokens = weight.expand(x.shape[0], -1, -1), x.transpose(1, 2)
+    if bias is None:
+        return torch.bmm(weights, tokens)
+    return torch.baddbmm(bias[:, None], weights, tokens)
+
+
+def pool_channel_major(y: torch.Tensor, pool: nn.Module, thw: Thw, heads: int) -> torch.Tensor:
+    """Pools channel-major tokens `(B, heads * C, T * H * W)` over their grid, each head
+    separately; returns `(B, heads, N_pooled, C)`. A contiguous input pools without a copy
+    (on the CPU a channels-last Conv3d is ~9x slower, and wrong for bf16 weight gradients)."""
+    batch, channels = y.shape[0], y.shape[1] // heads
+    volume = pool(y.reshape(batch * heads, channels, *thw))
+    return volume.flatten(2).unflatten(0, (batch, heads)).transpose(2, 3)
 
 
 def pooled_grid(thw: Thw, pool: nn.Module | None) -> Thw:
@@ -145,6 +143,15 @@ def pooled_grid(thw: Thw, pool: nn.Module | None) -> Thw:
     return t, h, w
 
 
+class ZeroPaddedAvgPool3d(nn.AvgPool3d):
+    """AvgPool3d that pads explicitly (same result, zeros counted), because PyTorch's rejects
+    inputs smaller than the kernel even when the padding makes them large enough."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = [p for p in reversed(self.padding) for _ in range(2)]
+        return F.avg_pool3d(F.pad(x, pad), self.kernel_size, self.stride)
+
+
 def _pooling_layer(mode: str, channels: int, kernel: Sequence[int], stride: Sequence[int]):
     padding = tuple(k // 2 for k in kernel)
     if mode == "conv":
@@ -153,7 +160,7 @@ def _pooling_layer(mode: str, channels: int, kernel: Sequence[int], stride: Sequ
         )
         return conv, layer_norm(channels)
     if mode == "avg":
-        return nn.AvgPool3d(tuple(kernel), tuple(stride), padding), None
+        return ZeroPaddedAvgPool3d(tuple(kernel), tuple(stride), padding), None
     if mode == "max":
         return nn.MaxPool3d(tuple(kernel), tuple(stride), padding), None
     raise ValueError(f"unknown pooling mode {mode!r}; use 'conv', 'avg' or 'max'")
@@ -210,15 +217,13 @@ class MultiScaleAttention(nn.Module):
             self.pool_k, self.norm_k = _pooling_layer(mode, head_dim, kernel_kv, stride_kv)
             self.pool_v, self.norm_v = _pooling_layer(mode, head_dim, kernel_kv, stride_kv)
 
-    def _projection(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        """q (0), k (1) or v (2) of `x` as `(B, heads, N, head_dim)`."""
+    def _projection_parameters(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight and bias of q (0), k (1) or v (2)."""
         if self.separate_qkv:
-            out = (self.q, self.k, self.v)[index](x)
-        else:
-            rows = slice(index * self.dim_out, (index + 1) * self.dim_out)
-            bias = None if self.qkv.bias is None else self.qkv.bias[rows]
-            out = F.linear(x, self.qkv.weight[rows], bias)
-        return out.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+            linear = (self.q, self.k, self.v)[index]
+            return linear.weight, linear.bias
+        rows = slice(index * self.dim_out, (index + 1) * self.dim_out)
+        return self.qkv.weight[rows], None if self.qkv.bias is None else self.qkv.bias[rows]
 
     def _pooling(self, index: int) -> tuple[nn.Module | None, nn.Module | None]:
         return (
@@ -227,18 +232,30 @@ class MultiScaleAttention(nn.Module):
             (self.pool_v, self.norm_v),
         )[index]
 
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, N, dim_out)` to `(B, heads, N, head_dim)`."""
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
     def project_and_pool(self, x: torch.Tensor, index: int, thw: Thw) -> torch.Tensor:
         """q (0), k (1) or v (2), pooled and normalised: `(B, heads, N_pooled, head_dim)`."""
         pool, norm = self._pooling(index)
-        projected = self._projection(x, index)
+        weight, bias = self._projection_parameters(index)
         if pool is None:
-            return projected
-        return pool_tokens(projected, pool, norm, thw, self.has_cls_token)[0]
+            return self._heads(F.linear(x, weight, bias))
+        tokens = x[:, 1:] if self.has_cls_token else x
+        projected = channel_major_linear(tokens, weight, bias)
+        pooled = pool_channel_major(projected, pool, thw, self.num_heads)
+        if self.has_cls_token:
+            cls_token = self._heads(F.linear(x[:, :1], weight, bias))
+            pooled = torch.cat([cls_token, pooled], dim=2)
+        return pooled if norm is None else norm(pooled)
 
-    def pool_like_q(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
-        """Pools `(B, N, dim_out)` tokens with Q's pooling layer and norm (a residual path)."""
-        heads = x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-        pooled, _ = pool_tokens(heads, self.pool_q, self.norm_q, thw, self.has_cls_token)
+    def pool_like_q(self, y: torch.Tensor, thw: Thw) -> torch.Tensor:
+        """Pools channel-major `(B, dim_out, N)` tokens with Q's pooling layer and norm (a
+        residual path); returns tokens `(B, N_pooled, dim_out)`."""
+        pooled = pool_channel_major(y, self.pool_q, thw, self.num_heads)
+        if self.norm_q is not None:
+            pooled = self.norm_q(pooled)
         return pooled.transpose(1, 2).flatten(2)
 
     def forward(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:

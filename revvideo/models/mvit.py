@@ -24,7 +24,7 @@ from revvideo.models.common import (
     layer_norm,
     patch_grid,
     plan_layers,
-    pool_tokens,
+    pool_channel_major,
     position_embedding,
 )
 
@@ -51,11 +51,16 @@ class MultiScaleBlock(nn.Module):
             self.pool_skip = nn.MaxPool3d(kernel, plan.stride_q, tuple(k // 2 for k in kernel))
         self.drop_path_rate = plan.drop_path
 
+    def _pooled_skip(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
+        """Max-pools the residual tokens to the Q-pooled grid; the class token bypasses."""
+        tokens = x[:, 1:] if self.has_cls_token else x
+        pooled = pool_channel_major(tokens.transpose(1, 2), self.pool_skip, thw, heads=1)
+        return torch.cat([x[:, :1], pooled[:, 0]], dim=1) if self.has_cls_token else pooled[:, 0]
+
     def forward(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
         attended, thw_out = self.attn(self.norm1(x), thw)
         if self.pool_skip is not None:
-            x = pool_tokens(x.unsqueeze(1), self.pool_skip, None, thw, self.has_cls_token)[0]
-            x = x.squeeze(1)
+            x = self._pooled_skip(x, thw)
         x = x + drop_path(attended, self.drop_path_rate, self.training)
         normed = self.norm2(x)
         if self.proj is not None:

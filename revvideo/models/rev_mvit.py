@@ -21,11 +21,12 @@ from revvideo.models.common import (
     PatchEmbed,
     Thw,
     add_position_embeddings,
+    channel_major_linear,
     init_weights,
     layer_norm,
     patch_grid,
     plan_layers,
-    pool_tokens,
+    pool_channel_major,
     position_embedding,
 )
 from revvideo.models.reversible import (
@@ -118,13 +119,15 @@ class RevMViTTransition(StageTransition):
         self.drop_path_rate = plan.drop_path
 
     def _residual(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
-        if self.res_proj is not None:
-            x = self.res_proj(x)
+        if self.pool_skip is None and self.F.attn.pool_q is None:
+            return x if self.res_proj is None else self.res_proj(x)
+        if self.res_proj is None:
+            projected = x.transpose(1, 2)
+        else:
+            projected = channel_major_linear(x, self.res_proj.weight, self.res_proj.bias)
         if self.pool_skip is not None:
-            return pool_tokens(x.unsqueeze(1), self.pool_skip, None, thw, False)[0].squeeze(1)
-        if self.F.attn.pool_q is not None:
-            return self.F.attn.pool_like_q(x, thw)
-        return x
+            return pool_channel_major(projected, self.pool_skip, thw, heads=1).squeeze(1)
+        return self.F.attn.pool_like_q(projected, thw)
 
     def attend(self, x1: torch.Tensor, x2: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
         x = (x1 + x2) / 2 if self.pre_q_fusion == "avg" else torch.cat([x1, x2], dim=-1)

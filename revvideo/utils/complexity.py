@@ -1,4 +1,5 @@
-"""Parameter and FLOP counts (fvcore), with attention counted as its two matrix products."""
+"""Parameter and FLOP counts (fvcore), with attention counted as its two matrix products
+and `baddbmm` (a projection computed channel-major) as a matrix product."""
 
 import math
 from collections.abc import Sequence
@@ -18,6 +19,12 @@ def _attention_flops(inputs: list[Any], outputs: list[Any]) -> int:
     return batch_heads * queries * keys * (q_shape[-1] + v_shape[-1])
 
 
+def _baddbmm_flops(inputs: list[Any], outputs: list[Any]) -> int:
+    """bias + batch1 @ batch2: the product's multiply-adds, as fvcore counts bmm."""
+    (batch, rows, inner), (_, _, columns) = (get_shape(value) for value in inputs[1:3])
+    return batch * rows * inner * columns
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -31,6 +38,7 @@ def count_gflops(model: nn.Module, input_shape: Sequence[int]) -> float:
         clip = torch.zeros(*input_shape, device=device)
         analysis = FlopCountAnalysis(model, clip)
         analysis.set_op_handle("aten::scaled_dot_product_attention", _attention_flops)
+        analysis.set_op_handle("aten::baddbmm", _baddbmm_flops)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         return analysis.total() / 1e9
     finally:
