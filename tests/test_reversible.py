@@ -166,11 +166,14 @@ def _graph_node_names(tensor: torch.Tensor) -> set[str]:
     return names
 
 
+RECOMPUTING_NODES = {"_ReversibleBlockFunctionBackward", "_TransitionFunctionBackward"}
+
+
 def test_eval_and_no_grad_use_the_plain_forward():
     model = tiny_rev_mvit()
     clip = torch.randn(2, 3, 4, 32, 32)
-    assert "_ReversibleFunctionBackward" in _graph_node_names(model.train()(clip))
-    assert "_ReversibleFunctionBackward" not in _graph_node_names(model.eval()(clip))
+    assert RECOMPUTING_NODES <= _graph_node_names(model.train()(clip))
+    assert not RECOMPUTING_NODES & _graph_node_names(model.eval()(clip))
     with torch.no_grad():
         assert model.train()(clip).grad_fn is None
 
@@ -200,6 +203,8 @@ def _ddp_worker(rank: int, world_size: int, port: int, clip, target, result_path
     torch.nn.functional.cross_entropy(model(clip[shard]), target[shard]).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.module.named_parameters()}, result_path)
+    # Leave together: gloo aborts a process whose peer has already closed the connection.
+    dist.barrier()
     dist.destroy_process_group()
 
 

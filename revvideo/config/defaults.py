@@ -174,6 +174,81 @@ _C.TEST.NUM_ENSEMBLE_VIEWS = 10
 _C.TEST.NUM_SPATIAL_CROPS = 3
 
 
+# ---------------------------------------------------------------------------------------------
+# Training and evaluation engine (revvideo.engine, tools/run_net.py)
+# ---------------------------------------------------------------------------------------------
+# Where the run writes its config, log.jsonl, tensorboard/, checkpoints/, plots and test results.
+_C.OUTPUT_DIR = "output"
+# Seed of process `rank` is RNG_SEED + rank; the initial weights come from RNG_SEED on every rank.
+_C.RNG_SEED = 1
+# A progress line in log.jsonl (and tensorboard) every LOG_PERIOD optimizer steps.
+_C.LOG_PERIOD = 10
+
+# Train the model (and then test it if TEST.ENABLE); False only tests.
+_C.TRAIN.ENABLE = True
+# Validation top-1 (the val split, one centre clip per video) every EVAL_PERIOD epochs and after
+# the last epoch.
+_C.TRAIN.EVAL_PERIOD = 10
+# A checkpoint in OUTPUT_DIR/checkpoints every CHECKPOINT_PERIOD epochs and after the last epoch.
+_C.TRAIN.CHECKPOINT_PERIOD = 10
+# Continue from the newest checkpoint in OUTPUT_DIR/checkpoints when there is one.
+_C.TRAIN.AUTO_RESUME = True
+# Weights to start training from (fine-tuning) when there is no checkpoint to resume; epochs,
+# optimizer and schedule start afresh.
+_C.TRAIN.CHECKPOINT_FILE_PATH = ""
+# Mixed precision: bf16 autocast on the CPU; on CUDA bf16 where the GPU supports it, otherwise
+# fp16 with a gradient scaler.
+_C.TRAIN.MIXED_PRECISION = False
+# Batches whose gradients add up before each optimizer step: a step sees BATCH_SIZE x
+# ACCUMULATION_STEPS videos. Batches left over at the end of an epoch are not used.
+_C.TRAIN.ACCUMULATION_STEPS = 1
+
+# Run the multi-view test after training (or alone when TRAIN.ENABLE is False).
+_C.TEST.ENABLE = True
+# Weights to test; empty: the model just trained, or else the newest checkpoint of OUTPUT_DIR.
+_C.TEST.CHECKPOINT_FILE_PATH = ""
+# How the softmax scores of a video's views combine: "sum" or "max".
+_C.DATA.ENSEMBLE_METHOD = "sum"
+# Generate revvideo's synthetic motion dataset (revvideo.data.synthetic, always the same videos)
+# into DATA.PATH_TO_DATA_DIR on first use.
+_C.DATA.GENERATE_SYNTHETIC = False
+
+_C.SOLVER = CfgNode()
+# "adamw" or "sgd" (with MOMENTUM and NESTEROV).
+_C.SOLVER.OPTIMIZING_METHOD = "sgd"
+# Peak learning rate, reached at the end of the warmup.
+_C.SOLVER.BASE_LR = 0.1
+# BASE_LR, WARMUP_START_LR and COSINE_END_LR are the rates for a global batch of this many
+# videos and scale linearly with the actual one (TRAIN.BATCH_SIZE x TRAIN.ACCUMULATION_STEPS);
+# 0 uses them as written.
+_C.SOLVER.BASE_LR_BATCH_SIZE = 0
+# Learning rate schedule, set every optimizer step: linear warmup, then "cosine" (the only one).
+_C.SOLVER.LR_POLICY = "cosine"
+# Learning rate at the end of the cosine.
+_C.SOLVER.COSINE_END_LR = 0.0
+# The cosine starts at the peak when the warmup ends (True), or spans all epochs with the
+# warmup rising to its value at WARMUP_EPOCHS (False).
+_C.SOLVER.COSINE_AFTER_WARMUP = False
+# Linear warmup from WARMUP_START_LR over this many (possibly fractional) epochs.
+_C.SOLVER.WARMUP_EPOCHS = 0.0
+_C.SOLVER.WARMUP_START_LR = 0.01
+# Epochs of training.
+_C.SOLVER.MAX_EPOCH = 300
+# Weight decay (decoupled for AdamW).
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+# No weight decay on 1-D parameters (biases, norm scales).
+_C.SOLVER.ZERO_WD_1D_PARAM = False
+# SGD momentum and Nesterov (unused by AdamW).
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.NESTEROV = True
+# Gradient clipping before each step: each value to [-CLIP_GRAD_VAL, CLIP_GRAD_VAL], then the
+# global L2 norm to CLIP_GRAD_L2NORM; None: no clipping.
+_C.SOLVER.CLIP_GRAD_VAL = None
+_C.SOLVER.CLIP_GRAD_L2NORM = None
+# No weight decay on the position embeddings and the class token.
+_C.MVIT.ZERO_DECAY_POS_CLS = True
+
+
 # PySlowFast keys that revvideo accepts in a YAML file but does not use, with the reason shown
 # to the user. Anything else unknown is an error.
 IGNORED_KEYS = {
@@ -184,6 +259,18 @@ IGNORED_KEYS = {
     "DATA.INV_UNIFORM_SAMPLE": "the training short side is drawn uniformly from TRAIN_JITTER_SCALES",
     "DATA.TRAIN_JITTER_MOTION_SHIFT": "the random resized crop is the same in every frame",
     "AUG.RE_SPLIT": "every repeated-augmentation clip is erased with probability AUG.RE_PROB",
+    "NUM_GPUS": "torchrun starts one process per GPU (--nproc_per_node); one process uses the CPU",
+    "NUM_SHARDS": "torchrun sets the number of nodes (--nnodes)",
+    "SHARD_ID": "torchrun sets the node rank (--node_rank)",
+    "DIST_BACKEND": "NCCL on CUDA, gloo on the CPU",
+    "TRAIN.DATASET": "videos are listed in DATA.PATH_TO_DATA_DIR, whatever the dataset",
+    "TEST.DATASET": "videos are listed in DATA.PATH_TO_DATA_DIR, whatever the dataset",
+    "MODEL.LOSS_FUNC": "training always uses soft-target cross-entropy (mixup, label smoothing)",
+    "SOLVER.BASE_LR_SCALE_NUM_SHARDS": "the learning rate follows the global batch "
+    "(SOLVER.BASE_LR_BATCH_SIZE)",
+    "BN": "revvideo's models have no batch norm",
+    "LOG_MODEL_INFO": "the model's parameter count is always logged",
+    "TENSORBOARD": "scalars always go to OUTPUT_DIR/tensorboard",
 }
 
 

@@ -19,7 +19,7 @@ the same seed both give the same masks and the same gradients.
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -147,26 +147,60 @@ def plain_forward(
     return x1, x2, thw
 
 
-@dataclass
-class _Run:
-    """What the backward of one call needs besides tensors: the layers, the grid each layer saw,
-    the RNG state before each step and the autocast state of the forward."""
+class _Handoff:
+    """Carries a layer's recovered input streams, which are its predecessor's outputs, from
+    the backward of one layer to the backward of the layer before it."""
 
-    layers: Sequence[nn.Module]
+    def __init__(self) -> None:
+        self._streams: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def put(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
+        self._streams = (x1, x2)
+
+    def take(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._streams is None:
+            raise RuntimeError(
+                "backward ran twice through a reversible stack, or out of order; "
+                "recomputation needs one backward per forward"
+            )
+        streams, self._streams = self._streams, None
+        return streams
+
+
+@dataclass
+class _Step:
+    """What one layer's backward needs besides tensors: its input grid, the RNG states before
+    its two steps, the autocast state, and where its output streams will come from."""
+
+    layer: nn.Module
+    thw: Thw
     training: bool
     chunk: int
-    thw_in: Thw
-    thws: list[Thw] = field(default_factory=list)
+    keeps_output: bool
+    handoff: _Handoff
     thw_out: Thw | None = None
-    rng: list[tuple[_RngState, _RngState]] = field(default_factory=list)
+    rng: tuple[_RngState, _RngState] | None = None
     autocast: tuple[str, bool, torch.dtype, bool] | None = None
 
+    def record_forward(self, device: torch.device) -> None:
+        self.autocast = (
+            device.type,
+            torch.is_autocast_enabled(device.type),
+            torch.get_autocast_dtype(device.type),
+            torch.is_autocast_cache_enabled(),
+        )
 
-@contextmanager
-def _replayed_autocast(run: _Run) -> Iterator[None]:
-    device_type, enabled, dtype, cache_enabled = run.autocast
-    with torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled):
-        yield
+    @contextmanager
+    def replay(self, device: torch.device) -> Iterator[None]:
+        """Grad mode and the forward's autocast; the global RNG state is restored afterwards."""
+        device_type, enabled, dtype, cache_enabled = self.autocast
+        cuda_devices = [device] if device.type == "cuda" else []
+        with (
+            torch.random.fork_rng(devices=cuda_devices, device_type=device.type),
+            torch.enable_grad(),
+            torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled),
+        ):
+            yield
 
 
 def _trainable(module: nn.Module, exclude: Sequence[nn.Parameter] = ()) -> list[nn.Parameter]:
@@ -175,7 +209,7 @@ def _trainable(module: nn.Module, exclude: Sequence[nn.Parameter] = ()) -> list[
 
 
 class _GradSink:
-    """Accumulates parameter gradients of the recomputed steps, by parameter identity."""
+    """Accumulates the parameter gradients of one layer's recomputed steps."""
 
     def __init__(self) -> None:
         self.grads: dict[int, torch.Tensor] = {}
@@ -200,78 +234,80 @@ class _GradSink:
                 self.grads[id(param)] = grad
         return grads[: len(inputs)]
 
+    def of(self, params: Sequence[nn.Parameter]) -> list[torch.Tensor | None]:
+        return [self.grads.get(id(p)) for p in params]
+
 
 def _leaf(x: torch.Tensor) -> torch.Tensor:
     return x.detach().requires_grad_(True)
 
 
-class _ReversibleFunction(torch.autograd.Function):
-    """Runs a segment of layers without storing activations; its backward recomputes them.
+# One autograd Function per layer: each takes the layer's trainable parameters as inputs and
+# returns their gradients, so autograd accumulates them layer by layer as backward proceeds
+# (DDP starts reducing the last layers' gradients while earlier layers still recompute).
 
-    Inputs: the two streams, the `_Run`, then every trainable parameter of the layers (so
-    their gradients flow back through autograd and DDP's hooks fire as usual). Outputs: the two
-    streams. Saved: the outputs, and the inputs and pooled attention output of each stage
-    transition; nothing that grows with the number of reversible blocks.
-    """
+
+class _ReversibleBlockFunction(torch.autograd.Function):
+    """A reversible block that stores nothing: its backward recovers the input from the
+    output, which it keeps only when no recomputed layer follows to hand it back."""
 
     @staticmethod
-    def forward(ctx, x1: torch.Tensor, x2: torch.Tensor, run: _Run, *params: nn.Parameter):
-        device = x1.device
-        run.autocast = (
-            device.type,
-            torch.is_autocast_enabled(device.type),
-            torch.get_autocast_dtype(device.type),
-            torch.is_autocast_cache_enabled(),
+    def forward(ctx, x1: torch.Tensor, x2: torch.Tensor, step: _Step, *params: nn.Parameter):
+        step.record_forward(x1.device)
+        y1, y2, step.thw_out, (before_f, before_g, _) = _layer_forward(
+            step.layer, x1, x2, step.thw, step.training, step.chunk, x1.device
         )
-        kept = []
-        thw = run.thw_in
-        for layer in run.layers:
-            run.thws.append(thw)
-            x1, x2, thw, (before_f, before_g, tensors) = _layer_forward(
-                layer, x1, x2, thw, run.training, run.chunk, device
-            )
-            run.rng.append((before_f, before_g))
-            kept += tensors
-        if x2 is x1:
-            x2 = x1.clone()
-        run.thw_out = thw
-        ctx.run = run
-        ctx.params = params
-        ctx.save_for_backward(x1, x2, *kept)
-        return x1, x2
+        step.rng = (before_f, before_g)
+        ctx.step, ctx.params = step, params
+        if step.keeps_output:
+            ctx.save_for_backward(y1, y2)
+        return y1, y2
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y1: torch.Tensor, grad_y2: torch.Tensor):
-        run: _Run = ctx.run
-        y1, y2, *kept = ctx.saved_tensors
-        device = y1.device
+        step: _Step = ctx.step
+        y1, y2 = ctx.saved_tensors if step.keeps_output else step.handoff.take()
         sink = _GradSink()
-        cuda_devices = [device] if device.type == "cuda" else []
-        with (
-            torch.random.fork_rng(devices=cuda_devices, device_type=device.type),
-            torch.enable_grad(),
-            _replayed_autocast(run),
-        ):
-            for index in reversed(range(len(run.layers))):
-                layer = run.layers[index]
-                step = (run.thws[index], run.training, run.chunk, *run.rng[index], sink)
-                if isinstance(layer, ReversibleBlock):
-                    y1, y2, grad_y1, grad_y2 = _invert_block(layer, y1, y2, grad_y1, grad_y2, *step)
-                else:
-                    h, y2, y1 = kept.pop(), kept.pop(), kept.pop()
-                    grad_y1, grad_y2 = _recompute_transition(
-                        layer, y1, y2, h, grad_y1 + grad_y2, *step
-                    )
-        param_grads = [sink.grads.get(id(p)) for p in ctx.params]
-        return grad_y1, grad_y2, None, *param_grads
+        with step.replay(y1.device):
+            x1, x2, grad_x1, grad_x2 = _invert_block(step, y1, y2, grad_y1, grad_y2, sink)
+        step.handoff.put(x1, x2)
+        return grad_x1, grad_x2, None, *sink.of(ctx.params)
 
 
-def _invert_block(block, y1, y2, grad_y1, grad_y2, thw, training, chunk, before_f, before_g, sink):
+class _TransitionFunction(torch.autograd.Function):
+    """A stage transition that stores its two inputs and its (pooled) attention output h, and
+    recomputes the rest in backward."""
+
+    @staticmethod
+    def forward(ctx, x1: torch.Tensor, x2: torch.Tensor, step: _Step, *params: nn.Parameter):
+        step.record_forward(x1.device)
+        out, _, step.thw_out, (before_f, before_g, kept) = _layer_forward(
+            step.layer, x1, x2, step.thw, step.training, step.chunk, x1.device
+        )
+        step.rng = (before_f, before_g)
+        ctx.step, ctx.params = step, params
+        ctx.save_for_backward(*kept)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        step: _Step = ctx.step
+        x1, x2, h = ctx.saved_tensors
+        sink = _GradSink()
+        with step.replay(x1.device):
+            grad_x1, grad_x2 = _recompute_transition(step, x1, x2, h, grad_out, sink)
+        step.handoff.put(x1, x2)
+        return grad_x1, grad_x2, None, *sink.of(ctx.params)
+
+
+def _invert_block(step: _Step, y1, y2, grad_y1, grad_y2, sink: _GradSink):
     """Recovers a block's input from its output and backpropagates through the block."""
-    device = y1.device
+    block, chunk, device = step.layer, step.chunk, y1.device
+    before_f, before_g = step.rng
     before_g.restore(device)
-    mask = _g_mask(block, y1, training)
+    mask = _g_mask(block, y1, step.training)
     g_params = _trainable(block.G)
     x2 = torch.empty_like(y2)
     grad_y1 = grad_y1.clone()
@@ -285,22 +321,21 @@ def _invert_block(block, y1, y2, grad_y1, grad_y2, thw, training, chunk, before_
         del g
     before_f.restore(device)
     x2_leaf = _leaf(x2)
-    f = _f_step(block, x2_leaf, thw, training)
+    f = _f_step(block, x2_leaf, step.thw, step.training)
     (grad_x2,) = sink.backward(f, grad_y1, [x2_leaf], _trainable(block.F))
     x1 = y1 - f.detach()
     return x1, x2, grad_y1, grad_y2 + grad_x2
 
 
-def _recompute_transition(
-    layer, x1, x2, h, grad_out, thw, training, chunk, before_f, before_g, sink
-):
+def _recompute_transition(step: _Step, x1, x2, h, grad_out, sink: _GradSink):
     """Backpropagates through a stage transition in two steps, so only one step's activations
     exist at a time: the G part from the saved h, one token chunk at a time, then the
     attention part recomputed from the saved inputs. Returns the gradients of both inputs."""
-    device = x1.device
+    layer, chunk, device = step.layer, step.chunk, x1.device
+    before_f, before_g = step.rng
     g_params = _trainable(layer.G)
     before_g.restore(device)
-    mask = _g_mask(layer, h, training)
+    mask = _g_mask(layer, h, step.training)
     grad_h = torch.empty_like(h)
     for start in range(0, h.shape[1], chunk):
         tokens = slice(start, start + chunk)
@@ -310,7 +345,7 @@ def _recompute_transition(
         del out
     before_f.restore(device)
     x1_leaf, x2_leaf = _leaf(x1), _leaf(x2)
-    h, _ = layer.attend(x1_leaf, x2_leaf, thw)
+    h, _ = layer.attend(x1_leaf, x2_leaf, step.thw)
     params = _trainable(layer, exclude=g_params)
     grad_x1, grad_x2 = sink.backward(h, grad_h, [x1_leaf, x2_leaf], params)
     return grad_x1, grad_x2
@@ -339,35 +374,33 @@ class ReversibleStack(nn.Module):
         self.recompute_transitions = recompute_transitions
         self.chunk_tokens = chunk_tokens
 
-    def _segments(self) -> Iterator[tuple[bool, list[nn.Module]]]:
-        """(recomputed, layers) runs: all layers together, or reversible runs between plain
-        stage transitions when transitions are not recomputed."""
-        if self.recompute_transitions:
-            yield True, list(self.layers)
-            return
-        run: list[nn.Module] = []
-        for layer in self.layers:
-            if isinstance(layer, ReversibleBlock):
-                run.append(layer)
-                continue
-            if run:
-                yield True, run
-                run = []
-            yield False, [layer]
-        if run:
-            yield True, run
+    def _recomputed(self, index: int) -> bool:
+        if index >= len(self.layers):
+            return False
+        return isinstance(self.layers[index], ReversibleBlock) or self.recompute_transitions
 
     def forward(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, torch.Tensor, Thw]:
         x = _stream(x)
         if not (self.custom_backward and self.training and torch.is_grad_enabled()):
             return plain_forward(self.layers, x, x, thw, self.training, self.chunk_tokens)
+        handoff = _Handoff()
         x1 = x2 = x
-        for recomputed, layers in self._segments():
-            if not recomputed:
-                x1, x2, thw = plain_forward(layers, x1, x2, thw, True, self.chunk_tokens)
+        for index, layer in enumerate(self.layers):
+            if not self._recomputed(index):
+                x1, x2, thw = plain_forward([layer], x1, x2, thw, True, self.chunk_tokens)
                 continue
-            run = _Run(layers, self.training, self.chunk_tokens, thw_in=thw)
-            params = [p for layer in layers for p in _trainable(layer)]
-            x1, x2 = _ReversibleFunction.apply(x1, x2, run, *params)
-            thw = run.thw_out
+            step = _Step(
+                layer,
+                thw,
+                self.training,
+                self.chunk_tokens,
+                keeps_output=not self._recomputed(index + 1),
+                handoff=handoff,
+            )
+            params = _trainable(layer)
+            if isinstance(layer, ReversibleBlock):
+                x1, x2 = _ReversibleBlockFunction.apply(x1, x2, step, *params)
+            else:
+                x1 = x2 = _TransitionFunction.apply(x1, x2, step, *params)
+            thw = step.thw_out
         return x1, x2, thw

@@ -1,0 +1,326 @@
+"""Data-loading throughput, side by side on the same files (the data section of tools/benchmark.py).
+
+Rows, all with the same number of worker processes over the same video files:
+  train clips/s with full augmentation (16x4 clips at 30 fps, random resized crop to 224, flip,
+  RandAugment rand-m7-n4-mstd0.5-inc1, random erasing 0.25), for revvideo's loader with PyAV and
+  with decord, and for the plain pytorchvideo recipe (Kinetics + RandomClipSampler + per-clip
+  pytorchvideo transforms, torchvision's random erasing);
+  test videos/s for 5 x 3 multi-view (short side 224, three 224 crops), revvideo (PyAV and
+  decord) against the plain recipe (Kinetics + ConstantClipsPerVideoSampler + per-clip
+  transforms);
+  the floor: videos/s for decoding every frame of every file once (PyAV, no RGB conversion).
+
+Without --data-dir, Kinetics-like files are generated once and cached: 10 s, 30 fps, 426x320
+H.264 (short side 320, as tools/prepare_kinetics.py makes them).
+
+  python -m revvideo.data.benchmark [--data-videos 16] [--data-workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as tv_transforms
+from torch.utils.data import DataLoader, Dataset
+
+from revvideo.config import get_cfg
+from revvideo.data.build import build_loader
+from revvideo.data.pytorchvideo_transforms import RandAugment
+from revvideo.data.synthetic import write_video
+
+# The Rev-MViT-B 16x4 recipe (SPEC.md): the clip and test geometry being timed.
+NUM_FRAMES, SAMPLING_RATE, TARGET_FPS = 16, 4, 30
+CROP_SIZE = 224
+NUM_CLIPS, NUM_CROPS = 5, 3
+MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+TRAIN_BATCH = 8
+
+_VIDEO_SECONDS, _VIDEO_FPS, _VIDEO_SIZE = 10, 30, (426, 320)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data loading")
+    group.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with train.csv and test.csv to time (default: generated Kinetics-like videos)",
+    )
+    group.add_argument(
+        "--data-videos",
+        type=int,
+        default=16,
+        help="videos to generate when --data-dir is not given",
+    )
+    group.add_argument(
+        "--data-workers",
+        type=int,
+        default=2,
+        help="loader worker processes (the same for all rows)",
+    )
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """One dict per row: name, clips/s (train) or videos/s (test), seconds, x plain."""
+    folder = args.data_dir or _benchmark_videos(args.data_videos)
+    workers = args.data_workers
+    train = (
+        ("train: plain pytorchvideo recipe (pyav)", lambda: _time_plain_train(folder, workers)),
+        ("train: revvideo, pyav", lambda: _time_revvideo(folder, "train", "pyav", workers)),
+        ("train: revvideo, decord", lambda: _time_revvideo(folder, "train", "decord", workers)),
+    )
+    test = (
+        ("test 5x3: plain pytorchvideo recipe (pyav)", lambda: _time_plain_test(folder, workers)),
+        ("test 5x3: revvideo, pyav", lambda: _time_revvideo(folder, "test", "pyav", workers)),
+        ("test 5x3: revvideo, decord", lambda: _time_revvideo(folder, "test", "decord", workers)),
+        ("decode every frame once (pyav), the floor", lambda: _time_decode_only(folder, workers)),
+    )
+    videos = _count_videos(folder, "test")
+    rows = []
+    for unit, timers in (("clips/s", train), ("videos/s", test)):
+        plain = None
+        for name, timer in timers:
+            clips, seconds = timer()
+            rate = (clips if unit == "clips/s" else videos) / seconds
+            plain = plain or rate
+            rows.append(
+                {
+                    "name": name,
+                    unit: round(rate, 2),
+                    "seconds": round(seconds, 2),
+                    "x plain": round(rate / plain, 2),
+                }
+            )
+    return rows
+
+
+def _config(folder: str, backend: str, workers: int):
+    cfg = get_cfg()
+    cfg.DATA.PATH_TO_DATA_DIR = folder
+    cfg.DATA.DECODING_BACKEND = backend
+    cfg.DATA.NUM_FRAMES, cfg.DATA.SAMPLING_RATE, cfg.DATA.TARGET_FPS = (
+        NUM_FRAMES,
+        SAMPLING_RATE,
+        TARGET_FPS,
+    )
+    cfg.DATA.TRAIN_CROP_SIZE = cfg.DATA.TEST_CROP_SIZE = CROP_SIZE
+    cfg.DATA.TRAIN_JITTER_SCALES_RELATIVE = [0.08, 1.0]
+    cfg.DATA.TRAIN_JITTER_ASPECT_RELATIVE = [0.75, 1.3333]
+    cfg.AUG.ENABLE = True
+    cfg.AUG.AA_TYPE = "rand-m7-n4-mstd0.5-inc1"
+    cfg.AUG.RE_PROB = 0.25
+    cfg.TRAIN.BATCH_SIZE = TRAIN_BATCH
+    cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS = NUM_CLIPS, NUM_CROPS
+    cfg.TEST.BATCH_SIZE = NUM_CLIPS * NUM_CROPS
+    cfg.DATA_LOADER.NUM_WORKERS = workers
+    return cfg
+
+
+def _time_revvideo(folder: str, split: str, backend: str, workers: int) -> tuple[int, float]:
+    loader = build_loader(_config(folder, backend, workers), split)
+    return _time_loader(loader)
+
+
+def _time_loader(loader) -> tuple[int, float]:
+    """(clips delivered, seconds) for one pass, worker start-up included."""
+    start = time.perf_counter()
+    clips = sum(len(batch["video"]) for batch in loader)
+    return clips, time.perf_counter() - start
+
+
+def _clip_duration() -> Fraction:
+    return Fraction(NUM_FRAMES * SAMPLING_RATE, TARGET_FPS)
+
+
+def _time_plain_train(folder: str, workers: int) -> tuple[int, float]:
+    from pytorchvideo.data import Kinetics, RandomClipSampler
+    from pytorchvideo.transforms import (
+        ApplyTransformToKey,
+        Div255,
+        Normalize,
+        Permute,
+        RandomResizedCrop,
+        UniformTemporalSubsample,
+    )
+
+    transform = ApplyTransformToKey(
+        "video",
+        tv_transforms.Compose(
+            [
+                UniformTemporalSubsample(NUM_FRAMES),
+                Div255(),
+                Permute((1, 0, 2, 3)),
+                RandAugment(magnitude=7, num_layers=4, sampling_hparas={"sampling_std": 0.5}),
+                tv_transforms.RandomErasing(p=0.25, value="random"),
+                Permute((1, 0, 2, 3)),
+                Normalize(MEAN, STD),
+                RandomResizedCrop(CROP_SIZE, CROP_SIZE, (0.08, 1.0), (0.75, 1.3333)),
+                tv_transforms.RandomHorizontalFlip(),
+            ]
+        ),
+    )
+    dataset = Kinetics(
+        os.path.join(folder, "train.csv"),
+        RandomClipSampler(_clip_duration()),
+        transform=transform,
+        video_path_prefix=folder,
+        decode_audio=False,
+    )
+    loader = DataLoader(
+        _ClipsOnly(dataset), batch_size=TRAIN_BATCH, num_workers=workers, collate_fn=_stack
+    )
+    return _time_loader(loader)
+
+
+def _time_plain_test(folder: str, workers: int) -> tuple[int, float]:
+    from pytorchvideo.data import Kinetics
+    from pytorchvideo.data.clip_sampling import ConstantClipsPerVideoSampler
+    from pytorchvideo.transforms import (
+        ApplyTransformToKey,
+        Div255,
+        Normalize,
+        ShortSideScale,
+        UniformCropVideo,
+        UniformTemporalSubsample,
+    )
+
+    transform = tv_transforms.Compose(
+        [
+            ApplyTransformToKey(
+                "video",
+                tv_transforms.Compose(
+                    [
+                        UniformTemporalSubsample(NUM_FRAMES),
+                        Div255(),
+                        Normalize(MEAN, STD),
+                        ShortSideScale(CROP_SIZE),
+                    ]
+                ),
+            ),
+            UniformCropVideo(CROP_SIZE),
+        ]
+    )
+    dataset = Kinetics(
+        os.path.join(folder, "test.csv"),
+        ConstantClipsPerVideoSampler(_clip_duration(), NUM_CLIPS, augs_per_clip=NUM_CROPS),
+        video_sampler=torch.utils.data.SequentialSampler,
+        transform=transform,
+        video_path_prefix=folder,
+        decode_audio=False,
+    )
+    loader = DataLoader(
+        _ClipsOnly(dataset),
+        batch_size=NUM_CLIPS * NUM_CROPS,
+        num_workers=workers,
+        collate_fn=_stack,
+    )
+    return _time_loader(loader)
+
+
+class _ClipsOnly(torch.utils.data.IterableDataset):
+    """Yields only the clip tensors of a pytorchvideo dataset (its dicts hold strings too)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __iter__(self):
+        for sample in self.dataset:
+            yield sample["video"]
+
+
+def _stack(clips):
+    return {"video": torch.stack(clips)}
+
+
+class _DecodeEveryFrame(Dataset):
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> int:
+        with av.open(self.paths[index]) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = 1
+            return sum(1 for _ in container.decode(stream))
+
+
+def _time_decode_only(folder: str, workers: int) -> tuple[int, float]:
+    paths = [os.path.join(folder, line.rsplit(None, 1)[0]) for line in _lines(folder, "test")]
+    loader = DataLoader(_DecodeEveryFrame(paths), batch_size=None, num_workers=workers)
+    start = time.perf_counter()
+    frames = sum(loader)
+    return frames, time.perf_counter() - start
+
+
+def _lines(folder: str, split: str) -> list[str]:
+    with open(os.path.join(folder, f"{split}.csv")) as csv:
+        return [line for line in csv.read().splitlines() if line.strip()]
+
+
+def _count_videos(folder: str, split: str) -> int:
+    return len(_lines(folder, split))
+
+
+def _benchmark_videos(count: int) -> str:
+    """Generates (once) `count` Kinetics-like videos and their train/test CSVs; returns the folder."""
+    width, height = _VIDEO_SIZE
+    folder = os.path.join(
+        tempfile.gettempdir(), f"revvideo-benchmark-{count}x{_VIDEO_SECONDS}s-{width}x{height}"
+    )
+    if os.path.isfile(os.path.join(folder, "test.csv")):
+        return folder
+    os.makedirs(os.path.join(folder, "videos"), exist_ok=True)
+    rng = np.random.default_rng(0)
+    names = []
+    for index in range(count):
+        name = f"videos/{index:03d}.mp4"
+        write_video(os.path.join(folder, name), _panning_texture(rng, width, height), _VIDEO_FPS)
+        names.append(f"{name} 0\n")
+    for split in ("train", "test"):
+        with open(os.path.join(folder, f"{split}.csv"), "w") as csv:
+            csv.writelines(names)
+    return folder
+
+
+def _panning_texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """uint8 (T, H, W, 3): a textured scene panning across the frame, so every frame changes."""
+    count = _VIDEO_SECONDS * _VIDEO_FPS
+    coarse = torch.from_numpy(rng.random((1, 3, 12, 16), dtype=np.float32))
+    scene = F.interpolate(coarse, size=(2 * height, 2 * width), mode="bicubic")[0]
+    scene = scene.permute(1, 2, 0).numpy() + 0.25 * rng.random((2 * height, 2 * width, 3))
+    scene = np.clip(scene * 200, 0, 255).astype(np.uint8)
+    frames = np.empty((count, height, width, 3), dtype=np.uint8)
+    for index in range(count):
+        top, left = (index * 2) % height, (index * 3) % width
+        frames[index] = scene[top : top + height, left : left + width]
+    return frames
+
+
+def _format_table(rows: list[dict]) -> str:
+    columns = ["name", *sorted({key for row in rows for key in row} - {"name"}, reverse=True)]
+    cells = [[str(row.get(column, "")) for column in columns] for row in rows]
+    widths = [
+        max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)
+    ]
+    lines = ["  ".join(column.ljust(widths[i]) for i, column in enumerate(columns))]
+    lines += ["  ".join(value.ljust(widths[i]) for i, value in enumerate(line)) for line in cells]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    print(_format_table(run(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()

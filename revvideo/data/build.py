@@ -1,0 +1,194 @@
+"""build_dataset / build_loader: the data pipeline described by a config."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+
+import torch
+from fvcore.common.config import CfgNode
+from torch.utils.data.distributed import DistributedSampler
+
+from revvideo.data.dataset import TestClips, TrainClips, VideoDataset
+from revvideo.data.decoding import BACKENDS
+from revvideo.data.loader import ShardSampler, VideoLoader
+from revvideo.data.paths import SPLITS, read_video_list
+from revvideo.data.transforms import (
+    ERASE_MODES,
+    INTERPOLATIONS,
+    MultiViewCrops,
+    TrainAugmentation,
+    parse_rand_augment,
+)
+from revvideo.utils.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def build_dataset(cfg: CfgNode, split: str) -> VideoDataset:
+    """The VideoDataset of `split` ("train", "val" or "test") under DATA.PATH_TO_DATA_DIR.
+
+    train: one random clip per video, augmented AUG.NUM_SAMPLE times; val: the centre clip,
+    centre crop; test: TEST.NUM_ENSEMBLE_VIEWS clips x TEST.NUM_SPATIAL_CROPS crops.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    backend = _checked_backend(cfg)
+    _check_data_cfg(cfg)
+    if not cfg.DATA.PATH_TO_DATA_DIR:
+        raise ConfigError("DATA.PATH_TO_DATA_DIR is not set: the folder holding train.csv etc.")
+    videos = read_video_list(
+        cfg.DATA.PATH_TO_DATA_DIR,
+        split,
+        cfg.MODEL.NUM_CLASSES,
+        cfg.DATA.PATH_PREFIX,
+        cfg.DATA.PATH_LABEL_SEPARATOR,
+    )
+    num_frames = cfg.DATA.NUM_FRAMES
+    # Fraction keeps clip windows exact (a 16 x 4 clip at 30 fps lasts 32/15 s).
+    clip_duration = Fraction(num_frames * cfg.DATA.SAMPLING_RATE) / Fraction(
+        str(cfg.DATA.TARGET_FPS)
+    )
+    if split == "train":
+        clips = TrainClips(
+            num_frames, clip_duration, _train_augmentation(cfg), num_samples=cfg.AUG.NUM_SAMPLE
+        )
+    else:
+        num_clips, num_crops = (
+            (cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS) if split == "test" else (1, 1)
+        )
+        crops = MultiViewCrops(cfg.DATA.TEST_CROP_SIZE, num_crops, cfg.DATA.MEAN, cfg.DATA.STD)
+        clips = TestClips(num_frames, clip_duration, num_clips, crops)
+    threads = 0 if cfg.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE else 1
+    return VideoDataset(
+        videos, clips, training=split == "train", backend=backend, decoder_threads=threads
+    )
+
+
+def build_loader(cfg: CfgNode, split: str) -> VideoLoader:
+    """A VideoLoader for `split`, sharded over the torch.distributed ranks when initialised.
+
+    train: TRAIN.BATCH_SIZE / world videos per batch (x AUG.NUM_SAMPLE clips), shuffled by a
+    DistributedSampler (call `set_epoch`), last partial batch dropped when there is a full one.
+    val/test: whole videos per batch, about TEST.BATCH_SIZE / world clips (at least one
+    video), each video on exactly one rank, in list order.
+    """
+    dataset = build_dataset(cfg, split)
+    rank, world_size = distributed_rank_and_world_size()
+    if split == "train":
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True)
+        videos_per_batch = max(1, cfg.TRAIN.BATCH_SIZE // world_size)
+        drop_last = len(sampler) >= videos_per_batch
+    else:
+        sampler = ShardSampler(len(dataset), rank, world_size)
+        clips_per_batch = max(1, cfg.TEST.BATCH_SIZE // world_size)
+        videos_per_batch = max(1, clips_per_batch // dataset.views_per_video)
+        drop_last = False
+    return VideoLoader(
+        dataset,
+        sampler,
+        videos_per_batch,
+        drop_last=drop_last,
+        num_workers=cfg.DATA_LOADER.NUM_WORKERS,
+        pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
+        name=split,
+    )
+
+
+def distributed_rank_and_world_size() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, or (0, 1) when it is not initialised."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _checked_backend(cfg: CfgNode) -> str:
+    backend = cfg.DATA.DECODING_BACKEND
+    if backend == "torchvision":
+        # PySlowFast's MViT configs name torchvision's decoder, which pytorchvideo 0.1.5 cannot
+        # drive with torchvision 0.29; PyAV decodes the same frames.
+        logger.warning("DATA.DECODING_BACKEND torchvision is read as pyav")
+        return "pyav"
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"DATA.DECODING_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}"
+        )
+    return backend
+
+
+def _check_data_cfg(cfg: CfgNode) -> None:
+    """ConfigError for settings the pipeline cannot run with, naming the key."""
+    data, aug, test = cfg.DATA, cfg.AUG, cfg.TEST
+    positive = {
+        "DATA.NUM_FRAMES": data.NUM_FRAMES,
+        "DATA.SAMPLING_RATE": data.SAMPLING_RATE,
+        "DATA.TARGET_FPS": data.TARGET_FPS,
+        "DATA.TRAIN_CROP_SIZE": data.TRAIN_CROP_SIZE,
+        "DATA.TEST_CROP_SIZE": data.TEST_CROP_SIZE,
+        "AUG.NUM_SAMPLE": aug.NUM_SAMPLE,
+        "AUG.RE_COUNT": aug.RE_COUNT,
+        "TRAIN.BATCH_SIZE": cfg.TRAIN.BATCH_SIZE,
+        "TEST.BATCH_SIZE": test.BATCH_SIZE,
+        "TEST.NUM_ENSEMBLE_VIEWS": test.NUM_ENSEMBLE_VIEWS,
+        "TEST.NUM_SPATIAL_CROPS": test.NUM_SPATIAL_CROPS,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    pairs = {
+        "DATA.TRAIN_JITTER_SCALES": data.TRAIN_JITTER_SCALES,
+        "DATA.TRAIN_JITTER_SCALES_RELATIVE": data.TRAIN_JITTER_SCALES_RELATIVE,
+        "DATA.TRAIN_JITTER_ASPECT_RELATIVE": data.TRAIN_JITTER_ASPECT_RELATIVE,
+    }
+    for key, value in pairs.items():
+        if (value or key == "DATA.TRAIN_JITTER_SCALES") and (
+            len(value) != 2 or not 0 < value[0] <= value[1]
+        ):
+            raise ConfigError(f"{key} must be [min, max] with 0 < min <= max, got {value}")
+    if bool(data.TRAIN_JITTER_SCALES_RELATIVE) != bool(data.TRAIN_JITTER_ASPECT_RELATIVE):
+        raise ConfigError(
+            "DATA.TRAIN_JITTER_SCALES_RELATIVE and DATA.TRAIN_JITTER_ASPECT_RELATIVE must be "
+            "set together (random resized crop) or both left empty"
+        )
+    if data.TRAIN_JITTER_SCALES_RELATIVE and data.TRAIN_JITTER_SCALES_RELATIVE[1] > 1:
+        raise ConfigError("DATA.TRAIN_JITTER_SCALES_RELATIVE is a fraction of the area: max <= 1")
+    if not data.TRAIN_JITTER_SCALES_RELATIVE and data.TRAIN_JITTER_SCALES[0] < data.TRAIN_CROP_SIZE:
+        raise ConfigError(
+            f"DATA.TRAIN_JITTER_SCALES {data.TRAIN_JITTER_SCALES} must not be smaller than "
+            f"DATA.TRAIN_CROP_SIZE {data.TRAIN_CROP_SIZE}"
+        )
+    for key in ("MEAN", "STD"):
+        if len(data[key]) != 3:
+            raise ConfigError(f"DATA.{key} needs 3 values (RGB), got {data[key]}")
+    if min(data.STD) <= 0:
+        raise ConfigError(f"DATA.STD must be positive, got {data.STD}")
+    if aug.INTERPOLATION not in INTERPOLATIONS:
+        raise ConfigError(
+            f"AUG.INTERPOLATION must be one of {', '.join(INTERPOLATIONS)}, got {aug.INTERPOLATION!r}"
+        )
+    if aug.RE_MODE not in ERASE_MODES:
+        raise ConfigError(
+            f"AUG.RE_MODE must be one of {', '.join(ERASE_MODES)}, got {aug.RE_MODE!r}"
+        )
+    if not 0 <= aug.RE_PROB <= 1:
+        raise ConfigError(f"AUG.RE_PROB must be a probability, got {aug.RE_PROB}")
+
+
+def _train_augmentation(cfg: CfgNode) -> TrainAugmentation:
+    data, aug = cfg.DATA, cfg.AUG
+    return TrainAugmentation(
+        crop_size=data.TRAIN_CROP_SIZE,
+        jitter_scales=data.TRAIN_JITTER_SCALES,
+        relative_scales=data.TRAIN_JITTER_SCALES_RELATIVE,
+        relative_aspects=data.TRAIN_JITTER_ASPECT_RELATIVE,
+        flip=data.RANDOM_FLIP,
+        interpolation=aug.INTERPOLATION,
+        augment=aug.ENABLE,
+        rand_augment=parse_rand_augment(aug.AA_TYPE),
+        color_jitter=aug.COLOR_JITTER,
+        erase_prob=aug.RE_PROB,
+        erase_mode=aug.RE_MODE,
+        erase_count=aug.RE_COUNT,
+        mean=data.MEAN,
+        std=data.STD,
+    )

@@ -1,0 +1,195 @@
+"""VideoLoader: a DataLoader over a VideoDataset that outlives bad videos and crashed workers."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+from revvideo.data.dataset import SkippedVideo, VideoDataset
+from revvideo.utils.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+# Worker deaths tolerated in one epoch before the loader gives up with a DataError.
+MAX_WORKER_RESTARTS = 5
+
+# torch's messages for a dead worker: "DataLoader worker (pid 12) is killed by signal: ..." and
+# "DataLoader worker (pid(s) 12, 13) exited unexpectedly".
+_DEAD_WORKER = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (.*)")
+
+
+class ShardSampler(Sampler[int]):
+    """Indices rank, rank + world, ... : each rank its share, every video exactly once overall.
+
+    Unlike DistributedSampler it never pads a shard with repeated videos, which would count
+    them twice in a multi-view test.
+    """
+
+    def __init__(self, num_videos: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = range(rank, num_videos, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def collate_videos(items: Sequence[dict]) -> dict:
+    """Video items -> a batch whose rows are clips (views flattened into the batch dimension).
+
+    "video": float32 (B, 3, T, H, W); "label", "video_index", "view_index": int64 (B,);
+    "skipped": every SkippedVideo of the items. Items without views add only to "skipped".
+    """
+    used = [item for item in items if len(item["view_index"])]
+    counts = torch.tensor([len(item["view_index"]) for item in used], dtype=torch.long)
+    if len(used) == 1:
+        video = used[0]["video"]
+    elif used:
+        # default_collate stacks straight into shared memory inside a worker process.
+        video = torch.utils.data.default_collate([item["video"] for item in used]).flatten(0, 1)
+    else:
+        video = torch.empty(0)
+    return {
+        "video": video,
+        "label": torch.tensor([item["label"] for item in used]).repeat_interleave(counts),
+        "video_index": torch.tensor([item["video_index"] for item in used]).repeat_interleave(
+            counts
+        ),
+        "view_index": torch.cat([item["view_index"] for item in used])
+        if used
+        else torch.empty(0, dtype=torch.long),
+        "skipped": [skip for item in items for skip in item["skipped"]],
+    }
+
+
+class _ResumableBatchSampler(BatchSampler):
+    """A BatchSampler that can be told to yield a given list of batches (the rest of an epoch)."""
+
+    remaining: list[list[int]] | None = None
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.remaining is not None:
+            return iter(self.remaining)
+        return super().__iter__()
+
+
+class VideoLoader(DataLoader):
+    """Batches of clips from a VideoDataset (see collate_videos for the batch layout).
+
+    Unusable videos are reported in each batch's "skipped" list, logged once per epoch as a
+    warning, and gathered in `skipped` (this epoch's, by video) and `summary()`. If a worker
+    process dies (a decoder crash), the loader names the video it was decoding as skipped and
+    carries on with new workers from the first batch not yet delivered. torch may instead
+    report the death from its SIGCHLD handler while the caller's code runs; it then raises its
+    own RuntimeError there (no hang either way).
+    """
+
+    def __init__(
+        self,
+        dataset: VideoDataset,
+        sampler: Sampler[int],
+        videos_per_batch: int,
+        *,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        name: str = "",
+    ) -> None:
+        self._batches = _ResumableBatchSampler(sampler, videos_per_batch, drop_last)
+        self._progress = dataset.track_progress(num_workers) if num_workers else None
+        self.name = name
+        self._skipped: dict[int, SkippedVideo] = {}
+        super().__init__(
+            dataset,
+            batch_sampler=self._batches,
+            num_workers=num_workers,
+            collate_fn=collate_videos,
+            pin_memory=pin_memory,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffles the training order (DistributedSampler); call before each epoch."""
+        if isinstance(self._batches.sampler, DistributedSampler):
+            self._batches.sampler.set_epoch(epoch)
+
+    @property
+    def skipped(self) -> list[SkippedVideo]:
+        """Videos skipped (training) or left unscored (test) in the current or last epoch."""
+        return list(self._skipped.values())
+
+    def summary(self) -> str:
+        """One line naming this epoch's skipped videos and why, or "" if there were none."""
+        if not self._skipped:
+            return ""
+        verb = "replaced by other videos" if self.dataset.training else "not scored"
+        listed = "; ".join(f"{skip.path}: {skip.reason}" for skip in self._skipped.values())
+        return (
+            f"{self.name}: {len(self._skipped)} of {len(self.dataset)} videos could not be "
+            f"used and were {verb}: {listed}"
+        )
+
+    def __iter__(self) -> Iterator[dict]:
+        self._skipped = {}
+        self.dataset.excluded = set()
+        batches = [list(batch) for batch in BatchSampler.__iter__(self._batches)]
+        delivered = restarts = 0
+        while delivered < len(batches):
+            self._batches.remaining = batches[delivered:]
+            try:
+                for batch in super().__iter__():
+                    delivered += 1
+                    self._note_skipped(batch["skipped"])
+                    if len(batch["label"]):
+                        yield batch
+                    elif self.dataset.training:
+                        raise DataError(self._nothing_decodes_message(batch["skipped"]))
+            except RuntimeError as err:
+                restarts += 1
+                self._recover_from_dead_worker(err, restarts)
+            finally:
+                self._batches.remaining = None
+        if self._skipped:
+            logger.warning(self.summary())
+
+    def _note_skipped(self, skipped: list[SkippedVideo]) -> None:
+        for skip in skipped:
+            if skip.video_index not in self._skipped:
+                self._skipped[skip.video_index] = skip
+                logger.warning("%s: skipping %s: %s", self.name, skip.path, skip.reason)
+
+    def _recover_from_dead_worker(self, err: RuntimeError, restarts: int) -> None:
+        """Marks the video a dead worker was decoding as skipped; re-raises any other error."""
+        match = _DEAD_WORKER.search(str(err))
+        if match is None or self._progress is None:
+            raise err
+        dead_pids = {int(pid) for pid in match.group(1).replace(",", " ").split()}
+        how = match.group(2).strip().rstrip(".")
+        crashed = [
+            self._progress[2 * worker + 1]
+            for worker in range(len(self._progress) // 2)
+            if self._progress[2 * worker] in dead_pids and self._progress[2 * worker + 1] >= 0
+        ]
+        for index in crashed:
+            self.dataset.excluded.add(index)
+            reason = f"the decoder crashed the loader worker ({how})"
+            self._note_skipped([SkippedVideo(index, self.dataset.path(index), reason)])
+        if restarts > MAX_WORKER_RESTARTS:
+            where = f" while decoding {self.dataset.path(crashed[0])}" if crashed else ""
+            raise DataError(
+                f"{self.name}: loader workers died {restarts} times this epoch, last {how}"
+                f"{where}; if memory ran out, lower DATA_LOADER.NUM_WORKERS"
+            ) from None
+        logger.warning("%s: a loader worker died (%s); restarting the workers", self.name, how)
+
+    def _nothing_decodes_message(self, skipped: list[SkippedVideo]) -> str:
+        last = skipped[-1]
+        return (
+            f"{self.name}: {len(skipped)} videos in a row could not be used, the last "
+            f"{last.path}: {last.reason} (check DATA.PATH_TO_DATA_DIR and DATA.PATH_PREFIX)"
+        )

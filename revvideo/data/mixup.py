@@ -1,0 +1,75 @@
+"""Mixup / CutMix with label smoothing on a training batch, producing soft targets."""
+
+from __future__ import annotations
+
+import torch
+from fvcore.common.config import CfgNode
+
+from revvideo.data.pytorchvideo_transforms import CutMix, convert_to_one_hot
+from revvideo.data.pytorchvideo_transforms import MixUp as _PytorchvideoMixUp
+from revvideo.utils.errors import ConfigError
+
+
+class MixUp:
+    """`video, soft_target = mixup(video, label)` on a device batch.
+
+    video: float (B, C, T, H, W), mixed in place; label: int64 (B,); soft_target: float32
+    (B, num_classes), rows summing to 1. Each batch is mixed with probability `prob`, by cutmix
+    with probability `switch_prob` (when both are enabled) and otherwise by mixup, pairing clip
+    i with clip B - 1 - i (pytorchvideo's MixUp / CutMix). Unmixed batches, single-clip batches
+    and a disabled MixUp still get label-smoothed soft targets.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        enabled: bool = True,
+        mixup_alpha: float = 0.8,
+        cutmix_alpha: float = 1.0,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        label_smoothing: float = 0.1,
+    ) -> None:
+        if not 0 <= label_smoothing < 1:
+            raise ConfigError(f"MIXUP.LABEL_SMOOTH_VALUE must be in [0, 1), got {label_smoothing}")
+        if mixup_alpha < 0 or cutmix_alpha < 0:
+            raise ConfigError("MIXUP.ALPHA and MIXUP.CUTMIX_ALPHA must not be negative")
+        for key, value in (("MIXUP.PROB", prob), ("MIXUP.SWITCH_PROB", switch_prob)):
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{key} must be a probability, got {value}")
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.prob = prob if enabled else 0.0
+        self.switch_prob = switch_prob
+        # An alpha of 0 disables that kind of mixing (Beta(0, 0) is undefined).
+        self.mixup = (
+            _PytorchvideoMixUp(mixup_alpha, label_smoothing, num_classes) if mixup_alpha else None
+        )
+        self.cutmix = CutMix(cutmix_alpha, label_smoothing, num_classes) if cutmix_alpha else None
+
+    @classmethod
+    def from_cfg(cls, cfg: CfgNode) -> MixUp:
+        mix = cfg.MIXUP
+        return cls(
+            cfg.MODEL.NUM_CLASSES,
+            enabled=mix.ENABLE,
+            mixup_alpha=mix.ALPHA,
+            cutmix_alpha=mix.CUTMIX_ALPHA,
+            prob=mix.PROB,
+            switch_prob=mix.SWITCH_PROB,
+            label_smoothing=mix.LABEL_SMOOTH_VALUE,
+        )
+
+    def __call__(
+        self, video: torch.Tensor, label: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        can_mix = len(video) > 1 and (self.mixup is not None or self.cutmix is not None)
+        if can_mix and torch.rand(()) < self.prob:
+            use_cutmix = self.cutmix is not None and (
+                self.mixup is None or torch.rand(()) < self.switch_prob
+            )
+            video, soft_target = (self.cutmix if use_cutmix else self.mixup)(video, label)
+            return video, soft_target.float()
+        soft_target = convert_to_one_hot(label, self.num_classes, self.label_smoothing)
+        return video, soft_target.float()

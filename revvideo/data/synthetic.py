@@ -1,0 +1,353 @@
+"""A small synthetic video dataset whose classes differ only in motion.
+
+Each video shows a textured bar on a random textured background; the class is how the bar
+moves (direction, rotation, growing or shrinking, the order of two movements). Every class draws
+the bar's look from the same distribution, and paired classes (up/down, grow/shrink, ...) are
+time reversals or mirror images of each other, so a frame taken anywhere in a video shows the
+bar at the same distribution of places, sizes and angles whatever the class: one frame says
+nothing about the class, a few frames say everything. A small 3D CNN reaches about 90 %
+multi-view accuracy in two minutes of CPU training on 8-frame 32 px clips (8 frames every 2 at
+15 fps). Videos are real files (H.264 .mp4 or MPEG-4 part 2 .avi) of varying size, length and
+frame rate, listed in Kinetics-style CSVs; the whole dataset is a deterministic function of
+the seed.
+
+The default classes survive a horizontal flip (DATA.RANDOM_FLIP); "left", "right", "clockwise"
+and "counterclockwise" swap under it and need DATA.RANDOM_FLIP False.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import math
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from fractions import Fraction
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from revvideo.utils.errors import DataError, UserError
+
+FORMAT_VERSION = 1
+MARKER = "synthetic.json"
+
+# Vertical/horizontal speed (frame heights or widths per second), size growth rate (log per
+# second) and rotation speed (degrees per second) ranges.
+_SPEED = (0.32, 0.42)
+_GROWTH = (0.55, 0.75)
+_SPIN = (120.0, 200.0)
+# The bar's length and its centre's range, as fractions of the frame's short side. The bar moves
+# in the centred square of the frame, so a centre crop always shows it.
+_SIZE = (0.24, 0.55)
+_CENTRE = (0.22, 0.78)
+_ASPECT = 2.4
+
+MOTIONS = (
+    "up",
+    "down",
+    "grow",
+    "shrink",
+    "spin",
+    "still",
+    "left",
+    "right",
+    "clockwise",
+    "counterclockwise",
+    "up_then_down",
+    "down_then_up",
+)
+DEFAULT_CLASSES = ("up", "down", "grow", "shrink", "spin", "still")
+DEFAULT_VIDEOS_PER_CLASS = {"train": 48, "val": 8, "test": 12}
+_FRAME_SIZES = ((64, 48), (80, 48), (56, 56), (72, 54), (48, 64), (96, 54))
+_FRAME_RATES = (10, 12, 15, 20, 24, 25, 30)
+_DURATION = (1.2, 1.8)
+
+
+def write_video(
+    path: str,
+    frames: np.ndarray,
+    fps: float,
+    codec: str = "libx264",
+    *,
+    times: Sequence[float] | None = None,
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
+) -> None:
+    """Encodes uint8 RGB frames (T, H, W, 3) with PyAV; the container follows the extension.
+
+    `times` (seconds, increasing) gives each frame its own timestamp, for variable frame rate
+    files; by default frame i is at i / fps. `options` go to the encoder, `container_options`
+    to the muxer (e.g. {"movflags": "faststart"}).
+    """
+    time_base = Fraction(1, 1000) if times is not None else None
+    with av.open(path, "w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = pix_fmt
+        stream.options = dict(options or {})
+        if time_base is not None:
+            stream.codec_context.time_base = time_base
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if time_base is not None:
+                frame.pts = round(times[index] / time_base)
+                frame.time_base = time_base
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def render_video(motion: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """uint8 RGB frames (T, H, W, 3) of one video of class `motion`, and its frame rate."""
+    width, height = _FRAME_SIZES[rng.integers(len(_FRAME_SIZES))]
+    fps = int(_FRAME_RATES[rng.integers(len(_FRAME_RATES))])
+    duration = rng.uniform(*_DURATION)
+    count = max(2, round(duration * fps))
+    seconds = np.arange(count) / fps
+    background = _texture(rng, height, width, coarse=(3, 4), fine=(12, 16))
+    bar = _bar_texture(rng)
+    centre_x, centre_y, log_size, angle = _trajectory(motion, rng, seconds)
+    short_side = min(height, width)
+    left, top = (width - short_side) / 2, (height - short_side) / 2
+    grid = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    frames = np.empty((count, height, width, 3), dtype=np.uint8)
+    for index in range(count):
+        image = background.copy()
+        _draw_bar(
+            image,
+            bar,
+            grid,
+            centre=(left + centre_x[index] * short_side, top + centre_y[index] * short_side),
+            length=math.exp(log_size[index]) * short_side,
+            angle=angle[index],
+        )
+        frames[index] = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+    return frames, fps
+
+
+def _trajectory(motion: str, rng: np.random.Generator, seconds: np.ndarray):
+    """Per frame: centre x, y and log length (in short sides) and angle (radians).
+
+    A class and its time reversal share one construction, which keeps their single-frame
+    statistics identical.
+    """
+    duration = float(seconds[-1]) if len(seconds) > 1 else 1.0
+    count = len(seconds)
+    low, high = math.log(_SIZE[0]), math.log(_SIZE[1])
+    x = np.full(count, rng.uniform(*_CENTRE))
+    y = np.full(count, rng.uniform(*_CENTRE))
+    log_size = np.full(count, rng.uniform(low, high))
+    angle = np.full(count, rng.uniform(0, math.pi))
+    reverse = motion in ("down", "shrink", "right", "counterclockwise")
+    if motion in ("up", "down", "left", "right"):
+        travel = min(rng.uniform(*_SPEED) * duration, _CENTRE[1] - _CENTRE[0])
+        start = rng.uniform(_CENTRE[0] + travel, _CENTRE[1])
+        path = start - travel * seconds / duration
+        if motion in ("up", "down"):
+            y = path
+        else:
+            x = path
+    elif motion in ("grow", "shrink"):
+        growth = min(rng.uniform(*_GROWTH) * duration, high - low)
+        log_size = rng.uniform(low, high - growth) + growth * seconds / duration
+    elif motion in ("spin", "clockwise", "counterclockwise"):
+        speed = math.radians(rng.uniform(*_SPIN))
+        if motion == "spin" and rng.random() < 0.5:
+            speed = -speed
+        angle = angle[0] + speed * seconds
+    elif motion in ("up_then_down", "down_then_up"):
+        # A V-shaped path, turning half way: the same positions in either order.
+        travel = min(rng.uniform(*_SPEED) * duration / 2, _CENTRE[1] - _CENTRE[0])
+        top = rng.uniform(_CENTRE[0], _CENTRE[1] - travel)
+        distance_from_turn = np.abs(2 * seconds / duration - 1)
+        if motion == "up_then_down":
+            y = top + travel * distance_from_turn
+        else:
+            y = top + travel * (1 - distance_from_turn)
+    elif motion != "still":
+        raise ValueError(f"unknown motion {motion!r}; expected one of {MOTIONS}")
+    if reverse:
+        x, y, log_size, angle = x[::-1], y[::-1], log_size[::-1], angle[::-1]
+    return x, y, log_size, angle
+
+
+def _texture(rng: np.random.Generator, height: int, width: int, coarse, fine) -> np.ndarray:
+    """float (H, W, 3) in [0, 1]: muted colour blobs plus finer detail and pixel noise, calmer
+    than the bar so that the bar stands out."""
+    layers = [
+        (torch.from_numpy(rng.random((1, 3, *coarse), dtype=np.float32)), 0.4),
+        (torch.from_numpy(rng.random((1, 3, *fine), dtype=np.float32)), 0.15),
+    ]
+    image = sum(
+        weight * F.interpolate(layer, size=(height, width), mode="bicubic", align_corners=False)
+        for layer, weight in layers
+    )[0]
+    image = image.permute(1, 2, 0).numpy() + 0.2 + 0.05 * rng.random((height, width, 3))
+    return np.clip(image, 0, 1)
+
+
+def _bar_texture(rng: np.random.Generator) -> np.ndarray:
+    """float (8, 20, 3): stripes in two random colours, well apart from each other."""
+    first = rng.random(3)
+    second = np.clip(1 - first + rng.uniform(-0.15, 0.15, 3), 0, 1)
+    stripes = (np.arange(20) // 3) % 2
+    texture = np.where(stripes[None, :, None] == 0, first, second)
+    return np.repeat(texture, 8, axis=0)
+
+
+def _draw_bar(image, texture, grid, centre, length, angle) -> None:
+    """Paints a rotated, dark-outlined textured bar onto float image (H, W, 3) in place.
+
+    grid: pixel-centre (rows, cols) coordinates of the image.
+    """
+    rows, cols = grid
+    dx, dy = cols - centre[0], rows - centre[1]
+    cos, sin = math.cos(angle), math.sin(angle)
+    along = (dx * cos + dy * sin) / length + 0.5
+    across = (-dx * sin + dy * cos) * _ASPECT / length + 0.5
+    inside = (along >= 0) & (along < 1) & (across >= 0) & (across < 1)
+    border_along = 1.5 / length
+    border_across = border_along * _ASPECT
+    edge = inside & (
+        (along < border_along)
+        | (along > 1 - border_along)
+        | (across < border_across)
+        | (across > 1 - border_across)
+    )
+    tex_rows = np.clip((across * texture.shape[0]).astype(int), 0, texture.shape[0] - 1)
+    tex_cols = np.clip((along * texture.shape[1]).astype(int), 0, texture.shape[1] - 1)
+    image[inside] = texture[tex_rows[inside], tex_cols[inside]]
+    image[edge] = 0.05
+
+
+def generate_synthetic_dataset(
+    root: str,
+    seed: int = 0,
+    classes: Sequence[str] = DEFAULT_CLASSES,
+    videos_per_class: dict[str, int] | None = None,
+) -> None:
+    """Writes videos/<split>/<class>/*, <split>.csv, classnames.json and the marker into root."""
+    videos_per_class = videos_per_class or DEFAULT_VIDEOS_PER_CLASS
+    for split_number, (split, per_class) in enumerate(videos_per_class.items()):
+        lines = []
+        for label, motion in enumerate(classes):
+            folder = os.path.join(root, "videos", split, motion)
+            os.makedirs(folder, exist_ok=True)
+            for number in range(per_class):
+                rng = np.random.default_rng([seed, split_number, label, number])
+                frames, fps = render_video(motion, rng)
+                if rng.random() < 0.7:
+                    name, codec, options = f"{split}_{number:04d}.mp4", "libx264", {"crf": "18"}
+                else:
+                    name, codec, options = f"{split}_{number:04d}.avi", "mpeg4", {"b": "2M"}
+                write_video(os.path.join(folder, name), frames, fps, codec, options=options)
+                lines.append(f"videos/{split}/{motion}/{name} {label}\n")
+        with open(os.path.join(root, f"{split}.csv"), "w") as csv:
+            csv.writelines(lines)
+    with open(os.path.join(root, "classnames.json"), "w") as names:
+        json.dump({motion: label for label, motion in enumerate(classes)}, names, indent=1)
+    with open(os.path.join(root, MARKER), "w") as marker:
+        json.dump(_description(seed, classes, videos_per_class), marker, indent=1)
+
+
+def ensure_synthetic_dataset(
+    path_to_data_dir: str,
+    seed: int = 0,
+    classes: Sequence[str] = DEFAULT_CLASSES,
+    videos_per_class: dict[str, int] | None = None,
+) -> str:
+    """Generates the synthetic dataset in `path_to_data_dir` unless it is already there.
+
+    Idempotent and safe to call from several processes at once (a file lock serialises them);
+    the dataset appears complete or not at all. A folder holding anything else is never
+    touched: DataError. Returns `path_to_data_dir`.
+    """
+    videos_per_class = videos_per_class or DEFAULT_VIDEOS_PER_CLASS
+    wanted = _description(seed, classes, videos_per_class)
+    root = os.path.abspath(path_to_data_dir)
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    with _locked(root + ".lock"):
+        existing = _read_marker(root)
+        if existing == wanted:
+            return path_to_data_dir
+        if os.path.isdir(root) and os.listdir(root) and existing is None:
+            raise DataError(
+                f"{root} is not empty and holds no synthetic dataset; choose an empty folder"
+            )
+        partial = f"{root}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
+        try:
+            generate_synthetic_dataset(partial, seed, classes, videos_per_class)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        # Swap the new dataset in; an older synthetic one (other seed or size) is removed.
+        stale = f"{root}.stale-{os.getpid()}"
+        if os.path.isdir(root):
+            os.rename(root, stale)
+        os.rename(partial, root)
+        shutil.rmtree(stale, ignore_errors=True)
+    return path_to_data_dir
+
+
+def _description(seed: int, classes: Sequence[str], videos_per_class: dict[str, int]) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "seed": seed,
+        "classes": list(classes),
+        "videos_per_class": dict(videos_per_class),
+    }
+
+
+def _read_marker(root: str) -> dict | None:
+    try:
+        with open(os.path.join(root, MARKER)) as marker:
+            return json.load(marker)
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _locked(lock_path: str):
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of tools/make_synthetic_dataset.py."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output", help="folder to create (train.csv, val.csv, test.csv, videos/)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--classes",
+        default=",".join(DEFAULT_CLASSES),
+        help=f"comma-separated motions out of: {', '.join(MOTIONS)}",
+    )
+    for split, count in DEFAULT_VIDEOS_PER_CLASS.items():
+        parser.add_argument(f"--{split}", type=int, default=count, help=f"{split} videos per class")
+    args = parser.parse_args(argv)
+    classes = [name.strip() for name in args.classes.split(",") if name.strip()]
+    try:
+        unknown = sorted(set(classes) - set(MOTIONS))
+        if unknown or len(classes) < 2:
+            raise DataError(f"--classes needs at least two of {', '.join(MOTIONS)}; got {classes}")
+        counts = {split: getattr(args, split) for split in DEFAULT_VIDEOS_PER_CLASS}
+        ensure_synthetic_dataset(args.output, args.seed, classes, counts)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    total = sum(counts.values()) * len(classes)
+    print(f"{args.output}: {total} videos of {len(classes)} classes ({', '.join(classes)})")
+    return 0

@@ -1,0 +1,1 @@
+"""Tests of revvideo.data; videos.py writes the small videos they use."""

@@ -1,0 +1,36 @@
+import argparse
+
+import pytest
+
+from revvideo.data import benchmark
+
+from .videos import write_dataset, write_indexed_video
+
+
+@pytest.mark.slow
+def test_benchmark_rows_compare_loaders_on_the_same_files(tmp_path):
+    for name in ("a.mp4", "b.avi"):
+        write_indexed_video(tmp_path / name, count=45, fps=15)
+    entries = [("a.mp4", 0), ("b.avi", 0)]
+    write_dataset(tmp_path, {"train": entries, "test": entries})
+    parser = argparse.ArgumentParser()
+    benchmark.add_arguments(parser)
+    args = parser.parse_args(["--data-dir", str(tmp_path), "--data-workers", "1"])
+    rows = benchmark.run(args)
+    names = [row["name"] for row in rows]
+    assert names == [
+        "train: plain pytorchvideo recipe (pyav)",
+        "train: revvideo, pyav",
+        "train: revvideo, decord",
+        "test 5x3: plain pytorchvideo recipe (pyav)",
+        "test 5x3: revvideo, pyav",
+        "test 5x3: revvideo, decord",
+        "decode every frame once (pyav), the floor",
+    ]
+    for row in rows[:3]:
+        assert row["clips/s"] > 0 and row["x plain"] > 0
+    for row in rows[3:]:
+        assert row["videos/s"] > 0 and row["x plain"] > 0
+    assert rows[0]["x plain"] == rows[3]["x plain"] == 1.0
+    table = benchmark._format_table(rows)
+    assert table.splitlines()[0].startswith("name") and len(table.splitlines()) == 8

@@ -1,0 +1,131 @@
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from revvideo.data.decoding import BACKENDS, VideoDecodeError, open_video, scaled_size
+
+from .videos import frame_index, write_indexed_video
+
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)
+
+
+def read_indices(path, backend, times, short_side=None):
+    video = open_video(str(path), backend)
+    try:
+        frames, rows = video.read_frames(times, short_side)
+    finally:
+        video.close()
+    return [frame_index(frames[row]) for row in rows], frames
+
+
+def test_each_time_gets_the_frame_shown_then(tmp_path, backend):
+    path = write_indexed_video(tmp_path / "v.mp4", count=30, fps=15)
+    times = [0.0, 0.05, 0.1, 1.0, 1.93]
+    indices, frames = read_indices(path, backend, times)
+    assert indices == [0, 0, 1, 15, 28]
+    assert len(frames) == 4, "a frame shown at several times is decoded and returned once"
+
+
+def test_times_past_the_end_repeat_the_last_frame(tmp_path, backend):
+    path = write_indexed_video(tmp_path / "short.mp4", count=6, fps=15)
+    indices, _ = read_indices(path, backend, [0.2, 0.35, 0.5, 1.0, 3.0])
+    assert indices == [3, 5, 5, 5, 5]
+
+
+@pytest.mark.parametrize("extension", ["mp4", "avi", "mkv", "webm", "mpg"])
+def test_common_containers_and_codecs(tmp_path, backend, extension):
+    path = write_indexed_video(tmp_path / f"v.{extension}", count=30, fps=15)
+    video = open_video(path, backend)
+    assert video.duration == pytest.approx(2.0, abs=0.07)
+    video.close()
+    times = [i / 15 + 0.01 for i in range(0, 30, 3)]
+    indices, frames = read_indices(path, backend, times)
+    assert indices == list(range(0, 30, 3))
+    assert frames.shape[1:] == (48, 64, 3)
+    # A clip from the middle: PyAV seeks to the keyframe before it first.
+    indices, _ = read_indices(path, backend, [1.0, 1.2, 1.4])
+    assert indices == [15, 18, 21]
+
+
+def test_variable_frame_rate_is_sampled_by_timestamp(tmp_path, backend):
+    starts = [0.0, 0.1, 0.15, 0.5, 0.55, 0.6, 1.2, 1.25, 1.3, 2.0]
+    path = write_indexed_video(tmp_path / "vfr.mkv", count=len(starts), fps=20, times=starts)
+    times = [0.0, 0.12, 0.3, 0.56, 1.0, 1.26, 1.9, 2.05]
+    indices, _ = read_indices(path, backend, times)
+    assert indices == [int(np.searchsorted(starts, t, side="right")) - 1 for t in times]
+
+
+@pytest.mark.parametrize(
+    ("name", "height", "width"),
+    [("odd.avi", 47, 33), ("portrait.mp4", 64, 36), ("landscape.mp4", 36, 64)],
+)
+def test_odd_and_portrait_sizes_decode_and_scale(tmp_path, backend, name, height, width):
+    path = write_indexed_video(tmp_path / name, count=10, height=height, width=width)
+    indices, frames = read_indices(path, backend, [0.0, 0.3])
+    assert indices == [0, 4]
+    assert frames.shape[1:3] == (height, width)
+    _, scaled = read_indices(path, backend, [0.0], short_side=24)
+    assert scaled.shape[1:3] == scaled_size(height, width, 24)
+    assert min(scaled.shape[1:3]) == 24
+
+
+def test_scaled_size_keeps_the_aspect_ratio(backend):
+    assert scaled_size(320, 426, 224) == (224, 298)
+    assert scaled_size(1280, 720, 256) == (455, 256)
+
+
+def write_audio_only(path):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for _ in range(8):
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
+            frame.sample_rate = 16000
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def broken_file(tmp_path, kind):
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    elif kind == "truncated":
+        # The index (moov) is written last, so half a file has none.
+        whole = Path(write_indexed_video(tmp_path / "whole.mp4", count=30)).read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+    elif kind == "truncated_faststart":
+        whole = Path(
+            write_indexed_video(
+                tmp_path / "whole_fast.mp4", count=60, container_options={"movflags": "faststart"}
+            )
+        ).read_bytes()
+        path.write_bytes(whole[: len(whole) * 2 // 3])
+    elif kind == "audio_only":
+        write_audio_only(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("missing", "missing file"),
+        ("empty", "empty file"),
+        ("garbage", ""),
+        ("truncated", ""),
+        ("truncated_faststart", ""),
+        ("audio_only", "no video stream"),
+    ],
+)
+def test_unusable_files_raise_a_short_reason(tmp_path, backend, kind, reason):
+    path = broken_file(tmp_path, kind)
+    with pytest.raises(VideoDecodeError) as error:
+        video = open_video(path, backend)
+        video.read_frames([i / 15 for i in range(0, 60, 4)])
+    message = str(error.value)
+    assert reason in message
+    assert "\n" not in message and 0 < len(message) < 200

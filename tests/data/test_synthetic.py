@@ -1,0 +1,146 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from revvideo.data import synthetic
+from revvideo.data.decoding import open_video
+from revvideo.utils.errors import DataError
+
+SMALL = {"train": 2, "val": 1, "test": 1}
+
+
+def test_videos_are_a_function_of_the_seed():
+    first, fps = synthetic.render_video("grow", np.random.default_rng([3, 1]))
+    again, _ = synthetic.render_video("grow", np.random.default_rng([3, 1]))
+    other, _ = synthetic.render_video("grow", np.random.default_rng([4, 1]))
+    assert first.dtype == np.uint8 and first.ndim == 4 and fps in synthetic._FRAME_RATES
+    assert np.array_equal(first, again)
+    assert first.shape != other.shape or not np.array_equal(first, other)
+
+
+def trajectories(motion, count=400):
+    samples = [
+        synthetic._trajectory(motion, np.random.default_rng([7, n]), np.arange(30) / 15)
+        for n in range(count)
+    ]
+    return [np.stack([sample[i] for sample in samples]) for i in range(4)]
+
+
+# _trajectory returns per-frame x, y, log size and angle.
+X, Y, SIZE, ANGLE = range(4)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "quantity"),
+    [
+        ("up", "down", Y),
+        ("grow", "shrink", SIZE),
+        ("up_then_down", "down_then_up", Y),
+        ("spin", "still", ANGLE),
+    ],
+)
+def test_one_frame_cannot_tell_paired_classes_apart(first, second, quantity):
+    """A frame drawn from either class shows the bar with the same distribution of position,
+    size or angle, while the motion between frames differs."""
+    a, b = trajectories(first)[quantity], trajectories(second)[quantity]
+    if quantity == ANGLE:
+        a, b = np.mod(a, np.pi), np.mod(b, np.pi)
+    quantiles = [0.1, 0.25, 0.5, 0.75, 0.9]
+    spread = np.quantile(a, 0.9) - np.quantile(a, 0.1)
+    assert np.allclose(np.quantile(a, quantiles), np.quantile(b, quantiles), atol=0.06 * spread)
+    a, b = trajectories(first)[quantity], trajectories(second)[quantity]
+    # Over the first half second: opposite directions, or motion against none.
+    a_moves, b_moves = np.diff(a[:, :8], axis=1), np.diff(b[:, :8], axis=1)
+    if first == "spin":
+        assert np.abs(a_moves).min() > 0.1 and np.abs(b_moves).max() == 0
+    else:
+        a_direction, b_direction = np.sign(a_moves.mean(axis=1)), np.sign(b_moves.mean(axis=1))
+        assert len(set(a_direction)) == 1 and (b_direction == -a_direction[0]).all()
+
+
+def dark_centroid_rows(frames):
+    """Mean row of the bar's dark outline, per frame."""
+    dark = frames.max(axis=3) < 40
+    rows = np.arange(frames.shape[1])[None, :, None]
+    return (dark * rows).sum(axis=(1, 2)) / np.maximum(dark.sum(axis=(1, 2)), 1)
+
+
+def test_rendered_bars_move_the_way_the_class_says():
+    for seed in range(5):
+        up, _ = synthetic.render_video("up", np.random.default_rng([seed]))
+        down, _ = synthetic.render_video("down", np.random.default_rng([seed]))
+        assert dark_centroid_rows(up)[-1] < dark_centroid_rows(up)[0] - 4
+        assert dark_centroid_rows(down)[-1] > dark_centroid_rows(down)[0] + 4
+
+
+def test_ensure_generates_once_and_never_touches_other_folders(tmp_path):
+    root = str(tmp_path / "synthetic")
+    classes = ["up", "down", "spin"]
+    synthetic.ensure_synthetic_dataset(root, seed=1, classes=classes, videos_per_class=SMALL)
+    with open(os.path.join(root, "train.csv")) as csv:
+        lines = csv.read().splitlines()
+    assert len(lines) == 6
+    extensions = set()
+    for line in lines:
+        path, label = line.rsplit(" ", 1)
+        assert int(label) in range(3)
+        extensions.add(path.rsplit(".", 1)[1])
+        video = open_video(os.path.join(root, path))
+        assert 1.1 <= video.duration <= 1.9
+        video.close()
+    assert extensions <= {"mp4", "avi"}
+    with open(os.path.join(root, "classnames.json")) as names:
+        assert json.load(names) == {"up": 0, "down": 1, "spin": 2}
+
+    marker = os.path.join(root, synthetic.MARKER)
+    written = os.path.getmtime(marker)
+    synthetic.ensure_synthetic_dataset(root, seed=1, classes=classes, videos_per_class=SMALL)
+    assert os.path.getmtime(marker) == written, "an existing dataset is kept"
+    synthetic.ensure_synthetic_dataset(root, seed=2, classes=classes, videos_per_class=SMALL)
+    with open(marker) as file:
+        assert json.load(file)["seed"] == 2
+    assert not [name for name in os.listdir(tmp_path) if "partial" in name or "stale" in name]
+
+    foreign = tmp_path / "kinetics"
+    foreign.mkdir()
+    (foreign / "train.csv").write_text("a.mp4 0\n")
+    with pytest.raises(DataError, match="not empty"):
+        synthetic.ensure_synthetic_dataset(str(foreign), videos_per_class=SMALL)
+    assert (foreign / "train.csv").read_text() == "a.mp4 0\n"
+
+
+def test_command_line_tool(tmp_path):
+    tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "make_synthetic_dataset.py")
+    output = tmp_path / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            tool,
+            str(output),
+            "--classes",
+            "up,down",
+            "--train",
+            "1",
+            "--val",
+            "1",
+            "--test",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "6 videos of 2 classes" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, tool, str(tmp_path / "x"), "--classes", "up,sideways"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: --classes") and "Traceback" not in bad.stderr
