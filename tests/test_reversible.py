@@ -172,7 +172,7 @@ RECOMPUTING_NODES = {"_ReversibleBlockFunctionBackward", "_TransitionFunctionBac
 def test_eval_and_no_grad_use_the_plain_forward():
     model = tiny_rev_mvit()
     clip = torch.randn(2, 3, 4, 32, 32)
-    assert RECOMPUTING_NODES <= _graph_node_names(model.train()(clip))
+    assert _graph_node_names(model.train()(clip)) >= RECOMPUTING_NODES
     assert not RECOMPUTING_NODES & _graph_node_names(model.eval()(clip))
     with torch.no_grad():
         assert model.train()(clip).grad_fn is None

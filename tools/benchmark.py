@@ -2,7 +2,7 @@
 
     python tools/benchmark.py                          # the model table, 16x224x224, fp32
     python tools/benchmark.py --frames 4 --size 64     # a quick look
-    python tools/benchmark.py --section data           # data loading throughput
+    python tools/benchmark.py --section data           # data loading (revvideo.data.benchmark)
     python tools/benchmark.py --json results.json      # also write the figures as JSON
 
 Model figures, per model:
@@ -26,9 +26,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from revvideo.data import benchmark as data_benchmark
 from revvideo.models import mvit_b_16x4, rev_mvit_b_16x4
 from revvideo.utils.complexity import count_gflops, count_parameters
 from revvideo.utils.memory import SavedTensorCounter, peak_bytes
+from revvideo.utils.table import format_table
 
 MIB = 2**20
 
@@ -151,16 +153,6 @@ class Bench:
         return row
 
 
-def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    header = [title for _, title, _ in columns]
-    body = [[format(row[key], spec) for key, _, spec in columns] for row in rows]
-    widths = [max(len(cell) for cell in col) for col in zip(header, *body, strict=True)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("-|-".join("-" * w for w in widths))
-    lines += [" | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) for cells in body]
-    return "\n".join(lines)
-
-
 def run_models(args: argparse.Namespace, device: torch.device) -> dict:
     bench = Bench(args, device)
     rows = [bench.model_row(name, build) for name, build in MODELS.items()]
@@ -193,12 +185,12 @@ def print_models(result: dict, args: argparse.Namespace, device: torch.device) -
         ("infer_clips_per_s", "infer clips/s", ".2f"),
         ("infer_x", "x speed", ".2f"),
     ]
-    print(_table(result["models"], columns))
+    print(format_table(result["models"], columns))
     sweep = result["depth_sweep"]
     if sweep:
         print("\ndepth sweep (MiB per clip)")
         keys = [key for key in sweep[0] if key != "depth"]
-        print(_table(sweep, [("depth", "depth", "d")] + [(k, k, ".1f") for k in keys]))
+        print(format_table(sweep, [("depth", "depth", "d")] + [(k, k, ".1f") for k in keys]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -212,12 +204,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    data_benchmark.add_arguments(parser)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     result: dict = {}
     if args.section in ("models", "all"):
         result["models"] = run_models(args, device)
         print_models(result["models"], args, device)
+    if args.section in ("data", "all"):
+        result["data"] = data_benchmark.run(args)
+        print("\ndata loading, the same files for every row")
+        print(format_table(result["data"]))
     if args.json:
         args.json.write_text(
             json.dumps(dict(settings=vars(args) | {"json": None}, **result), indent=2)

@@ -35,6 +35,7 @@ from revvideo.config import get_cfg
 from revvideo.data.build import build_loader
 from revvideo.data.pytorchvideo_transforms import RandAugment
 from revvideo.data.synthetic import write_video
+from revvideo.utils.table import format_table
 
 # The Rev-MViT-B 16x4 recipe (SPEC.md): the clip and test geometry being timed.
 NUM_FRAMES, SAMPLING_RATE, TARGET_FPS = 16, 4, 30
@@ -305,21 +306,10 @@ def _panning_texture(rng: np.random.Generator, width: int, height: int) -> np.nd
     return frames
 
 
-def _format_table(rows: list[dict]) -> str:
-    columns = ["name", *sorted({key for row in rows for key in row} - {"name"}, reverse=True)]
-    cells = [[str(row.get(column, "")) for column in columns] for row in rows]
-    widths = [
-        max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)
-    ]
-    lines = ["  ".join(column.ljust(widths[i]) for i, column in enumerate(columns))]
-    lines += ["  ".join(value.ljust(widths[i]) for i, value in enumerate(line)) for line in cells]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
-    print(_format_table(run(parser.parse_args())))
+    print(format_table(run(parser.parse_args())))
 
 
 if __name__ == "__main__":

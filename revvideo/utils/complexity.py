@@ -2,13 +2,18 @@
 and `baddbmm` (a projection computed channel-major) as a matrix product."""
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
 from torch import nn
+
+with warnings.catch_warnings():
+    # fvcore.nn scripts a loss function at import time, which torch 2.14 reports as deprecated.
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 
 
 def _attention_flops(inputs: list[Any], outputs: list[Any]) -> int:

@@ -3,6 +3,7 @@ import argparse
 import pytest
 
 from revvideo.data import benchmark
+from revvideo.utils.table import format_table
 
 from .videos import write_dataset, write_indexed_video
 
@@ -32,5 +33,5 @@ def test_benchmark_rows_compare_loaders_on_the_same_files(tmp_path):
     for row in rows[3:]:
         assert row["videos/s"] > 0 and row["x plain"] > 0
     assert rows[0]["x plain"] == rows[3]["x plain"] == 1.0
-    table = benchmark._format_table(rows)
-    assert table.splitlines()[0].startswith("name") and len(table.splitlines()) == 8
+    table = format_table(rows)
+    assert table.splitlines()[0].startswith("name") and len(table.splitlines()) == 9
