@@ -3,6 +3,7 @@ activations, plain forward in eval, DistributedDataParallel and torch.export."""
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
+from revvideo.config import load_config
+from revvideo.models import build_model
 from revvideo.utils.memory import SavedTensorCounter
 
 # Adding the same vector to every key leaves softmax attention unchanged, so the true gradient
@@ -226,3 +229,11 @@ def test_distributed_data_parallel_matches_one_process_on_the_whole_batch(tmp_pa
     distributed = torch.load(result_path)
     errors = _relative_errors(expected, distributed)
     assert max(errors.values()) <= 1e-6, max(errors.items(), key=lambda item: item[1])
+
+
+def test_config_switches_reach_the_engine():
+    config = Path(__file__).resolve().parents[1] / "configs" / "kinetics" / "REV_MVIT_B_16x4.yaml"
+    overrides = ["MVIT.REV.CUSTOM_BACKWARD", "False", "MVIT.REV.RECOMPUTE_TRANSITIONS", "False"]
+    model = build_model(load_config(config, overrides))
+    assert model.rev_backbone.custom_backward is False
+    assert model.rev_backbone.recompute_transitions is False

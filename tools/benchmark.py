@@ -17,10 +17,12 @@ The depth sweep grows the last-but-one stage (stage transitions stay at layers 1
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -153,16 +155,31 @@ class Bench:
         return row
 
 
+def _model_row(args: argparse.Namespace, device: torch.device, name: str) -> dict:
+    return Bench(args, device).model_row(name, MODELS[name])
+
+
+def _depth_row(args: argparse.Namespace, device: torch.device, depth: int) -> dict:
+    return Bench(args, device).depth_row(depth)
+
+
+def _in_fresh_process(fn: Callable, *arguments: object) -> dict:
+    """Runs one measurement in its own process, so no allocator state (or fragmentation) of
+    one model carries over to the next."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(fn, *arguments).result()
+
+
 def run_models(args: argparse.Namespace, device: torch.device) -> dict:
-    bench = Bench(args, device)
-    rows = [bench.model_row(name, build) for name, build in MODELS.items()]
+    rows = [_in_fresh_process(_model_row, args, device, name) for name in MODELS]
     reference = next(row for row in rows if row["model"] == REFERENCE)
     for row in rows:
         row["saved_x_lower"] = reference["saved_mib_per_clip"] / row["saved_mib_per_clip"]
         row["peak_x_lower"] = reference["peak_mib_per_clip"] / row["peak_mib_per_clip"]
         row["step_x"] = row["step_s_per_clip"] / reference["step_s_per_clip"]
         row["infer_x"] = row["infer_clips_per_s"] / reference["infer_clips_per_s"]
-    sweep = [bench.depth_row(depth) for depth in args.depths]
+    sweep = [_in_fresh_process(_depth_row, args, device, depth) for depth in args.depths]
     return dict(models=rows, depth_sweep=sweep)
 
 

@@ -10,7 +10,8 @@ class ConfigError(UserError):
 
 
 class CheckpointError(UserError):
-    """A file that is not a checkpoint, or one that does not fit the model."""
+    """A file that is not a checkpoint, one that does not fit the model, or a checkpoint that
+    cannot be written."""
 
 
 class DataError(UserError):
