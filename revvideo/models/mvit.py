@@ -4,6 +4,7 @@ One stream; at a stage transition the attention pools Q and the previous block's
 the channels. Parameter names match PySlowFast's released MViT-B checkpoints.
 """
 
+import os
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from revvideo.models.common import (
     pool_channel_major,
     position_embedding,
 )
+from revvideo.models.weights import load_weights
 
 __all__ = ["MViT", "mvit_b_16x4"]
 
@@ -186,7 +188,11 @@ class MViT(nn.Module):
 MODEL_REGISTRY.register(MViT)
 
 
-def mvit_b_16x4(num_classes: int = 400, **kwargs: Any) -> MViT:
+def mvit_b_16x4(
+    num_classes: int = 400, *, weights: str | os.PathLike | None = None, **kwargs: Any
+) -> MViT:
     """MViT-B for 16 frames (sampling rate 4) at 224 px, PySlowFast's and torchvision's
-    `mvit_v1_b` architecture (78.4 % top-1 on Kinetics-400). `kwargs` override any argument."""
-    return MViT(num_classes, **kwargs)
+    `mvit_v1_b` architecture (78.4 % top-1 on Kinetics-400). `kwargs` override any argument.
+    `weights`: a checkpoint path or a release name (see revvideo.models.weights, e.g.
+    "mvit_b_16x4_k400")."""
+    return load_weights(MViT(num_classes, **kwargs), weights, "mvit_b_16x4")

@@ -5,6 +5,7 @@ are fused, Q pooling lowers the resolution and the attention widens the channels
 names match PySlowFast's released checkpoints (`rev_backbone.layers.N.F/G...`).
 """
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ from revvideo.models.reversible import (
     StageTransition,
     recompute_in_backward,
 )
+from revvideo.models.weights import load_weights
 
 __all__ = ["RevMViT", "rev_mvit_b_16x4"]
 
@@ -52,12 +54,20 @@ class RecomputedPoolingAttention(MultiScaleAttention):
 
 
 class AttentionSubBlock(nn.Module):
-    """F: LayerNorm then pooling attention, `(B, N, dim)` to `(B, N_q, dim_out)`."""
+    """F: LayerNorm then pooling attention, `(B, N, dim)` to `(B, N_q, dim_out)`.
 
-    def __init__(self, dim: int, dim_out: int, attention: dict[str, Any]) -> None:
+    With `recompute_pooling` (the stage transitions, where the largest full-resolution
+    projections live), pooled projections are recomputed in backward instead of stored; the
+    reversible blocks' are small next to a transition's, and recomputing them costs time.
+    """
+
+    def __init__(
+        self, dim: int, dim_out: int, attention: dict[str, Any], recompute_pooling: bool
+    ) -> None:
         super().__init__()
         self.norm = layer_norm(dim)
-        self.attn = RecomputedPoolingAttention(dim, dim_out, **attention)
+        attention_type = RecomputedPoolingAttention if recompute_pooling else MultiScaleAttention
+        self.attn = attention_type(dim, dim_out, **attention)
 
     def forward(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
         return self.attn(self.norm(x), thw)[0]
@@ -80,7 +90,7 @@ class RevMViTBlock(ReversibleBlock):
 
     def __init__(self, plan: LayerPlan, mlp_ratio: float, dropout: float, attention: dict) -> None:
         super().__init__()
-        self.F = AttentionSubBlock(plan.dim_in, plan.dim_in, attention)
+        self.F = AttentionSubBlock(plan.dim_in, plan.dim_in, attention, recompute_pooling=False)
         self.G = MlpSubBlock(plan.dim_in, mlp_ratio, dropout)
         self.drop_path_rate = plan.drop_path
 
@@ -106,7 +116,7 @@ class RevMViTTransition(StageTransition):
             raise ValueError(f"RES_PATH must be 'conv' or 'max', got {res_path!r}")
         self.pre_q_fusion = pre_q_fusion
         dim = plan.dim_in * (2 if pre_q_fusion == "concat" else 1)
-        self.F = AttentionSubBlock(dim, plan.dim_out, attention)
+        self.F = AttentionSubBlock(dim, plan.dim_out, attention, recompute_pooling=True)
         self.G = MlpSubBlock(plan.dim_out, mlp_ratio, dropout)
         self.res_proj = nn.Linear(dim, plan.dim_out) if dim != plan.dim_out else None
         self.pool_skip = None
@@ -285,7 +295,10 @@ class RevMViT(nn.Module):
 MODEL_REGISTRY.register(RevMViT)
 
 
-def rev_mvit_b_16x4(num_classes: int = 400, **kwargs: Any) -> RevMViT:
+def rev_mvit_b_16x4(
+    num_classes: int = 400, *, weights: str | os.PathLike | None = None, **kwargs: Any
+) -> RevMViT:
     """Rev-MViT-B for 16 frames (sampling rate 4) at 224 px: 78.4 % top-1 on Kinetics-400
-    in the paper. `kwargs` override any `RevMViT` argument."""
-    return RevMViT(num_classes, **kwargs)
+    in the paper. `kwargs` override any `RevMViT` argument. `weights`: a checkpoint path or a
+    release name (see revvideo.models.weights, e.g. "rev_mvit_b_16x4_k400")."""
+    return load_weights(RevMViT(num_classes, **kwargs), weights, "rev_mvit_b_16x4")

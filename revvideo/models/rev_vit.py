@@ -5,9 +5,11 @@ the same `RevMViT` class with every pooling and width change turned off. Video c
 into 2x16x16 tubelets; a single image (`num_frames=1`) into 16x16 patches.
 """
 
+import os
 from typing import Any
 
 from revvideo.models.rev_mvit import RevMViT
+from revvideo.models.weights import load_weights
 
 __all__ = ["rev_vit_b", "rev_vit_s"]
 
@@ -38,18 +40,30 @@ def _rev_vit(
 
 
 def rev_vit_s(
-    num_classes: int = 400, *, num_frames: int = 16, crop_size: int = 224, **kwargs: Any
+    num_classes: int = 400,
+    *,
+    num_frames: int = 16,
+    crop_size: int = 224,
+    weights: str | os.PathLike | None = None,
+    **kwargs: Any,
 ) -> RevMViT:
     """Rev-ViT-S: width 384, 6 heads, 12 reversible blocks. `num_frames=1` for images;
-    `kwargs` override any `RevMViT` argument."""
+    `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path."""
     preset = dict(embed_dim=384, num_heads=6, drop_path_rate=0.1)
-    return _rev_vit(num_classes, preset, num_frames, crop_size, **kwargs)
+    model = _rev_vit(num_classes, preset, num_frames, crop_size, **kwargs)
+    return load_weights(model, weights, "rev_vit_s")
 
 
 def rev_vit_b(
-    num_classes: int = 400, *, num_frames: int = 16, crop_size: int = 224, **kwargs: Any
+    num_classes: int = 400,
+    *,
+    num_frames: int = 16,
+    crop_size: int = 224,
+    weights: str | os.PathLike | None = None,
+    **kwargs: Any,
 ) -> RevMViT:
     """Rev-ViT-B: width 768, 12 heads, 12 reversible blocks. `num_frames=1` for images;
-    `kwargs` override any `RevMViT` argument."""
+    `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path."""
     preset = dict(embed_dim=768, num_heads=12, drop_path_rate=0.2)
-    return _rev_vit(num_classes, preset, num_frames, crop_size, **kwargs)
+    model = _rev_vit(num_classes, preset, num_frames, crop_size, **kwargs)
+    return load_weights(model, weights, "rev_vit_b")
