@@ -247,18 +247,24 @@ def _leaf(x: torch.Tensor) -> torch.Tensor:
 # (DDP starts reducing the last layers' gradients while earlier layers still recompute).
 
 
+def _forward_recorded(ctx, step: _Step, params, x1: torch.Tensor, x2: torch.Tensor):
+    """Runs the step's layer, recording on `step` and `ctx` what its backward needs."""
+    step.record_forward(x1.device)
+    y1, y2, step.thw_out, (before_f, before_g, kept) = _layer_forward(
+        step.layer, x1, x2, step.thw, step.training, step.chunk, x1.device
+    )
+    step.rng = (before_f, before_g)
+    ctx.step, ctx.params = step, params
+    return y1, y2, kept
+
+
 class _ReversibleBlockFunction(torch.autograd.Function):
     """A reversible block that stores nothing: its backward recovers the input from the
     output, which it keeps only when no recomputed layer follows to hand it back."""
 
     @staticmethod
     def forward(ctx, x1: torch.Tensor, x2: torch.Tensor, step: _Step, *params: nn.Parameter):
-        step.record_forward(x1.device)
-        y1, y2, step.thw_out, (before_f, before_g, _) = _layer_forward(
-            step.layer, x1, x2, step.thw, step.training, step.chunk, x1.device
-        )
-        step.rng = (before_f, before_g)
-        ctx.step, ctx.params = step, params
+        y1, y2, _ = _forward_recorded(ctx, step, params, x1, x2)
         if step.keeps_output:
             ctx.save_for_backward(y1, y2)
         return y1, y2
@@ -281,12 +287,7 @@ class _TransitionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x1: torch.Tensor, x2: torch.Tensor, step: _Step, *params: nn.Parameter):
-        step.record_forward(x1.device)
-        out, _, step.thw_out, (before_f, before_g, kept) = _layer_forward(
-            step.layer, x1, x2, step.thw, step.training, step.chunk, x1.device
-        )
-        step.rng = (before_f, before_g)
-        ctx.step, ctx.params = step, params
+        out, _, kept = _forward_recorded(ctx, step, params, x1, x2)
         ctx.save_for_backward(*kept)
         return out
 
