@@ -154,12 +154,13 @@ def _unpickle(path: Path, map_location: str | torch.device | None) -> Any:
     except Exception as err:
         # torch.load has no error type of its own: garbage, empty and truncated files raise
         # KeyError, EOFError, RuntimeError or UnpicklingError depending on where it gives up.
-        if "Weights only load failed" in str(err):
-            found = re.search(r"GLOBAL (\S+)", str(err))
-            what = f" ({found.group(1)})" if found else ""
+        # Only a pickle that names a global refused by weights_only holds Python objects; any
+        # other weights_only failure is a file that is not a pickle at all.
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if "Weights only load failed" in str(err) and found:
             raise CheckpointError(
-                f"{path} holds arbitrary Python objects{what}; refusing to unpickle it because "
-                "that can run code (only tensors and plain data are loaded)"
+                f"{path} holds arbitrary Python objects ({found.group(1)}); refusing to unpickle "
+                "it because that can run code (only tensors and plain data are loaded)"
             ) from err
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint, or it is corrupt or truncated"

@@ -1,0 +1,11 @@
+"""Classify video files with a trained model: `python demo/classify.py video.mp4 [--help]`.
+
+The options and exit status are described in revvideo/demo/cli.py.
+"""
+
+import sys
+
+from revvideo.demo.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

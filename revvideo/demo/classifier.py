@@ -1,0 +1,268 @@
+"""A trained model with what it needs to classify a file: clip geometry, normalisation, names.
+
+Clips are cut and normalised by the test pipeline's own code (revvideo.data: one decoding pass,
+K clips spread over the whole video x S crops along its long side), and the views' softmax
+scores are combined as the multi-view test combines them (revvideo.engine.VideoScores).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import torch
+from fvcore.common.config import CfgNode
+from torch import nn
+
+import revvideo.models
+from revvideo.checkpoint import load_checkpoint, read_checkpoint
+from revvideo.config import load_config
+from revvideo.data.clip_sampling import clip_starts
+from revvideo.data.dataset import TestClips
+from revvideo.data.decoding import VideoDecodeError, VideoReader, open_video
+from revvideo.data.transforms import MultiViewCrops
+from revvideo.engine.evaluate import class_names
+from revvideo.engine.metrics import VideoScores
+from revvideo.models import build_model
+from revvideo.models.weights import (
+    Release,
+    fetch_release,
+    find_release,
+    stored_class_names,
+    stored_config,
+)
+from revvideo.utils.errors import ConfigError, DataError
+
+# Views per forward pass: bounds memory whatever the number of views.
+VIEWS_PER_BATCH = 8
+# The running labels come from windows one clip long that start every half clip.
+WINDOWS_PER_CLIP = 2
+
+
+@dataclass
+class Classifier:
+    """An eval-mode model on `device` and the test settings it was trained for."""
+
+    model: nn.Module
+    class_names: list[str]
+    num_frames: int
+    clip_duration: Fraction  # seconds a clip spans
+    crop_size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    views: tuple[int, int]  # default (temporal clips, spatial crops)
+    ensemble_method: str
+    device: torch.device
+
+    @classmethod
+    def from_cfg(
+        cls, cfg: CfgNode, model: nn.Module, names: list[str], device: torch.device
+    ) -> Classifier:
+        data = cfg.DATA
+        return cls(
+            model=model.to(device).eval(),
+            class_names=names,
+            num_frames=data.NUM_FRAMES,
+            # Fraction keeps clip windows exact, as in the test pipeline (revvideo.data.build).
+            clip_duration=Fraction(data.NUM_FRAMES * data.SAMPLING_RATE)
+            / Fraction(str(data.TARGET_FPS)),
+            crop_size=data.TEST_CROP_SIZE,
+            mean=data.MEAN,
+            std=data.STD,
+            views=(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS),
+            ensemble_method=data.ENSEMBLE_METHOD,
+            device=device,
+        )
+
+    @classmethod
+    def from_release(cls, release: Release, device: torch.device) -> Classifier:
+        builder = getattr(revvideo.models, release.builder)
+        return cls(
+            model=builder(release.num_classes, weights=release.name).to(device).eval(),
+            class_names=release.class_names(),
+            num_frames=release.num_frames,
+            clip_duration=Fraction(release.num_frames * release.sampling_rate, release.target_fps),
+            crop_size=release.crop_size,
+            mean=release.mean,
+            std=release.std,
+            views=release.views,
+            ensemble_method="sum",
+            device=device,
+        )
+
+    def test_clips(self, clips: int, crops: int) -> TestClips:
+        crop = MultiViewCrops(self.crop_size, crops, self.mean, self.std)
+        return TestClips(self.num_frames, self.clip_duration, clips, crop)
+
+    @torch.inference_mode()
+    def probabilities(self, views: torch.Tensor) -> torch.Tensor:
+        """Softmax scores (V, classes) of V clips (V, 3, T, H, W)."""
+        scores = [
+            self.model(batch.to(self.device)).float().softmax(dim=1).cpu()
+            for batch in views.split(VIEWS_PER_BATCH)
+        ]
+        return torch.cat(scores)
+
+
+def load_classifier(
+    checkpoint: str | os.PathLike, cfg_file: str | os.PathLike | None, device: torch.device
+) -> Classifier:
+    """The model in `checkpoint` (a file or a release name), built from `cfg_file` or else from
+    the config stored in the checkpoint (a release brings its own).
+
+    Class names come from the checkpoint's "class_names" (saved by training), else from the
+    config's dataset (revvideo.engine.class_names: the dataset's names, Kinetics-400's for 400
+    classes, else the indices). Raises UserError (one line) for every unusable input.
+    """
+    release = find_release(checkpoint) if isinstance(checkpoint, str) else None
+    if release is not None and cfg_file is None:
+        return Classifier.from_release(release, device)
+    path = fetch_release(release) if release is not None else Path(checkpoint)
+    if cfg_file is not None:
+        cfg = load_config(cfg_file)
+    else:
+        # The config says which model to build, so the file is read for it first and once
+        # more by load_checkpoint, which checks the weights against that model key by key.
+        cfg = stored_config(read_checkpoint(path), path)
+        if cfg is None:
+            raise ConfigError(
+                f"{path} holds no revvideo config; pass the YAML config that describes its "
+                "model with --cfg"
+            )
+    model = build_model(cfg)
+    others = load_checkpoint(path, model)
+    names = stored_class_names(others, cfg.MODEL.NUM_CLASSES) or class_names(cfg)
+    return Classifier.from_cfg(cfg, model, names, device)
+
+
+@dataclass
+class VideoResult:
+    """Multi-view scores of one video file."""
+
+    path: str
+    probabilities: torch.Tensor  # (classes,): the views' scores combined
+    views: tuple[int, int]
+    seconds: float  # decoding and inference
+    duration: float  # seconds of video classified (the part that decodes)
+    warnings: list[str] = field(default_factory=list)
+
+    def top(self, k: int, names: Sequence[str]) -> list[tuple[str, float]]:
+        return top_classes(self.probabilities, names, k)
+
+
+def top_classes(
+    probabilities: torch.Tensor, names: Sequence[str], k: int
+) -> list[tuple[str, float]]:
+    """The `k` (at most all) most probable classes as (name, probability), best first."""
+    values, indices = probabilities.topk(min(k, len(probabilities)))
+    return [(names[i], p) for i, p in zip(indices.tolist(), values.tolist(), strict=True)]
+
+
+class _DecodablePart:
+    """The first `duration` seconds of a video, as a reader for TestClips."""
+
+    def __init__(self, video: VideoReader, duration: float) -> None:
+        self.duration = duration
+        self.read_frames = video.read_frames
+
+
+def _decodable_duration(path: str) -> float:
+    """Seconds from the start of the video stream to the last frame that decodes (0 if none),
+    on the clock the readers of revvideo.data.decoding use."""
+    last_pts = None
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            for frame in container.decode(stream):
+                last_pts = frame.pts if frame.pts is not None else last_pts
+        except av.FFmpegError:
+            pass  # Damaged from here on: what decoded so far is what there is.
+        if last_pts is None:
+            return 0.0
+        return float((last_pts - (stream.start_time or 0)) * stream.time_base)
+
+
+def _decode_views(path: str, clips: TestClips, until: float | None = None):
+    """Views of `path` (only of its first `until` seconds when given), the seconds they cover
+    and warnings. A video whose frames stop early is cut to the part that decodes."""
+    try:
+        video = open_video(path)
+    except VideoDecodeError as err:
+        raise DataError(f"{path}: {err}") from None
+    try:
+        if until is not None:
+            return clips(_DecodablePart(video, until)), until, []
+        try:
+            return clips(video), video.duration, []
+        except VideoDecodeError as err:
+            usable = _decodable_duration(path)
+            if usable <= 0:
+                raise DataError(f"{path}: {err}") from None
+            warning = f"{path}: {err}; classified from its first {usable:.2f} s, which decode"
+            return clips(_DecodablePart(video, usable)), usable, [warning]
+    finally:
+        video.close()
+
+
+def classify_video(
+    classifier: Classifier, path: str, views: tuple[int, int] | None = None
+) -> VideoResult:
+    """Scores `path` on `views` (K temporal clips, S crops; default: the classifier's).
+
+    Raises DataError (one line) for a file that cannot be classified; a video whose frames
+    stop early is classified from the part that decodes, with a warning.
+    """
+    started = time.perf_counter()
+    views = views or classifier.views
+    clips = classifier.test_clips(*views)
+    frames, duration, warnings = _decode_views(path, clips)
+    if duration < classifier.clip_duration:
+        warnings.append(
+            f"{path}: shorter than a clip ({duration:.2f} s < {float(classifier.clip_duration):.2f}"
+            " s): its last frame fills the rest"
+        )
+    probabilities = classifier.probabilities(frames)
+    scores = VideoScores(1, probabilities.shape[1], classifier.ensemble_method)
+    scores.add(probabilities, torch.zeros(len(probabilities), dtype=torch.long))
+    return VideoResult(
+        path=path,
+        probabilities=scores.normalized()[0].float(),
+        views=views,
+        seconds=time.perf_counter() - started,
+        duration=duration,
+        warnings=warnings,
+    )
+
+
+@dataclass
+class RunningScores:
+    """Scores of overlapping windows along a video, for labels that follow the action."""
+
+    starts: torch.Tensor  # (W,) seconds
+    length: float  # seconds a window spans
+    probabilities: torch.Tensor  # (W, classes)
+
+    def at(self, time_point: float) -> torch.Tensor:
+        """Mean scores of the windows covering `time_point`, else of the nearest window."""
+        covering = (self.starts <= time_point) & (time_point < self.starts + self.length)
+        if not covering.any():
+            centres = self.starts + self.length / 2
+            covering = (centres - time_point).abs() == (centres - time_point).abs().min()
+        return self.probabilities[covering].mean(dim=0)
+
+
+def running_scores(classifier: Classifier, result: VideoResult) -> RunningScores:
+    """Centre-crop windows one clip long every half clip over the part of the video that
+    `result` classified."""
+    length = float(classifier.clip_duration)
+    count = max(1, math.ceil(WINDOWS_PER_CLIP * result.duration / length) - 1)
+    clips = classifier.test_clips(count, 1)
+    frames, _, _ = _decode_views(result.path, clips, until=result.duration)
+    starts = torch.tensor([float(start) for start in clip_starts(clips.sampler, result.duration)])
+    return RunningScores(starts, length, classifier.probabilities(frames))

@@ -1,0 +1,33 @@
+"""Training and evaluation: what `tools/run_net.py --cfg file.yaml [KEY VALUE ...]` runs.
+
+`run(cfg)` trains (TRAIN.ENABLE) with `Trainer` and then runs the multi-view test
+(TEST.ENABLE, `multiview_test`), as one process or under torchrun (DDP). Everything lands in
+OUTPUT_DIR:
+  config.yaml            the config actually used
+  log.jsonl              one JSON object per logged step, per epoch and per test
+  tensorboard/           the same numbers as tensorboard scalars
+  curves.png             training loss, learning rate and validation top-1
+  checkpoints/           checkpoint_epoch_NNNNN.pyth (see checkpoints.py), resumed automatically
+  test_results.json, predictions.csv, confusion.png    the multi-view test (see evaluate.py)
+"""
+
+from revvideo.engine.evaluate import class_names, multiview_test, validate
+from revvideo.engine.metrics import VideoScores, classification_metrics
+from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer, parameter_groups
+from revvideo.engine.run import run
+from revvideo.engine.train import NonFiniteLossError, Trainer, soft_target_cross_entropy
+
+__all__ = [
+    "NonFiniteLossError",
+    "Trainer",
+    "VideoScores",
+    "WarmupCosineSchedule",
+    "build_optimizer",
+    "class_names",
+    "classification_metrics",
+    "multiview_test",
+    "parameter_groups",
+    "run",
+    "soft_target_cross_entropy",
+    "validate",
+]

@@ -1,0 +1,192 @@
+"""Validation top-1 during training, and the multi-view test with its result files.
+
+The test scores every view of every video (TEST.NUM_ENSEMBLE_VIEWS clips x
+TEST.NUM_SPATIAL_CROPS crops), combines the views' softmax scores per video (DATA.ENSEMBLE_METHOD)
+and writes into OUTPUT_DIR:
+  test_results.json  top1_acc, top5_acc, mean_class_acc (percent), num_videos (scored),
+                     num_views (per video), num_unscored, the unscored videos and why, ...
+  predictions.csv    video, label, then the top 5 classes with their probabilities
+  confusion.png      the confusion matrix (see plots.plot_confusion)
+"""
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from fvcore.common.config import CfgNode
+from torch import nn
+
+from revvideo.data import VideoLoader, build_loader
+from revvideo.data.kinetics import kinetics400_class_names
+from revvideo.data.paths import class_names_from_folders
+from revvideo.engine.distributed import all_gather_objects, all_reduce, is_main_process
+from revvideo.engine.metrics import VideoScores, classification_metrics
+from revvideo.engine.monitor import progress_bar
+from revvideo.engine.plots import plot_confusion
+from revvideo.engine.precision import MixedPrecision
+from revvideo.utils.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "test_results.json"
+PREDICTIONS_FILE = "predictions.csv"
+CONFUSION_FILE = "confusion.png"
+
+
+def class_names(cfg: CfgNode) -> list[str]:
+    """Names of the MODEL.NUM_CLASSES classes, by index.
+
+    From the dataset's classnames.json ({name: index}, written by tools/prepare_kinetics.py and
+    the synthetic dataset), else its class folders, else Kinetics-400's names for 400 classes,
+    else the indices themselves.
+    """
+    num_classes = cfg.MODEL.NUM_CLASSES
+    root = cfg.DATA.PATH_TO_DATA_DIR
+    names_file = os.path.join(root, "classnames.json") if root else ""
+    if names_file and os.path.isfile(names_file):
+        with open(names_file) as file:
+            index_of = json.load(file)
+        names = [str(i) for i in range(num_classes)]
+        for name, index in index_of.items():
+            if 0 <= int(index) < num_classes:
+                names[int(index)] = name
+        return names
+    if root and os.path.isdir(root):
+        folders = class_names_from_folders(root)
+        if len(folders) == num_classes:
+            return folders
+    if num_classes == 400:
+        return kinetics400_class_names()
+    return [str(i) for i in range(num_classes)]
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module, loader: VideoLoader, device: torch.device, precision: MixedPrecision
+) -> float | None:
+    """Top-1 (percent) of single centre clips over all processes; None if nothing decoded."""
+    model.eval()
+    counts = torch.zeros(2, dtype=torch.long, device=device)
+    for batch in loader:
+        with precision.autocast():
+            logits = model(batch["video"].to(device, non_blocking=True))
+        labels = batch["label"].to(device)
+        counts[0] += (logits.argmax(dim=1) == labels).sum()
+        counts[1] += len(labels)
+    model.train()
+    correct, total = all_reduce(counts).tolist()
+    return 100.0 * correct / total if total else None
+
+
+@torch.no_grad()
+def multiview_test(
+    cfg: CfgNode,
+    model: nn.Module,
+    device: torch.device,
+    precision: MixedPrecision,
+    *,
+    checkpoint: str,
+) -> dict[str, Any]:
+    """Scores the test split view by view and returns (and on rank 0 writes) the results.
+
+    `checkpoint` names the weights being tested, for the record. Raises DataError when no
+    video at all can be scored.
+    """
+    loader = build_loader(cfg, "test")
+    dataset = loader.dataset
+    scores = VideoScores(len(dataset), cfg.MODEL.NUM_CLASSES, cfg.DATA.ENSEMBLE_METHOD)
+    model.eval()
+    with progress_bar(len(loader), "test", is_main_process()) as bar:
+        for batch in loader:
+            with precision.autocast():
+                logits = model(batch["video"].to(device, non_blocking=True))
+            scores.add(logits.float().softmax(dim=1), batch["video_index"])
+            bar.update()
+    scores.all_reduce(device)
+    reasons = {
+        skip.video_index: (skip.path, skip.reason)
+        for skipped in all_gather_objects(loader.skipped)
+        for skip in skipped
+    }
+
+    views_per_video = dataset.views_per_video
+    scored = scores.views > 0
+    if not scored.any():
+        example = next(iter(reasons.values()), None)
+        why = f"; e.g. {example[0]}: {example[1]}" if example else ""
+        raise DataError(f"none of the {len(dataset)} test videos could be decoded{why}")
+    partial = scored & (scores.views < views_per_video)
+    if partial.any():
+        logger.warning(
+            "%d test videos have fewer than %d views, e.g. %s (%d views); they are scored "
+            "on the views they have",
+            int(partial.sum()),
+            views_per_video,
+            dataset.path(int(partial.nonzero()[0])),
+            int(scores.views[partial][0]),
+        )
+    labels = torch.tensor([dataset.label(i) for i in range(len(dataset))])
+    metrics = classification_metrics(scores.normalized()[scored], labels[scored])
+    unscored = []
+    for index in (~scored).nonzero().flatten().tolist():
+        path, reason = reasons.get(index, (dataset.path(index), "no view was decoded"))
+        unscored.append({"video": path, "reason": reason})
+    results = {
+        "top1_acc": metrics.top1,
+        "top5_acc": metrics.top5,
+        "mean_class_acc": metrics.mean_class,
+        "num_videos": int(scored.sum()),
+        "num_views": views_per_video,
+        "num_unscored": len(unscored),
+        "num_missing_views": int(partial.sum()),
+        "ensemble_method": cfg.DATA.ENSEMBLE_METHOD,
+        "num_classes": cfg.MODEL.NUM_CLASSES,
+        "checkpoint": checkpoint,
+        "unscored": unscored,
+    }
+    if is_main_process():
+        names = class_names(cfg)
+        output_dir = Path(cfg.OUTPUT_DIR)
+        with open(output_dir / RESULTS_FILE, "w") as file:
+            json.dump(results, file, indent=1)
+        _write_predictions(
+            output_dir / PREDICTIONS_FILE, dataset, scores.normalized(), scored, labels, names
+        )
+        plot_confusion(metrics.confusion, names, output_dir / CONFUSION_FILE)
+    if unscored:
+        logger.warning(
+            "%d test videos could not be decoded and are not scored (listed in %s)",
+            len(unscored),
+            RESULTS_FILE,
+        )
+    return results
+
+
+def _write_predictions(
+    path: Path,
+    dataset,
+    probabilities: torch.Tensor,
+    scored: torch.Tensor,
+    labels: torch.Tensor,
+    names: list[str],
+) -> None:
+    """One row per scored video: path, true class, then the top 5 classes and probabilities."""
+    k = min(5, probabilities.shape[1])
+    top_probabilities, top_classes = probabilities.topk(k, dim=1)
+    header = ["video", "label"]
+    for rank in range(1, k + 1):
+        header += [f"top{rank}", f"top{rank}_prob"]
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        for index in scored.nonzero().flatten().tolist():
+            row = [dataset.path(index), names[labels[index]]]
+            for cls, prob in zip(
+                top_classes[index].tolist(), top_probabilities[index].tolist(), strict=True
+            ):
+                row += [names[cls], f"{prob:.4f}"]
+            writer.writerow(row)

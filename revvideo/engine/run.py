@@ -1,0 +1,182 @@
+"""`run(cfg)`: what tools/run_net.py does: prepare, train, multi-view test, tell the user where
+everything is."""
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from fvcore.common.config import CfgNode
+
+from revvideo.checkpoint import load_checkpoint
+from revvideo.data.synthetic import ensure_synthetic_dataset
+from revvideo.engine.checkpoints import latest_checkpoint
+from revvideo.engine.distributed import (
+    barrier,
+    distributed_rank_and_world_size,
+    init_distributed,
+    is_main_process,
+    shutdown_distributed,
+)
+from revvideo.engine.evaluate import RESULTS_FILE, multiview_test
+from revvideo.engine.metrics import ENSEMBLE_METHODS
+from revvideo.engine.monitor import RunLog
+from revvideo.engine.precision import MixedPrecision
+from revvideo.engine.train import Trainer
+from revvideo.models import build_model
+from revvideo.utils.errors import ConfigError, DataError, UserError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+PREPARE_HINT = (
+    "tools/prepare_kinetics.py makes them: `python tools/prepare_kinetics.py <folder> --videos "
+    "<downloaded videos>`, then set DATA.PATH_TO_DATA_DIR to <folder>"
+)
+
+
+def run(cfg: CfgNode) -> int:
+    """Trains (TRAIN.ENABLE) and tests (TEST.ENABLE) as `cfg` says; returns the exit status.
+
+    0 when done; 128 + signal number when a signal stopped training (its checkpoint saved).
+    User mistakes raise UserError (one-line message). Works as one process or under torchrun.
+    """
+    device = init_distributed()
+    try:
+        check_config(cfg, distributed_rank_and_world_size()[1])
+        output_dir = Path(cfg.OUTPUT_DIR)
+        if is_main_process():
+            prepare_output_dir(output_dir)
+            (output_dir / CONFIG_FILE).write_text(cfg.dump())
+        if cfg.DATA.GENERATE_SYNTHETIC:
+            logger.info("synthetic dataset: %s (made on first use)", cfg.DATA.PATH_TO_DATA_DIR)
+            # Every process calls it: a file lock lets one generate while the others wait.
+            ensure_synthetic_dataset(cfg.DATA.PATH_TO_DATA_DIR)
+        check_video_lists(cfg)
+        set_cpu_threads(cfg, device)
+        torch.backends.cudnn.benchmark = True
+        model, checkpoint, steps = None, None, 0
+        if cfg.TRAIN.ENABLE:
+            trainer = Trainer(cfg, device)
+            outcome = trainer.fit()
+            if outcome.stop_signal is not None:
+                return 128 + outcome.stop_signal
+            model, checkpoint = trainer.model, outcome.checkpoint
+            steps = trainer.schedule.step_count
+        if cfg.TEST.ENABLE:
+            if model is None or cfg.TEST.CHECKPOINT_FILE_PATH:
+                model, checkpoint, steps = model_to_test(cfg, device)
+            test(cfg, model, device, checkpoint, steps)
+        if is_main_process() and checkpoint is not None:
+            logger.info("final checkpoint: %s", checkpoint)
+            logger.info(
+                "classify a video: python demo/classify.py <video> --checkpoint %s", checkpoint
+            )
+        barrier()
+        return 0
+    finally:
+        shutdown_distributed()
+
+
+def check_config(cfg: CfgNode, world_size: int) -> None:
+    """ConfigError for engine settings that cannot work, naming the key."""
+    positive = {
+        "SOLVER.MAX_EPOCH": cfg.SOLVER.MAX_EPOCH,
+        "TRAIN.EVAL_PERIOD": cfg.TRAIN.EVAL_PERIOD,
+        "TRAIN.CHECKPOINT_PERIOD": cfg.TRAIN.CHECKPOINT_PERIOD,
+        "TRAIN.ACCUMULATION_STEPS": cfg.TRAIN.ACCUMULATION_STEPS,
+        "LOG_PERIOD": cfg.LOG_PERIOD,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if cfg.DATA.ENSEMBLE_METHOD not in ENSEMBLE_METHODS:
+        raise ConfigError(
+            f"DATA.ENSEMBLE_METHOD must be one of {', '.join(ENSEMBLE_METHODS)}, "
+            f"got {cfg.DATA.ENSEMBLE_METHOD!r}"
+        )
+    if cfg.TRAIN.ENABLE and cfg.TRAIN.BATCH_SIZE % world_size:
+        raise ConfigError(
+            f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} is the batch over all {world_size} "
+            "processes and must be a multiple of their number"
+        )
+    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
+        raise ConfigError("TRAIN.ENABLE and TEST.ENABLE are both False: nothing to do")
+
+
+def set_cpu_threads(cfg: CfgNode, device: torch.device) -> None:
+    """On the CPU, leaves one core to each loader worker (unless OMP_NUM_THREADS says otherwise):
+    OpenMP threads that share cores with busy processes wait for each other at every operation,
+    which can make training many times slower."""
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0))
+        torch.set_num_threads(max(1, cores - cfg.DATA_LOADER.NUM_WORKERS))
+
+
+def prepare_output_dir(output_dir: Path) -> None:
+    """Creates OUTPUT_DIR and checks that files can be written there (UserError if not)."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as err:
+        raise UserError(f"OUTPUT_DIR {output_dir} is not writable: {err.strerror or err}") from None
+
+
+def check_video_lists(cfg: CfgNode) -> None:
+    """DataError, with the way to make them, when the lists this run needs are missing."""
+    splits = (["train", "val"] if cfg.TRAIN.ENABLE else []) + (["test"] if cfg.TEST.ENABLE else [])
+    root = cfg.DATA.PATH_TO_DATA_DIR
+    lists = ", ".join(f"{split}.csv" for split in splits)
+    if not root:
+        raise ConfigError(
+            f"DATA.PATH_TO_DATA_DIR is not set: it must name the folder holding {lists}; "
+            f"{PREPARE_HINT}"
+        )
+    for split in splits:
+        csv = os.path.join(root, f"{split}.csv")
+        if not (os.path.isfile(csv) or os.path.isdir(os.path.join(root, split))):
+            raise DataError(
+                f"{csv} not found: DATA.PATH_TO_DATA_DIR must hold {lists} (lines "
+                f"`path label`); {PREPARE_HINT}"
+            )
+
+
+def model_to_test(cfg: CfgNode, device: torch.device) -> tuple[torch.nn.Module, Path, int]:
+    """The model with TEST.CHECKPOINT_FILE_PATH's weights, or else the run's newest checkpoint;
+    the checkpoint's path; the optimizer steps behind it (0 when it does not say)."""
+    path = cfg.TEST.CHECKPOINT_FILE_PATH or latest_checkpoint(cfg.OUTPUT_DIR)
+    if not path:
+        raise ConfigError(
+            f"nothing to test: no checkpoint in {Path(cfg.OUTPUT_DIR) / 'checkpoints'}; set "
+            "TEST.CHECKPOINT_FILE_PATH, or train first (TRAIN.ENABLE True)"
+        )
+    model = build_model(cfg)
+    extra = load_checkpoint(path, model)
+    logger.info("testing %s", path)
+    steps = extra.get("scheduler_state", {}).get("step_count", 0)
+    return model.to(device), Path(path), int(steps)
+
+
+def test(
+    cfg: CfgNode, model: torch.nn.Module, device: torch.device, checkpoint: Path, steps: int
+) -> None:
+    """Runs the multi-view test and reports it on the console and in log.jsonl (at `steps`)."""
+    precision = MixedPrecision(cfg.TRAIN.MIXED_PRECISION, device)
+    results = multiview_test(cfg, model, device, precision, checkpoint=str(checkpoint))
+    logger.info(
+        "test: top-1 %.2f %%, top-5 %.2f %%, mean class accuracy %.2f %% on %d videos x %d "
+        "views (%d unscored); results in %s",
+        results["top1_acc"],
+        results["top5_acc"],
+        results["mean_class_acc"],
+        results["num_videos"],
+        results["num_views"],
+        results["num_unscored"],
+        Path(cfg.OUTPUT_DIR) / RESULTS_FILE,
+    )
+    log = RunLog(cfg.OUTPUT_DIR, resume_step=None, enabled=is_main_process())
+    scalars = ("top1_acc", "top5_acc", "mean_class_acc", "num_videos", "num_unscored")
+    log.write("test", steps, **{key: results[key] for key in scalars})
+    log.close()

@@ -1,0 +1,424 @@
+"""The training loop: mixed precision, gradient accumulation, DDP, checkpoints, resume, signals.
+
+Determinism: the initial weights come from RNG_SEED on every process; each process then draws
+from RNG_SEED + rank. The training order is a function of the epoch (the loader's
+DistributedSampler) and loader workers are seeded from the main process's generator when an
+epoch starts, so restoring every process's generator states at an epoch boundary reproduces
+the rest of the run exactly: a run killed and resumed from its last checkpoint ends with the
+same weights as one never stopped.
+
+Stopping: SIGTERM or SIGINT (Ctrl-C) lets the current optimizer step finish, saves a
+checkpoint (mid-epoch if need be; resuming skips the batches already trained on) and ends the
+run with exit status 128 + the signal's number (143, 130), like a shell; a second Ctrl-C aborts
+at once. A non-finite loss stops the run before the optimizer step, with NonFiniteLossError and
+the checkpoints untouched.
+"""
+
+import itertools
+import logging
+import math
+import random
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fvcore.common.config import CfgNode
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from revvideo.checkpoint import load_checkpoint
+from revvideo.data import MixUp, build_loader
+from revvideo.engine.checkpoints import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_training_state,
+    remove_mid_epoch_checkpoints,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+)
+from revvideo.engine.distributed import (
+    all_gather_objects,
+    all_reduce,
+    distributed_rank_and_world_size,
+    is_main_process,
+)
+from revvideo.engine.evaluate import class_names, validate
+from revvideo.engine.monitor import RunLog, format_duration, progress_bar, read_log
+from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer
+from revvideo.engine.plots import plot_curves
+from revvideo.engine.precision import MixedPrecision
+from revvideo.models import build_model
+from revvideo.utils.errors import ConfigError, UserError
+
+logger = logging.getLogger(__name__)
+
+CURVES_FILE = "curves.png"
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or infinite: training diverged (often a learning rate too high)."""
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of -sum_c target_c log softmax(logits)_c; both (B, C), target rows
+    summing to 1 (mixup / label smoothing)."""
+    return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class StopRequest:
+    """Within `with`, SIGTERM and SIGINT only set `signal_number`; the loop stops when it can.
+
+    A second SIGINT raises KeyboardInterrupt at once, for a user who does not want to wait.
+    """
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signal_number: int, frame) -> None:
+        if self.signal_number == signal.SIGINT and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_number = signal_number
+
+    def __enter__(self) -> "StopRequest":
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+@dataclass
+class TrainingOutcome:
+    """How training ended: `stop_signal` is the signal that stopped it early, if any."""
+
+    checkpoint: Path | None
+    stop_signal: int | None
+
+
+class Trainer:
+    """Trains `build_model(cfg)` for SOLVER.MAX_EPOCH epochs on the train split (see module doc).
+
+    Construction builds model, loaders, optimizer and schedule, and resumes from the newest
+    checkpoint in OUTPUT_DIR/checkpoints (TRAIN.AUTO_RESUME) or loads TRAIN.CHECKPOINT_FILE_PATH.
+    """
+
+    def __init__(self, cfg: CfgNode, device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.output_dir = Path(cfg.OUTPUT_DIR)
+        self.rank, self.world_size = distributed_rank_and_world_size()
+        self.main = is_main_process()
+        self.accumulation = cfg.TRAIN.ACCUMULATION_STEPS
+        self.max_epoch = cfg.SOLVER.MAX_EPOCH
+        self.precision = MixedPrecision(cfg.TRAIN.MIXED_PRECISION, device)
+
+        # Same initial weights on every process, then a stream of random numbers per process.
+        seed_everything(cfg.RNG_SEED)
+        self.model = build_model(cfg).to(device)
+        self.train_loader = build_loader(cfg, "train")
+        self.val_loader = build_loader(cfg, "val")
+        self.steps_per_epoch = len(self.train_loader) // self.accumulation
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"an epoch has {len(self.train_loader)} batches of TRAIN.BATCH_SIZE "
+                f"{cfg.TRAIN.BATCH_SIZE}, fewer than TRAIN.ACCUMULATION_STEPS "
+                f"{self.accumulation}: no optimizer step"
+            )
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.schedule = WarmupCosineSchedule.from_cfg(self.optimizer, cfg, self.steps_per_epoch)
+        self.mixup = MixUp.from_cfg(cfg)
+        self.class_names = class_names(cfg)
+        self.epochs_done = 0
+        self.epoch_steps_done = 0
+        self.last_checkpoint: Path | None = None
+        random_state = self._resume_or_start()
+        self.train_model: nn.Module = self.model
+        if self.world_size > 1:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[device] if device.type == "cuda" else None
+            )
+        self.log = RunLog(self.output_dir, resume_step=self.schedule.step_count, enabled=self.main)
+        self._started = time.perf_counter()
+        self._steps_this_session = 0
+        # Last, so that nothing set up after it draws from the generators before training does.
+        if isinstance(random_state, dict):
+            set_rng_state(random_state)
+        else:
+            seed_everything(random_state)
+
+    def _resume_or_start(self) -> dict | int:
+        """Loads the state to start from; returns the generator states to restore, or a seed."""
+        checkpoint = latest_checkpoint(self.output_dir) if self.cfg.TRAIN.AUTO_RESUME else None
+        if checkpoint is None:
+            if self.cfg.TRAIN.CHECKPOINT_FILE_PATH:
+                load_checkpoint(self.cfg.TRAIN.CHECKPOINT_FILE_PATH, self.model)
+                logger.info("initial weights: %s", self.cfg.TRAIN.CHECKPOINT_FILE_PATH)
+            return self.cfg.RNG_SEED + self.rank
+        state = load_training_state(
+            checkpoint, self.model, self.optimizer, self.schedule, self.precision.scaler
+        )
+        self.epochs_done, self.epoch_steps_done = state["epoch"], state["epoch_step"]
+        self.last_checkpoint = checkpoint
+        logger.info(
+            "resuming from %s (epoch %d, step %d)",
+            checkpoint,
+            self.epochs_done + 1,
+            self.schedule.step_count,
+        )
+        rng_states = state["rng_states"]
+        if len(rng_states) == self.world_size:
+            return rng_states[self.rank]
+        logger.warning(
+            "%s was written by %d processes, this run has %d: training continues, but not with "
+            "the data order and augmentation an uninterrupted run would have had",
+            checkpoint,
+            len(rng_states),
+            self.world_size,
+        )
+        return self.cfg.RNG_SEED + self.rank + 1000 * self.schedule.step_count
+
+    def fit(self) -> TrainingOutcome:
+        """Trains until SOLVER.MAX_EPOCH or a stop signal; writes checkpoints and curves."""
+        cfg = self.cfg
+        logger.info(
+            "training %s (%s parameters) for epochs %d-%d on %d process(es), %s: %d steps of %d "
+            "videos per epoch, %s",
+            type(self.model).__name__,
+            f"{sum(p.numel() for p in self.model.parameters()):,}",
+            self.epochs_done + 1,
+            self.max_epoch,
+            self.world_size,
+            self.device,
+            self.steps_per_epoch,
+            cfg.TRAIN.BATCH_SIZE * self.accumulation,
+            self.precision,
+        )
+        try:
+            with StopRequest() as stop:
+                for epoch in range(self.epochs_done, self.max_epoch):
+                    epoch_stats = self._train_epoch(epoch, stop)
+                    if self.epoch_steps_done == self.steps_per_epoch:
+                        self._end_epoch(epoch, epoch_stats)
+                    if self._agree_to_stop(stop):
+                        self._save_checkpoint()
+                        logger.info(
+                            "stopped by %s; resume with the same command",
+                            signal.Signals(stop.signal_number or signal.SIGTERM).name,
+                        )
+                        return TrainingOutcome(self.last_checkpoint, stop.signal_number)
+        finally:
+            self.log.close()
+        return TrainingOutcome(self.last_checkpoint, None)
+
+    def _agree_to_stop(self, stop: StopRequest) -> bool:
+        """Whether any process received a stop signal (all processes get the same answer)."""
+        flag = torch.tensor([float(stop.signal_number is not None)], device=self.device)
+        if all_reduce(flag).item() and stop.signal_number is None:
+            stop.signal_number = signal.SIGTERM
+        return stop.signal_number is not None
+
+    def _train_epoch(self, epoch: int, stop: StopRequest) -> dict[str, float]:
+        """Trains the steps of `epoch` not done yet; returns the epoch's loss, top-1, clips, time.
+
+        Returns early, with epoch_steps_done < steps_per_epoch, when a process got a signal.
+        """
+        self.train_model.train()
+        self.train_loader.set_epoch(epoch)
+        first_batch = self.epoch_steps_done * self.accumulation
+        batches = itertools.islice(
+            self.train_loader, first_batch, self.steps_per_epoch * self.accumulation
+        )
+        # Sums over the epoch (all processes): loss x clips, clips, correct clips.
+        epoch_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        group_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        started = time.perf_counter()
+        description = f"epoch {epoch + 1}/{self.max_epoch}"
+        with progress_bar(
+            self.steps_per_epoch, description, self.main, initial=self.epoch_steps_done
+        ) as bar:
+            for micro_step, batch in enumerate(batches, start=first_batch + 1):
+                group_sums += self._forward_backward(batch, micro_step % self.accumulation == 0)
+                if micro_step % self.accumulation:
+                    continue
+                stop_flag = float(stop.signal_number is not None)
+                totals = all_reduce(torch.cat([group_sums, group_sums.new_tensor([stop_flag])]))
+                group_sums.zero_()
+                loss = (totals[0] / totals[1]).item()
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(self._non_finite_message(epoch, loss))
+                lr = self.schedule.lr
+                self._optimizer_step()
+                epoch_sums += totals[:3]
+                self.epoch_steps_done += 1
+                self._steps_this_session += 1
+                clips_per_second = epoch_sums[1].item() / (time.perf_counter() - started)
+                self._log_step(epoch, loss, lr, clips_per_second, bar)
+                if totals[3].item():
+                    stop.signal_number = stop.signal_number or signal.SIGTERM
+                    break
+        loss_sum, clips, correct = epoch_sums.tolist()
+        return {
+            "train_loss": loss_sum / max(clips, 1),
+            "train_top1": 100.0 * correct / max(clips, 1),
+            "clips_per_s": clips / (time.perf_counter() - started),
+            "time": time.perf_counter() - started,
+        }
+
+    def _forward_backward(self, batch: dict, synchronize: bool) -> torch.Tensor:
+        """One batch's forward and backward; returns (loss x clips, clips, correct clips).
+
+        Gradients are averaged over the processes (DDP) only on the last batch of a step.
+        """
+        video = batch["video"].to(self.device, non_blocking=True)
+        label = batch["label"].to(self.device, non_blocking=True)
+        video, target = self.mixup(video, label)
+        no_sync = self.world_size > 1 and not synchronize
+        with self.train_model.no_sync() if no_sync else nullcontext():
+            with self.precision.autocast():
+                logits = self.train_model(video)
+            loss = soft_target_cross_entropy(logits, target)
+            self.precision.scaler.scale(loss / self.accumulation).backward()
+        clips = len(label)
+        correct = (logits.detach().argmax(dim=1) == label).sum()
+        return torch.stack(
+            [loss.detach() * clips, loss.new_tensor(float(clips)), correct.to(loss.dtype)]
+        ).double()
+
+    def _optimizer_step(self) -> None:
+        solver, scaler = self.cfg.SOLVER, self.precision.scaler
+        if solver.CLIP_GRAD_VAL is not None or solver.CLIP_GRAD_L2NORM is not None:
+            scaler.unscale_(self.optimizer)
+            if solver.CLIP_GRAD_VAL is not None:
+                nn.utils.clip_grad_value_(self.model.parameters(), solver.CLIP_GRAD_VAL)
+            if solver.CLIP_GRAD_L2NORM is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), solver.CLIP_GRAD_L2NORM)
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+
+    def _non_finite_message(self, epoch: int, loss: float) -> str:
+        kept = (
+            f"the last good checkpoint is {self.last_checkpoint}"
+            if self.last_checkpoint
+            else "no checkpoint was written yet"
+        )
+        return (
+            f"the training loss is {loss} at epoch {epoch + 1}, step {self.epoch_steps_done + 1} "
+            f"of {self.steps_per_epoch}; stopping ({kept}). Lower SOLVER.BASE_LR, or set "
+            "SOLVER.CLIP_GRAD_L2NORM"
+        )
+
+    def _remaining_time(self) -> float:
+        total_steps = self.max_epoch * self.steps_per_epoch
+        per_step = (time.perf_counter() - self._started) / max(self._steps_this_session, 1)
+        return per_step * (total_steps - self.schedule.step_count)
+
+    def _log_step(self, epoch: int, loss: float, lr: float, clips_per_second: float, bar) -> None:
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", clips_s=f"{clips_per_second:.1f}")
+        bar.update()
+        step = self.schedule.step_count
+        if step % self.cfg.LOG_PERIOD:
+            return
+        eta = self._remaining_time()
+        self.log.write(
+            "step",
+            step,
+            epoch=epoch + self.epoch_steps_done / self.steps_per_epoch,
+            loss=loss,
+            lr=lr,
+            clips_per_s=clips_per_second,
+            eta_s=eta,
+        )
+        if bar.disable:
+            logger.info(
+                "epoch %d/%d step %d/%d: loss %.4f, lr %.3g, %.1f clips/s, eta %s",
+                epoch + 1,
+                self.max_epoch,
+                self.epoch_steps_done,
+                self.steps_per_epoch,
+                loss,
+                lr,
+                clips_per_second,
+                format_duration(eta),
+            )
+
+    def _end_epoch(self, epoch: int, stats: dict[str, float]) -> None:
+        """Validation, the epoch's log line, a checkpoint and the curves, when they are due."""
+        self.epochs_done, self.epoch_steps_done = epoch + 1, 0
+        last = self.epochs_done == self.max_epoch
+        val_top1 = None
+        if last or self.epochs_done % self.cfg.TRAIN.EVAL_PERIOD == 0:
+            val_top1 = validate(self.model, self.val_loader, self.device, self.precision)
+        if self.train_loader.skipped:
+            logger.warning(self.train_loader.summary())
+        skipped = all_reduce(
+            torch.tensor([len(self.train_loader.skipped)], device=self.device)
+        ).item()
+        # Top-1 on mixed clips measures nothing; it is reported without mixup only.
+        train_top1 = None if self.cfg.MIXUP.ENABLE else stats["train_top1"]
+        self.log.write(
+            "epoch",
+            self.schedule.step_count,
+            epoch=self.epochs_done,
+            train_loss=stats["train_loss"],
+            train_top1=train_top1,
+            val_top1=val_top1,
+            lr=self.schedule.lr_at(self.schedule.step_count - 1),
+            time_s=stats["time"],
+            clips_per_s=stats["clips_per_s"],
+            skipped_videos=skipped,
+        )
+        summary = [f"loss {stats['train_loss']:.4f}"]
+        if train_top1 is not None:
+            summary.append(f"train top-1 {train_top1:.1f} %")
+        if val_top1 is not None:
+            summary.append(f"val top-1 {val_top1:.1f} %")
+        summary.append(
+            f"{format_duration(stats['time'])} ({stats['clips_per_s']:.1f} clips/s), "
+            f"eta {format_duration(self._remaining_time())}"
+        )
+        logger.info("epoch %d/%d: %s", self.epochs_done, self.max_epoch, ", ".join(summary))
+        if last or self.epochs_done % self.cfg.TRAIN.CHECKPOINT_PERIOD == 0:
+            self._save_checkpoint()
+        if self.main:
+            plot_curves(read_log(self.output_dir), self.output_dir / CURVES_FILE)
+
+    def _save_checkpoint(self) -> None:
+        """Checkpoints the current state (all processes call this; the main one writes)."""
+        path = checkpoint_path(self.output_dir, self.epochs_done, self.epoch_steps_done)
+        if path == self.last_checkpoint:
+            return
+        rng_states = all_gather_objects(rng_state())
+        if self.main:
+            save_training_state(
+                path,
+                self.model,
+                self.optimizer,
+                self.schedule,
+                self.precision.scaler,
+                epochs_done=self.epochs_done,
+                steps_done=self.epoch_steps_done,
+                rng_states=rng_states,
+                cfg=self.cfg,
+                class_names=self.class_names,
+            )
+            if not self.epoch_steps_done:
+                remove_mid_epoch_checkpoints(self.output_dir, before=path)
+            logger.info("checkpoint: %s", path)
+        self.last_checkpoint = path

@@ -1,0 +1,418 @@
+"""demo/classify.py end to end with a checkpoint trained here, its outputs, and bad inputs."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from PIL import Image
+
+from revvideo.checkpoint import save_checkpoint
+from revvideo.demo import cli
+from revvideo.demo.classifier import classify_video, load_classifier, running_scores
+from revvideo.models import build_model
+from revvideo.models.weights import RELEASES, Release, load_weights
+
+from .conftest import (
+    CLASS_NAMES,
+    ROOT,
+    run_tool,
+    tiny_cfg,
+    write_colour_video,
+    write_partly_damaged,
+)
+
+CPU = torch.device("cpu")
+
+
+def run_main(capsys, *args):
+    """cli.main in this process: (exit status, stdout, stderr lines)."""
+    status = cli.main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err.splitlines()
+
+
+# --- classifying ------------------------------------------------------------------------------
+
+
+def test_classifies_videos_and_prints_json(trained, videos):
+    checkpoint, _ = trained
+    run = run_tool(
+        "demo/classify.py",
+        videos["red"],
+        videos["green"],
+        videos["blue"],
+        "--checkpoint",
+        checkpoint,
+        "--json",
+        "--topk",
+        "2",
+    )
+
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout)
+    assert [result["path"] for result in results] == [videos[c] for c in CLASS_NAMES]
+    for colour, result in zip(CLASS_NAMES, results, strict=True):
+        assert result["top_k"][0]["class"] == colour
+        assert result["top_k"][0]["probability"] > 0.9
+        assert len(result["top_k"]) == 2
+        assert result["views"] == "3x1"  # the config's TEST views
+        assert result["seconds"] > 0
+        assert result["warnings"] == []
+
+
+def test_writes_an_annotated_video_and_a_bar_chart(trained, videos, tmp_path):
+    checkpoint, _ = trained
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(videos["red_then_blue"], folder)
+    run = run_tool(
+        "demo/classify.py",
+        folder,
+        "--checkpoint",
+        checkpoint,
+        "--views",
+        "4x3",
+        "--output",
+        tmp_path / "out" / "annotated.mp4",
+        "--plot",
+        tmp_path / "out" / "top.png",
+    )
+
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith(f"{folder / 'red_then_blue.mp4'}: 4x3 views, ")
+    assert lines[0].endswith(" s")
+    assert {line.split()[1] for line in lines[1:3]} == {"red", "blue"}
+    assert len(lines) == 4  # three classes, fewer than --topk
+    with av.open(str(tmp_path / "out" / "annotated.mp4")) as container:
+        stream = container.streams.video[0]
+        assert container.format.name.startswith("mov,mp4")
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert (stream.width, stream.height) == (64, 48)
+        assert sum(1 for _ in container.decode(stream)) == 60
+    with Image.open(tmp_path / "out" / "top.png") as chart:
+        assert chart.format == "PNG" and chart.width > 300
+
+
+def test_running_scores_follow_the_video(trained, videos):
+    classifier = load_classifier(trained[0], None, CPU)
+    result = classify_video(classifier, videos["red_then_blue"])
+    scores = running_scores(classifier, result)
+
+    assert result.duration == pytest.approx(4.0, abs=0.1)
+    assert len(scores.starts) == 14  # one clip long (0.53 s), every half clip
+    assert CLASS_NAMES[scores.at(0.3).argmax()] == "red"
+    assert CLASS_NAMES[scores.at(3.7).argmax()] == "blue"
+    # Past the last window (none covers it) the nearest one speaks.
+    assert torch.equal(scores.at(100.0), scores.probabilities[-1])
+
+
+def test_several_videos_to_folders(trained, videos, tmp_path, capsys):
+    status, out, err = run_main(
+        capsys,
+        videos["red"],
+        videos["green"],
+        "--checkpoint",
+        trained[0],
+        "--plot",
+        tmp_path / "plots",
+        "--views",
+        "1x1",
+    )
+
+    assert status == 0, err
+    assert sorted(path.name for path in (tmp_path / "plots").iterdir()) == ["green.png", "red.png"]
+    assert "1x1 views" in out
+
+
+def test_cfg_overrides_the_stored_config(trained, videos, tmp_path, capsys):
+    checkpoint, cfg = trained
+    cfg = cfg.clone()
+    cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS = 2, 3
+    (tmp_path / "cfg.yaml").write_text(cfg.dump())
+
+    status, out, _ = run_main(
+        capsys, videos["red"], "--checkpoint", checkpoint, "--cfg", tmp_path / "cfg.yaml"
+    )
+
+    assert status == 0
+    assert "2x3 views" in out.splitlines()[0]
+
+
+def test_class_names_fall_back_to_indices(trained, videos, tmp_path, capsys):
+    cfg = trained[1]
+    save_checkpoint(tmp_path / "unnamed.pyth", build_model(cfg), cfg=cfg.dump())
+
+    status, out, _ = run_main(capsys, videos["red"], "--checkpoint", tmp_path / "unnamed.pyth")
+
+    assert status == 0
+    assert {line.split()[1] for line in out.splitlines()[1:]} == {"0", "1", "2"}
+
+
+def test_partly_damaged_video_is_classified_from_what_decodes(trained, tmp_path, capsys):
+    damaged = [write_partly_damaged(tmp_path / name) for name in ("cut.mp4", "cut.mkv")]
+
+    status, out, err = run_main(
+        capsys, *damaged, "--checkpoint", trained[0], "--output", tmp_path / "annotated"
+    )
+
+    assert status == 0, err
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("  1.")] == [
+        "red",
+        "red",
+    ]
+    assert len(err) == 2
+    for path, line in zip(damaged, err, strict=True):
+        assert line.startswith(f"warning: {path}: ")
+        assert "; classified from its first " in line
+    with av.open(str(tmp_path / "annotated" / "cut.mp4")) as container:
+        written = sum(1 for _ in container.decode(video=0))
+    assert 10 < written < 60  # the frames that decode, not the 4 s the header promises
+
+
+def test_video_shorter_than_a_clip_gets_a_warning(trained, tmp_path, capsys):
+    short = write_colour_video(tmp_path / "short.mp4", "green", frames_each=4)
+
+    status, out, err = run_main(capsys, short, "--checkpoint", trained[0])
+
+    assert status == 0
+    assert out.splitlines()[1].split()[1] == "green"
+    assert err == [
+        f"warning: {short}: shorter than a clip (0.27 s < 0.53 s): its last frame fills the rest"
+    ]
+
+
+def test_release_name_downloads_and_uses_the_release_settings(
+    trained, videos, tmp_path, monkeypatch, capsys
+):
+    checkpoint, cfg = trained
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    release = Release(
+        name="tiny_colours",
+        builder="tiny_colours",
+        url=Path(checkpoint).as_uri(),
+        file_name="tiny_colours.pyth",
+        source="this test",
+        top1=100.0,
+        views=(2, 1),
+        num_classes=3,
+        num_frames=4,
+        sampling_rate=2,
+        target_fps=15,
+        crop_size=32,
+    )
+    monkeypatch.setitem(RELEASES, release.name, release)
+    monkeypatch.setattr(release.__class__, "class_names", lambda self: CLASS_NAMES)
+
+    def tiny_colours(num_classes, weights=None):
+        return load_weights(build_model(cfg), weights, "tiny_colours")
+
+    monkeypatch.setattr("revvideo.models.tiny_colours", tiny_colours, raising=False)
+
+    status, out, err = run_main(capsys, videos["blue"], "--checkpoint", "tiny_colours")
+
+    assert status == 0, err
+    assert "2x1 views" in out.splitlines()[0]
+    assert out.splitlines()[1].split()[1] == "blue"
+    assert (tmp_path / "torch" / "hub" / "checkpoints" / "tiny_colours.pyth").is_file()
+
+
+# --- the default checkpoint -------------------------------------------------------------------
+
+
+def test_without_checkpoint_uses_the_quick_starts_newest(
+    trained, videos, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / cli.QUICK_START_CONFIG).parent.mkdir(parents=True)
+    (tmp_path / cli.QUICK_START_CONFIG).write_text("OUTPUT_DIR: output/quick\n")
+
+    status, out, err = run_main(capsys, videos["red"])
+
+    assert status == 2
+    assert err == [
+        "error: no --checkpoint given and the quick start has written none to "
+        "output/quick/checkpoints: train one with `python tools/run_net.py --cfg "
+        "configs/synthetic/REV_MVIT_XS.yaml`, or pass --checkpoint <file.pyth or a release: "
+        "mvit_b_16x4_k400, mvit_b_16x4_k400_pyslowfast, rev_mvit_b_16x4_k400>"
+    ]
+
+    checkpoints = tmp_path / "output" / "quick" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "checkpoint_epoch_00001.pyth").write_text("older, and not a checkpoint")
+    shutil.copy(trained[0], checkpoints / "checkpoint_epoch_00002.pyth")
+
+    status, out, err = run_main(capsys, videos["red"])
+
+    assert status == 0
+    assert err == [f"using {Path('output/quick/checkpoints/checkpoint_epoch_00002.pyth')}"]
+    assert out.splitlines()[1].split()[1] == "red"
+
+
+def test_quick_start_config_names_the_output_dir():
+    assert (ROOT / cli.QUICK_START_CONFIG).is_file()
+
+
+# --- bad inputs -------------------------------------------------------------------------------
+
+
+def test_each_bad_video_is_one_error_line_and_the_rest_is_classified(trained, videos, bad_videos):
+    run = run_tool(
+        "demo/classify.py", *bad_videos.values(), videos["green"], "--checkpoint", trained[0]
+    )
+
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    errors = run.stderr.splitlines()
+    assert errors == [
+        f"error: {bad_videos['missing']}: no such file or folder",
+        f"error: {bad_videos['empty']}: empty file",
+        f"error: {bad_videos['truncated']}: cannot open: Invalid data found when processing input",
+        f"error: {bad_videos['not a video']}: cannot open: Invalid data found when processing input",
+        f"error: {bad_videos['no video stream']}: no video stream",
+        "error: 5 of 6 inputs could not be classified",
+    ]
+    assert run.stdout.splitlines()[1].split()[1] == "green"
+
+
+@pytest.mark.parametrize(
+    "kind", ["missing", "empty", "truncated", "not a video", "no video stream"]
+)
+def test_a_single_bad_video_fails_with_one_line(trained, bad_videos, kind, capsys):
+    status, out, err = run_main(capsys, bad_videos[kind], "--checkpoint", trained[0], "--json")
+
+    assert status == 1
+    assert len(err) == 1 and err[0].startswith(f"error: {bad_videos[kind]}: ")
+    assert json.loads(out) == [{"path": bad_videos[kind], "error": err[0][len("error: ") :]}]
+
+
+def test_folder_without_videos(trained, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no videos here")
+
+    status, _, err = run_main(capsys, tmp_path, "--checkpoint", trained[0])
+
+    assert status == 1
+    assert err == [f"error: {tmp_path}: no video files ({', '.join(cli.VIDEO_EXTENSIONS)})"]
+
+
+def write_garbage(path, trained):
+    path.write_text("this is not a checkpoint\n")
+
+
+def write_truncated_checkpoint(path, trained):
+    data = Path(trained[0]).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def write_without_config(path, trained):
+    save_checkpoint(path, build_model(trained[1]))
+
+
+def write_pyslowfast_config(path, trained):
+    save_checkpoint(path, build_model(trained[1]), cfg="DETECTION:\n  ENABLE: False\n")
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (None, r"checkpoint .*absent\.pyth does not exist$"),
+        (write_garbage, r"is not a PyTorch checkpoint, or it is corrupt or truncated$"),
+        (
+            write_truncated_checkpoint,
+            r"is not a PyTorch checkpoint, or it is corrupt or truncated$",
+        ),
+        (write_without_config, r"holds no revvideo config; pass the YAML config .* with --cfg$"),
+        (
+            write_pyslowfast_config,
+            r"the config stored in .* is not a revvideo config \(Non-existent config key: "
+            r"DETECTION\); pass the YAML config that describes its model$",
+        ),
+    ],
+    ids=["missing", "garbage", "truncated", "no config", "foreign config"],
+)
+def test_unusable_checkpoint_is_one_error_line(trained, videos, tmp_path, capsys, write, message):
+    path = tmp_path / "absent.pyth"
+    if write is not None:
+        write(path, trained)
+
+    status, out, err = run_main(capsys, videos["red"], "--checkpoint", path)
+
+    assert status == 2
+    assert out == ""
+    assert len(err) == 1
+    assert err[0].startswith("error: ")
+    assert re.search(message, err[0]), err[0]
+
+
+def test_checkpoint_that_does_not_fit_the_config(trained, videos, tmp_path, capsys):
+    cfg = tiny_cfg()
+    cfg.MVIT.DEPTH = 4
+    (tmp_path / "deeper.yaml").write_text(cfg.dump())
+
+    status, _, err = run_main(
+        capsys, videos["red"], "--checkpoint", trained[0], "--cfg", tmp_path / "deeper.yaml"
+    )
+
+    assert status == 2
+    assert len(err) == 1
+    assert err[0].startswith(f"error: {trained[0]} does not fit RevMViT: ")
+    assert "missing keys (rev_backbone.layers.3." in err[0]
+
+
+VIEWS_USAGE = "--views takes <clips>x<crops> such as 5x1 or 10x3"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--views", "0x1"], f"argument --views: {VIEWS_USAGE}, got '0x1' (see --help)"),
+        (["--views", "five"], f"argument --views: {VIEWS_USAGE}, got 'five' (see --help)"),
+        (["--topk", "0"], "argument --topk: expected a positive integer, got '0' (see --help)"),
+        ([], "the following arguments are required: videos (see --help)"),
+    ],
+)
+def test_malformed_options_are_one_error_line(capsys, options, message):
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(options)
+
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--device", "toaster"], "--device 'toaster' is not a device (cpu, cuda, cuda:1, mps)"),
+        (["--cfg", "absent.yaml"], "config file not found: absent.yaml"),
+    ],
+)
+def test_unusable_options_are_one_error_line(trained, videos, capsys, options, message):
+    status, _, err = run_main(capsys, videos["red"], "--checkpoint", trained[0], *options)
+
+    assert status == 2
+    assert err == [f"error: {message}"]
+
+
+def test_one_output_file_for_several_videos_is_refused(trained, videos, capsys):
+    status, _, err = run_main(
+        capsys, videos["red"], videos["green"], "--checkpoint", trained[0], "--output", "a.mp4"
+    )
+
+    assert status == 2
+    assert err == ["error: a.mp4 names one file but there are 2 videos; name a folder"]
+
+
+def test_unwritable_output_is_an_error_line(trained, videos, tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+
+    status, _, err = run_main(
+        capsys, videos["red"], "--checkpoint", trained[0], "--plot", tmp_path / "file" / "top.png"
+    )
+
+    assert status == 1
+    assert err == [f"error: {videos['red']}: cannot write its output: File exists"]

@@ -1,0 +1,209 @@
+"""Training and testing in this process on a tiny dataset: outputs, resume inputs, NaN, views."""
+
+import csv
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+
+import revvideo.engine.evaluate
+import revvideo.engine.train
+from revvideo.checkpoint import read_checkpoint
+from revvideo.config import load_config
+from revvideo.engine import NonFiniteLossError, run
+from revvideo.engine.precision import MixedPrecision
+
+from .helpers import tiny_cfg
+
+# Clips longer than every video (no random start), the whole frame, no flip: the same training
+# clips whatever the random generators do.
+FIXED_CLIPS = {
+    "DATA__SAMPLING_RATE": 8,
+    "DATA__RANDOM_FLIP": False,
+    "DATA__TRAIN_JITTER_SCALES_RELATIVE": [1.0, 1.0],
+    "DATA__TRAIN_JITTER_ASPECT_RELATIVE": [1.0, 1.0],
+}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_dataset, tmp_path_factory):
+    """Output folder of a finished 2-epoch run with its multi-view test."""
+    output_dir = tmp_path_factory.mktemp("trained")
+    assert run(tiny_cfg(tiny_dataset, output_dir)) == 0
+    return output_dir
+
+
+def _records(output_dir, kind):
+    with open(output_dir / "log.jsonl") as lines:
+        return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_a_run_writes_everything_a_person_watches(trained_run, tiny_dataset):
+    cfg = load_config(trained_run / "config.yaml")
+    assert str(trained_run) == cfg.OUTPUT_DIR
+    assert cfg.MVIT.EMBED_DIM == 16
+
+    steps = _records(trained_run, "step")
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    assert all(r["loss"] > 0 and r["lr"] > 0 and r["clips_per_s"] > 0 for r in steps)
+    epochs = _records(trained_run, "epoch")
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(1, 3), (2, 6)]
+    assert all(0 <= r["val_top1"] <= 100 and r["train_top1"] is not None for r in epochs)
+    assert all(r["skipped_videos"] == 0 for r in epochs)
+    (test_record,) = _records(trained_run, "test")
+    assert test_record["step"] == 6
+
+    assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
+    for name in ("curves.png", "confusion.png"):
+        assert (trained_run / name).read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == [
+        "checkpoint_epoch_00001.pyth",
+        "checkpoint_epoch_00002.pyth",
+    ]
+    checkpoint = read_checkpoint(trained_run / "checkpoints" / "checkpoint_epoch_00002.pyth")
+    assert checkpoint["epoch"] == 2
+    assert checkpoint["class_names"] == ["up", "down", "still"]
+
+    results = json.loads((trained_run / "test_results.json").read_text())
+    assert results["num_videos"] == 6
+    assert results["num_views"] == 2
+    assert results["num_unscored"] == 0
+    assert results["top1_acc"] == test_record["top1_acc"]
+    assert results["top5_acc"] == 100.0  # 3 classes: the top 3
+    with open(trained_run / "predictions.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 6
+    assert set(rows[0]) == {"video", "label", "top1", "top1_prob", "top2", "top2_prob"} | {
+        "top3",
+        "top3_prob",
+    }
+    correct = sum(row["label"] == row["top1"] for row in rows)
+    assert results["top1_acc"] == pytest.approx(100 * correct / 6)
+    assert all(
+        float(row["top1_prob"]) >= float(row["top2_prob"]) >= float(row["top3_prob"])
+        for row in rows
+    )
+    assert all(
+        sum(float(row[f"top{k}_prob"]) for k in (1, 2, 3)) == pytest.approx(1, abs=2e-4)
+        for row in rows
+    )
+
+
+def test_testing_a_checkpoint_alone_gives_the_same_results(trained_run, tiny_dataset, tmp_path):
+    checkpoint = trained_run / "checkpoints" / "checkpoint_epoch_00002.pyth"
+    cfg = tiny_cfg(
+        tiny_dataset, tmp_path, TRAIN__ENABLE=False, TEST__CHECKPOINT_FILE_PATH=str(checkpoint)
+    )
+    assert run(cfg) == 0
+    results = json.loads((tmp_path / "test_results.json").read_text())
+    trained = json.loads((trained_run / "test_results.json").read_text())
+    assert results["top1_acc"] == trained["top1_acc"]
+    assert results["checkpoint"] == str(checkpoint)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unreadable_test_videos_are_counted_not_scored(trained_run, tiny_dataset, tmp_path):
+    dataset = tmp_path / "data"
+    shutil.copytree(tiny_dataset, dataset)
+    (dataset / "videos" / "corrupt.mp4").write_bytes(b"\x00" * 1000)
+    with open(dataset / "test.csv", "a") as lines:
+        lines.write("videos/corrupt.mp4 1\nvideos/missing.mp4 2\n")
+    cfg = tiny_cfg(dataset, tmp_path / "out", TRAIN__ENABLE=False)
+    cfg.TEST.CHECKPOINT_FILE_PATH = str(trained_run / "checkpoints" / "checkpoint_epoch_00002.pyth")
+    assert run(cfg) == 0
+    results = json.loads((tmp_path / "out" / "test_results.json").read_text())
+    assert (results["num_videos"], results["num_unscored"]) == (6, 2)
+    assert sorted(entry["video"].rsplit("/", 1)[1] for entry in results["unscored"]) == [
+        "corrupt.mp4",
+        "missing.mp4",
+    ]
+    assert all(entry["reason"] for entry in results["unscored"])
+
+
+def test_videos_missing_views_are_scored_with_a_warning(
+    trained_run, tiny_dataset, tmp_path, monkeypatch, caplog
+):
+    build_loader = revvideo.engine.evaluate.build_loader
+
+    class DropsTheLastView:
+        """The real test loader, losing the last view of the first batch."""
+
+        def __init__(self, cfg, split):
+            self.loader = build_loader(cfg, split)
+            self.dataset, self.skipped = self.loader.dataset, []
+
+        def __len__(self):
+            return len(self.loader)
+
+        def __iter__(self):
+            for number, batch in enumerate(self.loader):
+                if number == 0:
+                    batch = {key: value[:-1] for key, value in batch.items() if key != "skipped"}
+                yield batch
+
+    monkeypatch.setattr(revvideo.engine.evaluate, "build_loader", DropsTheLastView)
+    cfg = tiny_cfg(tiny_dataset, tmp_path, TRAIN__ENABLE=False)
+    cfg.TEST.CHECKPOINT_FILE_PATH = str(trained_run / "checkpoints" / "checkpoint_epoch_00002.pyth")
+    with caplog.at_level(logging.WARNING):
+        assert run(cfg) == 0
+    assert "1 test videos have fewer than 2 views" in caplog.text
+    results = json.loads((tmp_path / "test_results.json").read_text())
+    assert (results["num_videos"], results["num_missing_views"]) == (6, 1)
+
+
+def _final_weights(output_dir, epochs):
+    path = output_dir / "checkpoints" / f"checkpoint_epoch_{epochs:05d}.pyth"
+    return read_checkpoint(path)["model_state"]
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tiny_dataset, tmp_path):
+    common = dict(FIXED_CLIPS, SOLVER__MAX_EPOCH=1, TEST__ENABLE=False)
+    common["SOLVER__OPTIMIZING_METHOD"] = "sgd"
+    assert run(tiny_cfg(tiny_dataset, tmp_path / "big", TRAIN__BATCH_SIZE=4, **common)) == 0
+    small = dict(common, TRAIN__BATCH_SIZE=2, TRAIN__ACCUMULATION_STEPS=2)
+    assert run(tiny_cfg(tiny_dataset, tmp_path / "accumulated", **small)) == 0
+    big, accumulated = (_final_weights(tmp_path / name, 1) for name in ("big", "accumulated"))
+    initial = read_checkpoint(tmp_path / "big" / "checkpoints" / "checkpoint_epoch_00001.pyth")
+    assert initial["scheduler_state"]["step_count"] == 3
+    for name, tensor in big.items():
+        torch.testing.assert_close(accumulated[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    real_loss = revvideo.engine.train.soft_target_cross_entropy
+    calls = []
+
+    def diverging_loss(logits, target):
+        calls.append(1)
+        loss = real_loss(logits, target)
+        return loss * float("nan") if len(calls) == 5 else loss  # epoch 2, step 2
+
+    monkeypatch.setattr(revvideo.engine.train, "soft_target_cross_entropy", diverging_loss)
+    cfg = tiny_cfg(tiny_dataset, tmp_path, SOLVER__MAX_EPOCH=3)
+    with pytest.raises(NonFiniteLossError) as error:
+        run(cfg)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "loss is nan at epoch 2, step 2 of 3" in message
+    assert "checkpoint_epoch_00001.pyth" in message
+    checkpoints = tmp_path / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint_epoch_00001.pyth"]
+    saved = read_checkpoint(checkpoints / "checkpoint_epoch_00001.pyth")
+    assert saved["scheduler_state"]["step_count"] == 3
+    assert all(torch.isfinite(t).all() for t in saved["model_state"].values())
+
+
+def test_mixed_precision_is_bf16_on_the_cpu(tiny_dataset, tmp_path):
+    precision = MixedPrecision(True, torch.device("cpu"))
+    assert precision.dtype == torch.bfloat16 and not precision.scaler.is_enabled()
+    with precision.autocast():
+        assert (torch.randn(2, 3) @ torch.randn(3, 2)).dtype == torch.bfloat16
+    assert MixedPrecision(False, torch.device("cpu")).dtype is None
+    cfg = tiny_cfg(tiny_dataset, tmp_path, TRAIN__MIXED_PRECISION=True, SOLVER__MAX_EPOCH=1)
+    assert run(cfg) == 0
+    steps = _records(tmp_path, "step")
+    assert len(steps) == 3 and all(0 < r["loss"] < 5 for r in steps)
