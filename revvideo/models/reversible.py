@@ -303,23 +303,43 @@ class _TransitionFunction(torch.autograd.Function):
         return grad_x1, grad_x2, None, *sink.of(ctx.params)
 
 
+def _chunked_backward(fn, x, grad_out, chunk: int, sink: _GradSink, params, keep_output: bool):
+    """Backpropagates `grad_out` through a token-wise `fn(x)` one chunk of tokens at a time, so
+    only one chunk's activations exist. Returns the gradient of `x` and, if asked, `fn(x)`."""
+    grads, outputs = [], []
+    for start in range(0, x.shape[1], chunk):
+        tokens = slice(start, start + chunk)
+        part = _leaf(x[:, tokens])
+        out = fn(part)
+        grads += sink.backward(out, grad_out[:, tokens], [part], params)
+        if keep_output:
+            outputs.append(out.detach())
+        del out
+    return _joined(grads), _joined(outputs) if keep_output else None
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
 def _invert_block(step: _Step, y1, y2, grad_y1, grad_y2, sink: _GradSink):
     """Recovers a block's input from its output and backpropagates through the block."""
-    block, chunk, device = step.layer, step.chunk, y1.device
+    block, device = step.layer, y1.device
     before_f, before_g = step.rng
     before_g.restore(device)
     mask = _g_mask(block, y1, step.training)
-    g_params = _trainable(block.G)
-    x2 = torch.empty_like(y2)
-    grad_y1 = grad_y1.clone()
-    for start in range(0, y1.shape[1], chunk):
-        tokens = slice(start, start + chunk)
-        y1_part = _leaf(y1[:, tokens])
-        g = _scaled(block.G(y1_part), mask)
-        (grad_part,) = sink.backward(g, grad_y2[:, tokens], [y1_part], g_params)
-        grad_y1[:, tokens] += grad_part
-        x2[:, tokens] = y2[:, tokens] - g.detach()
-        del g
+    grad_g, g = _chunked_backward(
+        lambda tokens: _scaled(block.G(tokens), mask),
+        y1,
+        grad_y2,
+        step.chunk,
+        sink,
+        _trainable(block.G),
+        keep_output=True,
+    )
+    x2 = y2 - g
+    grad_y1 = grad_y1 + grad_g
+    del g, grad_g
     before_f.restore(device)
     x2_leaf = _leaf(x2)
     f = _f_step(block, x2_leaf, step.thw, step.training)
@@ -332,18 +352,20 @@ def _recompute_transition(step: _Step, x1, x2, h, grad_out, sink: _GradSink):
     """Backpropagates through a stage transition in two steps, so only one step's activations
     exist at a time: the G part from the saved h, one token chunk at a time, then the
     attention part recomputed from the saved inputs. Returns the gradients of both inputs."""
-    layer, chunk, device = step.layer, step.chunk, x1.device
+    layer, device = step.layer, x1.device
     before_f, before_g = step.rng
     g_params = _trainable(layer.G)
     before_g.restore(device)
     mask = _g_mask(layer, h, step.training)
-    grad_h = torch.empty_like(h)
-    for start in range(0, h.shape[1], chunk):
-        tokens = slice(start, start + chunk)
-        h_part = _leaf(h[:, tokens])
-        out = _transition_out(h_part, layer.G(h_part), mask)
-        (grad_h[:, tokens],) = sink.backward(out, grad_out[:, tokens], [h_part], g_params)
-        del out
+    grad_h, _ = _chunked_backward(
+        lambda tokens: _transition_out(tokens, layer.G(tokens), mask),
+        h,
+        grad_out,
+        step.chunk,
+        sink,
+        g_params,
+        keep_output=False,
+    )
     before_f.restore(device)
     x1_leaf, x2_leaf = _leaf(x1), _leaf(x2)
     h, _ = layer.attend(x1_leaf, x2_leaf, step.thw)
