@@ -20,7 +20,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from revvideo.data import VideoLoader, build_loader
+from revvideo.data import VideoDataset, VideoLoader, build_loader
 from revvideo.data.kinetics import kinetics400_class_names
 from revvideo.data.paths import class_names_from_folders
 from revvideo.engine.distributed import all_gather_objects, all_reduce, is_main_process
@@ -100,7 +100,7 @@ def multiview_test(
     dataset = loader.dataset
     scores = VideoScores(len(dataset), cfg.MODEL.NUM_CLASSES, cfg.DATA.ENSEMBLE_METHOD)
     model.eval()
-    with progress_bar(len(loader), "test", is_main_process()) as bar:
+    with progress_bar(len(loader), "test", is_main_process(), unit="batch") as bar:
         for batch in loader:
             with precision.autocast():
                 logits = model(batch["video"].to(device, non_blocking=True))
@@ -130,7 +130,8 @@ def multiview_test(
             int(scores.views[partial][0]),
         )
     labels = torch.tensor([dataset.label(i) for i in range(len(dataset))])
-    metrics = classification_metrics(scores.normalized()[scored], labels[scored])
+    probabilities = scores.normalized()
+    metrics = classification_metrics(probabilities[scored], labels[scored])
     unscored = []
     for index in (~scored).nonzero().flatten().tolist():
         path, reason = reasons.get(index, (dataset.path(index), "no view was decoded"))
@@ -154,7 +155,7 @@ def multiview_test(
         with open(output_dir / RESULTS_FILE, "w") as file:
             json.dump(results, file, indent=1)
         _write_predictions(
-            output_dir / PREDICTIONS_FILE, dataset, scores.normalized(), scored, labels, names
+            output_dir / PREDICTIONS_FILE, dataset, probabilities, scored, labels, names
         )
         plot_confusion(metrics.confusion, names, output_dir / CONFUSION_FILE)
     if unscored:
@@ -168,7 +169,7 @@ def multiview_test(
 
 def _write_predictions(
     path: Path,
-    dataset,
+    dataset: VideoDataset,
     probabilities: torch.Tensor,
     scored: torch.Tensor,
     labels: torch.Tensor,

@@ -94,7 +94,9 @@ class RunLog:
             self._writer.close()
 
 
-def progress_bar(total: int, description: str, enabled: bool, initial: int = 0) -> tqdm:
+def progress_bar(
+    total: int, description: str, enabled: bool, initial: int = 0, unit: str = "step"
+) -> tqdm:
     """A bar on interactive terminals of the main process (ETA from tqdm); silent otherwise."""
     return tqdm(
         total=total,
@@ -103,5 +105,5 @@ def progress_bar(total: int, description: str, enabled: bool, initial: int = 0) 
         disable=None if enabled else True,
         dynamic_ncols=True,
         leave=False,
-        unit="step",
+        unit=unit,
     )

@@ -330,7 +330,8 @@ class Trainer:
         return per_step * (total_steps - self.schedule.step_count)
 
     def _log_step(self, epoch: int, loss: float, lr: float, clips_per_second: float, bar) -> None:
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", clips_s=f"{clips_per_second:.1f}")
+        postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.3g}", "clips/s": f"{clips_per_second:.1f}"}
+        bar.set_postfix(postfix, refresh=False)
         bar.update()
         step = self.schedule.step_count
         if step % self.cfg.LOG_PERIOD:
