@@ -69,14 +69,17 @@ def build_loader(cfg: CfgNode, split: str) -> VideoLoader:
     """A VideoLoader for `split`, sharded over the torch.distributed ranks when initialised.
 
     train: TRAIN.BATCH_SIZE / world videos per batch (x AUG.NUM_SAMPLE clips), shuffled by a
-    DistributedSampler (call `set_epoch`), last partial batch dropped when there is a full one.
+    DistributedSampler seeded with RNG_SEED (call `set_epoch`), last partial batch dropped when
+    there is a full one.
     val/test: whole videos per batch, about TEST.BATCH_SIZE / world clips (at least one
     video), each video on exactly one rank, in list order.
     """
     dataset = build_dataset(cfg, split)
     rank, world_size = distributed_rank_and_world_size()
     if split == "train":
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True)
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.RNG_SEED
+        )
         videos_per_batch = max(1, cfg.TRAIN.BATCH_SIZE // world_size)
         drop_last = len(sampler) >= videos_per_batch
     else:

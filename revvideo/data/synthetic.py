@@ -244,7 +244,10 @@ def generate_synthetic_dataset(
                 rng = np.random.default_rng([seed, split_number, label, number])
                 frames, fps = render_video(motion, rng)
                 if rng.random() < 0.7:
-                    name, codec, options = f"{split}_{number:04d}.mp4", "libx264", {"crf": "18"}
+                    # Lossless: x264's decisions (so its lossy output) vary from run to run even
+                    # single-threaded, while lossless frames decode to exactly what was drawn.
+                    options = {"qp": "0"}
+                    name, codec = f"{split}_{number:04d}.mp4", "libx264"
                 else:
                     name, codec, options = f"{split}_{number:04d}.avi", "mpeg4", {"b": "2M"}
                 write_video(os.path.join(folder, name), frames, fps, codec, options=options)

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import av
 import numpy as np
 import pytest
 
@@ -20,6 +21,26 @@ def test_videos_are_a_function_of_the_seed():
     assert first.dtype == np.uint8 and first.ndim == 4 and fps in synthetic._FRAME_RATES
     assert np.array_equal(first, again)
     assert first.shape != other.shape or not np.array_equal(first, other)
+
+
+def test_dataset_files_are_a_function_of_the_seed(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root in (first, second):
+        synthetic.generate_synthetic_dataset(str(root), seed=0, videos_per_class={"train": 5})
+    files = sorted(path.relative_to(first) for path in first.rglob("*") if path.is_file())
+    videos = [name for name in files if name.suffix in (".mp4", ".avi")]
+    assert len(videos) == 30
+    for name in files:
+        if name in videos:
+            frames = [_decoded(root / name) for root in (first, second)]
+            assert np.array_equal(*frames), name
+        else:
+            assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def _decoded(path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
 def trajectories(motion, count=400):
