@@ -31,19 +31,18 @@ from fvcore.common.config import CfgNode
 from torch import nn
 from torchvision.models.video import mvit as torchvision_mvit
 
-from revvideo.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from revvideo.config import load_config
+from revvideo.checkpoint import load_checkpoint, save_checkpoint
 from revvideo.engine.evaluate import class_names
 from revvideo.models import build_model
 from revvideo.models.build import mvit_arguments
 from revvideo.models.common import plan_layers
 from revvideo.models.weights import (
+    checkpoint_config,
     fetch_release,
     find_release,
     stored_class_names,
-    stored_config,
 )
-from revvideo.utils.errors import ConfigError, UserError
+from revvideo.utils.errors import UserError
 
 TARGETS = ("revvideo", "pyslowfast")
 # Largest logit difference accepted, relative to the largest logit (at least 1): float32
@@ -130,14 +129,7 @@ def convert(source: str, output: str | os.PathLike, cfg_file: str | None, target
     output = Path(output)
     if output.resolve() == path.resolve():
         raise UserError(f"the output {output} is the source; name another file")
-    if cfg_file is not None:
-        cfg = load_config(cfg_file)
-    else:
-        cfg = stored_config(read_checkpoint(path), path)
-        if cfg is None:
-            raise ConfigError(
-                f"{path} holds no revvideo config: pass --cfg with the YAML config of its model"
-            )
+    cfg = checkpoint_config(path, cfg_file)
     model = build_model(cfg)
     others = load_checkpoint(path, model)
     original = torchvision_state(path)

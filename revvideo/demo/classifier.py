@@ -21,8 +21,7 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 import revvideo.models
-from revvideo.checkpoint import load_checkpoint, read_checkpoint
-from revvideo.config import load_config
+from revvideo.checkpoint import load_checkpoint
 from revvideo.data.clip_sampling import clip_starts
 from revvideo.data.dataset import TestClips
 from revvideo.data.decoding import VideoDecodeError, VideoReader, open_video
@@ -32,12 +31,12 @@ from revvideo.engine.metrics import VideoScores
 from revvideo.models import build_model
 from revvideo.models.weights import (
     Release,
+    checkpoint_config,
     fetch_release,
     find_release,
     stored_class_names,
-    stored_config,
 )
-from revvideo.utils.errors import ConfigError, DataError
+from revvideo.utils.errors import DataError
 
 # Views per forward pass: bounds memory whatever the number of views.
 VIEWS_PER_BATCH = 8
@@ -124,17 +123,7 @@ def load_classifier(
     if release is not None and cfg_file is None:
         return Classifier.from_release(release, device)
     path = fetch_release(release) if release is not None else Path(checkpoint)
-    if cfg_file is not None:
-        cfg = load_config(cfg_file)
-    else:
-        # The config says which model to build, so the file is read for it first and once
-        # more by load_checkpoint, which checks the weights against that model key by key.
-        cfg = stored_config(read_checkpoint(path), path)
-        if cfg is None:
-            raise ConfigError(
-                f"{path} holds no revvideo config; pass the YAML config that describes its "
-                "model with --cfg"
-            )
+    cfg = checkpoint_config(path, cfg_file)
     model = build_model(cfg)
     others = load_checkpoint(path, model)
     names = stored_class_names(others, cfg.MODEL.NUM_CLASSES) or class_names(cfg)

@@ -24,13 +24,14 @@ import yaml
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from revvideo.checkpoint import load_checkpoint
-from revvideo.config import get_cfg
+from revvideo.checkpoint import load_checkpoint, read_checkpoint
+from revvideo.config import get_cfg, load_config
 from revvideo.utils.errors import CheckpointError, ConfigError
 
 __all__ = [
     "RELEASES",
     "Release",
+    "checkpoint_config",
     "fetch_release",
     "find_release",
     "load_weights",
@@ -193,6 +194,23 @@ def stored_config(checkpoint: Mapping[str, Any], source: str | os.PathLike) -> C
             f"the config stored in {source} is not a revvideo config "
             f"({reason.splitlines()[0]}); pass the YAML config that describes its model"
         ) from None
+    return cfg
+
+
+def checkpoint_config(path: Path, cfg_file: str | os.PathLike | None) -> CfgNode:
+    """The config of the model whose weights `path` holds: the YAML file `cfg_file` when one is
+    given, else the revvideo config saved in the checkpoint. ConfigError when there is neither.
+    """
+    if cfg_file is not None:
+        return load_config(cfg_file)
+    # The file is read here for its config and once more by load_checkpoint, which checks the
+    # weights against the model this config builds, key by key.
+    cfg = stored_config(read_checkpoint(path), path)
+    if cfg is None:
+        raise ConfigError(
+            f"{path} holds no revvideo config; pass the YAML config that describes its model "
+            "with --cfg"
+        )
     return cfg
 
 

@@ -153,7 +153,8 @@ def test_a_conversion_that_changes_the_outputs_is_refused(tmp_path, monkeypatch,
         ),
         (
             ["bare.pyth", "out.pyth"],
-            "error: bare.pyth holds no revvideo config: pass --cfg with the YAML config of its model",
+            "error: bare.pyth holds no revvideo config; pass the YAML config that describes its "
+            "model with --cfg",
         ),
     ],
 )
