@@ -11,7 +11,8 @@ decodes the span once, converts only the frames it returns, and can scale them w
 
 Frames are chosen by timestamp: the frame shown at time t is the last one starting at or before
 t. Variable frame rates therefore need nothing special, and times past the end of a short video
-repeat its last frame.
+repeat its last frame. Frames come upright: a rotation in the container's display matrix (phones
+store portrait video as landscape frames plus a rotation) is applied, as players do.
 """
 
 from __future__ import annotations
@@ -198,11 +199,12 @@ class PyAVVideo(EncodedVideoPyAV):
         rgb = self._reformatter.reformat(
             frame, width=width, height=height, format="rgb24", threads=self._threads
         )
-        return rgb.to_ndarray()
+        return np.rot90(rgb.to_ndarray(), quarter_turns(frame.rotation))
 
 
 class DecordVideo(EncodedVideoDecord):
-    """A video file read with decord; audio is never decoded."""
+    """A video file read with decord (which applies the display rotation itself); audio is never
+    decoded."""
 
     def __init__(self, path: str, threads: int = 1) -> None:
         # decord indexes only the frames it finds, so a truncated file looks like a short
@@ -252,6 +254,25 @@ class DecordVideo(EncodedVideoDecord):
 
 # What open_video returns: both have duration, read_frames(times, short_side) and close().
 VideoReader = PyAVVideo | DecordVideo
+
+
+def display_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    """Degrees counterclockwise by which `stream`'s first frame is shown rotated (0 if none
+    decodes); the container is left at the stream's start.
+
+    PyAV exposes the display matrix on decoded frames only, so this decodes one frame.
+    """
+    try:
+        frame = next(container.decode(stream), None)
+    except av.FFmpegError:
+        frame = None
+    container.seek(stream.start_time or 0, stream=stream, backward=True)
+    return frame.rotation if frame is not None else 0
+
+
+def quarter_turns(rotation: float) -> int:
+    """Counterclockwise quarter turns (0-3) nearest to a display rotation in degrees."""
+    return round(rotation / 90) % 4
 
 
 def _raise_if_truncated(

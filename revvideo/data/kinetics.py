@@ -20,7 +20,7 @@ import av
 from av.video.reformatter import VideoReformatter
 from tqdm import tqdm
 
-from revvideo.data.decoding import scaled_size
+from revvideo.data.decoding import display_rotation, scaled_size
 from revvideo.data.paths import SPLITS, VIDEO_EXTENSIONS
 from revvideo.utils.errors import DataError
 
@@ -240,6 +240,7 @@ def reencode(source: str, output: str, short_side: int = 320) -> None:
             )
             encoded.width, encoded.height, encoded.pix_fmt = width, height, "yuv420p"
             encoded.codec_context.time_base = stream.time_base
+            encoded.set_display_rotation(display_rotation(reader, stream))
             # One reformatter for all frames, so that FFmpeg reuses its scaling context.
             reformatter = VideoReformatter()
             for frame in reader.decode(stream):

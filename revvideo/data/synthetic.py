@@ -80,12 +80,14 @@ def write_video(
     pix_fmt: str = "yuv420p",
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
+    rotation: int = 0,
 ) -> None:
     """Encodes uint8 RGB frames (T, H, W, 3) with PyAV; the container follows the extension.
 
     `times` (seconds, increasing) gives each frame its own timestamp, for variable frame rate
     files; by default frame i is at i / fps. `options` go to the encoder, `container_options`
-    to the muxer (e.g. {"movflags": "faststart"}).
+    to the muxer (e.g. {"movflags": "faststart"}). `rotation` (degrees counterclockwise) is
+    stored in the display matrix, as phones store portrait video, for containers that have one.
     """
     time_base = Fraction(1, 1000) if times is not None else None
     with av.open(path, "w", options=container_options or {}) as container:
@@ -93,6 +95,8 @@ def write_video(
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
         stream.options = dict(options or {})
+        if rotation:
+            stream.set_display_rotation(rotation)
         if time_base is not None:
             stream.codec_context.time_base = time_base
         for index, image in enumerate(frames):

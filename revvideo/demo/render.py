@@ -14,6 +14,8 @@ import av
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from revvideo.data.decoding import display_rotation, quarter_turns
+
 TopClasses = Sequence[tuple[str, float]]
 
 # Containers that take the "faststart" flag (index first, so playback starts before the end).
@@ -38,8 +40,11 @@ def write_annotated_video(
         start = stream.start_time or 0
         rate = stream.average_rate or stream.guessed_rate or 30
         # yuv420p stores colour for 2x2 pixel blocks, so the encoder needs even sides.
-        width = max(2, stream.codec_context.width // 2 * 2)
-        height = max(2, stream.codec_context.height // 2 * 2)
+        coded_width = max(2, stream.codec_context.width // 2 * 2)
+        coded_height = max(2, stream.codec_context.height // 2 * 2)
+        # Labels are drawn on the upright picture, as players show it.
+        turns = quarter_turns(display_rotation(reader, stream))
+        width, height = (coded_height, coded_width) if turns % 2 else (coded_width, coded_height)
         font = ImageFont.load_default(size=max(9, height // 16))
         with av.open(str(destination), "w", options=options) as writer:
             encoded = writer.add_stream("libx264", rate=rate)
@@ -54,7 +59,9 @@ def write_annotated_video(
                         time_point = float((frame.pts - start) * stream.time_base)
                     if time_point > until:
                         break
-                    image = frame.to_image(width=width, height=height)
+                    image = frame.to_image(width=coded_width, height=coded_height)
+                    if turns:
+                        image = image.rotate(90 * turns, expand=True)
                     draw_labels(image, labels_at(time_point), font)
                     writer.mux(encoded.encode(av.VideoFrame.from_image(image)))
                     written += 1

@@ -71,6 +71,23 @@ def test_odd_and_portrait_sizes_decode_and_scale(tmp_path, backend, name, height
     assert min(scaled.shape[1:3]) == 24
 
 
+@pytest.mark.parametrize("short_side", [None, 16])
+def test_a_display_rotation_is_applied(tmp_path, backend, short_side):
+    # Phones store portrait video as landscape frames and a rotation; -90 degrees is shown
+    # turned a quarter clockwise: the stored left edge at the top, the stored top at the right.
+    path = write_indexed_video(tmp_path / "v.mp4", count=4, height=32, width=64, rotation=-90)
+    video = open_video(path, backend)
+    try:
+        frames, _ = video.read_frames([0.0, 0.1], short_side)
+    finally:
+        video.close()
+    assert frames.shape[1:] == ((64, 32, 3) if short_side is None else (32, 16, 3))
+    green, blue = frames[0, ..., 1].float(), frames[0, ..., 2].float()
+    edge = frames.shape[2] // 8
+    assert green[-edge:].mean() - green[:edge].mean() > 150, "green rises top to bottom"
+    assert blue[:, :edge].mean() - blue[:, -edge:].mean() > 150, "blue falls left to right"
+
+
 def test_scaled_size_keeps_the_aspect_ratio(backend):
     assert scaled_size(320, 426, 224) == (224, 298)
     assert scaled_size(1280, 720, 256) == (455, 256)

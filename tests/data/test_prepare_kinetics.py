@@ -77,6 +77,7 @@ def test_reencoding_shrinks_resumes_and_lists_failures(tmp_path):
     os.makedirs(source / "train" / "a")
     write_indexed_video(source / "train" / "a" / "one.avi", count=12, fps=12)
     write_indexed_video(source / "train" / "a" / "two.mp4", count=12, fps=12, height=64, width=48)
+    write_indexed_video(source / "train" / "a" / "turned.mp4", count=12, fps=12, rotation=-90)
     (source / "train" / "a" / "bad.mp4").write_bytes(b"not a video")
     videos, names = videos_from_folders(str(source))
     out = str(tmp_path / "out")
@@ -89,7 +90,8 @@ def test_reencoding_shrinks_resumes_and_lists_failures(tmp_path):
         sizes[os.path.basename(video.path)] = tuple(frames.shape[1:3])
         assert reader.duration == pytest.approx(1.0, abs=0.05)
         reader.close()
-    assert sizes == {"one.mp4": (32, 42), "two.mp4": (42, 32)}
+    # The display rotation is kept: the turned video still shows upright, in portrait.
+    assert sizes == {"one.mp4": (32, 42), "two.mp4": (42, 32), "turned.mp4": (42, 32)}
     written = {video.path: os.path.getmtime(video.path) for video in done}
     again, _ = reencode_all(videos, out, names, short_side=32, jobs=2)
     assert {video.path: os.path.getmtime(video.path) for video in again} == written
