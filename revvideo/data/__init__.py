@@ -11,9 +11,11 @@ makes the small motion dataset the embedded default config trains on.
 Batch contract (every split)
 ----------------------------
 A batch is a dict whose rows are clips:
-  "video":       float32 (B, 3, T, H, W), normalised with DATA.MEAN / DATA.STD;
-                 T = DATA.NUM_FRAMES, H = W = DATA.TRAIN_CROP_SIZE (train) or
-                 DATA.TEST_CROP_SIZE (val, test);
+  "video":       (B, 3, T, H, W), T = DATA.NUM_FRAMES, H = W = DATA.TRAIN_CROP_SIZE (train)
+                 or DATA.TEST_CROP_SIZE (val, test); float32, normalised with DATA.MEAN /
+                 DATA.STD, except val and test views when CUDA is available: uint8 pixels
+                 (a quarter of the bytes to write, share between processes and transfer),
+                 which `loader.model_input(video, device)` normalises on the GPU;
   "label":       int64 (B,) class index;
   "video_index": int64 (B,) row of the video in the split's CSV (or folder listing);
   "view_index":  int64 (B,) which view of that video the clip is;
@@ -36,7 +38,8 @@ What the engine calls
   for epoch in ...:
       loader.set_epoch(epoch)                     # reshuffles (DistributedSampler)
       for batch in loader:
-          video, soft_target = mixup(batch["video"].to(device), batch["label"].to(device))
+          video = loader.model_input(batch["video"], device)
+          video, soft_target = mixup(video, batch["label"].to(device))
       loader.skipped / loader.summary()           # this epoch's skipped videos, by video
 With MIXUP.ENABLE False, `mixup` still returns label-smoothed soft targets (one-hot when
 MIXUP.LABEL_SMOOTH_VALUE is 0). For test, `loader.skipped` lists the unscored videos.

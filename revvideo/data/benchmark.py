@@ -81,6 +81,10 @@ def run(args: argparse.Namespace) -> list[dict]:
         ("test 5x3: plain pytorchvideo recipe (pyav)", lambda: _time_plain_test(folder, workers)),
         ("test 5x3: revvideo, pyav", lambda: _time_revvideo(folder, "test", "pyav", workers)),
         ("test 5x3: revvideo, decord", lambda: _time_revvideo(folder, "test", "decord", workers)),
+        (
+            "test 5x3: revvideo, pyav, uint8 views for a GPU",
+            lambda: _time_revvideo(folder, "test", "pyav", workers, views_for_gpu=True),
+        ),
         ("decode every frame once (pyav), the floor", lambda: _time_decode_only(folder, workers)),
     )
     videos = _count_videos(folder, "test")
@@ -124,8 +128,12 @@ def _config(folder: str, backend: str, workers: int):
     return cfg
 
 
-def _time_revvideo(folder: str, split: str, backend: str, workers: int) -> tuple[int, float]:
-    loader = build_loader(_config(folder, backend, workers), split)
+def _time_revvideo(
+    folder: str, split: str, backend: str, workers: int, views_for_gpu: bool = False
+) -> tuple[int, float]:
+    """With `views_for_gpu`, test batches are uint8 views; their normalisation, one elementwise
+    pass on the GPU, is not timed."""
+    loader = build_loader(_config(folder, backend, workers), split, views_for_gpu)
     return _time_loader(loader)
 
 

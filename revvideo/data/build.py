@@ -17,6 +17,7 @@ from revvideo.data.transforms import (
     ERASE_MODES,
     INTERPOLATIONS,
     MultiViewCrops,
+    Normalize,
     TrainAugmentation,
     parse_rand_augment,
 )
@@ -25,11 +26,13 @@ from revvideo.utils.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-def build_dataset(cfg: CfgNode, split: str) -> VideoDataset:
+def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -> VideoDataset:
     """The VideoDataset of `split` ("train", "val" or "test") under DATA.PATH_TO_DATA_DIR.
 
     train: one random clip per video, augmented AUG.NUM_SAMPLE times; val: the centre clip,
-    centre crop; test: TEST.NUM_ENSEMBLE_VIEWS clips x TEST.NUM_SPATIAL_CROPS crops.
+    centre crop; test: TEST.NUM_ENSEMBLE_VIEWS clips x TEST.NUM_SPATIAL_CROPS crops. Val and
+    test views are uint8, for the GPU to normalise, if `views_for_gpu` (default: when CUDA is
+    available, as the engine then uses it), else normalised float32 (see MultiViewCrops).
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -57,7 +60,10 @@ def build_dataset(cfg: CfgNode, split: str) -> VideoDataset:
         num_clips, num_crops = (
             (cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS) if split == "test" else (1, 1)
         )
-        crops = MultiViewCrops(cfg.DATA.TEST_CROP_SIZE, num_crops, cfg.DATA.MEAN, cfg.DATA.STD)
+        if views_for_gpu is None:
+            views_for_gpu = torch.cuda.is_available()
+        normalize = None if views_for_gpu else Normalize(cfg.DATA.MEAN, cfg.DATA.STD)
+        crops = MultiViewCrops(cfg.DATA.TEST_CROP_SIZE, num_crops, normalize)
         clips = TestClips(num_frames, clip_duration, num_clips, crops)
     threads = 0 if cfg.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE else 1
     return VideoDataset(
@@ -65,7 +71,7 @@ def build_dataset(cfg: CfgNode, split: str) -> VideoDataset:
     )
 
 
-def build_loader(cfg: CfgNode, split: str) -> VideoLoader:
+def build_loader(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -> VideoLoader:
     """A VideoLoader for `split`, sharded over the torch.distributed ranks when initialised.
 
     train: TRAIN.BATCH_SIZE / world videos per batch (x AUG.NUM_SAMPLE clips), shuffled by a
@@ -74,7 +80,7 @@ def build_loader(cfg: CfgNode, split: str) -> VideoLoader:
     val/test: whole videos per batch, about TEST.BATCH_SIZE / world clips (at least one
     video), each video on exactly one rank, in list order.
     """
-    dataset = build_dataset(cfg, split)
+    dataset = build_dataset(cfg, split, views_for_gpu)
     rank, world_size = distributed_rank_and_world_size()
     if split == "train":
         sampler = DistributedSampler(
@@ -91,6 +97,7 @@ def build_loader(cfg: CfgNode, split: str) -> VideoLoader:
         dataset,
         sampler,
         videos_per_batch,
+        normalize=Normalize(cfg.DATA.MEAN, cfg.DATA.STD),
         drop_last=drop_last,
         num_workers=cfg.DATA_LOADER.NUM_WORKERS,
         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),

@@ -74,7 +74,7 @@ class TestClips:
         self.views_per_video = num_clips * crops.num_spatial_crops
 
     def __call__(self, video: VideoReader) -> torch.Tensor:
-        """float32 (K * S, 3, T, crop, crop); view k * S + s is crop s of clip k."""
+        """(K * S, 3, T, crop, crop) of crops.dtype; view k * S + s is crop s of clip k."""
         clip_times = [
             frame_times(start, self.clip_duration, self.num_frames)
             for start in clip_starts(self.sampler, video.duration)
@@ -84,28 +84,31 @@ class TestClips:
         frames, rows = video.read_frames(times, short_side=self.crops.crop_size)
         row_of_time = dict(zip(times, rows, strict=True))
         size = self.crops.crop_size
-        views = empty_for_transfer((self.views_per_video, 3, self.num_frames, size, size))
+        views = empty_for_transfer(
+            (self.views_per_video, 3, self.num_frames, size, size), self.crops.dtype
+        )
         clip_rows = [[row_of_time[time] for time in times] for times in clip_times]
         return self.crops(frames, clip_rows, out=views)
 
 
-def empty_for_transfer(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 tensor; inside a loader worker, in shared memory.
+def empty_for_transfer(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An uninitialised tensor; inside a loader worker, in shared memory.
 
     Views written there reach the main process without a copy, as default_collate's batches do
     (it allocates them the same way); a batch of one video is passed on as it is.
     """
     if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)
-    return torch.empty(0).set_(storage, 0, shape)
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
 class VideoDataset(torch.utils.data.Dataset):
     """Videos of a pytorchvideo LabeledVideoPaths list; item i is video i, all its clips at once.
 
     An item is a dict:
-      "video": float32 (V, 3, T, H, W), V = clips.views_per_video, or V = 0 when unusable;
+      "video": (V, 3, T, H, W), V = clips.views_per_video, or V = 0 when unusable: float32
+        normalised clips, or uint8 test views for a GPU (see MultiViewCrops);
       "label": int; "video_index": int (row in the list);
       "view_index": int64 (V,): the repeated-augmentation index (train) or k * S + s (test);
       "skipped": list of SkippedVideo met while making the item.

@@ -11,6 +11,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from revvideo.data.dataset import SkippedVideo, VideoDataset
+from revvideo.data.transforms import Normalize
 from revvideo.utils.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ class ShardSampler(Sampler[int]):
 def collate_videos(items: Sequence[dict]) -> dict:
     """Video items -> a batch whose rows are clips (views flattened into the batch dimension).
 
-    "video": float32 (B, 3, T, H, W); "label", "video_index", "view_index": int64 (B,);
+    "video": float32 (B, 3, T, H, W), or uint8 test views for a GPU (pass it through
+    VideoLoader.model_input); "label", "video_index", "view_index": int64 (B,);
     "skipped": every SkippedVideo of the items. Items without views add only to "skipped".
     """
     used = [item for item in items if len(item["view_index"])]
@@ -96,6 +98,7 @@ class VideoLoader(DataLoader):
         sampler: Sampler[int],
         videos_per_batch: int,
         *,
+        normalize: Normalize,
         drop_last: bool = False,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -104,6 +107,7 @@ class VideoLoader(DataLoader):
         self._batches = _ResumableBatchSampler(sampler, videos_per_batch, drop_last)
         self._progress = dataset.track_progress(num_workers) if num_workers else None
         self.name = name
+        self.normalize = normalize
         self._skipped: dict[int, SkippedVideo] = {}
         super().__init__(
             dataset,
@@ -112,6 +116,10 @@ class VideoLoader(DataLoader):
             collate_fn=collate_videos,
             pin_memory=pin_memory,
         )
+
+    def model_input(self, video: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A batch's "video" on `device`, normalised as the model takes it."""
+        return self.normalize.model_input(video, device)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffles the training order (DistributedSampler); call before each epoch."""

@@ -74,8 +74,25 @@ class Normalize:
     def __call__(self, frames: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         per_channel = (3,) + (1,) * (frames.dim() - 1)
         return torch.addcmul(
-            self.offset.view(per_channel), frames, self.scale.view(per_channel), out=out
+            self.offset.to(frames.device).view(per_channel),
+            frames,
+            self.scale.to(frames.device).view(per_channel),
+            out=out,
         )
+
+    def model_input(self, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A batch of clips (B, 3, T, H, W) on `device`, as the model takes them.
+
+        uint8 clips (test and validation views for a GPU, see MultiViewCrops) are normalised
+        there, after a transfer a quarter the size of float32's; float clips (already
+        normalised) are only moved.
+        """
+        clips = clips.to(device, non_blocking=True)
+        if clips.dtype != torch.uint8:
+            return clips
+        normalized = torch.empty(clips.shape, device=device)
+        self(clips.transpose(0, 1), out=normalized.transpose(0, 1))
+        return normalized
 
 
 class TrainAugmentation:
@@ -162,18 +179,22 @@ class TrainAugmentation:
 
 
 class MultiViewCrops:
-    """Test views: frames scaled to short side `crop_size` -> K clips x S crops, normalised.
+    """Test views: frames scaled to short side `crop_size` -> K clips x S square crops.
 
-    The S square crops of a clip lie along the long side, evenly from one end to the other
-    (S = 1: the centre; S = 3: both ends and the centre).
+    The S crops of a clip lie along the long side, evenly from one end to the other (S = 1: the
+    centre; S = 3: both ends and the centre). With `normalize` the views are normalised float32,
+    for a model on the CPU: the loader's worker processes then share that work. Without, they
+    stay uint8, for a model on a GPU: a quarter of the bytes to write, pass between processes
+    and transfer, and `Normalize.model_input` normalises them there.
     """
 
     def __init__(
-        self, crop_size: int, num_spatial_crops: int, mean: Sequence[float], std: Sequence[float]
+        self, crop_size: int, num_spatial_crops: int, normalize: Normalize | None = None
     ) -> None:
         self.crop_size = crop_size
         self.num_spatial_crops = num_spatial_crops
-        self.normalize = Normalize(mean, std)
+        self.normalize = normalize
+        self.dtype = torch.uint8 if normalize is None else torch.float32
 
     def __call__(
         self,
@@ -183,8 +204,8 @@ class MultiViewCrops:
     ) -> torch.Tensor:
         """frames: uint8 (N, H, W, 3), short side crop_size; clip_rows: K lists of T frame rows.
 
-        Returns float32 (K * S, 3, T, crop, crop), view k * S + s being crop s of clip k, written
-        into `out` if given.
+        Returns (K * S, 3, T, crop, crop) of `self.dtype`, view k * S + s being crop s of clip k,
+        written into `out` if given.
         """
         _, height, width, _ = frames.shape
         channels_first = frames.permute(3, 0, 1, 2)
@@ -195,7 +216,7 @@ class MultiViewCrops:
             [spare // 2] if crops == 1 else [round(i * spare / (crops - 1)) for i in range(crops)]
         )
         shape = (len(clip_rows) * crops, 3, len(clip_rows[0]), size, size)
-        views = torch.empty(shape) if out is None else out
+        views = torch.empty(shape, dtype=self.dtype) if out is None else out
         for clip, rows in enumerate(clip_rows):
             for crop, offset in enumerate(offsets):
                 if height > width:
@@ -203,8 +224,11 @@ class MultiViewCrops:
                 else:
                     window = channels_first[:, :, :size, offset : offset + size]
                 view = views[clip * crops + crop]
-                # Frame by frame, normalising while copying: one pass over the output, and much
+                # Frame by frame (normalising while copying: one pass over the output): much
                 # faster than index_select into a strided window.
                 for time, row in enumerate(rows):
-                    self.normalize(window[:, row], out=view[:, time])
+                    if self.normalize is None:
+                        view[:, time].copy_(window[:, row])
+                    else:
+                        self.normalize(window[:, row], out=view[:, time])
         return views

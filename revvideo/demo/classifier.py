@@ -25,7 +25,7 @@ from revvideo.checkpoint import load_checkpoint
 from revvideo.data.clip_sampling import clip_starts
 from revvideo.data.dataset import TestClips
 from revvideo.data.decoding import VideoDecodeError, VideoReader, open_video
-from revvideo.data.transforms import MultiViewCrops
+from revvideo.data.transforms import MultiViewCrops, Normalize
 from revvideo.engine.evaluate import class_names
 from revvideo.engine.metrics import VideoScores
 from revvideo.models import build_model
@@ -53,8 +53,7 @@ class Classifier:
     num_frames: int
     clip_duration: Fraction  # seconds a clip spans
     crop_size: int
-    mean: Sequence[float]
-    std: Sequence[float]
+    normalize: Normalize  # DATA.MEAN / DATA.STD of the training data
     views: tuple[int, int]  # default (temporal clips, spatial crops)
     ensemble_method: str
     device: torch.device
@@ -72,8 +71,7 @@ class Classifier:
             clip_duration=Fraction(data.NUM_FRAMES * data.SAMPLING_RATE)
             / Fraction(str(data.TARGET_FPS)),
             crop_size=data.TEST_CROP_SIZE,
-            mean=data.MEAN,
-            std=data.STD,
+            normalize=Normalize(data.MEAN, data.STD),
             views=(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS),
             ensemble_method=data.ENSEMBLE_METHOD,
             device=device,
@@ -88,22 +86,23 @@ class Classifier:
             num_frames=release.num_frames,
             clip_duration=Fraction(release.num_frames * release.sampling_rate, release.target_fps),
             crop_size=release.crop_size,
-            mean=release.mean,
-            std=release.std,
+            normalize=Normalize(release.mean, release.std),
             views=release.views,
             ensemble_method="sum",
             device=device,
         )
 
     def test_clips(self, clips: int, crops: int) -> TestClips:
-        crop = MultiViewCrops(self.crop_size, crops, self.mean, self.std)
+        # On a GPU, uint8 views are normalised there (see MultiViewCrops).
+        on_gpu = self.device.type == "cuda"
+        crop = MultiViewCrops(self.crop_size, crops, None if on_gpu else self.normalize)
         return TestClips(self.num_frames, self.clip_duration, clips, crop)
 
     @torch.inference_mode()
     def probabilities(self, views: torch.Tensor) -> torch.Tensor:
         """Softmax scores (V, classes) of V clips (V, 3, T, H, W)."""
         scores = [
-            self.model(batch.to(self.device)).float().softmax(dim=1).cpu()
+            self.model(self.normalize.model_input(batch, self.device)).float().softmax(dim=1).cpu()
             for batch in views.split(VIEWS_PER_BATCH)
         ]
         return torch.cat(scores)

@@ -73,7 +73,7 @@ def validate(
     counts = torch.zeros(2, dtype=torch.long, device=device)
     for batch in loader:
         with precision.autocast():
-            logits = model(batch["video"].to(device, non_blocking=True))
+            logits = model(loader.model_input(batch["video"], device))
         labels = batch["label"].to(device)
         counts[0] += (logits.argmax(dim=1) == labels).sum()
         counts[1] += len(labels)
@@ -103,7 +103,7 @@ def multiview_test(
     with progress_bar(len(loader), "test", is_main_process(), unit="batch") as bar:
         for batch in loader:
             with precision.autocast():
-                logits = model(batch["video"].to(device, non_blocking=True))
+                logits = model(loader.model_input(batch["video"], device))
             scores.add(logits.float().softmax(dim=1), batch["video_index"])
             bar.update()
     scores.all_reduce(device)

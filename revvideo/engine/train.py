@@ -284,7 +284,7 @@ class Trainer:
 
         Gradients are averaged over the processes (DDP) only on the last batch of a step.
         """
-        video = batch["video"].to(self.device, non_blocking=True)
+        video = self.train_loader.model_input(batch["video"], self.device)
         label = batch["label"].to(self.device, non_blocking=True)
         video, target = self.mixup(video, label)
         no_sync = self.world_size > 1 and not synchronize

@@ -122,6 +122,20 @@ def test_test_views_span_the_video_and_decode_it_once(small_cfg, small_dataset, 
         assert clip_indices(video[crop], small_cfg) == [0, 2, 4, 6]
 
 
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_views_for_a_gpu_are_uint8_and_normalise_to_the_cpu_views(small_cfg, small_dataset, split):
+    cpu = torch.device("cpu")
+    floats = build_loader(small_cfg, split, views_for_gpu=False)
+    pixels = build_loader(small_cfg, split, views_for_gpu=True)
+    for float_batch, pixel_batch in zip(floats, pixels, strict=True):
+        assert float_batch["video"].dtype == torch.float32
+        assert pixel_batch["video"].dtype == torch.uint8
+        assert floats.model_input(float_batch["video"], cpu) is float_batch["video"]
+        torch.testing.assert_close(
+            pixels.model_input(pixel_batch["video"], cpu), float_batch["video"], atol=1e-6, rtol=0
+        )
+
+
 def test_val_is_one_centre_view(small_cfg, small_dataset):
     batch = next(iter(build_loader(small_cfg, "val")))
     assert batch["view_index"].tolist() == [0] * 6

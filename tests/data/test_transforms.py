@@ -124,6 +124,32 @@ def test_normalize_writes_into_the_given_tensor():
     assert torch.allclose(out, torch.full_like(out, (1 - 0.45) / 0.225))
 
 
+def test_views_normalised_in_the_loader_equal_uint8_views_normalised_on_the_device():
+    frames = torch.randint(0, 256, (6, 32, 50, 3), dtype=torch.uint8)
+    normalize = Normalize(MEAN, STD)
+    rows = [[0, 1, 2], [3, 4, 5]]
+    for crops in (1, 3):
+        floats = MultiViewCrops(32, crops, normalize)(frames, rows)
+        pixels = MultiViewCrops(32, crops)(frames, rows)
+        assert (floats.dtype, pixels.dtype) == (torch.float32, torch.uint8)
+        torch.testing.assert_close(
+            normalize.model_input(pixels, torch.device("cpu")), floats, atol=1e-6, rtol=0
+        )
+
+
+def test_model_input_normalises_uint8_views_per_channel_and_moves_float_clips():
+    normalize = Normalize([0.4, 0.5, 0.6], [0.2, 0.25, 0.3])
+    views = torch.randint(0, 256, (2, 3, 4, 5, 5), dtype=torch.uint8)
+    normalised = normalize.model_input(views, torch.device("cpu"))
+    assert normalised.dtype == torch.float32 and normalised.shape == views.shape
+    assert normalised.is_contiguous()
+    for channel, (mean, std) in enumerate([(0.4, 0.2), (0.5, 0.25), (0.6, 0.3)]):
+        expected = (views[:, channel].double() / 255 - mean) / std
+        torch.testing.assert_close(normalised[:, channel].double(), expected, atol=1e-5, rtol=0)
+    clips = torch.randn(2, 3, 4, 5, 5)
+    assert normalize.model_input(clips, torch.device("cpu")) is clips
+
+
 def ramp_frames(count, height, width):
     """uint8 (N, H, W, 3): red = frame number, green = column, blue = row."""
     frames = torch.empty(count, height, width, 3, dtype=torch.uint8)
@@ -133,28 +159,22 @@ def ramp_frames(count, height, width):
     return frames
 
 
-def to_pixels(view):
-    mean = torch.tensor(MEAN).view(3, 1, 1, 1)
-    std = torch.tensor(STD).view(3, 1, 1, 1)
-    return ((view * std + mean) * 255).round()
-
-
 @pytest.mark.parametrize(("height", "width"), [(32, 50), (50, 32)])
 def test_three_crops_cover_both_ends_and_the_centre_of_the_long_side(height, width):
-    crops = MultiViewCrops(32, 3, MEAN, STD)
+    crops = MultiViewCrops(32, 3)
     frames = ramp_frames(6, height, width)
     views = crops(frames, [[0, 1, 2], [3, 4, 5]])
     assert views.shape == (6, 3, 3, 32, 32)
+    assert views.dtype == torch.uint8
     # Green holds the column and blue the row: the crop's top-left pixel gives its offset.
     offset_channel = 1 if width > height else 2
-    for view_index, view in enumerate(views):
-        pixels = to_pixels(view)
+    for view_index, pixels in enumerate(views):
         clip = view_index // 3
         assert pixels[0, :, 0, 0].tolist() == [3 * clip, 3 * clip + 1, 3 * clip + 2]
         assert pixels[offset_channel, 0, 0, 0].item() == [0, 9, 18][view_index % 3]
 
 
 def test_one_crop_is_the_centre():
-    crops = MultiViewCrops(32, 1, MEAN, STD)
+    crops = MultiViewCrops(32, 1)
     views = crops(ramp_frames(2, 32, 50), [[0, 1]])
-    assert to_pixels(views[0])[1, 0, 0, 0].item() == 9
+    assert views[0][1, 0, 0, 0].item() == 9

@@ -59,8 +59,9 @@ def denormalize(video: torch.Tensor, cfg) -> torch.Tensor:
 
 
 def clip_indices(clip: torch.Tensor, cfg) -> list[int]:
-    """Frame index of each frame of a normalised (3, T, H, W) clip."""
-    red = denormalize(clip, cfg)[0].mean(dim=(1, 2))
+    """Frame index of each frame of a (3, T, H, W) clip: uint8 pixels or normalised floats."""
+    pixels = clip.float() if clip.dtype == torch.uint8 else denormalize(clip, cfg)
+    red = pixels[0].mean(dim=(1, 2))
     return [round((value.item() - 30) / 6) for value in red]
 
 

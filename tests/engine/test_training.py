@@ -133,6 +133,7 @@ def test_videos_missing_views_are_scored_with_a_warning(
         def __init__(self, cfg, split):
             self.loader = build_loader(cfg, split)
             self.dataset, self.skipped = self.loader.dataset, []
+            self.model_input = self.loader.model_input
 
         def __len__(self):
             return len(self.loader)
