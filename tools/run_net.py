@@ -7,8 +7,9 @@
     torchrun --nproc_per_node 8 tools/run_net.py --cfg ...                  # DDP, one GPU each
 
 KEY VALUE pairs after the options override config keys. Exit status: 0 done; 2 a user mistake
-(printed as one `error:` line); 130 / 143 stopped by Ctrl-C / SIGTERM after saving a checkpoint
-(the same command resumes).
+(printed as one `error:` line); 1 a data loader worker died where the loader could not recover
+(one `error:` line; the same command resumes from the newest checkpoint); 130 / 143 stopped by
+Ctrl-C / SIGTERM after saving a checkpoint (the same command resumes).
 """
 
 import argparse
@@ -17,6 +18,7 @@ import signal
 import sys
 
 from revvideo.config import load_config
+from revvideo.data.loader import dead_loader_worker
 from revvideo.engine import run
 from revvideo.engine.monitor import setup_logging
 from revvideo.utils.errors import UserError
@@ -36,6 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"{prefix}error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        death = dead_loader_worker(err)
+        if death is None:
+            raise
+        print(
+            f"{prefix}error: a data loader worker died ({death[1]}) while the model was running; "
+            "the checkpoints in OUTPUT_DIR are kept and the same command resumes from the newest "
+            "(if memory ran out, lower DATA_LOADER.NUM_WORKERS)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(f"{prefix}interrupted", file=sys.stderr)
         return 128 + signal.SIGINT

@@ -24,6 +24,16 @@ MAX_WORKER_RESTARTS = 5
 _DEAD_WORKER = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (.*)")
 
 
+def dead_loader_worker(err: BaseException) -> tuple[set[int], str] | None:
+    """(process ids, how they ended) when `err` is torch's report of dead DataLoader workers."""
+    match = _DEAD_WORKER.search(str(err)) if isinstance(err, RuntimeError) else None
+    if match is None:
+        return None
+    pids = {int(pid) for pid in match.group(1).replace(",", " ").split()}
+    # torch goes on with advice about num_workers and shared memory; the first sentence says it.
+    return pids, match.group(2).split(". ")[0].strip().rstrip(".")
+
+
 class ShardSampler(Sampler[int]):
     """Indices rank, rank + world, ... : each rank its share, every video exactly once overall.
 
@@ -89,7 +99,7 @@ class VideoLoader(DataLoader):
     process dies (a decoder crash), the loader names the video it was decoding as skipped and
     carries on with new workers from the first batch not yet delivered. torch may instead
     report the death from its SIGCHLD handler while the caller's code runs; it then raises its
-    own RuntimeError there (no hang either way).
+    own RuntimeError there (no hang either way), which `dead_loader_worker` recognises.
     """
 
     def __init__(
@@ -173,11 +183,10 @@ class VideoLoader(DataLoader):
 
     def _recover_from_dead_worker(self, err: RuntimeError, restarts: int) -> None:
         """Marks the video a dead worker was decoding as skipped; re-raises any other error."""
-        match = _DEAD_WORKER.search(str(err))
-        if match is None or self._progress is None:
+        death = dead_loader_worker(err)
+        if death is None or self._progress is None:
             raise err
-        dead_pids = {int(pid) for pid in match.group(1).replace(",", " ").split()}
-        how = match.group(2).strip().rstrip(".")
+        dead_pids, how = death
         crashed = [
             self._progress[2 * worker + 1]
             for worker in range(len(self._progress) // 2)

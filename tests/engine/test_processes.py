@@ -1,6 +1,7 @@
 """tools/run_net.py as a user runs it: killed and restarted, signalled, under torchrun, and
 given mistakes."""
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -180,3 +181,38 @@ def test_the_kinetics_config_without_data_says_how_to_prepare_it(tmp_path):
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"{tmp_path}/k400/train.csv not found" in result.stderr
     assert "tools/prepare_kinetics.py" in result.stderr
+
+
+def load_run_net():
+    spec = importlib.util.spec_from_file_location("run_net", ROOT / "tools" / "run_net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_loader_worker_death_outside_the_loader_is_one_error_line(monkeypatch, capsys):
+    # torch's SIGCHLD handler raises this wherever the main process is, e.g. in the model.
+    run_net_module = load_run_net()
+
+    def dies(cfg):
+        raise RuntimeError(
+            "DataLoader worker (pid 4242) exited unexpectedly with exit code 1. Details are "
+            "lost due to multiprocessing. Rerunning with num_workers=0 may give better error "
+            "trace."
+        )
+
+    monkeypatch.setattr(run_net_module, "run", dies)
+    assert run_net_module.main(["--cfg", str(ROOT / "configs/synthetic/REV_MVIT_XS.yaml")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(
+        "error: a data loader worker died (exited unexpectedly with exit code 1) while the model"
+    )
+    assert "same command resumes" in error
+
+    def fails(cfg):
+        raise RuntimeError("some other failure")
+
+    monkeypatch.setattr(run_net_module, "run", fails)
+    with pytest.raises(RuntimeError, match="some other failure"):
+        run_net_module.main(["--cfg", str(ROOT / "configs/synthetic/REV_MVIT_XS.yaml")])
