@@ -25,6 +25,7 @@ from revvideo.utils.errors import CheckpointError
 __all__ = [
     "from_torchvision_mvit",
     "load_checkpoint",
+    "load_model_state",
     "read_checkpoint",
     "save_checkpoint",
     "to_torchvision_mvit",
@@ -36,6 +37,8 @@ MODEL_STATE = "model_state"
 # Where other code bases keep the state dict inside a checkpoint dict, in order of preference.
 _STATE_DICT_KEYS = (MODEL_STATE, "model", "state_dict")
 
+# A name only torchvision's MViT state dicts have.
+TORCHVISION_MVIT_KEY = "pos_encoding.class_token"
 # torchvision's MViT names and ours (PySlowFast's). `{field}` stands for one dotted component;
 # names in neither column (norm1, norm2, attn.qkv, norm) are the same in both.
 _TORCHVISION_MVIT_NAMES = (
@@ -206,7 +209,7 @@ def read_checkpoint(
         raise CheckpointError(f"{path} holds a model state that is not a dict of tensors")
     if all(key.startswith("module.") for key in state):
         state = {key.removeprefix("module."): value for key, value in state.items()}
-    if "pos_encoding.class_token" in state:
+    if TORCHVISION_MVIT_KEY in state:
         state = from_torchvision_mvit(state)
     return {MODEL_STATE: dict(state), **others}
 
@@ -248,10 +251,17 @@ def load_checkpoint(
     checkpoint's other entries (e.g. `"optimizer_state"`, `"epoch"`, `"cfg"`) for the caller
     to restore.
     """
-    path = Path(path)
     checkpoint = read_checkpoint(path, map_location=map_location)
-    state = checkpoint.pop(MODEL_STATE)
+    return load_model_state(model, checkpoint, path)
+
+
+def load_model_state(
+    model: nn.Module, checkpoint: Mapping[str, Any], path: str | os.PathLike
+) -> dict[str, Any]:
+    """Loads the weights of `checkpoint` (as `read_checkpoint(path)` returns it) into `model`,
+    strictly; returns the checkpoint's other entries."""
+    state = checkpoint[MODEL_STATE]
     model = _unwrap(model)
-    _check_fit(path, state, model)
+    _check_fit(Path(path), state, model)
     model.load_state_dict(state)
-    return checkpoint
+    return {key: value for key, value in checkpoint.items() if key != MODEL_STATE}

@@ -31,15 +31,20 @@ from fvcore.common.config import CfgNode
 from torch import nn
 from torchvision.models.video import mvit as torchvision_mvit
 
-from revvideo.checkpoint import load_checkpoint, save_checkpoint
+from revvideo.checkpoint import (
+    TORCHVISION_MVIT_KEY,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
 from revvideo.engine.evaluate import class_names
 from revvideo.models import build_model
 from revvideo.models.build import mvit_arguments
 from revvideo.models.common import plan_layers
 from revvideo.models.weights import (
-    checkpoint_config,
     fetch_release,
     find_release,
+    read_model_checkpoint,
     stored_class_names,
 )
 from revvideo.utils.errors import UserError
@@ -48,8 +53,6 @@ TARGETS = ("revvideo", "pyslowfast")
 # Largest logit difference accepted, relative to the largest logit (at least 1): float32
 # rounding differs between implementations, a wrong tensor changes logits far more.
 TOLERANCE = 1e-4
-# A name only torchvision's MViT state dicts have.
-_TORCHVISION_KEY = "pos_encoding.class_token"
 
 
 def torchvision_state(path: Path) -> Mapping[str, torch.Tensor] | None:
@@ -59,7 +62,7 @@ def torchvision_state(path: Path) -> Mapping[str, torch.Tensor] | None:
         content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
         return None  # Not a plain state dict file; read_checkpoint says what it is.
-    return content if isinstance(content, Mapping) and _TORCHVISION_KEY in content else None
+    return content if isinstance(content, Mapping) and TORCHVISION_MVIT_KEY in content else None
 
 
 def torchvision_twin(cfg: CfgNode) -> nn.Module:
@@ -129,9 +132,9 @@ def convert(source: str, output: str | os.PathLike, cfg_file: str | None, target
     output = Path(output)
     if output.resolve() == path.resolve():
         raise UserError(f"the output {output} is the source; name another file")
-    cfg = checkpoint_config(path, cfg_file)
+    cfg, checkpoint = read_model_checkpoint(path, cfg_file)
     model = build_model(cfg)
-    others = load_checkpoint(path, model)
+    others = load_model_state(model, checkpoint, path)
     original = torchvision_state(path)
     if original is not None:
         reference = torchvision_twin(cfg)

@@ -15,6 +15,7 @@ DATA.PATH_TO_DATA_DIR to <out>.
 import argparse
 import os
 import sys
+from collections import Counter
 
 from revvideo.data.kinetics import (
     reencode_all,
@@ -62,11 +63,8 @@ def main(argv=None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    counts = ", ".join(
-        f"{split} {sum(video.split == split for video in videos)}"
-        for split in SPLITS
-        if any(video.split == split for video in videos)
-    )
+    per_split = Counter(video.split for video in videos)
+    counts = ", ".join(f"{split} {per_split[split]}" for split in SPLITS if per_split[split])
     print(f"{args.output}: {counts} videos of {len(names)} classes")
     for split, rows in missing.items():
         print(f"{len(rows)} {split} clips not downloaded: {args.output}/missing_{split}.txt")

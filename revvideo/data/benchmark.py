@@ -22,7 +22,6 @@ import argparse
 import os
 import tempfile
 import time
-from fractions import Fraction
 
 import av
 import numpy as np
@@ -33,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from revvideo.config import get_cfg
 from revvideo.data.build import build_loader
+from revvideo.data.clip_sampling import clip_duration
 from revvideo.data.pytorchvideo_transforms import RandAugment
 from revvideo.data.synthetic import write_video
 from revvideo.utils.table import format_table
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         ),
         ("decode every frame once (pyav), the floor", lambda: _time_decode_only(folder, workers)),
     )
-    videos = _count_videos(folder, "test")
+    videos = len(_lines(folder, "test"))
     rows = []
     for unit, timers in (("clips/s", train), ("videos/s", test)):
         plain = None
@@ -144,10 +144,6 @@ def _time_loader(loader) -> tuple[int, float]:
     return clips, time.perf_counter() - start
 
 
-def _clip_duration() -> Fraction:
-    return Fraction(NUM_FRAMES * SAMPLING_RATE, TARGET_FPS)
-
-
 def _time_plain_train(folder: str, workers: int) -> tuple[int, float]:
     from pytorchvideo.data import Kinetics, RandomClipSampler
     from pytorchvideo.transforms import (
@@ -177,7 +173,7 @@ def _time_plain_train(folder: str, workers: int) -> tuple[int, float]:
     )
     dataset = Kinetics(
         os.path.join(folder, "train.csv"),
-        RandomClipSampler(_clip_duration()),
+        RandomClipSampler(clip_duration(NUM_FRAMES, SAMPLING_RATE, TARGET_FPS)),
         transform=transform,
         video_path_prefix=folder,
         decode_audio=False,
@@ -218,7 +214,9 @@ def _time_plain_test(folder: str, workers: int) -> tuple[int, float]:
     )
     dataset = Kinetics(
         os.path.join(folder, "test.csv"),
-        ConstantClipsPerVideoSampler(_clip_duration(), NUM_CLIPS, augs_per_clip=NUM_CROPS),
+        ConstantClipsPerVideoSampler(
+            clip_duration(NUM_FRAMES, SAMPLING_RATE, TARGET_FPS), NUM_CLIPS, augs_per_clip=NUM_CROPS
+        ),
         video_sampler=torch.utils.data.SequentialSampler,
         transform=transform,
         video_path_prefix=folder,
@@ -273,10 +271,6 @@ def _time_decode_only(folder: str, workers: int) -> tuple[int, float]:
 def _lines(folder: str, split: str) -> list[str]:
     with open(os.path.join(folder, f"{split}.csv")) as csv:
         return [line for line in csv.read().splitlines() if line.strip()]
-
-
-def _count_videos(folder: str, split: str) -> int:
-    return len(_lines(folder, split))
 
 
 def _benchmark_videos(count: int) -> str:

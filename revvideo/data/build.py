@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from fractions import Fraction
 
 import torch
 from fvcore.common.config import CfgNode
 from torch.utils.data.distributed import DistributedSampler
 
+from revvideo.data.clip_sampling import clip_duration
 from revvideo.data.dataset import TestClips, TrainClips, VideoDataset
 from revvideo.data.decoding import BACKENDS
 from revvideo.data.loader import ShardSampler, VideoLoader
@@ -48,13 +48,10 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -
         cfg.DATA.PATH_LABEL_SEPARATOR,
     )
     num_frames = cfg.DATA.NUM_FRAMES
-    # Fraction keeps clip windows exact (a 16 x 4 clip at 30 fps lasts 32/15 s).
-    clip_duration = Fraction(num_frames * cfg.DATA.SAMPLING_RATE) / Fraction(
-        str(cfg.DATA.TARGET_FPS)
-    )
+    duration = clip_duration(num_frames, cfg.DATA.SAMPLING_RATE, cfg.DATA.TARGET_FPS)
     if split == "train":
         clips = TrainClips(
-            num_frames, clip_duration, _train_augmentation(cfg), num_samples=cfg.AUG.NUM_SAMPLE
+            num_frames, duration, _train_augmentation(cfg), num_samples=cfg.AUG.NUM_SAMPLE
         )
     else:
         num_clips, num_crops = (
@@ -64,7 +61,7 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -
             views_for_gpu = torch.cuda.is_available()
         normalize = None if views_for_gpu else Normalize(cfg.DATA.MEAN, cfg.DATA.STD)
         crops = MultiViewCrops(cfg.DATA.TEST_CROP_SIZE, num_crops, normalize)
-        clips = TestClips(num_frames, clip_duration, num_clips, crops)
+        clips = TestClips(num_frames, duration, num_clips, crops)
     threads = 0 if cfg.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE else 1
     return VideoDataset(
         videos, clips, training=split == "train", backend=backend, decoder_threads=threads

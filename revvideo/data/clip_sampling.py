@@ -47,6 +47,12 @@ def clip_starts(sampler: ClipSampler, duration: float) -> list[Fraction]:
             return starts
 
 
+def clip_duration(num_frames: int, sampling_rate: int, target_fps: float) -> Fraction:
+    """Seconds a clip of `num_frames` frames taken every `sampling_rate` frames at `target_fps`
+    spans, exactly (a 16 x 4 clip at 30 fps lasts 32/15 s), so clip windows tile time."""
+    return Fraction(num_frames * sampling_rate) / Fraction(str(target_fps))
+
+
 def frame_times(start: Fraction, clip_duration: Fraction, num_frames: int) -> list[float]:
     """Times (seconds) of a clip's `num_frames` frames, evenly spaced from `start`.
 

@@ -21,7 +21,7 @@ from av.video.reformatter import VideoReformatter
 from tqdm import tqdm
 
 from revvideo.data.decoding import display_rotation, scaled_size
-from revvideo.data.paths import SPLITS, VIDEO_EXTENSIONS
+from revvideo.data.paths import SPLITS, class_names_from_folders, video_files
 from revvideo.utils.errors import DataError
 
 
@@ -72,19 +72,14 @@ def videos_from_folders(
         raise DataError(
             f"{root} has none of the folders {', '.join(SPLITS)} (<split>/<class>/<video>)"
         )
-    found = {
-        entry.name
-        for split in splits
-        for entry in os.scandir(os.path.join(root, split))
-        if entry.is_dir()
-    }
+    found = class_names_from_folders(root)
     names = choose_class_names(found, kinetics400)
     index = {normalized_name(name): i for i, name in enumerate(names)}
     videos = []
     for split in splits:
-        for name in sorted(found):
+        for name in found:
             folder = os.path.join(root, split, name)
-            for path in _video_files(folder):
+            for path in video_files(folder):
                 videos.append(Video(split, index[normalized_name(name)], path))
     return videos, names
 
@@ -103,7 +98,7 @@ def videos_from_annotations(
     )
     index = {normalized_name(name): i for i, name in enumerate(names)}
     files = {}
-    for path in _video_files(videos_dir):
+    for path in video_files(videos_dir):
         files.setdefault(os.path.splitext(os.path.basename(path))[0], path)
     videos, missing = [], {}
     for split, split_rows in rows.items():
@@ -129,15 +124,6 @@ def _annotation_rows(path: str) -> list[dict[str, str]]:
                 f"{path}: expected the official columns label,youtube_id,time_start,time_end,split"
             )
         return [row for row in reader if row["label"]]
-
-
-def _video_files(folder: str) -> list[str]:
-    return sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(VIDEO_EXTENSIONS)
-    )
 
 
 def write_lists(

@@ -39,19 +39,18 @@ def read_video_list(
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    csv_path = os.path.join(path_to_data_dir, f"{split}.csv")
-    folder = os.path.join(path_to_data_dir, split)
-    if os.path.isfile(csv_path):
-        entries = _read_csv(csv_path, path_prefix, separator)
-    elif os.path.isdir(folder):
-        entries = _read_folder(path_to_data_dir, split)
-    else:
+    source = video_list_source(path_to_data_dir, split)
+    if source is None:
         raise DataError(
-            f"{csv_path} not found: DATA.PATH_TO_DATA_DIR must hold {split}.csv with one "
-            f"`path label` line per video (label: class index), or a folder {folder}/<class>/<video>"
+            f"{os.path.join(path_to_data_dir, f'{split}.csv')} not found: DATA.PATH_TO_DATA_DIR "
+            f"must hold {split}.csv with one `path label` line per video (label: class index), "
+            f"or a folder {os.path.join(path_to_data_dir, split)}/<class>/<video>"
         )
+    if source.endswith(".csv"):
+        entries = _read_csv(source, path_prefix, separator)
+    else:
+        entries = _read_folder(path_to_data_dir, split)
     if not entries:
-        source = csv_path if os.path.isfile(csv_path) else folder
         raise DataError(f"{source} lists no videos")
     for path, label, where in entries:
         if not 0 <= label < num_classes:
@@ -105,6 +104,25 @@ def _read_folder(path_to_data_dir: str, split: str) -> list[tuple[str, int, str]
                 if file.lower().endswith(VIDEO_EXTENSIONS):
                     entries.append((os.path.join(root, file), index[name], class_folder))
     return entries
+
+
+def video_list_source(path_to_data_dir: str, split: str) -> str | None:
+    """Where `split` is listed: `<dir>/<split>.csv`, else the folder `<dir>/<split>/`, else None."""
+    csv_path = os.path.join(path_to_data_dir, f"{split}.csv")
+    if os.path.isfile(csv_path):
+        return csv_path
+    folder = os.path.join(path_to_data_dir, split)
+    return folder if os.path.isdir(folder) else None
+
+
+def video_files(folder: str) -> list[str]:
+    """Paths of the video files anywhere under `folder`, sorted."""
+    return sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(VIDEO_EXTENSIONS)
+    )
 
 
 def class_names_from_folders(path_to_data_dir: str) -> list[str]:

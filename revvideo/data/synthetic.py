@@ -77,7 +77,6 @@ def write_video(
     codec: str = "libx264",
     *,
     times: Sequence[float] | None = None,
-    pix_fmt: str = "yuv420p",
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
     rotation: int = 0,
@@ -93,7 +92,7 @@ def write_video(
     with av.open(path, "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = pix_fmt
+        stream.pix_fmt = "yuv420p"
         stream.options = dict(options or {})
         if rotation:
             stream.set_display_rotation(rotation)

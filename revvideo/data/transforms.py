@@ -216,13 +216,15 @@ class MultiViewCrops:
             [spare // 2] if crops == 1 else [round(i * spare / (crops - 1)) for i in range(crops)]
         )
         shape = (len(clip_rows) * crops, 3, len(clip_rows[0]), size, size)
+        windows = [
+            channels_first[:, :, offset : offset + size, :size]
+            if height > width
+            else channels_first[:, :, :size, offset : offset + size]
+            for offset in offsets
+        ]
         views = torch.empty(shape, dtype=self.dtype) if out is None else out
         for clip, rows in enumerate(clip_rows):
-            for crop, offset in enumerate(offsets):
-                if height > width:
-                    window = channels_first[:, :, offset : offset + size, :size]
-                else:
-                    window = channels_first[:, :, :size, offset : offset + size]
+            for crop, window in enumerate(windows):
                 view = views[clip * crops + crop]
                 # Frame by frame (normalising while copying: one pass over the output): much
                 # faster than index_select into a strided window.

@@ -21,8 +21,8 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 import revvideo.models
-from revvideo.checkpoint import load_checkpoint
-from revvideo.data.clip_sampling import clip_starts
+from revvideo.checkpoint import load_model_state
+from revvideo.data.clip_sampling import clip_duration, clip_starts
 from revvideo.data.dataset import TestClips
 from revvideo.data.decoding import VideoDecodeError, VideoReader, open_video
 from revvideo.data.transforms import MultiViewCrops, Normalize
@@ -31,9 +31,9 @@ from revvideo.engine.metrics import VideoScores
 from revvideo.models import build_model
 from revvideo.models.weights import (
     Release,
-    checkpoint_config,
     fetch_release,
     find_release,
+    read_model_checkpoint,
     stored_class_names,
 )
 from revvideo.utils.errors import DataError
@@ -67,9 +67,7 @@ class Classifier:
             model=model.to(device).eval(),
             class_names=names,
             num_frames=data.NUM_FRAMES,
-            # Fraction keeps clip windows exact, as in the test pipeline (revvideo.data.build).
-            clip_duration=Fraction(data.NUM_FRAMES * data.SAMPLING_RATE)
-            / Fraction(str(data.TARGET_FPS)),
+            clip_duration=clip_duration(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS),
             crop_size=data.TEST_CROP_SIZE,
             normalize=Normalize(data.MEAN, data.STD),
             views=(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS),
@@ -84,7 +82,9 @@ class Classifier:
             model=builder(release.num_classes, weights=release.name).to(device).eval(),
             class_names=release.class_names(),
             num_frames=release.num_frames,
-            clip_duration=Fraction(release.num_frames * release.sampling_rate, release.target_fps),
+            clip_duration=clip_duration(
+                release.num_frames, release.sampling_rate, release.target_fps
+            ),
             crop_size=release.crop_size,
             normalize=Normalize(release.mean, release.std),
             views=release.views,
@@ -122,9 +122,9 @@ def load_classifier(
     if release is not None and cfg_file is None:
         return Classifier.from_release(release, device)
     path = fetch_release(release) if release is not None else Path(checkpoint)
-    cfg = checkpoint_config(path, cfg_file)
+    cfg, checkpoint = read_model_checkpoint(path, cfg_file)
     model = build_model(cfg)
-    others = load_checkpoint(path, model)
+    others = load_model_state(model, checkpoint, path)
     names = stored_class_names(others, cfg.MODEL.NUM_CLASSES) or class_names(cfg)
     return Classifier.from_cfg(cfg, model, names, device)
 

@@ -28,7 +28,7 @@ import av
 import torch
 
 from revvideo.config import load_config
-from revvideo.data.paths import VIDEO_EXTENSIONS
+from revvideo.data.paths import VIDEO_EXTENSIONS, video_files
 from revvideo.demo.classifier import (
     Classifier,
     VideoResult,
@@ -138,12 +138,7 @@ def find_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
     found: list[tuple[str, str | None]] = []
     for name in inputs:
         if os.path.isdir(name):
-            videos = sorted(
-                os.path.join(root, file)
-                for root, _, files in os.walk(name)
-                for file in files
-                if file.lower().endswith(VIDEO_EXTENSIONS)
-            )
+            videos = video_files(name)
             if not videos:
                 found.append((name, f"{name}: no video files ({', '.join(VIDEO_EXTENSIONS)})"))
             found.extend((video, None) for video in videos)

@@ -10,8 +10,9 @@ import torch
 from fvcore.common.config import CfgNode
 
 from revvideo.checkpoint import load_checkpoint
+from revvideo.data.paths import video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
-from revvideo.engine.checkpoints import latest_checkpoint
+from revvideo.engine.checkpoints import CHECKPOINT_DIR, latest_checkpoint
 from revvideo.engine.distributed import (
     barrier,
     distributed_rank_and_world_size,
@@ -135,11 +136,10 @@ def check_video_lists(cfg: CfgNode) -> None:
             f"{PREPARE_HINT}"
         )
     for split in splits:
-        csv = os.path.join(root, f"{split}.csv")
-        if not (os.path.isfile(csv) or os.path.isdir(os.path.join(root, split))):
+        if video_list_source(root, split) is None:
             raise DataError(
-                f"{csv} not found: DATA.PATH_TO_DATA_DIR must hold {lists} (lines "
-                f"`path label`); {PREPARE_HINT}"
+                f"{os.path.join(root, f'{split}.csv')} not found: DATA.PATH_TO_DATA_DIR must "
+                f"hold {lists} (lines `path label`); {PREPARE_HINT}"
             )
 
 
@@ -149,7 +149,7 @@ def model_to_test(cfg: CfgNode, device: torch.device) -> tuple[torch.nn.Module, 
     path = cfg.TEST.CHECKPOINT_FILE_PATH or latest_checkpoint(cfg.OUTPUT_DIR)
     if not path:
         raise ConfigError(
-            f"nothing to test: no checkpoint in {Path(cfg.OUTPUT_DIR) / 'checkpoints'}; set "
+            f"nothing to test: no checkpoint in {Path(cfg.OUTPUT_DIR) / CHECKPOINT_DIR}; set "
             "TEST.CHECKPOINT_FILE_PATH, or train first (TRAIN.ENABLE True)"
         )
     model = build_model(cfg)

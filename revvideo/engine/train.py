@@ -244,7 +244,7 @@ class Trainer:
             self.train_loader, first_batch, self.steps_per_epoch * self.accumulation
         )
         # Sums over the epoch (all processes): loss x clips, clips, correct clips.
-        epoch_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        epoch_sums = [0.0, 0.0, 0.0]
         group_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         started = time.perf_counter()
         description = f"epoch {epoch + 1}/{self.max_epoch}"
@@ -258,25 +258,30 @@ class Trainer:
                 stop_flag = float(stop.signal_number is not None)
                 totals = all_reduce(torch.cat([group_sums, group_sums.new_tensor([stop_flag])]))
                 group_sums.zero_()
-                loss = (totals[0] / totals[1]).item()
+                # One device synchronisation per step: everything the step reports, at once.
+                *step_sums, stop_requested = totals.tolist()
+                loss = step_sums[0] / step_sums[1] if step_sums[1] else math.nan
                 if not math.isfinite(loss):
                     raise NonFiniteLossError(self._non_finite_message(epoch, loss))
                 lr = self.schedule.lr
                 self._optimizer_step()
-                epoch_sums += totals[:3]
+                epoch_sums = [
+                    total + value for total, value in zip(epoch_sums, step_sums, strict=True)
+                ]
                 self.epoch_steps_done += 1
                 self._steps_this_session += 1
-                clips_per_second = epoch_sums[1].item() / (time.perf_counter() - started)
+                clips_per_second = epoch_sums[1] / (time.perf_counter() - started)
                 self._log_step(epoch, loss, lr, clips_per_second, bar)
-                if totals[3].item():
+                if stop_requested:
                     stop.signal_number = stop.signal_number or signal.SIGTERM
                     break
-        loss_sum, clips, correct = epoch_sums.tolist()
+        loss_sum, clips, correct = epoch_sums
+        elapsed = time.perf_counter() - started
         return {
             "train_loss": loss_sum / max(clips, 1),
             "train_top1": 100.0 * correct / max(clips, 1),
-            "clips_per_s": clips / (time.perf_counter() - started),
-            "time": time.perf_counter() - started,
+            "clips_per_s": clips / elapsed,
+            "time": elapsed,
         }
 
     def _forward_backward(self, batch: dict, synchronize: bool) -> torch.Tensor:

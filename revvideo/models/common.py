@@ -65,7 +65,8 @@ class PatchEmbed(nn.Module):
 def patch_grid(
     input_thw: Sequence[int], kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]
 ) -> Thw:
-    """Token grid that `PatchEmbed` produces for an input of `input_thw` frames x pixels."""
+    """Token grid that `PatchEmbed` (or any 3-D convolution or pooling with these settings)
+    produces for an input of `input_thw` frames x pixels."""
     t, h, w = (
         (n + 2 * p - k) // s + 1
         for n, k, s, p in zip(input_thw, kernel, stride, padding, strict=True)
@@ -137,10 +138,7 @@ def pooled_grid(thw: Thw, pool: nn.Module | None) -> Thw:
         (v,) * 3 if isinstance(v, int) else tuple(v)
         for v in (pool.kernel_size, pool.stride, pool.padding)
     )
-    t, h, w = (
-        (n + 2 * p - k) // s + 1 for n, k, s, p in zip(thw, kernel, stride, padding, strict=True)
-    )
-    return t, h, w
+    return patch_grid(thw, kernel, stride, padding)
 
 
 class ZeroPaddedAvgPool3d(nn.AvgPool3d):

@@ -410,7 +410,7 @@ class ReversibleStack(nn.Module):
         x1 = x2 = x
         for index, layer in enumerate(self.layers):
             if not self._recomputed(index):
-                x1, x2, thw = plain_forward([layer], x1, x2, thw, True, self.chunk_tokens)
+                x1, x2, thw = plain_forward([layer], x1, x2, thw, self.training, self.chunk_tokens)
                 continue
             step = _Step(
                 layer,

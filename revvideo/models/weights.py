@@ -31,10 +31,10 @@ from revvideo.utils.errors import CheckpointError, ConfigError
 __all__ = [
     "RELEASES",
     "Release",
-    "checkpoint_config",
     "fetch_release",
     "find_release",
     "load_weights",
+    "read_model_checkpoint",
     "stored_class_names",
     "stored_config",
 ]
@@ -197,21 +197,23 @@ def stored_config(checkpoint: Mapping[str, Any], source: str | os.PathLike) -> C
     return cfg
 
 
-def checkpoint_config(path: Path, cfg_file: str | os.PathLike | None) -> CfgNode:
-    """The config of the model whose weights `path` holds: the YAML file `cfg_file` when one is
-    given, else the revvideo config saved in the checkpoint. ConfigError when there is neither.
+def read_model_checkpoint(
+    path: Path, cfg_file: str | os.PathLike | None
+) -> tuple[CfgNode, dict[str, Any]]:
+    """The config of the model whose weights `path` holds, and the checkpoint, read once: the
+    config is the YAML file `cfg_file` when one is given, else the revvideo config saved in the
+    checkpoint. ConfigError when there is neither. Load the weights with `load_model_state`.
     """
-    if cfg_file is not None:
-        return load_config(cfg_file)
-    # The file is read here for its config and once more by load_checkpoint, which checks the
-    # weights against the model this config builds, key by key.
-    cfg = stored_config(read_checkpoint(path), path)
+    cfg = load_config(cfg_file) if cfg_file is not None else None
+    checkpoint = read_checkpoint(path)
+    if cfg is None:
+        cfg = stored_config(checkpoint, path)
     if cfg is None:
         raise ConfigError(
             f"{path} holds no revvideo config; pass the YAML config that describes its model "
             "with --cfg"
         )
-    return cfg
+    return cfg, checkpoint
 
 
 def stored_class_names(checkpoint: Mapping[str, Any], num_classes: int) -> list[str] | None:

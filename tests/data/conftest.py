@@ -6,7 +6,7 @@ import pytest
 
 from revvideo.config import get_cfg
 
-from .videos import write_dataset, write_indexed_video
+from .videos import good_entries, write_dataset, write_indexed_video
 
 
 @pytest.fixture
@@ -32,12 +32,10 @@ def small_cfg():
 @pytest.fixture
 def small_dataset(tmp_path, small_cfg):
     """Six good 2 s videos (two per class, mp4 and avi) listed in train/val/test CSVs."""
-    entries = []
-    for number in range(6):
-        name = f"videos/v{number}.{'mp4' if number % 2 else 'avi'}"
-        os.makedirs(tmp_path / "videos", exist_ok=True)
+    entries = good_entries()
+    os.makedirs(tmp_path / "videos", exist_ok=True)
+    for name, _ in entries:
         write_indexed_video(tmp_path / name, count=30)
-        entries.append((name, number % 3))
     root = write_dataset(tmp_path, {"train": entries, "val": entries, "test": entries})
     small_cfg.DATA.PATH_TO_DATA_DIR = root
     return root

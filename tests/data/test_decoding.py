@@ -1,12 +1,11 @@
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from revvideo.data.decoding import BACKENDS, VideoDecodeError, open_video, scaled_size
 
-from .videos import frame_index, write_indexed_video
+from .videos import frame_index, write_audio_only, write_indexed_video
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -91,18 +90,6 @@ def test_a_display_rotation_is_applied(tmp_path, backend, short_side):
 def test_scaled_size_keeps_the_aspect_ratio(backend):
     assert scaled_size(320, 426, 224) == (224, 298)
     assert scaled_size(1280, 720, 256) == (455, 256)
-
-
-def write_audio_only(path):
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for _ in range(8):
-            frame = av.AudioFrame.from_ndarray(
-                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-            )
-            frame.sample_rate = 16000
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
 
 
 def broken_file(tmp_path, kind):

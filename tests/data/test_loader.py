@@ -14,7 +14,7 @@ import revvideo.data.dataset
 from revvideo.data import build_dataset, build_loader
 from revvideo.utils.errors import DataError
 
-from .videos import clip_indices, write_dataset, write_indexed_video
+from .videos import clip_indices, good_entries, write_dataset, write_indexed_video
 
 
 @pytest.fixture(autouse=True)
@@ -159,10 +159,6 @@ def add_broken_videos(root):
         ("videos/garbage.avi", 2),
         ("videos/truncated.mp4", 0),
     ]
-
-
-def good_entries(count=6):
-    return [(f"videos/v{n}.{'mp4' if n % 2 else 'avi'}", n % 3) for n in range(count)]
 
 
 @pytest.mark.parametrize("workers", [0, 2])

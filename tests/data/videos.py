@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import av
 import numpy as np
 import torch
 
@@ -65,6 +66,11 @@ def clip_indices(clip: torch.Tensor, cfg) -> list[int]:
     return [round((value.item() - 30) / 6) for value in red]
 
 
+def good_entries(count: int = 6) -> list[tuple[str, int]]:
+    """(path, label) of `count` videos/vN, mp4 for odd N and avi for even, class N % 3."""
+    return [(f"videos/v{n}.{'mp4' if n % 2 else 'avi'}", n % 3) for n in range(count)]
+
+
 def write_dataset(root, videos_per_split: dict[str, list[tuple[str, int]]]) -> str:
     """Writes <split>.csv files listing (relative path, label) entries under root."""
     os.makedirs(root, exist_ok=True)
@@ -72,3 +78,17 @@ def write_dataset(root, videos_per_split: dict[str, list[tuple[str, int]]]) -> s
         with open(os.path.join(root, f"{split}.csv"), "w") as csv:
             csv.writelines(f"{path} {label}\n" for path, label in entries)
     return str(root)
+
+
+def write_audio_only(path):
+    """An AAC file: a container without a video stream."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for index in range(16):
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 16000, index * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return str(path)

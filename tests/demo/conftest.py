@@ -1,15 +1,16 @@
 """A tiny Rev-MViT trained here to tell red, green and blue videos apart, and such videos."""
 
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
+from data.videos import write_audio_only
 
 from revvideo.checkpoint import save_checkpoint
 from revvideo.config import get_cfg
@@ -19,6 +20,15 @@ from revvideo.models import build_model
 ROOT = Path(__file__).resolve().parents[2]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 CLASS_NAMES = list(COLOURS)
+
+
+def load_script(relative_path):
+    """The Python file at `relative_path` (from the repository root), imported as a module."""
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_cfg():
@@ -163,20 +173,6 @@ def write_partly_damaged(path):
         container_options={"movflags": "faststart"} if str(path).endswith(".mp4") else None,
     )
     return write_truncated(path, whole)
-
-
-def write_audio_only(path):
-    """An AAC file: a container without a video stream."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for index in range(16):
-            frame = av.AudioFrame.from_ndarray(
-                np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono"
-            )
-            frame.sample_rate, frame.pts = 16000, index * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return str(path)
 
 
 @pytest.fixture(scope="session")

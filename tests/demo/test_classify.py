@@ -23,6 +23,7 @@ from .conftest import (
     tiny_cfg,
     write_colour_video,
     write_partly_damaged,
+    write_truncated,
 )
 
 CPU = torch.device("cpu")
@@ -305,8 +306,7 @@ def write_garbage(path, trained):
 
 
 def write_truncated_checkpoint(path, trained):
-    data = Path(trained[0]).read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    write_truncated(path, trained[0], 0.5)
 
 
 def write_without_config(path, trained):

@@ -1,7 +1,5 @@
 """tools/convert_checkpoint.py: PySlowFast and torchvision files to revvideo's layout and back."""
 
-import importlib.util
-
 import pytest
 import torch
 from test_checkpoint import TINY, randomize, tiny_torchvision_mvit
@@ -11,13 +9,9 @@ from revvideo.config import get_cfg
 from revvideo.models import MViT, build_model
 from revvideo.models.weights import stored_config
 
-from .conftest import ROOT, run_tool, tiny_cfg
+from .conftest import load_script, run_tool, tiny_cfg
 
-spec = importlib.util.spec_from_file_location(
-    "convert_checkpoint", ROOT / "tools" / "convert_checkpoint.py"
-)
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_script("tools/convert_checkpoint.py")
 
 
 def tiny_mvit_cfg():

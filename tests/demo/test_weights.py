@@ -2,7 +2,6 @@
 from the network), their errors, and torch.hub.load through hubconf.py."""
 
 import hashlib
-import importlib.util
 import urllib.error
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from revvideo.models import rev_mvit_b_16x4, rev_vit_s
 from revvideo.models.weights import RELEASES, Release, fetch_release, stored_config
 from revvideo.utils.errors import CheckpointError, ConfigError
 
-from .conftest import ROOT
+from .conftest import ROOT, load_script, tiny_cfg
 
 TINY = dict(
     num_frames=4,
@@ -174,9 +173,7 @@ def test_torchvision_release_is_torchvisions_own_url():
 
 def test_hubconf_exposes_the_builders_to_torch_hub(saved_tiny):
     model, path = saved_tiny
-    spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
-    hubconf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hubconf)
+    hubconf = load_script("hubconf.py")
 
     entry_points = [name for name in dir(hubconf) if callable(getattr(hubconf, name))]
     assert sorted(entry_points) == ["mvit_b_16x4", "rev_mvit_b_16x4", "rev_vit_b", "rev_vit_s"]
@@ -187,8 +184,6 @@ def test_hubconf_exposes_the_builders_to_torch_hub(saved_tiny):
 
 
 def test_stored_config_reads_revvideo_configs_only():
-    from .conftest import tiny_cfg
-
     cfg = tiny_cfg()
     assert stored_config({"cfg": cfg.dump()}, "c.pyth") == cfg
     assert stored_config({"epoch": 3}, "c.pyth") is None

@@ -1,10 +1,13 @@
-"""Helpers for engine tests: tiny configs and running tools/run_net.py in a child process."""
+"""Helpers for engine tests: tiny configs, running tools/run_net.py in a child process, and
+reading what a run wrote."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from revvideo.checkpoint import read_checkpoint
 from revvideo.config import CfgNode, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +61,15 @@ TINY_OPTS = {
     "DATA_LOADER.NUM_WORKERS": 0,
 }
 
+# Clips longer than every video (no random start), the whole frame, no flip: the same training
+# clips whatever the random generators do.
+FIXED_CLIPS = {
+    "DATA__SAMPLING_RATE": 8,
+    "DATA__RANDOM_FLIP": False,
+    "DATA__TRAIN_JITTER_SCALES_RELATIVE": [1.0, 1.0],
+    "DATA__TRAIN_JITTER_ASPECT_RELATIVE": [1.0, 1.0],
+}
+
 
 def tiny_cfg(dataset: Path, output_dir: Path, **overrides) -> CfgNode:
     """The tiny config on `dataset`, writing to `output_dir`; `overrides` use "A__B" for "A.B"."""
@@ -84,12 +96,24 @@ def quiet_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def run_net(cfg_file: Path, *opts: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_command(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs `command` from the repository root with quiet_env(), capturing its output."""
     return subprocess.run(
-        run_net_command(cfg_file, *opts),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=quiet_env(),
-        cwd=ROOT,
+        command, capture_output=True, text=True, timeout=timeout, env=quiet_env(), cwd=ROOT
     )
+
+
+def run_net(cfg_file: Path, *opts: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return run_command(run_net_command(cfg_file, *opts), timeout)
+
+
+def records(output_dir: Path, kind: str) -> list[dict]:
+    """The records of `kind` ("step", "epoch", "test") in the run's log.jsonl, in order."""
+    lines = (output_dir / "log.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if record["kind"] == kind]
+
+
+def epoch_weights(output_dir: Path, epoch: int) -> dict:
+    """The model state of the run's checkpoint after `epoch`."""
+    path = output_dir / "checkpoints" / f"checkpoint_epoch_{epoch:05d}.pyth"
+    return read_checkpoint(path)["model_state"]

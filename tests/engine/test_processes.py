@@ -14,13 +14,18 @@ import torch
 from revvideo.checkpoint import read_checkpoint
 from revvideo.engine.checkpoints import latest_checkpoint
 
-from .helpers import ROOT, quiet_env, run_net, run_net_command, tiny_cfg, write_cfg
-from .test_training import FIXED_CLIPS
-
-
-def _weights(output_dir, epochs):
-    path = output_dir / "checkpoints" / f"checkpoint_epoch_{epochs:05d}.pyth"
-    return read_checkpoint(path)["model_state"]
+from .helpers import (
+    FIXED_CLIPS,
+    ROOT,
+    epoch_weights,
+    quiet_env,
+    records,
+    run_command,
+    run_net,
+    run_net_command,
+    tiny_cfg,
+    write_cfg,
+)
 
 
 def _start(cfg_file):
@@ -40,11 +45,6 @@ def _wait_for(condition, process, timeout=120):
         assert process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
-
-
-def _records(output_dir, kind):
-    lines = (output_dir / "log.jsonl").read_text().splitlines()
-    return [record for record in map(json.loads, lines) if record["kind"] == kind]
 
 
 def _assert_ran(result):
@@ -72,11 +72,11 @@ def test_a_run_killed_and_restarted_ends_with_the_weights_of_an_uninterrupted_ru
     _assert_ran(result)
     assert "resuming from" in result.stdout
 
-    expected, resumed = _weights(tmp_path / "a", 3), _weights(tmp_path / "b", 3)
+    expected, resumed = epoch_weights(tmp_path / "a", 3), epoch_weights(tmp_path / "b", 3)
     assert max((expected[k] - resumed[k]).abs().max().item() for k in expected) <= 1e-6
     # The resumed run's log reads like the uninterrupted one's.
     for kind in ("step", "epoch"):
-        steps = [[r["step"] for r in _records(tmp_path / name, kind)] for name in "ab"]
+        steps = [[r["step"] for r in records(tmp_path / name, kind)] for name in "ab"]
         assert steps[0] == steps[1]
 
 
@@ -109,7 +109,7 @@ def test_a_signal_saves_a_checkpoint_and_the_same_command_resumes(
     assert (final["epoch"], final["scheduler_state"]["step_count"]) == (2, 24)
     assert "_step_" not in " ".join(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
     # Each step logged once: the stopped run's steps, then the resumed run's.
-    assert [r["step"] for r in _records(tmp_path / "out", "step")] == list(range(1, 25))
+    assert [r["step"] for r in records(tmp_path / "out", "step")] == list(range(1, 25))
 
 
 def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp_path):
@@ -119,24 +119,17 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp
     two = write_cfg(tiny_cfg(tiny_dataset, tmp_path / "two", **settings), tmp_path / "two.yaml")
     _assert_ran(run_net(one))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    result = subprocess.run(
-        [*torchrun, "--nproc_per_node", "2", *run_net_command(two)[1:]],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=quiet_env(),
-        cwd=ROOT,
-    )
+    result = run_command([*torchrun, "--nproc_per_node", "2", *run_net_command(two)[1:]])
     _assert_ran(result)
     assert "on 2 process(es)" in result.stdout
 
-    start = _weights(tmp_path / "one", 1)
-    single, distributed = _weights(tmp_path / "one", 2), _weights(tmp_path / "two", 2)
+    start = epoch_weights(tmp_path / "one", 1)
+    single, distributed = epoch_weights(tmp_path / "one", 2), epoch_weights(tmp_path / "two", 2)
     moved = max((single[k] - start[k]).abs().max().item() for k in single)
     assert moved > 0.01
     for name, tensor in single.items():
         torch.testing.assert_close(distributed[name], tensor, rtol=0, atol=1e-5, msg=name)
-    losses = [[r["loss"] for r in _records(tmp_path / name, "step")] for name in ("one", "two")]
+    losses = [[r["loss"] for r in records(tmp_path / name, "step")] for name in ("one", "two")]
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     results = [json.loads((tmp_path / n / "test_results.json").read_text()) for n in ("one", "two")]
     assert results[0]["num_videos"] == results[1]["num_videos"] == 6

@@ -15,16 +15,7 @@ from revvideo.config import load_config
 from revvideo.engine import NonFiniteLossError, run
 from revvideo.engine.precision import MixedPrecision
 
-from .helpers import tiny_cfg
-
-# Clips longer than every video (no random start), the whole frame, no flip: the same training
-# clips whatever the random generators do.
-FIXED_CLIPS = {
-    "DATA__SAMPLING_RATE": 8,
-    "DATA__RANDOM_FLIP": False,
-    "DATA__TRAIN_JITTER_SCALES_RELATIVE": [1.0, 1.0],
-    "DATA__TRAIN_JITTER_ASPECT_RELATIVE": [1.0, 1.0],
-}
+from .helpers import FIXED_CLIPS, epoch_weights, records, tiny_cfg
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +26,19 @@ def trained_run(tiny_dataset, tmp_path_factory):
     return output_dir
 
 
-def _records(output_dir, kind):
-    with open(output_dir / "log.jsonl") as lines:
-        return [r for r in map(json.loads, lines) if r["kind"] == kind]
-
-
-def test_a_run_writes_everything_a_person_watches(trained_run, tiny_dataset):
+def test_a_run_writes_everything_a_person_watches(trained_run):
     cfg = load_config(trained_run / "config.yaml")
     assert str(trained_run) == cfg.OUTPUT_DIR
     assert cfg.MVIT.EMBED_DIM == 16
 
-    steps = _records(trained_run, "step")
+    steps = records(trained_run, "step")
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
     assert all(r["loss"] > 0 and r["lr"] > 0 and r["clips_per_s"] > 0 for r in steps)
-    epochs = _records(trained_run, "epoch")
+    epochs = records(trained_run, "epoch")
     assert [(r["epoch"], r["step"]) for r in epochs] == [(1, 3), (2, 6)]
     assert all(0 <= r["val_top1"] <= 100 and r["train_top1"] is not None for r in epochs)
     assert all(r["skipped_videos"] == 0 for r in epochs)
-    (test_record,) = _records(trained_run, "test")
+    (test_record,) = records(trained_run, "test")
     assert test_record["step"] == 6
 
     assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
@@ -154,18 +140,13 @@ def test_videos_missing_views_are_scored_with_a_warning(
     assert (results["num_videos"], results["num_missing_views"]) == (6, 1)
 
 
-def _final_weights(output_dir, epochs):
-    path = output_dir / "checkpoints" / f"checkpoint_epoch_{epochs:05d}.pyth"
-    return read_checkpoint(path)["model_state"]
-
-
 def test_gradient_accumulation_equals_the_larger_batch(tiny_dataset, tmp_path):
     common = dict(FIXED_CLIPS, SOLVER__MAX_EPOCH=1, TEST__ENABLE=False)
     common["SOLVER__OPTIMIZING_METHOD"] = "sgd"
     assert run(tiny_cfg(tiny_dataset, tmp_path / "big", TRAIN__BATCH_SIZE=4, **common)) == 0
     small = dict(common, TRAIN__BATCH_SIZE=2, TRAIN__ACCUMULATION_STEPS=2)
     assert run(tiny_cfg(tiny_dataset, tmp_path / "accumulated", **small)) == 0
-    big, accumulated = (_final_weights(tmp_path / name, 1) for name in ("big", "accumulated"))
+    big, accumulated = (epoch_weights(tmp_path / name, 1) for name in ("big", "accumulated"))
     initial = read_checkpoint(tmp_path / "big" / "checkpoints" / "checkpoint_epoch_00001.pyth")
     assert initial["scheduler_state"]["step_count"] == 3
     for name, tensor in big.items():
@@ -206,5 +187,5 @@ def test_mixed_precision_is_bf16_on_the_cpu(tiny_dataset, tmp_path):
     assert MixedPrecision(False, torch.device("cpu")).dtype is None
     cfg = tiny_cfg(tiny_dataset, tmp_path, TRAIN__MIXED_PRECISION=True, SOLVER__MAX_EPOCH=1)
     assert run(cfg) == 0
-    steps = _records(tmp_path, "step")
+    steps = records(tmp_path, "step")
     assert len(steps) == 3 and all(0 < r["loss"] < 5 for r in steps)
