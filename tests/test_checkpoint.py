@@ -19,7 +19,7 @@ from revvideo.checkpoint import (
 from revvideo.models import MViT, RevMViT, mvit_b_16x4, rev_mvit_b_16x4
 from revvideo.utils.errors import CheckpointError
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "shared" / "reference"
+MANIFESTS = Path("/work/shared/reference")
 
 # A 4-layer MViT on 4 x 32 x 32 clips (2 x 8 x 8 tokens): widths 16 -> 32 -> 64, Q pooling at
 # layers 1 and 3, KV pooling starting at (1, 4, 4).
