@@ -238,6 +238,15 @@ _C.SOLVER.MAX_EPOCH = 300
 _C.SOLVER.WEIGHT_DECAY = 1e-4
 # No weight decay on 1-D parameters (biases, norm scales).
 _C.SOLVER.ZERO_WD_1D_PARAM = False
+# Layer-wise learning-rate decay for fine-tuning (MViTv2, MAE, BEiT), in (0, 1]: the rate of a
+# parameter is multiplied by LAYER_DECAY ** (L + 1 - layer), where the patch embedding, position
+# embeddings and class token are layer 0, block i is layer i + 1 and the final norm and head are
+# layer L + 1 (L blocks), so pretrained early layers move least. 1.0: every layer alike.
+_C.SOLVER.LAYER_DECAY = 1.0
+# Learning-rate multiplier for the classification layer (head.projection), on top of
+# LAYER_DECAY: fine-tuning re-initialises it, so it learns from scratch next to a pretrained
+# backbone (10 is usual). 1.0: no special treatment.
+_C.SOLVER.HEAD_LR_MULT = 1.0
 # SGD momentum and Nesterov (unused by AdamW).
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.NESTEROV = True
