@@ -3,7 +3,7 @@
     model = torch.hub.load("<owner>/revvideo", "rev_mvit_b_16x4", weights="rev_mvit_b_16x4_k400")
     model = torch.hub.load("path/to/revvideo", "mvit_b_16x4", source="local", weights="w.pyth")
 
-`weights` is a checkpoint path or a release name (revvideo.models.weights.RELEASES); other
+`weights` is a checkpoint path or a release name (revvideo.checkpoint.releases.RELEASES); other
 keyword arguments go to the builder (e.g. num_classes, num_frames). Models map
 `(B, 3, T, H, W)` clips to `(B, classes)` logits.
 """

@@ -10,11 +10,9 @@ from torch import nn
 from torchvision.models.video import mvit as tv_mvit
 
 from revvideo.checkpoint import (
-    from_torchvision_mvit,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
-    to_torchvision_mvit,
 )
 from revvideo.models import MViT, RevMViT, mvit_b_16x4, rev_mvit_b_16x4
 from revvideo.utils.errors import CheckpointError
@@ -176,19 +174,6 @@ def test_torchvision_mvit_weights_give_the_same_logits(tmp_path):
         torch.testing.assert_close(ours(clip()), torchvision_model(clip()), rtol=0, atol=1e-5)
 
 
-def test_our_weights_convert_to_torchvision_and_back():
-    ours, torchvision_model = randomize(tiny_mvit()), tiny_torchvision_mvit()
-    state = ours.state_dict()
-
-    torchvision_model.load_state_dict(to_torchvision_mvit(state))
-
-    with torch.no_grad():
-        torch.testing.assert_close(torchvision_model(clip()), ours(clip()), rtol=0, atol=1e-5)
-    back = from_torchvision_mvit(to_torchvision_mvit(state))
-    assert back.keys() == state.keys()
-    assert all(torch.equal(back[key], value) for key, value in state.items())
-
-
 def test_torchvision_mvit_v1_b_matches_mvit_b_16x4(tmp_path):
     torch.manual_seed(0)
     # Default initialisation: the tiny tests above check that no two tensors are swapped.
@@ -307,7 +292,8 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", failing_save)
 
     with pytest.raises(
-        CheckpointError, match=r"cannot write checkpoint .*: No space left on device$"
+        CheckpointError,
+        match=r"cannot write checkpoint .*: No space left on device; .* is unchanged$",
     ):
         save_checkpoint(path, tiny_mvit(), epoch=2)
 

@@ -15,7 +15,10 @@ _C = CfgNode()
 _C.MODEL = CfgNode()
 # Registry key of the model class: "MViT" (PySlowFast's name; reversible when MVIT.REV.ENABLE).
 _C.MODEL.MODEL_NAME = "MViT"
-_C.MODEL.NUM_CLASSES = 400
+# Classes the model scores; 0: the training dataset's (its classnames.json or class folders),
+# or the tested checkpoint's when only testing. A value that disagrees with a dataset that
+# names its classes is an error.
+_C.MODEL.NUM_CLASSES = 0
 # Dropout before the classification layer.
 _C.MODEL.DROPOUT_RATE = 0.5
 
@@ -193,8 +196,10 @@ _C.TRAIN.EVAL_PERIOD = 10
 _C.TRAIN.CHECKPOINT_PERIOD = 10
 # Continue from the newest checkpoint in OUTPUT_DIR/checkpoints when there is one.
 _C.TRAIN.AUTO_RESUME = True
-# Weights to start training from (fine-tuning) when there is no checkpoint to resume; epochs,
-# optimizer and schedule start afresh.
+# Weights to start training from (fine-tuning) when there is no checkpoint to resume: a file or
+# a release name such as rev_mvit_b_16x4_k400. Every tensor that fits is loaded; a head for
+# another number of classes is re-initialised and position embeddings are resized to the
+# frame count and crop size. Epochs, optimizer and schedule start afresh.
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # Mixed precision: bf16 autocast on the CPU; on CUDA bf16 where the GPU supports it, otherwise
 # fp16 with a gradient scaler.
@@ -205,8 +210,13 @@ _C.TRAIN.ACCUMULATION_STEPS = 1
 
 # Run the multi-view test after training (or alone when TRAIN.ENABLE is False).
 _C.TEST.ENABLE = True
-# Weights to test; empty: the model just trained, or else the newest checkpoint of OUTPUT_DIR.
+# Weights to test (a file or a release name such as rev_mvit_b_16x4_k400); empty: the model
+# just trained, or else the newest checkpoint of OUTPUT_DIR.
 _C.TEST.CHECKPOINT_FILE_PATH = ""
+# The model's classes are matched to the test dataset's by name; when the two sets differ the
+# test stops, unless this is True: then only the classes both know are scored (videos of other
+# classes are listed as unscored).
+_C.TEST.SHARED_CLASSES_ONLY = False
 # How the softmax scores of a video's views combine: "sum" or "max".
 _C.DATA.ENSEMBLE_METHOD = "sum"
 # Generate revvideo's synthetic motion dataset (revvideo.data.synthetic, always the same videos)

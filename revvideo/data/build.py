@@ -8,6 +8,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch.utils.data.distributed import DistributedSampler
 
+from revvideo.classes import dataset_class_names
 from revvideo.data.clip_sampling import clip_duration
 from revvideo.data.dataset import TestClips, TrainClips, VideoDataset
 from revvideo.data.decoding import BACKENDS
@@ -40,10 +41,11 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -
     _check_data_cfg(cfg)
     if not cfg.DATA.PATH_TO_DATA_DIR:
         raise ConfigError("DATA.PATH_TO_DATA_DIR is not set: the folder holding train.csv etc.")
+    class_names = dataset_class_names(cfg.DATA.PATH_TO_DATA_DIR)
     videos = read_video_list(
         cfg.DATA.PATH_TO_DATA_DIR,
         split,
-        cfg.MODEL.NUM_CLASSES,
+        len(class_names) if class_names else cfg.MODEL.NUM_CLASSES,
         cfg.DATA.PATH_PREFIX,
         cfg.DATA.PATH_LABEL_SEPARATOR,
     )
@@ -64,7 +66,12 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -
         clips = TestClips(num_frames, duration, num_clips, crops)
     threads = 0 if cfg.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE else 1
     return VideoDataset(
-        videos, clips, training=split == "train", backend=backend, decoder_threads=threads
+        videos,
+        clips,
+        training=split == "train",
+        backend=backend,
+        decoder_threads=threads,
+        class_names=class_names,
     )
 
 

@@ -112,6 +112,7 @@ class VideoDataset(torch.utils.data.Dataset):
       "label": int; "video_index": int (row in the list);
       "view_index": int64 (V,): the repeated-augmentation index (train) or k * S + s (test);
       "skipped": list of SkippedVideo met while making the item.
+    `class_names` names the labels (by index), None when the list names no classes.
     In training an unusable video is replaced by a random other one (up to MAX_TRAIN_DRAWS
     tries); otherwise the item has no views and names the video in "skipped".
     """
@@ -124,8 +125,10 @@ class VideoDataset(torch.utils.data.Dataset):
         training: bool,
         backend: str = "pyav",
         decoder_threads: int = 1,
+        class_names: list[str] | None = None,
     ) -> None:
         self.videos = videos
+        self.class_names = class_names
         self.clips = clips
         self.views_per_video = clips.views_per_video
         self.training = training

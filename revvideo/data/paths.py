@@ -6,9 +6,9 @@ import os
 
 from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
 
+from revvideo.classes import SPLITS, folder_class_names
 from revvideo.utils.errors import DataError
-
-SPLITS = ("train", "val", "test")
+from revvideo.utils.text import read_text
 
 # Containers PyAV and decord read; other files in a class folder are ignored.
 VIDEO_EXTENSIONS = (
@@ -65,23 +65,22 @@ def _read_csv(csv_path: str, path_prefix: str, separator: str) -> list[tuple[str
     """(path, label, "file:line") per non-blank line, split on the last separator."""
     base = path_prefix or os.path.dirname(os.path.abspath(csv_path))
     entries = []
-    with open(csv_path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            where = f"{csv_path}:{number}"
-            parts = line.rsplit(None if separator == " " else separator, 1)
-            if len(parts) != 2 or not parts[0].strip():
-                raise DataError(f"{where}: expected `path{separator}label`, got {line!r}")
-            path, label_text = parts[0].strip(), parts[1].strip()
-            try:
-                label = int(label_text)
-            except ValueError:
-                raise DataError(
-                    f"{where}: label {label_text!r} is not an integer class index"
-                ) from None
-            entries.append((os.path.normpath(os.path.join(base, path)), label, where))
+    for number, line in enumerate(read_text(csv_path).splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        where = f"{csv_path}:{number}"
+        parts = line.rsplit(None if separator == " " else separator, 1)
+        if len(parts) != 2 or not parts[0].strip():
+            raise DataError(f"{where}: expected `path{separator}label`, got {line!r}")
+        path, label_text = parts[0].strip(), parts[1].strip()
+        try:
+            label = int(label_text)
+        except ValueError:
+            raise DataError(
+                f"{where}: label {label_text!r} is not an integer class index"
+            ) from None
+        entries.append((os.path.normpath(os.path.join(base, path)), label, where))
     return entries
 
 
@@ -91,7 +90,7 @@ def _read_folder(path_to_data_dir: str, split: str) -> list[tuple[str, int, str]
     Numbering over every split keeps a class's index the same in train and test even when a
     split lacks some class.
     """
-    names = class_names_from_folders(path_to_data_dir)
+    names = folder_class_names(path_to_data_dir)
     index = {name: i for i, name in enumerate(names)}
     folder = os.path.join(path_to_data_dir, split)
     entries = []
@@ -123,13 +122,3 @@ def video_files(folder: str) -> list[str]:
         for name in names
         if name.lower().endswith(VIDEO_EXTENSIONS)
     )
-
-
-def class_names_from_folders(path_to_data_dir: str) -> list[str]:
-    """Sorted class folder names found under `<dir>/train`, `<dir>/val` and `<dir>/test`."""
-    names = set()
-    for split in SPLITS:
-        folder = os.path.join(path_to_data_dir, split)
-        if os.path.isdir(folder):
-            names.update(e.name for e in os.scandir(folder) if e.is_dir())
-    return sorted(names)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from revvideo.classes import CLASSNAMES_FILE, write_classnames_file
 from revvideo.utils.errors import DataError, UserError
 
 FORMAT_VERSION = 1
@@ -257,8 +258,7 @@ def generate_synthetic_dataset(
                 lines.append(f"videos/{split}/{motion}/{name} {label}\n")
         with open(os.path.join(root, f"{split}.csv"), "w") as csv:
             csv.writelines(lines)
-    with open(os.path.join(root, "classnames.json"), "w") as names:
-        json.dump({motion: label for label, motion in enumerate(classes)}, names, indent=1)
+    write_classnames_file(os.path.join(root, CLASSNAMES_FILE), classes)
     with open(os.path.join(root, MARKER), "w") as marker:
         json.dump(_description(seed, classes, videos_per_class), marker, indent=1)
 
@@ -273,7 +273,7 @@ def ensure_synthetic_dataset(
 
     Idempotent and safe to call from several processes at once (a file lock serialises them);
     the dataset appears complete or not at all. A folder holding anything else is never
-    touched: DataError. Returns `path_to_data_dir`.
+    touched: DataError. Returns whether it generated the dataset (False: already there).
     """
     videos_per_class = videos_per_class or DEFAULT_VIDEOS_PER_CLASS
     wanted = _description(seed, classes, videos_per_class)
@@ -282,10 +282,11 @@ def ensure_synthetic_dataset(
     with _locked(root + ".lock"):
         existing = _read_marker(root)
         if existing == wanted:
-            return path_to_data_dir
+            return False
         if os.path.isdir(root) and os.listdir(root) and existing is None:
             raise DataError(
-                f"{root} is not empty and holds no synthetic dataset; choose an empty folder"
+                f"{root} is not empty and holds no synthetic dataset: generate it into an empty "
+                "folder, or set DATA.GENERATE_SYNTHETIC False to use the videos listed there"
             )
         partial = f"{root}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
@@ -301,7 +302,7 @@ def ensure_synthetic_dataset(
             os.rename(root, stale)
         os.rename(partial, root)
         shutil.rmtree(stale, ignore_errors=True)
-    return path_to_data_dir
+    return True
 
 
 def _description(seed: int, classes: Sequence[str], videos_per_class: dict[str, int]) -> dict:

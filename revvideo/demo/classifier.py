@@ -21,22 +21,22 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 import revvideo.models
-from revvideo.checkpoint import load_model_state
+from revvideo.checkpoint import (
+    Release,
+    checkpoint_file,
+    find_release,
+    load_model_state,
+    read_model_checkpoint,
+    stored_config,
+)
+from revvideo.classes import resolve_class_names
 from revvideo.data.clip_sampling import clip_duration, clip_starts
 from revvideo.data.dataset import TestClips
 from revvideo.data.decoding import VideoDecodeError, VideoReader, open_video
 from revvideo.data.transforms import MultiViewCrops, Normalize
-from revvideo.engine.evaluate import class_names
 from revvideo.engine.metrics import VideoScores
 from revvideo.models import build_model
-from revvideo.models.weights import (
-    Release,
-    fetch_release,
-    find_release,
-    read_model_checkpoint,
-    stored_class_names,
-)
-from revvideo.utils.errors import DataError
+from revvideo.utils.errors import CheckpointError, ConfigError, DataError
 
 # Views per forward pass: bounds memory whatever the number of views.
 VIEWS_PER_BATCH = 8
@@ -114,19 +114,35 @@ def load_classifier(
     """The model in `checkpoint` (a file or a release name), built from `cfg_file` or else from
     the config stored in the checkpoint (a release brings its own).
 
-    Class names come from the checkpoint's "class_names" (saved by training), else from the
-    config's dataset (revvideo.engine.class_names: the dataset's names, Kinetics-400's for 400
-    classes, else the indices). Raises UserError (one line) for every unusable input.
+    Class names: see revvideo.classes.resolve_class_names (the checkpoint's, else the config's
+    dataset's, else Kinetics-400's for 400 classes). Raises UserError (one line) for every
+    unusable input.
     """
     release = find_release(checkpoint) if isinstance(checkpoint, str) else None
     if release is not None and cfg_file is None:
         return Classifier.from_release(release, device)
-    path = fetch_release(release) if release is not None else Path(checkpoint)
-    cfg, checkpoint = read_model_checkpoint(path, cfg_file)
+    path = checkpoint_file(checkpoint, "--checkpoint")
+    cfg, content = read_model_checkpoint(path, cfg_file)
     model = build_model(cfg)
-    others = load_model_state(model, checkpoint, path)
-    names = stored_class_names(others, cfg.MODEL.NUM_CLASSES) or class_names(cfg)
+    try:
+        others = load_model_state(model, content, path)
+    except CheckpointError as err:
+        if cfg_file is not None and _carries_config(content, path):
+            raise CheckpointError(
+                f"{err}; the checkpoint carries its own config: drop --cfg {cfg_file}"
+            ) from None
+        raise
+    names = resolve_class_names(
+        cfg.MODEL.NUM_CLASSES, checkpoint=others, data_dir=cfg.DATA.PATH_TO_DATA_DIR
+    ).names
     return Classifier.from_cfg(cfg, model, names, device)
+
+
+def _carries_config(checkpoint: dict, path: Path) -> bool:
+    try:
+        return stored_config(checkpoint, path) is not None
+    except ConfigError:
+        return False
 
 
 @dataclass

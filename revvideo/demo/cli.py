@@ -27,6 +27,8 @@ from pathlib import Path
 import av
 import torch
 
+from revvideo.checkpoint import RELEASES
+from revvideo.checkpoint.training import CHECKPOINT_DIR, latest_checkpoint
 from revvideo.config import load_config
 from revvideo.data.paths import VIDEO_EXTENSIONS, video_files
 from revvideo.demo.classifier import (
@@ -38,11 +40,8 @@ from revvideo.demo.classifier import (
     top_classes,
 )
 from revvideo.demo.render import plot_top_classes, write_annotated_video
-from revvideo.engine.checkpoints import CHECKPOINT_DIR, latest_checkpoint
-from revvideo.models.weights import RELEASES
 from revvideo.utils.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # The README's quick start; its OUTPUT_DIR is where the default checkpoint is looked for.
 QUICK_START_CONFIG = Path("configs/synthetic/REV_MVIT_XS.yaml")
 # Top classes drawn on the annotated video.
@@ -117,13 +116,18 @@ def _device(name: str | None) -> torch.device:
 
 
 def quick_start_checkpoint() -> Path:
-    """The newest checkpoint the quick start wrote, looked for from here and from the repo."""
-    config = REPO_ROOT / QUICK_START_CONFIG
-    output_dir = Path(load_config(config).OUTPUT_DIR) if config.is_file() else Path("output")
-    for base in (Path(), REPO_ROOT):
-        found = latest_checkpoint(base / output_dir)
-        if found is not None:
-            return found
+    """The newest checkpoint the quick start wrote, looked for from the current directory
+    (the README's commands run from the repository's root): never another clone's."""
+    if not QUICK_START_CONFIG.is_file():
+        raise UsageError(
+            f"no --checkpoint given and no {QUICK_START_CONFIG} here: pass --checkpoint <file.pyth "
+            f"or a release: {', '.join(sorted(RELEASES))}>, or run from the repository's root to "
+            "use the quick start's newest checkpoint"
+        )
+    output_dir = Path(load_config(QUICK_START_CONFIG).OUTPUT_DIR)
+    found = latest_checkpoint(output_dir)
+    if found is not None:
+        return found
     raise UsageError(
         f"no --checkpoint given and the quick start has written none to "
         f"{output_dir / CHECKPOINT_DIR}: train one with `python tools/run_net.py --cfg "

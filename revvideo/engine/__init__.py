@@ -7,11 +7,11 @@ OUTPUT_DIR:
   log.jsonl              one JSON object per logged step, per epoch and per test
   tensorboard/           the same numbers as tensorboard scalars
   curves.png             training loss, learning rate and validation top-1
-  checkpoints/           checkpoint_epoch_NNNNN.pyth (see checkpoints.py), resumed automatically
+  checkpoints/           checkpoint_epoch_NNNNN.pyth (see revvideo.checkpoint.training), resumed automatically
   test_results.json, predictions.csv, confusion.png    the multi-view test (see evaluate.py)
 """
 
-from revvideo.engine.evaluate import class_names, multiview_test, validate
+from revvideo.engine.evaluate import multiview_test, validate
 from revvideo.engine.metrics import VideoScores, classification_metrics
 from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer, parameter_groups
 from revvideo.engine.run import run
@@ -23,7 +23,6 @@ __all__ = [
     "VideoScores",
     "WarmupCosineSchedule",
     "build_optimizer",
-    "class_names",
     "classification_metrics",
     "multiview_test",
     "parameter_groups",

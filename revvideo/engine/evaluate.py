@@ -4,15 +4,18 @@ The test scores every view of every video (TEST.NUM_ENSEMBLE_VIEWS clips x
 TEST.NUM_SPATIAL_CROPS crops), combines the views' softmax scores per video (DATA.ENSEMBLE_METHOD)
 and writes into OUTPUT_DIR:
   test_results.json  top1_acc, top5_acc, mean_class_acc (percent), num_videos (scored),
-                     num_views (per video), num_unscored, the unscored videos and why, ...
+                     num_views (per video), num_unscored, the unscored videos and why, the
+                     class names scored, ...
   predictions.csv    video, label, then the top 5 classes with their probabilities
   confusion.png      the confusion matrix (see plots.plot_confusion)
+
+The model's classes are matched to the dataset's by name (revvideo.classes.match_classes):
+another order is remapped, other classes are an error unless TEST.SHARED_CLASSES_ONLY.
 """
 
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,48 +23,20 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from revvideo.classes import ClassMatch, ClassNames, match_classes
 from revvideo.data import VideoDataset, VideoLoader, build_loader
-from revvideo.data.kinetics import kinetics400_class_names
-from revvideo.data.paths import class_names_from_folders
 from revvideo.engine.distributed import all_gather_objects, all_reduce, is_main_process
 from revvideo.engine.metrics import VideoScores, classification_metrics
 from revvideo.engine.monitor import progress_bar
 from revvideo.engine.plots import plot_confusion
 from revvideo.engine.precision import MixedPrecision
-from revvideo.utils.errors import DataError
+from revvideo.utils.errors import DataError, UserError
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "test_results.json"
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion.png"
-
-
-def class_names(cfg: CfgNode) -> list[str]:
-    """Names of the MODEL.NUM_CLASSES classes, by index.
-
-    From the dataset's classnames.json ({name: index}, written by tools/prepare_kinetics.py and
-    the synthetic dataset), else its class folders, else Kinetics-400's names for 400 classes,
-    else the indices themselves.
-    """
-    num_classes = cfg.MODEL.NUM_CLASSES
-    root = cfg.DATA.PATH_TO_DATA_DIR
-    names_file = os.path.join(root, "classnames.json") if root else ""
-    if names_file and os.path.isfile(names_file):
-        with open(names_file) as file:
-            index_of = json.load(file)
-        names = [str(i) for i in range(num_classes)]
-        for name, index in index_of.items():
-            if 0 <= int(index) < num_classes:
-                names[int(index)] = name
-        return names
-    if root and os.path.isdir(root):
-        folders = class_names_from_folders(root)
-        if len(folders) == num_classes:
-            return folders
-    if num_classes == 400:
-        return kinetics400_class_names()
-    return [str(i) for i in range(num_classes)]
 
 
 @torch.no_grad()
@@ -90,14 +65,21 @@ def multiview_test(
     precision: MixedPrecision,
     *,
     checkpoint: str,
+    class_names: ClassNames,
 ) -> dict[str, Any]:
     """Scores the test split view by view and returns (and on rank 0 writes) the results.
 
-    `checkpoint` names the weights being tested, for the record. Raises DataError when no
-    video at all can be scored.
+    `checkpoint` names the weights being tested, for the record; `class_names` are the
+    model's. Raises DataError when no video at all can be scored, and when the model's classes
+    and the dataset's differ (see the module doc).
     """
     loader = build_loader(cfg, "test")
     dataset = loader.dataset
+    match = match_classes(
+        class_names, dataset.class_names, shared_only=cfg.TEST.SHARED_CLASSES_ONLY
+    )
+    if match.notice and is_main_process():
+        logger.warning("%s", match.notice)
     scores = VideoScores(len(dataset), cfg.MODEL.NUM_CLASSES, cfg.DATA.ENSEMBLE_METHOD)
     model.eval()
     with progress_bar(len(loader), "test", is_main_process(), unit="batch") as bar:
@@ -129,13 +111,22 @@ def multiview_test(
             dataset.path(int(partial.nonzero()[0])),
             int(scores.views[partial][0]),
         )
-    labels = torch.tensor([dataset.label(i) for i in range(len(dataset))])
-    probabilities = scores.normalized()
-    metrics = classification_metrics(probabilities[scored], labels[scored])
+    labels, probabilities, names = _in_dataset_classes(match, dataset, scores.normalized())
     unscored = []
     for index in (~scored).nonzero().flatten().tolist():
         path, reason = reasons.get(index, (dataset.path(index), "no view was decoded"))
         unscored.append({"video": path, "reason": reason})
+    unknown_class = scored & (labels < 0)
+    for index in unknown_class.nonzero().flatten().tolist():
+        unscored.append({"video": dataset.path(index), "reason": "its class is not the model's"})
+    scored &= labels >= 0
+    if not scored.any():
+        raise DataError("no test video belongs to a class the model knows")
+    if not torch.isfinite(probabilities[scored]).all():
+        raise UserError(
+            f"the model gives non-finite scores: the weights of {checkpoint} are broken"
+        )
+    metrics = classification_metrics(probabilities[scored], labels[scored])
     results = {
         "top1_acc": metrics.top1,
         "top5_acc": metrics.top5,
@@ -145,12 +136,13 @@ def multiview_test(
         "num_unscored": len(unscored),
         "num_missing_views": int(partial.sum()),
         "ensemble_method": cfg.DATA.ENSEMBLE_METHOD,
-        "num_classes": cfg.MODEL.NUM_CLASSES,
+        "num_classes": len(names),
+        "class_names": names,
+        "class_matching": match.notice or "the model's classes are the dataset's, in order",
         "checkpoint": checkpoint,
         "unscored": unscored,
     }
     if is_main_process():
-        names = class_names(cfg)
         output_dir = Path(cfg.OUTPUT_DIR)
         with open(output_dir / RESULTS_FILE, "w") as file:
             json.dump(results, file, indent=1)
@@ -165,6 +157,19 @@ def multiview_test(
             RESULTS_FILE,
         )
     return results
+
+
+def _in_dataset_classes(
+    match: ClassMatch, dataset: VideoDataset, probabilities: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Labels (V,), probabilities (V, K) and the K class names, with the classes scored: the
+    dataset's, in its order, whose scores the model's outputs give by name. A video of a class
+    the model does not know (only when scoring shared classes) gets label -1."""
+    scored = match.scored_labels
+    position = {label: i for i, label in enumerate(scored)}
+    labels = torch.tensor([position.get(dataset.label(i), -1) for i in range(len(dataset))])
+    columns = torch.tensor([match.model_index[label] for label in scored])
+    return labels, probabilities[:, columns], [match.names[label] for label in scored]
 
 
 def _write_predictions(

@@ -9,10 +9,16 @@ from pathlib import Path
 import torch
 from fvcore.common.config import CfgNode
 
-from revvideo.checkpoint import load_checkpoint
+from revvideo.checkpoint import (
+    checkpoint_file,
+    head_classes,
+    load_model_state,
+    read_checkpoint,
+)
+from revvideo.checkpoint.training import CHECKPOINT_DIR, latest_checkpoint
+from revvideo.classes import CLASSNAMES_FILE, ClassNames, dataset_class_names, resolve_class_names
 from revvideo.data.paths import video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
-from revvideo.engine.checkpoints import CHECKPOINT_DIR, latest_checkpoint
 from revvideo.engine.distributed import (
     barrier,
     distributed_rank_and_world_size,
@@ -46,29 +52,34 @@ def run(cfg: CfgNode) -> int:
     device = init_distributed()
     try:
         check_config(cfg, distributed_rank_and_world_size()[1])
+        # Every input is checked before anything is written to OUTPUT_DIR.
+        prepare_data(cfg)
+        tested = None
+        if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE:
+            tested = checkpoint_to_test(cfg)
+        resolve_num_classes(cfg, tested)
+        if cfg.TRAIN.ENABLE and cfg.TRAIN.CHECKPOINT_FILE_PATH:
+            checkpoint_file(cfg.TRAIN.CHECKPOINT_FILE_PATH, "TRAIN.CHECKPOINT_FILE_PATH")
         output_dir = Path(cfg.OUTPUT_DIR)
         if is_main_process():
             prepare_output_dir(output_dir)
             (output_dir / CONFIG_FILE).write_text(cfg.dump())
-        if cfg.DATA.GENERATE_SYNTHETIC:
-            logger.info("synthetic dataset: %s (made on first use)", cfg.DATA.PATH_TO_DATA_DIR)
-            # Every process calls it: a file lock lets one generate while the others wait.
-            ensure_synthetic_dataset(cfg.DATA.PATH_TO_DATA_DIR)
-        check_video_lists(cfg)
         set_cpu_threads(cfg, device)
         torch.backends.cudnn.benchmark = True
-        model, checkpoint, steps = None, None, 0
+        model, checkpoint, steps, names = None, None, 0, None
         if cfg.TRAIN.ENABLE:
             trainer = Trainer(cfg, device)
             outcome = trainer.fit()
             if outcome.stop_signal is not None:
                 return 128 + outcome.stop_signal
             model, checkpoint = trainer.model, outcome.checkpoint
-            steps = trainer.schedule.step_count
+            steps, names = trainer.schedule.step_count, trainer.class_names
         if cfg.TEST.ENABLE:
             if model is None or cfg.TEST.CHECKPOINT_FILE_PATH:
-                model, checkpoint, steps = model_to_test(cfg, device)
-            test(cfg, model, device, checkpoint, steps)
+                model, checkpoint, steps, names = model_to_test(
+                    cfg, device, tested or checkpoint_to_test(cfg)
+                )
+            test(cfg, model, device, checkpoint, steps, names)
         if is_main_process() and checkpoint is not None:
             logger.info("final checkpoint: %s", checkpoint)
             logger.info(
@@ -127,7 +138,7 @@ def prepare_output_dir(output_dir: Path) -> None:
 
 def check_video_lists(cfg: CfgNode) -> None:
     """DataError, with the way to make them, when the lists this run needs are missing."""
-    splits = (["train", "val"] if cfg.TRAIN.ENABLE else []) + (["test"] if cfg.TEST.ENABLE else [])
+    splits = _splits(cfg)
     root = cfg.DATA.PATH_TO_DATA_DIR
     lists = ", ".join(f"{split}.csv" for split in splits)
     if not root:
@@ -143,28 +154,107 @@ def check_video_lists(cfg: CfgNode) -> None:
             )
 
 
-def model_to_test(cfg: CfgNode, device: torch.device) -> tuple[torch.nn.Module, Path, int]:
-    """The model with TEST.CHECKPOINT_FILE_PATH's weights, or else the run's newest checkpoint;
-    the checkpoint's path; the optimizer steps behind it (0 when it does not say)."""
-    path = cfg.TEST.CHECKPOINT_FILE_PATH or latest_checkpoint(cfg.OUTPUT_DIR)
-    if not path:
+def prepare_data(cfg: CfgNode) -> None:
+    """Generates the synthetic dataset where the config asks for it, then checks that the
+    video lists this run needs exist (DataError naming them and how to make them)."""
+    if cfg.DATA.GENERATE_SYNTHETIC and cfg.DATA.PATH_TO_DATA_DIR:
+        root = cfg.DATA.PATH_TO_DATA_DIR
+        try:
+            # Every process calls it: a file lock lets one generate while the others wait.
+            generated = ensure_synthetic_dataset(root)
+        except DataError:
+            # Another dataset is there: evaluating or training on it is what the user wants,
+            # provided it lists the videos this run needs.
+            if any(video_list_source(root, split) is None for split in _splits(cfg)):
+                raise
+            logger.info(
+                "%s holds a dataset that is not the synthetic one: using its video lists "
+                "(DATA.GENERATE_SYNTHETIC generates only into an empty or missing folder)",
+                root,
+            )
+        else:
+            logger.info(
+                "synthetic dataset: %s (%s)", root, "generated" if generated else "already there"
+            )
+    check_video_lists(cfg)
+
+
+def _splits(cfg: CfgNode) -> list[str]:
+    return (["train", "val"] if cfg.TRAIN.ENABLE else []) + (["test"] if cfg.TEST.ENABLE else [])
+
+
+def resolve_num_classes(cfg: CfgNode, tested: tuple[Path, dict] | None) -> None:
+    """Sets MODEL.NUM_CLASSES when the config leaves it to the data (0): the training
+    dataset's class count, or the tested checkpoint's. ConfigError when an explicit count
+    disagrees with the training dataset's class names."""
+    root = cfg.DATA.PATH_TO_DATA_DIR
+    names = dataset_class_names(root)
+    count = cfg.MODEL.NUM_CLASSES
+    if cfg.TRAIN.ENABLE:
+        if count == 0 and names is None:
+            raise ConfigError(
+                f"MODEL.NUM_CLASSES is 0 (the dataset's number of classes) but {root} names no "
+                f"classes (no {CLASSNAMES_FILE}, no class folders): set MODEL.NUM_CLASSES"
+            )
+        if count and names is not None and count != len(names):
+            raise ConfigError(
+                f"MODEL.NUM_CLASSES is {count} but the dataset in {root} has {len(names)} "
+                f"classes ({', '.join(names[:3])}, ...); set it to {len(names)}, or to 0 to "
+                "follow the dataset"
+            )
+        if count == 0:
+            cfg.MODEL.NUM_CLASSES = len(names)
+    elif count == 0 and tested is not None:
+        path, checkpoint = tested
+        classes = head_classes(checkpoint)
+        if classes is None:
+            raise ConfigError(f"cannot tell how many classes {path} scores: set MODEL.NUM_CLASSES")
+        cfg.MODEL.NUM_CLASSES = classes
+
+
+def checkpoint_to_test(cfg: CfgNode) -> tuple[Path, dict]:
+    """TEST.CHECKPOINT_FILE_PATH (a file or a release name), or else the run's newest
+    checkpoint, read."""
+    source = cfg.TEST.CHECKPOINT_FILE_PATH
+    if source:
+        path = checkpoint_file(source, "TEST.CHECKPOINT_FILE_PATH")
+    else:
+        path = latest_checkpoint(cfg.OUTPUT_DIR)
+    if path is None:
         raise ConfigError(
             f"nothing to test: no checkpoint in {Path(cfg.OUTPUT_DIR) / CHECKPOINT_DIR}; set "
             "TEST.CHECKPOINT_FILE_PATH, or train first (TRAIN.ENABLE True)"
         )
+    return path, read_checkpoint(path)
+
+
+def model_to_test(
+    cfg: CfgNode, device: torch.device, tested: tuple[Path, dict]
+) -> tuple[torch.nn.Module, Path, int, ClassNames]:
+    """The model with the weights of `tested` (path, checkpoint), its path, the optimizer
+    steps behind it (0 when it does not say) and its class names."""
+    path, checkpoint = tested
     model = build_model(cfg)
-    extra = load_checkpoint(path, model)
+    extra = load_model_state(model, checkpoint, path)
     logger.info("testing %s", path)
     steps = extra.get("scheduler_state", {}).get("step_count", 0)
-    return model.to(device), Path(path), int(steps)
+    names = resolve_class_names(cfg.MODEL.NUM_CLASSES, checkpoint=extra)
+    return model.to(device), path, int(steps), names
 
 
 def test(
-    cfg: CfgNode, model: torch.nn.Module, device: torch.device, checkpoint: Path, steps: int
+    cfg: CfgNode,
+    model: torch.nn.Module,
+    device: torch.device,
+    checkpoint: Path,
+    steps: int,
+    class_names: ClassNames,
 ) -> None:
     """Runs the multi-view test and reports it on the console and in log.jsonl (at `steps`)."""
     precision = MixedPrecision(cfg.TRAIN.MIXED_PRECISION, device)
-    results = multiview_test(cfg, model, device, precision, checkpoint=str(checkpoint))
+    results = multiview_test(
+        cfg, model, device, precision, checkpoint=str(checkpoint), class_names=class_names
+    )
     logger.info(
         "test: top-1 %.2f %%, top-5 %.2f %%, mean class accuracy %.2f %% on %d videos x %d "
         "views (%d unscored); results in %s",

@@ -31,9 +31,8 @@ from fvcore.common.config import CfgNode
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from revvideo.checkpoint import load_checkpoint
-from revvideo.data import MixUp, build_loader
-from revvideo.engine.checkpoints import (
+from revvideo.checkpoint import checkpoint_file, load_fine_tuning_state, read_checkpoint
+from revvideo.checkpoint.training import (
     checkpoint_path,
     latest_checkpoint,
     load_training_state,
@@ -42,13 +41,15 @@ from revvideo.engine.checkpoints import (
     save_training_state,
     set_rng_state,
 )
+from revvideo.classes import resolve_class_names
+from revvideo.data import MixUp, build_loader
 from revvideo.engine.distributed import (
     all_gather_objects,
     all_reduce,
     distributed_rank_and_world_size,
     is_main_process,
 )
-from revvideo.engine.evaluate import class_names, validate
+from revvideo.engine.evaluate import validate
 from revvideo.engine.monitor import RunLog, format_duration, progress_bar, read_log
 from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer
 from revvideo.engine.plots import plot_curves
@@ -142,7 +143,11 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = WarmupCosineSchedule.from_cfg(self.optimizer, cfg, self.steps_per_epoch)
         self.mixup = MixUp.from_cfg(cfg)
-        self.class_names = class_names(cfg)
+        self.class_names = resolve_class_names(
+            cfg.MODEL.NUM_CLASSES, data_dir=cfg.DATA.PATH_TO_DATA_DIR
+        )
+        # Where the weights started from, for the checkpoints' provenance.
+        self.source = "scratch"
         self.epochs_done = 0
         self.epoch_steps_done = 0
         self.last_checkpoint: Path | None = None
@@ -166,12 +171,12 @@ class Trainer:
         checkpoint = latest_checkpoint(self.output_dir) if self.cfg.TRAIN.AUTO_RESUME else None
         if checkpoint is None:
             if self.cfg.TRAIN.CHECKPOINT_FILE_PATH:
-                load_checkpoint(self.cfg.TRAIN.CHECKPOINT_FILE_PATH, self.model)
-                logger.info("initial weights: %s", self.cfg.TRAIN.CHECKPOINT_FILE_PATH)
+                self._load_initial_weights(self.cfg.TRAIN.CHECKPOINT_FILE_PATH)
             return self.cfg.RNG_SEED + self.rank
         state = load_training_state(
             checkpoint, self.model, self.optimizer, self.schedule, self.precision.scaler
         )
+        self.source = (state.get("provenance") or {}).get("source", self.source)
         self.epochs_done, self.epoch_steps_done = state["epoch"], state["epoch_step"]
         self.last_checkpoint = checkpoint
         logger.info(
@@ -191,6 +196,14 @@ class Trainer:
             self.world_size,
         )
         return self.cfg.RNG_SEED + self.rank + 1000 * self.schedule.step_count
+
+    def _load_initial_weights(self, source: str) -> None:
+        """Fine-tuning: the weights of `source` (a file or a release name) that fit the model;
+        one line says what did not (a new head, resized position embeddings)."""
+        path = checkpoint_file(source, "TRAIN.CHECKPOINT_FILE_PATH")
+        changes = load_fine_tuning_state(self.model, read_checkpoint(path), path)
+        self.source = source
+        logger.info("initial weights: %s%s", source, f" ({'; '.join(changes)})" if changes else "")
 
     def fit(self) -> TrainingOutcome:
         """Trains until SOLVER.MAX_EPOCH or a stop signal; writes checkpoints and curves."""
@@ -422,7 +435,9 @@ class Trainer:
                 steps_done=self.epoch_steps_done,
                 rng_states=rng_states,
                 cfg=self.cfg,
-                class_names=self.class_names,
+                class_names=self.class_names.names,
+                source=self.source,
+                optimizer_steps=self.schedule.step_count,
             )
             if not self.epoch_steps_done:
                 remove_mid_epoch_checkpoints(self.output_dir, before=path)

@@ -17,6 +17,11 @@ def build_model(cfg: CfgNode) -> nn.Module:
 
     PySlowFast's spelling is accepted: MODEL_NAME "MViT" with MVIT.REV.ENABLE builds "RevMViT".
     """
+    if cfg.MODEL.NUM_CLASSES <= 0:
+        raise ConfigError(
+            f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES}: set the number of classes (0 means "
+            "the dataset's, which only tools/run_net.py can read)"
+        )
     name = cfg.MODEL.MODEL_NAME
     if name == "MViT" and cfg.MVIT.REV.ENABLE:
         name = "RevMViT"

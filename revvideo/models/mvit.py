@@ -11,6 +11,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from revvideo.checkpoint.releases import load_weights
 from revvideo.models.build import MODEL_REGISTRY, mvit_arguments
 from revvideo.models.common import (
     ClassificationHead,
@@ -28,7 +29,6 @@ from revvideo.models.common import (
     pool_channel_major,
     position_embedding,
 )
-from revvideo.models.weights import load_weights
 
 __all__ = ["MViT", "mvit_b_16x4"]
 
@@ -193,6 +193,6 @@ def mvit_b_16x4(
 ) -> MViT:
     """MViT-B for 16 frames (sampling rate 4) at 224 px, PySlowFast's and torchvision's
     `mvit_v1_b` architecture (78.4 % top-1 on Kinetics-400). `kwargs` override any argument.
-    `weights`: a checkpoint path or a release name (see revvideo.models.weights, e.g.
+    `weights`: a checkpoint path or a release name (see revvideo.checkpoint.releases, e.g.
     "mvit_b_16x4_k400")."""
     return load_weights(MViT(num_classes, **kwargs), weights, "mvit_b_16x4")

@@ -13,6 +13,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from revvideo.checkpoint.releases import load_weights
 from revvideo.models.build import MODEL_REGISTRY, mvit_arguments
 from revvideo.models.common import (
     ClassificationHead,
@@ -37,7 +38,6 @@ from revvideo.models.reversible import (
     StageTransition,
     recompute_in_backward,
 )
-from revvideo.models.weights import load_weights
 
 __all__ = ["RevMViT", "rev_mvit_b_16x4"]
 
@@ -300,5 +300,5 @@ def rev_mvit_b_16x4(
 ) -> RevMViT:
     """Rev-MViT-B for 16 frames (sampling rate 4) at 224 px: 78.4 % top-1 on Kinetics-400
     in the paper. `kwargs` override any `RevMViT` argument. `weights`: a checkpoint path or a
-    release name (see revvideo.models.weights, e.g. "rev_mvit_b_16x4_k400")."""
+    release name (see revvideo.checkpoint.releases, e.g. "rev_mvit_b_16x4_k400")."""
     return load_weights(RevMViT(num_classes, **kwargs), weights, "rev_mvit_b_16x4")

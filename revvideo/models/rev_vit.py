@@ -8,8 +8,8 @@ into 2x16x16 tubelets; a single image (`num_frames=1`) into 16x16 patches.
 import os
 from typing import Any
 
+from revvideo.checkpoint.releases import load_weights
 from revvideo.models.rev_mvit import RevMViT
-from revvideo.models.weights import load_weights
 
 __all__ = ["rev_vit_b", "rev_vit_s"]
 

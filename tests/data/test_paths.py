@@ -2,8 +2,9 @@ import os
 
 import pytest
 
+from revvideo.classes import folder_class_names
 from revvideo.data import build_dataset
-from revvideo.data.paths import class_names_from_folders, read_video_list
+from revvideo.data.paths import read_video_list
 from revvideo.utils.errors import ConfigError, DataError
 
 
@@ -63,7 +64,7 @@ def test_folder_tree_numbers_classes_over_all_splits(tmp_path):
             write(tmp_path / split / name / "a.mp4", "")
             write(tmp_path / split / name / "notes.txt", "")
     write(tmp_path / "test" / "run" / "deeper" / "b.MKV", "")
-    assert class_names_from_folders(str(tmp_path)) == ["jump", "run", "walk"]
+    assert folder_class_names(str(tmp_path)) == ["jump", "run", "walk"]
     videos = read_video_list(str(tmp_path), "test", num_classes=3)
     assert entries(videos) == [
         (str(tmp_path / "test/run/a.mp4"), 1),

@@ -10,11 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from revvideo.checkpoint import save_checkpoint
+from revvideo.checkpoint import RELEASES, Release, load_weights, save_checkpoint
 from revvideo.demo import cli
 from revvideo.demo.classifier import classify_video, load_classifier, running_scores
 from revvideo.models import build_model
-from revvideo.models.weights import RELEASES, Release, load_weights
 
 from .conftest import (
     CLASS_NAMES,
@@ -144,14 +143,14 @@ def test_cfg_overrides_the_stored_config(trained, videos, tmp_path, capsys):
     assert "2x3 views" in out.splitlines()[0]
 
 
-def test_class_names_fall_back_to_indices(trained, videos, tmp_path, capsys):
+def test_class_names_fall_back_to_placeholders(trained, videos, tmp_path, capsys):
     cfg = trained[1]
     save_checkpoint(tmp_path / "unnamed.pyth", build_model(cfg), cfg=cfg.dump())
 
     status, out, _ = run_main(capsys, videos["red"], "--checkpoint", tmp_path / "unnamed.pyth")
 
     assert status == 0
-    assert {line.split()[1] for line in out.splitlines()[1:]} == {"0", "1", "2"}
+    assert {line.split()[1] for line in out.splitlines()[1:]} == {"class_0", "class_1", "class_2"}
 
 
 def test_partly_damaged_video_is_classified_from_what_decodes(trained, tmp_path, capsys):
@@ -228,7 +227,6 @@ def test_release_name_downloads_and_uses_the_release_settings(
 def test_without_checkpoint_uses_the_quick_starts_newest(
     trained, videos, tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
     monkeypatch.chdir(tmp_path)
     (tmp_path / cli.QUICK_START_CONFIG).parent.mkdir(parents=True)
     (tmp_path / cli.QUICK_START_CONFIG).write_text("OUTPUT_DIR: output/quick\n")

@@ -4,14 +4,14 @@ import pytest
 import torch
 from test_checkpoint import TINY, randomize, tiny_torchvision_mvit
 
-from revvideo.checkpoint import read_checkpoint, save_checkpoint
+from revvideo.checkpoint import read_checkpoint, save_checkpoint, stored_config
 from revvideo.config import get_cfg
 from revvideo.models import MViT, build_model
-from revvideo.models.weights import stored_config
 
-from .conftest import load_script, run_tool, tiny_cfg
+from revvideo.checkpoint import convert as conversion
+from revvideo.checkpoint.convert import ConversionMismatch, convert, torchvision_twin
 
-tool = load_script("tools/convert_checkpoint.py")
+from .conftest import run_tool, tiny_cfg
 
 
 def tiny_mvit_cfg():
@@ -58,32 +58,33 @@ def test_pyslowfast_to_revvideo_and_back_keeps_every_tensor(tmp_path, capsys):
     }
     torch.save(pyslowfast, tmp_path / "released.pyth")
 
+    cfg_file = write_cfg(cfg, tmp_path / "c.yaml")
     assert (
-        tool.main(
-            [
-                str(tmp_path / "released.pyth"),
-                str(tmp_path / "ours.pyth"),
-                "--cfg",
-                write_cfg(cfg, tmp_path / "c.yaml"),
-            ]
-        )
-        == 0
+        convert(str(tmp_path / "released.pyth"), tmp_path / "ours.pyth", cfg_file, "revvideo") == 0
     )
-    assert (
-        tool.main([str(tmp_path / "ours.pyth"), str(tmp_path / "back.pyth"), "--to", "pyslowfast"])
-        == 0
+    run = run_tool(
+        "tools/convert_checkpoint.py",
+        tmp_path / "ours.pyth",
+        tmp_path / "back.pyth",
+        "--to",
+        "pyslowfast",
     )
+    assert run.returncode == 0, run.stderr
 
     ours = read_checkpoint(tmp_path / "ours.pyth")
-    assert sorted(ours) == ["cfg", "class_names", "epoch", "model_state"]
+    assert sorted(ours) == ["cfg", "class_names", "epoch", "model_state", "provenance"]
     assert stored_config(ours, "ours.pyth") == cfg
-    assert ours["class_names"] == ["0", "1", "2"] and ours["epoch"] == 200
+    assert ours["class_names"] == ["class_0", "class_1", "class_2"] and ours["epoch"] == 200
+    assert ours["provenance"] == {
+        "source": f"converted from {tmp_path / 'released.pyth'}",
+        "epoch": 200,
+        "step": 0,
+    }
     back = torch.load(tmp_path / "back.pyth", weights_only=True)
     assert sorted(back) == ["epoch", "model_state"] and back["epoch"] == 200
     assert back["model_state"].keys() == state.keys()
     assert all(torch.equal(back["model_state"][key], value) for key, value in state.items())
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1] == (
+    assert run.stdout.splitlines()[-1] == (
         f"wrote {tmp_path / 'back.pyth'} (pyslowfast layout); logits equal to the source's on a "
         "random clip (largest relative difference 0.0e+00)"
     )
@@ -93,7 +94,7 @@ def test_torchvision_to_revvideo_gives_the_same_logits(tmp_path):
     torchvision_model = randomize(tiny_torchvision_mvit())
     torch.save(torchvision_model.state_dict(), tmp_path / "mvit_v1_b.pth")
 
-    difference = tool.convert(
+    difference = convert(
         str(tmp_path / "mvit_v1_b.pth"),
         tmp_path / "ours.pyth",
         write_cfg(tiny_mvit_cfg(), tmp_path / "c.yaml"),
@@ -110,7 +111,7 @@ def test_torchvision_to_revvideo_gives_the_same_logits(tmp_path):
 
 
 def test_torchvision_twin_matches_the_hand_built_torchvision_model():
-    twin, hand_built = tool.torchvision_twin(tiny_mvit_cfg()), tiny_torchvision_mvit()
+    twin, hand_built = torchvision_twin(tiny_mvit_cfg()), tiny_torchvision_mvit()
     assert {k: v.shape for k, v in twin.state_dict().items()} == {
         k: v.shape for k, v in hand_built.state_dict().items()
     }
@@ -128,13 +129,11 @@ def test_a_conversion_that_changes_the_outputs_is_refused(tmp_path, monkeypatch,
             model.head.projection.bias.add_(1.0)
         save_checkpoint(path, model, **entries)
 
-    monkeypatch.setattr(tool, "save_checkpoint", save_damaged)
+    monkeypatch.setattr(conversion, "save_checkpoint", save_damaged)
 
-    assert tool.main([str(tmp_path / "source.pyth"), str(tmp_path / "out.pyth")]) == 1
+    with pytest.raises(ConversionMismatch, match=r"^the converted model's logits differ from the "):
+        convert(str(tmp_path / "source.pyth"), tmp_path / "out.pyth", None, "revvideo")
     assert not (tmp_path / "out.pyth").exists()
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1
-    assert err[0].startswith("error: the converted model's logits differ from the source's by ")
 
 
 @pytest.mark.parametrize(
@@ -152,14 +151,15 @@ def test_a_conversion_that_changes_the_outputs_is_refused(tmp_path, monkeypatch,
         ),
     ],
 )
-def test_bad_sources_are_one_error_line(tmp_path, monkeypatch, capsys, arguments, message):
-    monkeypatch.chdir(tmp_path)
+def test_bad_sources_are_one_error_line(tmp_path, arguments, message):
     cfg = tiny_cfg()
-    save_checkpoint("source.pyth", build_model(cfg), cfg=cfg.dump())
-    torch.save(build_model(cfg).state_dict(), "bare.pyth")
+    save_checkpoint(tmp_path / "source.pyth", build_model(cfg), cfg=cfg.dump())
+    torch.save(build_model(cfg).state_dict(), tmp_path / "bare.pyth")
 
-    assert tool.main(arguments) == 2
-    assert capsys.readouterr().err.splitlines() == [message]
+    run = run_tool("tools/convert_checkpoint.py", *arguments, cwd=tmp_path)
+
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [message]
 
 
 def test_command_line_error_without_traceback(tmp_path):

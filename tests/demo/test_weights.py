@@ -9,10 +9,9 @@ import pytest
 import torch
 
 import revvideo.models
-from revvideo.checkpoint import save_checkpoint
-from revvideo.data.kinetics import kinetics400_class_names
+from revvideo.checkpoint import RELEASES, Release, fetch_release, save_checkpoint, stored_config
+from revvideo.classes import kinetics400_class_names
 from revvideo.models import rev_mvit_b_16x4, rev_vit_s
-from revvideo.models.weights import RELEASES, Release, fetch_release, stored_config
 from revvideo.utils.errors import CheckpointError, ConfigError
 
 from .conftest import ROOT, load_script, tiny_cfg

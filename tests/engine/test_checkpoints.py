@@ -8,8 +8,7 @@ import torch
 from tiny_models import tiny_rev_mvit
 
 from revvideo.checkpoint import save_checkpoint
-from revvideo.config import get_cfg
-from revvideo.engine.checkpoints import (
+from revvideo.checkpoint.training import (
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
@@ -19,6 +18,7 @@ from revvideo.engine.checkpoints import (
     save_training_state,
     set_rng_state,
 )
+from revvideo.config import get_cfg
 from revvideo.engine.optim import WarmupCosineSchedule
 from revvideo.utils.errors import CheckpointError
 
@@ -84,6 +84,8 @@ def _save(path, objects, epochs_done):
         rng_states=[rng_state()],
         cfg=get_cfg(),
         class_names=["a", "b"],
+        source="pretrained.pyth",
+        optimizer_steps=5 * epochs_done,
     )
 
 
@@ -100,6 +102,7 @@ def test_training_state_round_trip(tmp_path):
     extra = load_training_state(path, *restored)
     assert extra["epoch"] == 1
     assert extra["class_names"] == ["a", "b"]
+    assert extra["provenance"] == {"source": "pretrained.pyth", "epoch": 1, "step": 5}
     assert get_cfg().dump() == extra["cfg"]
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, restored[0].state_dict()[name])

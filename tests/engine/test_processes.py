@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from revvideo.checkpoint import read_checkpoint
-from revvideo.engine.checkpoints import latest_checkpoint
+from revvideo.checkpoint.training import latest_checkpoint
 
 from .helpers import (
     FIXED_CLIPS,

@@ -1,8 +1,9 @@
-"""Saving and loading checkpoints.
+"""Checkpoint files: writing them atomically, reading every layout, fitting weights to a model.
 
 Our files use PySlowFast's layout so that checkpoints move freely between the two code bases:
-a dict whose `"model_state"` entry is the model's state dict, next to whatever the training
-engine adds (`"optimizer_state"`, `"epoch"`, `"cfg"` as a YAML string, ...).
+a dict whose `"model_state"` entry is the model's state dict, next to the model's config
+(`"cfg"`, a YAML string), its ordered `"class_names"`, its `"provenance"` (source, epoch, step)
+and whatever the training engine adds (`"optimizer_state"`, ...).
 
 `load_checkpoint` also reads the layouts other tools write: a dict with `"model"` or
 `"state_dict"`, a bare state dict, `module.`-prefixed names from (Distributed)DataParallel, and
@@ -10,30 +11,41 @@ torchvision's `mvit_v1_b` parameter names. Files are unpickled with `weights_onl
 checkpoint can never run code; every problem with a file is a one-line `CheckpointError`.
 """
 
+import contextlib
+import math
 import os
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+import yaml
+from fvcore.common.config import CfgNode
 from torch import nn
 
-from revvideo.utils.errors import CheckpointError
+from revvideo.config import get_cfg, load_config
+from revvideo.utils.errors import CheckpointError, ConfigError
 
 __all__ = [
     "from_torchvision_mvit",
     "load_checkpoint",
+    "load_fine_tuning_state",
     "load_model_state",
+    "model_entries",
     "read_checkpoint",
+    "read_model_checkpoint",
     "save_checkpoint",
-    "to_torchvision_mvit",
+    "stored_config",
 ]
 
 StateDict = dict[str, torch.Tensor]
 
 MODEL_STATE = "model_state"
+# The classification layer, which fine-tuning on other classes replaces.
+HEAD_PREFIX = "head.projection."
 # Where other code bases keep the state dict inside a checkpoint dict, in order of preference.
 _STATE_DICT_KEYS = (MODEL_STATE, "model", "state_dict")
 
@@ -75,7 +87,6 @@ def _name_pattern(template: str) -> re.Pattern[str]:
 
 
 _FROM_TORCHVISION = [(_name_pattern(tv), ours) for tv, ours in _TORCHVISION_MVIT_NAMES]
-_TO_TORCHVISION = [(_name_pattern(ours), tv) for tv, ours in _TORCHVISION_MVIT_NAMES]
 
 
 def _rename(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str:
@@ -93,17 +104,6 @@ def from_torchvision_mvit(state: Mapping[str, torch.Tensor]) -> StateDict:
         if key in _TORCHVISION_RANKS:
             value = value.reshape(1, -1, value.shape[-1])
         converted[_rename(key, _FROM_TORCHVISION)] = value
-    return converted
-
-
-def to_torchvision_mvit(state: Mapping[str, torch.Tensor]) -> StateDict:
-    """Our `MViT`'s state dict under torchvision's `MViT` (v1) names and shapes."""
-    converted = {}
-    for key, value in state.items():
-        name = _rename(key, _TO_TORCHVISION)
-        if name in _TORCHVISION_RANKS:
-            value = value.reshape(value.shape[-_TORCHVISION_RANKS[name] :])
-        converted[name] = value
     return converted
 
 
@@ -141,10 +141,16 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
             os.fsync(directory)
         finally:
             os.close(directory)
-    except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from err
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a full disk as a RuntimeError from its zip writer.
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        kept = f"; {path} is unchanged" if path.exists() else ""
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}{kept}") from err
     finally:
-        partial.unlink(missing_ok=True)
+        # The write's own error is the one to report: a failed cleanup (read-only folder)
+        # must not replace it.
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
 
 
 def _unpickle(path: Path, map_location: str | torch.device | None) -> Any:
@@ -265,3 +271,147 @@ def load_model_state(
     _check_fit(Path(path), state, model)
     model.load_state_dict(state)
     return {key: value for key, value in checkpoint.items() if key != MODEL_STATE}
+
+
+def model_entries(
+    cfg: CfgNode, class_names: Sequence[str], *, source: str, epoch: int = 0, step: int = 0
+) -> dict[str, Any]:
+    """The entries that make a checkpoint a self-describing model: the config it was built
+    with, its class names by output index, and where its weights came from (`source`: "scratch",
+    the checkpoint it was fine-tuned or converted from, ...) after how many epochs and steps."""
+    return {
+        "cfg": cfg.dump(),
+        "class_names": list(class_names),
+        "provenance": {"source": str(source), "epoch": int(epoch), "step": int(step)},
+    }
+
+
+def stored_config(checkpoint: Mapping[str, Any], source: str | os.PathLike) -> CfgNode | None:
+    """The revvideo config saved in a checkpoint's `"cfg"` entry (a YAML string), or None.
+
+    Raises ConfigError when the entry is not a revvideo config (PySlowFast stores its own,
+    with keys revvideo does not have).
+    """
+    text = checkpoint.get("cfg")
+    if not text:
+        return None
+    try:
+        tree = yaml.safe_load(text) if isinstance(text, str) else text
+        if not isinstance(tree, Mapping):
+            raise ValueError(f"a {type(tree).__name__}, not a mapping of keys")
+        cfg = get_cfg()
+        cfg.merge_from_other_cfg(CfgNode(tree))
+    except (yaml.YAMLError, KeyError, ValueError, TypeError) as err:
+        reason = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        raise ConfigError(
+            f"the config stored in {source} is not a revvideo config "
+            f"({reason.splitlines()[0]}); pass the YAML config that describes its model"
+        ) from None
+    return cfg
+
+
+def head_classes(checkpoint: Mapping[str, Any]) -> int | None:
+    """How many classes the weights of `checkpoint` (as read_checkpoint returns it) score."""
+    weight = checkpoint[MODEL_STATE].get(HEAD_PREFIX + "weight")
+    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+
+
+def read_model_checkpoint(
+    path: str | os.PathLike, cfg_file: str | os.PathLike | None
+) -> tuple[CfgNode, dict[str, Any]]:
+    """The config of the model whose weights `path` holds, and the checkpoint, read once.
+
+    The config is the YAML file `cfg_file` when one is given, else the revvideo config saved in
+    the checkpoint; ConfigError when there is neither. When the config leaves MODEL.NUM_CLASSES
+    to the data (0), the checkpoint's head decides it. Load the weights with `load_model_state`.
+    """
+    cfg = load_config(cfg_file) if cfg_file is not None else None
+    checkpoint = read_checkpoint(path)
+    if cfg is None:
+        cfg = stored_config(checkpoint, path)
+    if cfg is None:
+        raise ConfigError(
+            f"{path} holds no revvideo config; pass the YAML config that describes its model "
+            "with --cfg"
+        )
+    if cfg.MODEL.NUM_CLASSES == 0:
+        cfg.MODEL.NUM_CLASSES = head_classes(checkpoint) or 0
+    return cfg, checkpoint
+
+
+def _grid_side(tokens: int, path: Path, key: str) -> int:
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise CheckpointError(f"{path}: {key} holds {tokens} positions, not a square grid")
+    return side
+
+
+def _resized_position_embedding(
+    value: torch.Tensor, target: torch.Tensor, key: str, model: nn.Module, path: Path
+) -> torch.Tensor:
+    """`value` (1, N, C) interpolated to the positions of `target` (1, N', C): a square
+    spatial grid (bicubic), a temporal line (linear) or a joint T x H x W grid (trilinear,
+    with the class position kept), as the model lays its tokens out."""
+    if key == "pos_embed_temporal":
+        line = value.transpose(1, 2)
+        return F.interpolate(line, size=target.shape[1], mode="linear").transpose(1, 2)
+    if key == "pos_embed_spatial":
+        old, new = _grid_side(value.shape[1], path, key), _grid_side(target.shape[1], path, key)
+        image = value.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+        image = F.interpolate(image, size=(new, new), mode="bicubic", align_corners=False)
+        return image.flatten(2).transpose(1, 2)
+    # One embedding per token of the model's grid, after the class position if it has one.
+    t, h, w = model.grid
+    class_positions = target.shape[1] - t * h * w
+    tokens = value.shape[1] - class_positions
+    # The checkpoint's grid: the same frames with another square crop, else the same crop
+    # with another number of frames.
+    if tokens % t == 0 and math.isqrt(tokens // t) ** 2 == tokens // t:
+        old = (t, math.isqrt(tokens // t), math.isqrt(tokens // t))
+    elif tokens % (h * w) == 0:
+        old = (tokens // (h * w), h, w)
+    else:
+        raise CheckpointError(
+            f"{path}: {key} holds {tokens} positions, which fit no {t} x S x S or T x {h} x {w} "
+            "grid; fine-tune with the checkpoint's frame count or crop size"
+        )
+    volume = value[:, class_positions:].reshape(1, *old, -1).permute(0, 4, 1, 2, 3)
+    volume = F.interpolate(volume, size=(t, h, w), mode="trilinear", align_corners=False)
+    return torch.cat([value[:, :class_positions], volume.flatten(2).transpose(1, 2)], dim=1)
+
+
+def load_fine_tuning_state(
+    model: nn.Module, checkpoint: Mapping[str, Any], path: str | os.PathLike
+) -> list[str]:
+    """Loads the weights of `checkpoint` into `model` for fine-tuning: every tensor that fits;
+    the classification head left as initialised when the class count differs; position
+    embeddings interpolated to another frame count or crop size.
+
+    Returns what was re-initialised or resized (empty when everything fitted). Raises
+    CheckpointError naming the first mismatches when the rest of the model does not fit.
+    """
+    path = Path(path)
+    model = _unwrap(model)
+    expected = model.state_dict()
+    state = dict(checkpoint[MODEL_STATE])
+    changes = []
+    head = {key for key in expected if key.startswith(HEAD_PREFIX)}
+    if any(key in state and state[key].shape != expected[key].shape for key in head):
+        old = head_classes(checkpoint)
+        for key in head:
+            state[key] = expected[key]
+        changes.append(
+            f"re-initialised the classification head ({old} -> "
+            f"{expected[HEAD_PREFIX + 'weight'].shape[0]} classes)"
+        )
+    for key in sorted(expected):
+        resize = key.startswith("pos_embed") and key in state
+        if resize and state[key].shape != expected[key].shape:
+            before = state[key].shape[1]
+            state[key] = _resized_position_embedding(
+                state[key].to(expected[key].dtype), expected[key], key, model, path
+            )
+            changes.append(f"resized {key} ({before} -> {expected[key].shape[1]} positions)")
+    _check_fit(path, state, model)
+    model.load_state_dict(state)
+    return changes

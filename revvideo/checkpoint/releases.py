@@ -1,4 +1,4 @@
-"""Pretrained weights for the model builders: a local checkpoint, or a named release.
+"""Released checkpoints by name, and `weights=` for the model builders.
 
 `rev_mvit_b_16x4(weights="rev_mvit_b_16x4_k400")` downloads the release once into the torch
 hub cache (`torch.hub.get_dir()/checkpoints`, moved with $TORCH_HOME) and loads it;
@@ -14,29 +14,23 @@ from __future__ import annotations
 
 import os
 import urllib.error
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
-from fvcore.common.config import CfgNode
 from torch import nn
 
-from revvideo.checkpoint import load_checkpoint, read_checkpoint
-from revvideo.config import get_cfg, load_config
-from revvideo.utils.errors import CheckpointError, ConfigError
+from revvideo.checkpoint.files import load_checkpoint
+from revvideo.classes import kinetics400_class_names
+from revvideo.utils.errors import CheckpointError
 
 __all__ = [
     "RELEASES",
     "Release",
+    "checkpoint_file",
     "fetch_release",
     "find_release",
     "load_weights",
-    "read_model_checkpoint",
-    "stored_class_names",
-    "stored_config",
 ]
 
 
@@ -64,10 +58,6 @@ class Release:
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
     def class_names(self) -> list[str]:
-        # Imported here: revvideo.data pulls in the whole data pipeline, which the models
-        # (importing this module) do not need.
-        from revvideo.data.kinetics import kinetics400_class_names
-
         return kinetics400_class_names()
 
 
@@ -139,6 +129,28 @@ def fetch_release(release: Release, progress: bool = True) -> Path:
     return path
 
 
+def checkpoint_file(source: str | os.PathLike, option: str = "weights") -> Path:
+    """The file of `source`: a release name (downloaded once into the hub cache) or a path.
+
+    CheckpointError naming `option` (the key or argument that gave it) when it is neither.
+    """
+    release = find_release(source) if isinstance(source, str) else None
+    if release is not None:
+        return fetch_release(release)
+    path = Path(source)
+    if path.is_dir():
+        raise CheckpointError(f"{option} {path} is a folder, not a checkpoint file")
+    if not path.exists():
+        # A bare word may be a misspelt release name; anything else is a file path.
+        if isinstance(source, str) and not path.suffix and path.name == source:
+            raise CheckpointError(
+                f"{option} {source!r} is neither a file nor a release "
+                f"({', '.join(sorted(RELEASES))})"
+            )
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
 def load_weights(model: nn.Module, weights: str | os.PathLike | None, builder: str) -> nn.Module:
     """`model` (built by `builder`) with `weights` loaded: a release name or a checkpoint path.
 
@@ -158,68 +170,8 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | None, builder: s
         if classes != release.num_classes:
             raise CheckpointError(
                 f"weights {release.name} classify {release.num_classes} classes; build the "
-                f"model with num_classes={release.num_classes} (not {classes}) and replace "
-                "model.head.projection to fine-tune on other classes"
+                f"model with num_classes={release.num_classes} (not {classes}), or fine-tune "
+                f"on other classes with TRAIN.CHECKPOINT_FILE_PATH {release.name}"
             )
-        path = fetch_release(release)
-    else:
-        path = Path(weights)
-        if isinstance(weights, str) and not path.exists():
-            raise CheckpointError(
-                f"weights {weights!r} is neither a file nor a release "
-                f"({', '.join(sorted(RELEASES))})"
-            )
-    load_checkpoint(path, model)
+    load_checkpoint(checkpoint_file(weights), model)
     return model
-
-
-def stored_config(checkpoint: Mapping[str, Any], source: str | os.PathLike) -> CfgNode | None:
-    """The revvideo config saved in a checkpoint's `"cfg"` entry (a YAML string), or None.
-
-    Raises ConfigError when the entry is not a revvideo config (PySlowFast stores its own,
-    with keys revvideo does not have).
-    """
-    text = checkpoint.get("cfg")
-    if not text:
-        return None
-    try:
-        tree = yaml.safe_load(text) if isinstance(text, str) else text
-        if not isinstance(tree, Mapping):
-            raise ValueError(f"a {type(tree).__name__}, not a mapping of keys")
-        cfg = get_cfg()
-        cfg.merge_from_other_cfg(CfgNode(tree))
-    except (yaml.YAMLError, KeyError, ValueError, TypeError) as err:
-        reason = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
-        raise ConfigError(
-            f"the config stored in {source} is not a revvideo config "
-            f"({reason.splitlines()[0]}); pass the YAML config that describes its model"
-        ) from None
-    return cfg
-
-
-def read_model_checkpoint(
-    path: Path, cfg_file: str | os.PathLike | None
-) -> tuple[CfgNode, dict[str, Any]]:
-    """The config of the model whose weights `path` holds, and the checkpoint, read once: the
-    config is the YAML file `cfg_file` when one is given, else the revvideo config saved in the
-    checkpoint. ConfigError when there is neither. Load the weights with `load_model_state`.
-    """
-    cfg = load_config(cfg_file) if cfg_file is not None else None
-    checkpoint = read_checkpoint(path)
-    if cfg is None:
-        cfg = stored_config(checkpoint, path)
-    if cfg is None:
-        raise ConfigError(
-            f"{path} holds no revvideo config; pass the YAML config that describes its model "
-            "with --cfg"
-        )
-    return cfg, checkpoint
-
-
-def stored_class_names(checkpoint: Mapping[str, Any], num_classes: int) -> list[str] | None:
-    """The checkpoint's "class_names" entry (training saves it) when it names `num_classes`
-    classes, else None."""
-    names = checkpoint.get("class_names")
-    if isinstance(names, list) and len(names) == num_classes:
-        return [str(name) for name in names]
-    return None

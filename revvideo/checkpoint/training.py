@@ -10,20 +10,27 @@ rename), so a checkpoint is either complete or absent.
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from revvideo.checkpoint import load_checkpoint, save_checkpoint
-from revvideo.engine.optim import WarmupCosineSchedule
+from revvideo.checkpoint.files import load_checkpoint, model_entries, save_checkpoint
 from revvideo.utils.errors import CheckpointError
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"checkpoint_epoch_(\d{5})(?:_step_(\d{6}))?\.pyth")
 TRAINING_STATE_KEYS = ("optimizer_state", "scheduler_state", "scaler_state", "epoch", "rng_states")
+
+
+class Stateful(Protocol):
+    """What a checkpoint saves of a schedule: its state as plain data."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def checkpoint_path(output_dir: str | Path, epochs_done: int, steps_done: int = 0) -> Path:
@@ -89,7 +96,7 @@ def save_training_state(
     path: Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    schedule: WarmupCosineSchedule,
+    schedule: Stateful,
     scaler: torch.amp.GradScaler,
     *,
     epochs_done: int,
@@ -97,9 +104,12 @@ def save_training_state(
     rng_states: list[dict[str, Any]],
     cfg: CfgNode,
     class_names: list[str],
+    source: str,
+    optimizer_steps: int,
 ) -> None:
-    """Everything a resumed run needs to continue as if never stopped. `rng_states` has one
-    entry per process (rank order); `class_names` lets tools name the predictions."""
+    """Everything a resumed run needs to continue as if never stopped, and what makes the file
+    a self-describing model (config, class names, provenance: `source` the run started from,
+    after `optimizer_steps` steps). `rng_states` has one entry per process (rank order)."""
     save_checkpoint(
         path,
         model,
@@ -109,8 +119,7 @@ def save_training_state(
         epoch=epochs_done,
         epoch_step=steps_done,
         rng_states=rng_states,
-        cfg=cfg.dump(),
-        class_names=list(class_names),
+        **model_entries(cfg, class_names, source=source, epoch=epochs_done, step=optimizer_steps),
     )
 
 
@@ -118,7 +127,7 @@ def load_training_state(
     path: Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    schedule: WarmupCosineSchedule,
+    schedule: Stateful,
     scaler: torch.amp.GradScaler,
 ) -> dict[str, Any]:
     """Restores model, optimizer, schedule and scaler from `path`; returns the other entries
