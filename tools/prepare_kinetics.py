@@ -1,15 +1,28 @@
-"""Builds revvideo's CSVs for a Kinetics-style dataset, optionally re-encoding the videos.
+"""Builds revvideo's CSVs (train.csv, val.csv, test.csv, classnames.json) for a folder of videos.
 
-From a folder tree (<videos>/<split>/<class>/<video>):
-    python tools/prepare_kinetics.py data/k400 --videos /downloads/k400
-From the official annotation CSVs (label,youtube_id,time_start,time_end,split), matched against
-downloaded clips named <youtube_id>_<start:06d>_<end:06d>.<ext> or <youtube_id>.<ext>:
-    python tools/prepare_kinetics.py data/k400 --videos /downloads/k400 \\
-        --annotations train=kinetics400/train.csv val=kinetics400/validate.csv
-Add --resize 320 --jobs 8 to re-encode to short side 320 (resumable; failures in failed.txt).
-Class indices follow Kinetics-400's order when every class is a Kinetics-400 class.
-Writes <out>/{train,val,test}.csv, classnames.json, missing_<split>.txt and failed.txt; then set
-DATA.PATH_TO_DATA_DIR to <out>.
+It reads three layouts, found by looking into --videos:
+
+1. split folders, <videos>/<split>/<class>/<video> with split train, val or test:
+     python tools/prepare_kinetics.py data/k400 --videos /downloads/k400
+2. class folders, <videos>/<class>/<video> (e.g. my_videos/cooking/a.mp4): each class's videos
+   are split here into train, val and test by --split fractions, seeded by --seed:
+     python tools/prepare_kinetics.py data/mine --videos my_videos --split 0.7 0.15 0.15 --seed 0
+3. the official Kinetics annotation CSVs (label,youtube_id,time_start,time_end,split), matched
+   against clips named <youtube_id>_<start:06d>_<end:06d>.<ext> or <youtube_id>.<ext>:
+     python tools/prepare_kinetics.py data/k400 --videos /downloads/k400 \\
+         --annotations train=kinetics400/train.csv val=kinetics400/validate.csv
+
+Add --resize 320 --jobs 8 to re-encode to short side 320 into <output>/videos/ (resumable; the
+partial files of a killed run are removed; failures in failed.txt). Two videos of a class that
+would get one name (a.mp4, a.avi) are both kept: a.mp4 and a-2.mp4.
+Class indices follow Kinetics-400's order when every class is a Kinetics-400 class, else the
+sorted class names. Writes <output>/{train,val,test}.csv (one `path label` row per video),
+classnames.json, missing_<split>.txt and failed.txt; then set DATA.PATH_TO_DATA_DIR to <output>.
+
+A video whose path holds a newline or control character would split its row: it is skipped and
+counted. A class name that cannot be a folder name ('/', '..', a newline) is an error. Inputs are
+never written: the lists must not replace an annotation CSV, and with --resize <output>/videos
+must lie outside --videos. Exit status: 0 done; 2 a user mistake (one `error:` line).
 """
 
 import argparse
@@ -17,60 +30,132 @@ import os
 import sys
 from collections import Counter
 
+from revvideo.classes import SPLITS
 from revvideo.data.kinetics import (
+    DEFAULT_SPLIT,
+    check_outputs,
+    folder_layout,
     reencode_all,
     videos_from_annotations,
+    videos_from_class_folders,
     videos_from_folders,
     write_lists,
 )
-from revvideo.data.paths import SPLITS
 from revvideo.utils.errors import DataError, UserError
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("output", help="folder for the CSVs (and re-encoded videos)")
-    parser.add_argument("--videos", required=True, help="folder of downloaded videos")
+class _Parser(argparse.ArgumentParser):
+    """Option mistakes as one `error:` line, like every other user mistake."""
+
+    def error(self, message: str) -> None:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("output", help="folder for the CSVs (and the re-encoded videos)")
+    parser.add_argument("--videos", required=True, help="folder of the videos (required)")
     parser.add_argument(
         "--annotations",
         nargs="+",
         metavar="SPLIT=CSV",
-        help="official annotation CSVs per split (train, val or test)",
+        help="official annotation CSVs per split (train, val or test) (default: none; the "
+        "layout is read from the folders)",
+    )
+    parser.add_argument(
+        "--split",
+        nargs=3,
+        type=float,
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="fractions of each class's videos per split, for class folders only "
+        f"(default: {' '.join(map(str, DEFAULT_SPLIT))})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the split of class folders: the same seed gives the same split (default: 0)",
     )
     parser.add_argument(
         "--kinetics400",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="force (or refuse) Kinetics-400 class indices; default: when all names match",
+        help="force (or refuse) Kinetics-400 class indices (default: when all names are "
+        "Kinetics-400 names)",
     )
-    parser.add_argument("--resize", type=int, metavar="SHORT_SIDE", help="re-encode, e.g. 320")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="re-encoding processes")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--resize",
+        type=int,
+        metavar="SHORT_SIDE",
+        help="re-encode to this short side, e.g. 320 (default: no re-encoding)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count(),
+        help="re-encoding processes (default: the number of CPUs, %(default)s here)",
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     try:
-        if not os.path.isdir(args.videos):
-            raise DataError(f"--videos {args.videos} is not a folder")
-        missing = {}
-        if args.annotations:
-            videos, names, missing = videos_from_annotations(
-                _annotation_files(args.annotations), args.videos, args.kinetics400
-            )
-        else:
-            videos, names = videos_from_folders(args.videos, args.kinetics400)
-        failed = []
-        if args.resize:
-            videos, failed = reencode_all(videos, args.output, names, args.resize, args.jobs)
-        write_lists(args.output, videos, names, missing, failed)
+        found = _prepare(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    per_split = Counter(video.split for video in videos)
+    except OSError as err:  # An unreadable folder, a read-only or full output folder.
+        print(f"error: {err.filename or args.output}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    for notice in found.notices:
+        print(f"notice: {notice}")
+    per_split = Counter(video.split for video in found.videos)
     counts = ", ".join(f"{split} {per_split[split]}" for split in SPLITS if per_split[split])
-    print(f"{args.output}: {counts} videos of {len(names)} classes")
-    for split, rows in missing.items():
+    print(f"{args.output}: {counts} videos of {len(found.class_names)} classes")
+    for split, rows in found.missing.items():
         print(f"{len(rows)} {split} clips not downloaded: {args.output}/missing_{split}.txt")
-    if failed:
-        print(f"{len(failed)} videos failed to re-encode: {args.output}/failed.txt")
     return 0
+
+
+def _prepare(args):
+    """Reads the layout of args.videos, re-encodes if asked, writes the lists; returns what
+    was found, its `notices` extended with the failures to re-encode."""
+    if args.resize is not None and args.resize < 2:
+        raise UserError(f"--resize takes a short side in pixels, got {args.resize}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs takes a number of processes, at least 1, got {args.jobs}")
+    if not os.path.isdir(args.videos):
+        raise DataError(f"--videos {args.videos} is not a folder")
+    annotations = _annotation_files(args.annotations or ())
+    layout = "annotations" if annotations else folder_layout(args.videos)
+    if layout != "classes" and (args.split is not None or args.seed is not None):
+        raise UserError(
+            f"--split and --seed split class folders (<class>/<video>), but {args.videos} is "
+            + ("read with --annotations" if annotations else "already split (<split>/<class>)")
+        )
+    check_outputs(args.output, args.videos, annotations.values(), reencoding=bool(args.resize))
+    if annotations:
+        found = videos_from_annotations(annotations, args.videos, args.kinetics400)
+    elif layout == "splits":
+        found = videos_from_folders(args.videos, args.kinetics400)
+    else:
+        found = videos_from_class_folders(
+            args.videos, args.split or DEFAULT_SPLIT, args.seed or 0, args.kinetics400
+        )
+    failed = []
+    if args.resize:
+        found.videos, failed = reencode_all(
+            found.videos, args.output, found.class_names, args.resize, args.jobs
+        )
+    write_lists(args.output, found.videos, found.class_names, found.missing, failed)
+    if failed:
+        found.notices.append(f"{len(failed)} videos failed to re-encode: {args.output}/failed.txt")
+    return found
 
 
 def _annotation_files(pairs):

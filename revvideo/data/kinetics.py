@@ -1,28 +1,65 @@
 """Preparing Kinetics-style datasets: our CSVs from folders or official annotations, re-encoding.
 
-Used by tools/prepare_kinetics.py. Official Kinetics annotation CSVs have a header and the
-columns label,youtube_id,time_start,time_end,split; downloaders name the clips
-`<youtube_id>_<start:06d>_<end:06d>.<ext>` or `<youtube_id>.<ext>`, often inside label folders.
+Used by tools/prepare_kinetics.py, which reads three layouts:
+- split folders `<videos>/<split>/<class>/<video>` (videos_from_folders);
+- class folders `<videos>/<class>/<video>`, split here per class (videos_from_class_folders);
+- official Kinetics annotation CSVs (videos_from_annotations): a header and the columns
+  label,youtube_id,time_start,time_end,split; downloaders name the clips
+  `<youtube_id>_<start:06d>_<end:06d>.<ext>` or `<youtube_id>.<ext>`, often inside label folders.
+
+Paths built from data stay inside the output folder: class names that are folder names are
+checked (check_class_name), and video paths that cannot be one `path label` row are skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import json
+import io
+import math
 import multiprocessing
 import os
-import re
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import av
 from av.video.reformatter import VideoReformatter
 from tqdm import tqdm
 
+from revvideo.classes import (
+    CLASSNAMES_FILE,
+    SPLITS,
+    _first,
+    folder_class_names,
+    kinetics400_class_names,
+    normalized_name,
+    write_classnames_file,
+)
 from revvideo.data.decoding import display_rotation, scaled_size
-from revvideo.data.paths import SPLITS, class_names_from_folders, video_files
+from revvideo.data.paths import video_files
 from revvideo.utils.errors import DataError
+from revvideo.utils.text import read_text
+
+# Train, val and test fractions of each class of a class-folder tree.
+DEFAULT_SPLIT = (0.7, 0.15, 0.15)
+ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+# Suffix of a file being re-encoded; renamed to its final name when complete.
+PARTIAL_SUFFIX = ".partial.mp4"
+# Where re-encoded videos go inside the output folder: <split>/<class>/<name>.mp4.
+REENCODED_DIR = "videos"
+FAILED_FILE = "failed.txt"
+# The lists write_lists writes besides classnames.json (each only when it has rows).
+LIST_FILES = (
+    *(f"{split}.csv" for split in SPLITS),
+    *(f"missing_{split}.txt" for split in SPLITS),
+    FAILED_FILE,
+)
+LAYOUTS = (
+    "<split>/<class>/<video> (split folders train, val, test), <class>/<video> (class "
+    "folders, split here), or the official annotation CSVs (--annotations)"
+)
 
 
 class Video(NamedTuple):
@@ -33,22 +70,24 @@ class Video(NamedTuple):
     path: str
 
 
-def kinetics400_class_names() -> list[str]:
-    """The 400 Kinetics-400 class names in their usual (alphabetical) order, without download."""
-    import torchvision
+@dataclass
+class FoundVideos:
+    """What a layout yields: the videos, the class names by index, per split the annotation rows
+    without a file ("youtube_id start end label"), and one-line notices of what was left out."""
 
-    return torchvision.models.get_weight("MViT_V1_B_Weights.KINETICS400_V1").meta["categories"]
-
-
-def normalized_name(name: str) -> str:
-    """Lower-case words: "passing_American_football_(in_game)" and the official
-    "passing American football (in game)" become the same."""
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", name.lower()).split())
+    videos: list[Video]
+    class_names: list[str]
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
 
 
 def choose_class_names(found: Iterable[str], kinetics400: bool | None = None) -> list[str]:
     """Kinetics-400's names (so indices match released checkpoints) when every found name is one
-    of them, or when `kinetics400` is True; else the found names, sorted."""
+    of them, or when `kinetics400` is True; else the found names, sorted, one per class.
+
+    Names that normalise alike ("air_drumming", "Air drumming") are one class, as everywhere
+    classes are matched by name; the first spelling in sorted order names it.
+    """
     found = sorted(set(found))
     official = kinetics400_class_names()
     known = {normalized_name(name) for name in official}
@@ -56,103 +95,319 @@ def choose_class_names(found: Iterable[str], kinetics400: bool | None = None) ->
     if kinetics400 is None:
         kinetics400 = all_known and bool(found)
     if not kinetics400:
-        return found
+        spelling: dict[str, str] = {}
+        for name in found:
+            spelling.setdefault(normalized_name(name), name)
+        return list(spelling.values())
     if not all_known:
         unknown = [name for name in found if normalized_name(name) not in known]
         raise DataError(f"not Kinetics-400 class names: {', '.join(unknown[:5])}")
     return official
 
 
-def videos_from_folders(
-    root: str, kinetics400: bool | None = None
-) -> tuple[list[Video], list[str]]:
+def check_class_name(name: str, where: str) -> None:
+    """DataError (naming `where`) unless `name` is safe as one folder name inside the output
+    folder: not empty, `.` or `..`, without `/` or `\\`, and one printable line."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or not name.isprintable():
+        raise DataError(
+            f"{where}: class name {name!r} cannot be a folder name (it must not be empty, "
+            "'.' or '..', or hold '/', '\\', a newline or a control character); rename it"
+        )
+
+
+def folder_layout(root: str) -> str:
+    """The layout of `root`: "splits" when it has a train, val or test folder, else "classes"
+    when it has folders of videos; else DataError naming the layouts."""
+    if any(os.path.isdir(os.path.join(root, split)) for split in SPLITS):
+        return "splits"
+    if _class_folders(root, exclude=()):
+        return "classes"
+    raise DataError(f"{root} holds none of the layouts read here: {LAYOUTS}")
+
+
+def videos_from_folders(root: str, kinetics400: bool | None = None) -> FoundVideos:
     """Videos of `root/<split>/<class>/...` for every split folder present, and the class names."""
     splits = [split for split in SPLITS if os.path.isdir(os.path.join(root, split))]
     if not splits:
         raise DataError(
             f"{root} has none of the folders {', '.join(SPLITS)} (<split>/<class>/<video>)"
         )
-    found = class_names_from_folders(root)
+    found = folder_class_names(root)
+    for name in found:
+        check_class_name(name, f"class folder in {root}")
     names = choose_class_names(found, kinetics400)
     index = {normalized_name(name): i for i, name in enumerate(names)}
-    videos = []
+    videos, skipped = [], []
     for split in splits:
         for name in found:
-            folder = os.path.join(root, split, name)
-            for path in video_files(folder):
+            for path in _listable(video_files(os.path.join(root, split, name)), skipped):
                 videos.append(Video(split, index[normalized_name(name)], path))
-    return videos, names
+    notices = _skipped_notice(skipped)
+    # Other folders are left out, as they always were (downloads often hold more than the
+    # splits), but never silently: one may be a class folder beside a class called "test".
+    if others := list(_class_folders(root, exclude=SPLITS)):
+        notices.append(
+            f"{len(others)} folders of videos beside the split folders ({', '.join(splits)}) "
+            f"left out: {_first(others)}; a class called {'/'.join(SPLITS)} needs another name"
+        )
+    if not videos:
+        raise DataError(
+            f"no video files in the class folders of {root}/{{{','.join(splits)}}}"
+            + (f"; {notices[-1]}" if others else "")
+        )
+    return FoundVideos(videos, names, notices=notices)
+
+
+def videos_from_class_folders(
+    root: str,
+    fractions: Sequence[float] = DEFAULT_SPLIT,
+    seed: int = 0,
+    kinetics400: bool | None = None,
+) -> FoundVideos:
+    """Videos of `root/<class>/...`, split into train, val and test class by class.
+
+    Each class's videos are shuffled with a generator seeded by `seed` and the class name (so
+    one class's split does not depend on the others) and cut into the fractions' shares
+    (split_sizes), at least one video in train. A class too small for every split is named in a
+    notice; `fractions` that are not three shares summing to 1 (train > 0) are a DataError.
+    """
+    fractions = _checked_fractions(fractions)
+    folders = _class_folders(root, exclude=())
+    if not folders:
+        raise DataError(f"{root} has no class folders of videos (<class>/<video>)")
+    for name in folders:
+        check_class_name(name, f"class folder in {root}")
+    names = choose_class_names(folders, kinetics400)
+    index = {normalized_name(name): i for i, name in enumerate(names)}
+    videos, skipped, small = [], [], []
+    for name, paths in folders.items():
+        paths = _listable(paths, skipped)
+        rng = random.Random(f"{seed}/{name}")
+        rng.shuffle(paths)
+        sizes = split_sizes(len(paths), fractions, rng)
+        if any(size == 0 < fraction for size, fraction in zip(sizes, fractions, strict=True)):
+            small.append(name)
+        label, start = index[normalized_name(name)], 0
+        for split, size in zip(SPLITS, sizes, strict=True):
+            videos += [Video(split, label, path) for path in paths[start : start + size]]
+            start += size
+    notices = _skipped_notice(skipped)
+    if small:
+        notices.append(
+            f"{len(small)} of {len(folders)} classes have too few videos for every split (each "
+            f"keeps one in train first; see the lists for their counts): {_first(small)}"
+        )
+    if loose := len(video_files(root)) - sum(len(paths) for paths in folders.values()):
+        notices.append(f"{loose} videos directly in {root}, outside any class folder, left out")
+    # Sorted, so that the lists read in path order rather than in the shuffled one.
+    return FoundVideos(sorted(videos), names, notices=notices)
+
+
+def split_sizes(count: int, fractions: Sequence[float], rng: random.Random) -> list[int]:
+    """How many of a class's `count` videos go to train, val and test: each fraction's share
+    rounded down, the videos left over given to the largest remainders (ties drawn with `rng`),
+    then one moved into an empty train from the largest other split."""
+    shares = [count * fraction for fraction in fractions]
+    sizes = [math.floor(share) for share in shares]
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i] - shares[i], rng.random()))
+    for i in order[: count - sum(sizes)]:
+        sizes[i] += 1
+    if count and not sizes[0]:
+        largest = max(range(1, len(sizes)), key=lambda i: sizes[i])
+        sizes[largest] -= 1
+        sizes[0] = 1
+    return sizes
+
+
+def _checked_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
+    fractions = tuple(float(fraction) for fraction in fractions)
+    if (
+        len(fractions) != len(SPLITS)
+        or not all(math.isfinite(f) and f >= 0 for f in fractions)
+        or fractions[0] == 0
+        or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
+    ):
+        shown = " ".join(f"{fraction:g}" for fraction in fractions)
+        raise DataError(
+            f"split fractions {shown}: give three fractions for train, val and test, each >= 0, "
+            "train > 0, summing to 1 (e.g. 0.7 0.15 0.15)"
+        )
+    return fractions
+
+
+def _class_folders(root: str, exclude: Sequence[str]) -> dict[str, list[str]]:
+    """{folder name: its video files, sorted} for the sub-folders of `root` holding videos."""
+    folders = {}
+    for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
+        if entry.is_dir() and entry.name not in exclude and (paths := video_files(entry.path)):
+            folders[entry.name] = paths
+    return folders
 
 
 def videos_from_annotations(
-    annotations: dict[str, str], videos_dir: str, kinetics400: bool | None = None
-) -> tuple[list[Video], list[str], dict[str, list[str]]]:
+    annotations: Mapping[str, str], videos_dir: str, kinetics400: bool | None = None
+) -> FoundVideos:
     """Matches official annotation rows against downloaded files.
 
-    annotations: split -> annotation CSV. Returns the videos found, the class names, and per
-    split the rows without a file ("youtube_id start end label").
+    annotations: split -> annotation CSV (UTF-8, a BOM accepted). The rows without a file are
+    returned per split in `missing`.
     """
     rows = {split: _annotation_rows(path) for split, path in annotations.items()}
     names = choose_class_names(
-        {row["label"] for split in rows.values() for row in split}, kinetics400
+        {row.label for split_rows in rows.values() for row in split_rows}, kinetics400
     )
     index = {normalized_name(name): i for i, name in enumerate(names)}
-    files = {}
-    for path in video_files(videos_dir):
+    files, skipped = {}, []
+    for path in _listable(video_files(videos_dir), skipped):
         files.setdefault(os.path.splitext(os.path.basename(path))[0], path)
     videos, missing = [], {}
     for split, split_rows in rows.items():
         for row in split_rows:
-            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
-            key = f"{row['youtube_id']}_{start:06d}_{end:06d}"
-            path = files.get(key) or files.get(row["youtube_id"])
+            key = f"{row.youtube_id}_{row.start:06d}_{row.end:06d}"
+            path = files.get(key) or files.get(row.youtube_id)
             if path is None:
-                missing.setdefault(split, []).append(f"{key} {row['label']}")
+                missing.setdefault(split, []).append(f"{key} {row.label}")
             else:
-                videos.append(Video(split, index[normalized_name(row["label"])], path))
-    return videos, names, missing
+                videos.append(Video(split, index[normalized_name(row.label)], path))
+    if not videos:
+        raise DataError(
+            f"none of the {sum(map(len, rows.values()))} annotated clips is in {videos_dir}: "
+            "clips are found by the names <youtube_id>_<start:06d>_<end:06d>.<ext> or "
+            "<youtube_id>.<ext>"
+        )
+    return FoundVideos(videos, names, missing, _skipped_notice(skipped))
 
 
-def _annotation_rows(path: str) -> list[dict[str, str]]:
-    if not os.path.isfile(path):
-        raise DataError(f"annotation file {path} not found")
-    with open(path, newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        needed = {"label", "youtube_id", "time_start", "time_end"}
-        if not needed <= set(reader.fieldnames or ()):
+class _Annotation(NamedTuple):
+    label: str
+    youtube_id: str
+    start: int
+    end: int
+
+
+def _annotation_rows(path: str) -> list[_Annotation]:
+    """The labelled rows of an official annotation CSV; DataError naming the file and line for
+    a missing column, a time that is not a number, or a label that cannot be a folder name."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    rows = []
+    try:
+        if not set(ANNOTATION_COLUMNS) <= set(reader.fieldnames or ()):
             raise DataError(
                 f"{path}: expected the official columns label,youtube_id,time_start,time_end,split"
             )
-        return [row for row in reader if row["label"]]
+        for row in reader:
+            where = f"{path}, line {reader.line_num}"
+            if any(row[column] is None for column in ANNOTATION_COLUMNS):
+                raise DataError(f"{where}: fewer columns than the header names")
+            if not row["label"]:
+                continue
+            check_class_name(row["label"], where)
+            rows.append(
+                _Annotation(
+                    row["label"],
+                    row["youtube_id"],
+                    _seconds(row["time_start"], "time_start", where),
+                    _seconds(row["time_end"], "time_end", where),
+                )
+            )
+    except csv.Error as err:
+        raise DataError(f"{path}, line {reader.line_num}: {err}") from None
+    return rows
+
+
+def _seconds(text: str, column: str, where: str) -> int:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise DataError(f"{where}: {column} {text!r} is not a number of seconds")
+    return int(seconds)
+
+
+def _listable(paths: Iterable[str], skipped: list[str]) -> list[str]:
+    """The paths that can be one `path label` row of a list; the others are added to `skipped`.
+
+    A list is read line by line (str.splitlines, which also breaks at \\r, \\x1c, \\u2028 ...),
+    so a newline or other control character in a path would split its row.
+    """
+    listable = []
+    for path in paths:
+        (listable if path.isprintable() else skipped).append(path)
+    return listable
+
+
+def _skipped_notice(skipped: Sequence[str]) -> list[str]:
+    if not skipped:
+        return []
+    return [
+        f"{len(skipped)} video files skipped: their paths hold a newline or control character, "
+        f"which would split their row of the list ({_first(skipped)}); rename them to list them"
+    ]
+
+
+def check_outputs(
+    out_dir: str, videos_dir: str, inputs: Iterable[str] = (), reencoding: bool = False
+) -> None:
+    """DataError when writing into `out_dir` could overwrite or mix with an input.
+
+    That is when `out_dir` is a file; when a list written there (train.csv, ...) is one of
+    `inputs` (the annotation CSVs); or, when re-encoding, when `out_dir/videos` and `videos_dir`
+    overlap: the re-encoded files could replace inputs, and the next run would read them as
+    videos (or as a class) of its own.
+    """
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DataError(f"the output {out_dir} is a file; give a folder")
+    written = {
+        os.path.realpath(os.path.join(out_dir, name)) for name in (*LIST_FILES, CLASSNAMES_FILE)
+    }
+    for path in inputs:
+        if os.path.realpath(path) in written:
+            raise DataError(
+                f"{path} is an input that the lists written into {out_dir} would overwrite; "
+                "choose another output folder"
+            )
+    if reencoding:
+        ours = os.path.realpath(os.path.join(out_dir, REENCODED_DIR))
+        theirs = os.path.realpath(videos_dir)
+        if os.path.commonpath([ours, theirs]) in (ours, theirs):
+            raise DataError(
+                f"re-encoded videos go to {os.path.join(out_dir, REENCODED_DIR)}, which overlaps "
+                f"the videos folder {videos_dir}: they would mix with the inputs; choose an "
+                f"output folder outside {videos_dir}"
+            )
 
 
 def write_lists(
     out_dir: str,
     videos: Sequence[Video],
     class_names: Sequence[str],
-    missing: dict[str, list[str]] | None = None,
+    missing: Mapping[str, Sequence[str]] | None = None,
     failed: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Writes <split>.csv (paths relative to out_dir), classnames.json, missing_<split>.txt and
-    failed.txt into out_dir."""
+    failed.txt into out_dir (UTF-8).
+
+    A list this dataset leaves empty is removed: one left by an earlier run would otherwise
+    mix another split (or another dataset) into this one.
+    """
     os.makedirs(out_dir, exist_ok=True)
-    for split in SPLITS:
-        lines = [
+    lines = {name: [] for name in LIST_FILES}
+    for video in videos:
+        lines[f"{video.split}.csv"].append(
             f"{os.path.relpath(video.path, out_dir)} {video.label}\n"
-            for video in videos
-            if video.split == split
-        ]
-        if lines:
-            with open(os.path.join(out_dir, f"{split}.csv"), "w") as file:
-                file.writelines(lines)
-    with open(os.path.join(out_dir, "classnames.json"), "w") as file:
-        json.dump({name: i for i, name in enumerate(class_names)}, file, indent=1)
+        )
     for split, rows in (missing or {}).items():
-        with open(os.path.join(out_dir, f"missing_{split}.txt"), "w") as file:
-            file.writelines(f"{row}\n" for row in rows)
-    if failed:
-        with open(os.path.join(out_dir, "failed.txt"), "w") as file:
-            file.writelines(f"{path}\t{reason}\n" for path, reason in failed)
+        lines[f"missing_{split}.txt"] = [f"{row}\n" for row in rows]
+    lines[FAILED_FILE] = [f"{path}\t{reason}\n" for path, reason in failed]
+    for name, rows in lines.items():
+        path = os.path.join(out_dir, name)
+        if rows:
+            with open(path, "w", encoding="utf-8") as file:
+                file.writelines(rows)
+        elif os.path.exists(path):
+            os.remove(path)
+    write_classnames_file(os.path.join(out_dir, CLASSNAMES_FILE), class_names)
 
 
 def reencode_all(
@@ -165,14 +420,18 @@ def reencode_all(
     """Re-encodes every video (H.264 .mp4, short side at most `short_side`, no audio) into
     out_dir/videos/<split>/<class>/, in `jobs` processes with a progress bar.
 
-    Resumable: finished files are kept and skipped (each is written under a temporary name and
-    renamed when complete). Returns the re-encoded videos and the (path, reason) that failed.
+    Resumable: finished files are kept and skipped (each is written as <name>.partial.mp4 and
+    renamed when complete; the partial files of a killed run are removed first). Videos that
+    would share a name in one folder (a.mp4 and a.avi) each get their own file: in path order
+    the first is a.mp4, the next a-2.mp4, ... Returns the re-encoded videos and the
+    (path, reason) that failed.
     """
-    work = []
-    for video in videos:
-        name = os.path.splitext(os.path.basename(video.path))[0] + ".mp4"
-        folder = os.path.join(out_dir, "videos", video.split, class_names[video.label])
-        work.append((video, os.path.join(folder, name), short_side))
+    folder = os.path.join(out_dir, REENCODED_DIR)
+    _remove_partials(folder)
+    work = [
+        (video, output, short_side)
+        for video, output in _output_paths(sorted(set(videos)), folder, class_names)
+    ]
     done, failed = [], []
     with contextlib.ExitStack() as stack:
         if jobs > 1:
@@ -190,12 +449,41 @@ def reencode_all(
     return sorted(done), sorted(failed)
 
 
+def _remove_partials(folder: str) -> None:
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if name.endswith(PARTIAL_SUFFIX):
+                os.remove(os.path.join(root, name))
+
+
+def _output_paths(
+    videos: Sequence[Video], folder: str, class_names: Sequence[str]
+) -> list[tuple[Video, str]]:
+    """(video, its re-encoded file) for `videos` in their order, every file a different one.
+
+    Names are compared case-folded, as on case-insensitive file systems; a name ending in
+    .partial.mp4 is never given, as those are the unfinished files.
+    """
+    taken = set()
+    paths = []
+    for video in videos:
+        class_folder = os.path.join(folder, video.split, class_names[video.label])
+        stem = os.path.splitext(os.path.basename(video.path))[0]
+        name, number = f"{stem}.mp4", 1
+        while os.path.join(class_folder, name).casefold() in taken or name.endswith(PARTIAL_SUFFIX):
+            number += 1
+            name = f"{stem}-{number}.mp4"
+        taken.add(os.path.join(class_folder, name).casefold())
+        paths.append((video, os.path.join(class_folder, name)))
+    return paths
+
+
 def _reencode_one(job: tuple[Video, str, int]) -> tuple[Video, str, str | None]:
     video, output, short_side = job
     if os.path.exists(output):
         return video, output, None
     os.makedirs(os.path.dirname(output), exist_ok=True)
-    partial = output + ".partial.mp4"
+    partial = output + PARTIAL_SUFFIX
     try:
         reencode(video.path, partial, short_side)
     except Exception as err:  # Any failure is listed and the rest carries on.

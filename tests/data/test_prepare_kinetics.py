@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
+from revvideo.classes import kinetics400_class_names
 from revvideo.data.decoding import open_video
 from revvideo.data.kinetics import (
-    kinetics400_class_names,
     reencode_all,
     videos_from_annotations,
     videos_from_folders,
@@ -33,7 +33,8 @@ def test_kinetics400_names_come_from_torchvision():
 def test_folder_tree_with_kinetics_names_uses_kinetics_indices(tmp_path):
     for split, name in [("train", "abseiling"), ("train", "air_drumming"), ("val", "zumba")]:
         touch(tmp_path / "k" / split / name / "clip.mp4")
-    videos, names = videos_from_folders(str(tmp_path / "k"))
+    found = videos_from_folders(str(tmp_path / "k"))
+    videos, names = found.videos, found.class_names
     assert len(names) == 400
     assert sorted((video.split, video.label) for video in videos) == [
         ("train", 0),
@@ -48,8 +49,7 @@ def test_folder_tree_with_kinetics_names_uses_kinetics_indices(tmp_path):
 def test_other_folder_names_are_numbered_in_sorted_order(tmp_path):
     for name in ("waving", "clapping"):
         touch(tmp_path / "train" / name / "a.avi")
-    _, names = videos_from_folders(str(tmp_path))
-    assert names == ["clapping", "waving"]
+    assert videos_from_folders(str(tmp_path)).class_names == ["clapping", "waving"]
     with pytest.raises(DataError, match="not Kinetics-400 class names"):
         videos_from_folders(str(tmp_path), kinetics400=True)
 
@@ -64,12 +64,12 @@ def test_official_annotations_are_matched_against_downloads(tmp_path):
     )
     touch(tmp_path / "dl" / "abseiling" / "aaa_000010_000020.mp4")
     touch(tmp_path / "dl" / "bbb.mkv")
-    videos, _, missing = videos_from_annotations({"train": str(annotation)}, str(tmp_path / "dl"))
-    assert [(os.path.basename(v.path), v.label) for v in videos] == [
+    found = videos_from_annotations({"train": str(annotation)}, str(tmp_path / "dl"))
+    assert [(os.path.basename(v.path), v.label) for v in found.videos] == [
         ("aaa_000010_000020.mp4", 0),
         ("bbb.mkv", 1),
     ]
-    assert missing == {"train": ["ccc_000005_000015 zumba"]}
+    assert found.missing == {"train": ["ccc_000005_000015 zumba"]}
 
 
 def test_reencoding_shrinks_resumes_and_lists_failures(tmp_path):
@@ -79,7 +79,8 @@ def test_reencoding_shrinks_resumes_and_lists_failures(tmp_path):
     write_indexed_video(source / "train" / "a" / "two.mp4", count=12, fps=12, height=64, width=48)
     write_indexed_video(source / "train" / "a" / "turned.mp4", count=12, fps=12, rotation=-90)
     (source / "train" / "a" / "bad.mp4").write_bytes(b"not a video")
-    videos, names = videos_from_folders(str(source))
+    found = videos_from_folders(str(source))
+    videos, names = found.videos, found.class_names
     out = str(tmp_path / "out")
     done, failed = reencode_all(videos, out, names, short_side=32, jobs=1)
     assert [os.path.basename(path) for path, _ in failed] == ["bad.mp4"]
