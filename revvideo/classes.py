@@ -177,7 +177,7 @@ class ClassMatch:
         return [label for label, index in enumerate(self.model_index) if index >= 0]
 
 
-def _first(names: Sequence[str], count: int = 3) -> str:
+def first_names(names: Sequence[str], count: int = 3) -> str:
     shown = ", ".join(repr(name) for name in list(names)[:count])
     return shown + (", ..." if len(names) > count else "")
 
@@ -234,10 +234,12 @@ def match_classes(
     differences = []
     if unknown:
         differences.append(
-            f"{len(unknown)} dataset classes unknown to the model ({_first(unknown)})"
+            f"{len(unknown)} dataset classes unknown to the model ({first_names(unknown)})"
         )
     if absent:
-        differences.append(f"{len(absent)} model classes not in the dataset ({_first(absent)})")
+        differences.append(
+            f"{len(absent)} model classes not in the dataset ({first_names(absent)})"
+        )
     if not shared_only:
         raise DataError(
             f"the model's classes and the dataset's differ: {'; '.join(differences)}; to score "

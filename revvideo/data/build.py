@@ -38,7 +38,7 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     backend = _checked_backend(cfg)
-    _check_data_cfg(cfg)
+    check_data_config(cfg)
     if not cfg.DATA.PATH_TO_DATA_DIR:
         raise ConfigError("DATA.PATH_TO_DATA_DIR is not set: the folder holding train.csv etc.")
     class_names = dataset_class_names(cfg.DATA.PATH_TO_DATA_DIR)
@@ -130,7 +130,7 @@ def _checked_backend(cfg: CfgNode) -> str:
     return backend
 
 
-def _check_data_cfg(cfg: CfgNode) -> None:
+def check_data_config(cfg: CfgNode) -> None:
     """ConfigError for settings the pipeline cannot run with, naming the key."""
     data, aug, test = cfg.DATA, cfg.AUG, cfg.TEST
     positive = {

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from revvideo.classes import (
     CLASSNAMES_FILE,
     SPLITS,
-    _first,
+    first_names,
     folder_class_names,
     kinetics400_class_names,
     normalized_name,
@@ -148,7 +148,7 @@ def videos_from_folders(root: str, kinetics400: bool | None = None) -> FoundVide
     if others := list(_class_folders(root, exclude=SPLITS)):
         notices.append(
             f"{len(others)} folders of videos beside the split folders ({', '.join(splits)}) "
-            f"left out: {_first(others)}; a class called {'/'.join(SPLITS)} needs another name"
+            f"left out: {first_names(others)}; a class called {'/'.join(SPLITS)} needs another name"
         )
     if not videos:
         raise DataError(
@@ -195,7 +195,7 @@ def videos_from_class_folders(
     if small:
         notices.append(
             f"{len(small)} of {len(folders)} classes have too few videos for every split (each "
-            f"keeps one in train first; see the lists for their counts): {_first(small)}"
+            f"keeps one in train first; see the lists for their counts): {first_names(small)}"
         )
     if loose := len(video_files(root)) - sum(len(paths) for paths in folders.values()):
         notices.append(f"{loose} videos directly in {root}, outside any class folder, left out")
@@ -342,7 +342,7 @@ def _skipped_notice(skipped: Sequence[str]) -> list[str]:
         return []
     return [
         f"{len(skipped)} video files skipped: their paths hold a newline or control character, "
-        f"which would split their row of the list ({_first(skipped)}); rename them to list them"
+        f"which would split their row of the list ({first_names(skipped)}); rename them to list them"
     ]
 
 

@@ -16,7 +16,14 @@ from revvideo.checkpoint import (
     read_checkpoint,
 )
 from revvideo.checkpoint.training import CHECKPOINT_DIR, latest_checkpoint
-from revvideo.classes import CLASSNAMES_FILE, ClassNames, dataset_class_names, resolve_class_names
+from revvideo.classes import (
+    CLASSNAMES_FILE,
+    ClassNames,
+    dataset_class_names,
+    match_classes,
+    resolve_class_names,
+)
+from revvideo.data.build import check_data_config
 from revvideo.data.paths import video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
 from revvideo.engine.distributed import (
@@ -58,6 +65,13 @@ def run(cfg: CfgNode) -> int:
         if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE:
             tested = checkpoint_to_test(cfg)
         resolve_num_classes(cfg, tested)
+        if tested is not None:
+            # The test would stop on classes that differ: better before anything is written.
+            match_classes(
+                resolve_class_names(cfg.MODEL.NUM_CLASSES, checkpoint=tested[1]),
+                dataset_class_names(cfg.DATA.PATH_TO_DATA_DIR),
+                shared_only=cfg.TEST.SHARED_CLASSES_ONLY,
+            )
         if cfg.TRAIN.ENABLE and cfg.TRAIN.CHECKPOINT_FILE_PATH:
             checkpoint_file(cfg.TRAIN.CHECKPOINT_FILE_PATH, "TRAIN.CHECKPOINT_FILE_PATH")
         output_dir = Path(cfg.OUTPUT_DIR)
@@ -115,6 +129,7 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
         )
     if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
         raise ConfigError("TRAIN.ENABLE and TEST.ENABLE are both False: nothing to do")
+    check_data_config(cfg)
 
 
 def set_cpu_threads(cfg: CfgNode, device: torch.device) -> None:

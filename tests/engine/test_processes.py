@@ -145,6 +145,19 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp
         (["OUTPUT_DIR", "{tmp}/file/out"], "OUTPUT_DIR {tmp}/file/out is not writable"),
         (["DATA.PATH_TO_DATA_DIR", "{tmp}/nothing"], "{tmp}/nothing/train.csv not found"),
         (["TRAIN.BATCH_SIZE", "0"], "TRAIN.BATCH_SIZE must be positive"),
+        (
+            ["MODEL.NUM_CLASSES", "5"],
+            "MODEL.NUM_CLASSES is 5 but the dataset in {data} has 3 classes (up, down, still, ...)",
+        ),
+        (
+            ["TRAIN.CHECKPOINT_FILE_PATH", "rev_mvit_b"],
+            "TRAIN.CHECKPOINT_FILE_PATH 'rev_mvit_b' is neither a file nor a release",
+        ),
+        (
+            ["DATA.GENERATE_SYNTHETIC", "True", "DATA.PATH_TO_DATA_DIR", "{tmp}"],
+            "{tmp} is not empty and holds no synthetic dataset: generate it into an empty folder, "
+            "or set DATA.GENERATE_SYNTHETIC False to use the videos listed there",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -153,6 +166,9 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp
         "output-not-writable",
         "no-data",
         "batch",
+        "class-count",
+        "fine-tuning-source",
+        "synthetic-into-another-dataset",
     ],
 )
 def test_user_mistakes_are_one_line_errors(tiny_dataset, tmp_path, opts, message):
@@ -162,7 +178,9 @@ def test_user_mistakes_are_one_line_errors(tiny_dataset, tmp_path, opts, message
     assert result.returncode == 2
     assert result.stderr.startswith("error: ")
     assert result.stderr.count("\n") == 1, result.stderr
-    assert message.format(tmp=tmp_path) in result.stderr
+    assert message.format(tmp=tmp_path, data=tiny_dataset) in result.stderr
+    # Inputs are checked before anything is written.
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_kinetics_config_without_data_says_how_to_prepare_it(tmp_path):
