@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from revvideo.checkpoint.files import load_checkpoint
-from revvideo.classes import kinetics400_class_names
+from revvideo.classes import resolve_class_names
 from revvideo.utils.errors import CheckpointError
 
 __all__ = [
@@ -58,7 +58,7 @@ class Release:
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
     def class_names(self) -> list[str]:
-        return kinetics400_class_names()
+        return resolve_class_names(self.num_classes).names
 
 
 RELEASES: dict[str, Release] = {

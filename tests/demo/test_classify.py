@@ -414,3 +414,20 @@ def test_unwritable_output_is_an_error_line(trained, videos, tmp_path, capsys):
 
     assert status == 1
     assert err == [f"error: {videos['red']}: cannot write its output: File exists"]
+
+
+def test_a_config_that_does_not_fit_suggests_the_checkpoints_own(trained, videos, tmp_path, capsys):
+    checkpoint, cfg = trained
+    other = cfg.clone()
+    other.MVIT.EMBED_DIM = cfg.MVIT.EMBED_DIM * 2
+    (tmp_path / "other.yaml").write_text(other.dump())
+
+    status, out, err = run_main(
+        capsys, videos["red"], "--checkpoint", checkpoint, "--cfg", tmp_path / "other.yaml"
+    )
+
+    assert status == 2 and out == ""
+    assert len(err) == 1 and err[0].startswith(f"error: {checkpoint} does not fit RevMViT: ")
+    assert err[0].endswith(
+        f"; the checkpoint carries its own config: drop --cfg {tmp_path / 'other.yaml'}"
+    )
