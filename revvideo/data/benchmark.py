@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def _config(folder: str, backend: str, workers: int):
     cfg = get_cfg()
+    cfg.MODEL.NUM_CLASSES = 400  # Kinetics-like videos, all labelled 0
     cfg.DATA.PATH_TO_DATA_DIR = folder
     cfg.DATA.DECODING_BACKEND = backend
     cfg.DATA.NUM_FRAMES, cfg.DATA.SAMPLING_RATE, cfg.DATA.TARGET_FPS = (
