@@ -7,21 +7,29 @@
     torchrun --nproc_per_node 8 tools/run_net.py --cfg ...                  # DDP, one GPU each
 
 KEY VALUE pairs after the options override config keys. Exit status: 0 done; 2 a user mistake
-(printed as one `error:` line); 1 a data loader worker died where the loader could not recover
-(one `error:` line; the same command resumes from the newest checkpoint); 130 / 143 stopped by
-Ctrl-C / SIGTERM after saving a checkpoint (the same command resumes).
+(printed as one `error:` line); 1 a data loader worker died where the loader could not recover,
+or a file could not be written (a full or read-only disk), or another process of a torchrun job
+stopped first (one `error:` line; the checkpoints are kept and the same command resumes from
+the newest); 130 / 143 stopped by Ctrl-C / SIGTERM after saving a checkpoint (the same command
+resumes).
 """
 
 import argparse
+import errno
 import os
 import signal
 import sys
 
+from revvideo.checkpoint.training import latest_checkpoint
 from revvideo.config import load_config
 from revvideo.data.loader import dead_loader_worker
 from revvideo.engine import run
+from revvideo.engine.distributed import another_process_stopped
 from revvideo.engine.monitor import setup_logging
 from revvideo.utils.errors import UserError
+
+# A disk that cannot take the run's files: full, over quota, read-only or not ours.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,12 +41,31 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(rank)
     # Under torchrun every process reports its own errors; say which one speaks.
     prefix = f"[rank {rank}] " if rank else ""
+    rank_count = int(os.environ.get("WORLD_SIZE", "1"))
+    cfg = None
     try:
-        return run(load_config(args.cfg_file, args.opts))
+        cfg = load_config(args.cfg_file, args.opts)
+        return run(cfg)
     except UserError as err:
         print(f"{prefix}error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        newest = latest_checkpoint(cfg.OUTPUT_DIR) if cfg is not None else None
+        kept = (
+            f"the newest checkpoint, {newest}, is kept" if newest else "no checkpoint was written"
+        )
+        print(
+            f"{prefix}error: cannot write {err.filename or 'a file'}: {err.strerror}; {kept}",
+            file=sys.stderr,
+        )
+        return 1
     except RuntimeError as err:
+        if rank_count > 1 and another_process_stopped(err):
+            # The process that stopped first printed why; a traceback here would bury it.
+            print(f"{prefix}stopped: another process of this run stopped first", file=sys.stderr)
+            return 1
         death = dead_loader_worker(err)
         if death is None:
             raise

@@ -54,6 +54,16 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def remove_partial_checkpoints(output_dir: str | Path) -> int:
+    """Deletes the partial files a killed writer left in the run's checkpoint folder (only call
+    this while holding the run's OUTPUT_DIR, when no writer can be at work); returns how many."""
+    folder = Path(output_dir) / CHECKPOINT_DIR
+    partial = list(folder.glob(".*.pyth.*.tmp")) if folder.is_dir() else []
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return len(partial)
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     checkpoints = list_checkpoints(output_dir)
     return checkpoints[-1] if checkpoints else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import glob
 import json
 import math
 import os
@@ -288,8 +289,12 @@ def ensure_synthetic_dataset(
                 f"{root} is not empty and holds no synthetic dataset: generate it into an empty "
                 "folder, or set DATA.GENERATE_SYNTHETIC False to use the videos listed there"
             )
+        # Under the lock no other generator is at work: what a killed one left goes.
+        for leftover in glob.glob(f"{glob.escape(root)}.partial-*") + glob.glob(
+            f"{glob.escape(root)}.stale-*"
+        ):
+            shutil.rmtree(leftover, ignore_errors=True)
         partial = f"{root}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
         try:
             generate_synthetic_dataset(partial, seed, classes, videos_per_class)

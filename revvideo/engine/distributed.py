@@ -18,6 +18,7 @@ from revvideo.data import distributed_rank_and_world_size
 __all__ = [
     "all_gather_objects",
     "all_reduce",
+    "another_process_stopped",
     "barrier",
     "distributed_rank_and_world_size",
     "init_distributed",
@@ -72,3 +73,18 @@ def all_gather_objects(value: Any) -> list[Any]:
 def barrier() -> None:
     if distributed_rank_and_world_size()[1] > 1:
         dist.barrier()
+
+
+# How gloo and NCCL report, in the processes left, that another process of the group is gone.
+_PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+    "remote process exited",
+)
+
+
+def another_process_stopped(err: BaseException) -> bool:
+    """Whether `err` is a collective failing because another process of the group ended."""
+    return any(text in str(err) for text in _PEER_GONE)

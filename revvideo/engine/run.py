@@ -1,6 +1,7 @@
 """`run(cfg)`: what tools/run_net.py does: prepare, train, multi-view test, tell the user where
 everything is."""
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -36,6 +37,7 @@ from revvideo.engine.distributed import (
 from revvideo.engine.evaluate import RESULTS_FILE, multiview_test
 from revvideo.engine.metrics import ENSEMBLE_METHODS
 from revvideo.engine.monitor import RunLog
+from revvideo.engine.output_lock import output_dir_lock
 from revvideo.engine.precision import MixedPrecision
 from revvideo.engine.train import Trainer
 from revvideo.models import build_model
@@ -58,51 +60,64 @@ def run(cfg: CfgNode) -> int:
     """
     device = init_distributed()
     try:
-        check_config(cfg, distributed_rank_and_world_size()[1])
-        # Every input is checked before anything is written to OUTPUT_DIR.
-        prepare_data(cfg)
-        tested = None
-        if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE:
-            tested = checkpoint_to_test(cfg)
-        resolve_num_classes(cfg, tested)
-        if tested is not None:
-            # The test would stop on classes that differ: better before anything is written.
-            match_classes(
-                resolve_class_names(cfg.MODEL.NUM_CLASSES, checkpoint=tested[1]),
-                dataset_class_names(cfg.DATA.PATH_TO_DATA_DIR),
-                shared_only=cfg.TEST.SHARED_CLASSES_ONLY,
-            )
-        if cfg.TRAIN.ENABLE and cfg.TRAIN.CHECKPOINT_FILE_PATH:
-            checkpoint_file(cfg.TRAIN.CHECKPOINT_FILE_PATH, "TRAIN.CHECKPOINT_FILE_PATH")
+        tested = check_inputs(cfg)
         output_dir = Path(cfg.OUTPUT_DIR)
-        if is_main_process():
-            prepare_output_dir(output_dir)
-            (output_dir / CONFIG_FILE).write_text(cfg.dump())
-        set_cpu_threads(cfg, device)
-        torch.backends.cudnn.benchmark = True
-        model, checkpoint, steps, names = None, None, 0, None
-        if cfg.TRAIN.ENABLE:
-            trainer = Trainer(cfg, device)
-            outcome = trainer.fit()
-            if outcome.stop_signal is not None:
-                return 128 + outcome.stop_signal
-            model, checkpoint = trainer.model, outcome.checkpoint
-            steps, names = trainer.schedule.step_count, trainer.class_names
-        if cfg.TEST.ENABLE:
-            if model is None or cfg.TEST.CHECKPOINT_FILE_PATH:
-                model, checkpoint, steps, names = model_to_test(
-                    cfg, device, tested or checkpoint_to_test(cfg)
-                )
-            test(cfg, model, device, checkpoint, steps, names)
-        if is_main_process() and checkpoint is not None:
-            logger.info("final checkpoint: %s", checkpoint)
-            logger.info(
-                "classify a video: python demo/classify.py <video> --checkpoint %s", checkpoint
-            )
-        barrier()
-        return 0
+        with contextlib.ExitStack() as owned:
+            if is_main_process():
+                prepare_output_dir(output_dir)
+                owned.enter_context(output_dir_lock(output_dir))
+                (output_dir / CONFIG_FILE).write_text(cfg.dump())
+            # The other processes write too (loader state, logs): only once the run owns it.
+            barrier()
+            return train_and_test(cfg, device, tested)
     finally:
         shutdown_distributed()
+
+
+def check_inputs(cfg: CfgNode) -> tuple[Path, dict] | None:
+    """Checks everything the run reads before it writes anything; returns the checkpoint to
+    test (path, content) when the run only tests. Raises UserError (one line)."""
+    check_config(cfg, distributed_rank_and_world_size()[1])
+    prepare_data(cfg)
+    tested = None
+    if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE:
+        tested = checkpoint_to_test(cfg)
+    resolve_num_classes(cfg, tested)
+    if tested is not None:
+        # The test would stop on classes that differ: better before anything is written.
+        match_classes(
+            resolve_class_names(cfg.MODEL.NUM_CLASSES, checkpoint=tested[1]),
+            dataset_class_names(cfg.DATA.PATH_TO_DATA_DIR),
+            shared_only=cfg.TEST.SHARED_CLASSES_ONLY,
+        )
+    if cfg.TRAIN.ENABLE and cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        checkpoint_file(cfg.TRAIN.CHECKPOINT_FILE_PATH, "TRAIN.CHECKPOINT_FILE_PATH")
+    return tested
+
+
+def train_and_test(cfg: CfgNode, device: torch.device, tested: tuple[Path, dict] | None) -> int:
+    """The run itself, once its inputs are checked and it owns OUTPUT_DIR (see `run`)."""
+    set_cpu_threads(cfg, device)
+    torch.backends.cudnn.benchmark = True
+    model, checkpoint, steps, names = None, None, 0, None
+    if cfg.TRAIN.ENABLE:
+        trainer = Trainer(cfg, device)
+        outcome = trainer.fit()
+        if outcome.stop_signal is not None:
+            return 128 + outcome.stop_signal
+        model, checkpoint = trainer.model, outcome.checkpoint
+        steps, names = trainer.schedule.step_count, trainer.class_names
+    if cfg.TEST.ENABLE:
+        if model is None or cfg.TEST.CHECKPOINT_FILE_PATH:
+            model, checkpoint, steps, names = model_to_test(
+                cfg, device, tested or checkpoint_to_test(cfg)
+            )
+        test(cfg, model, device, checkpoint, steps, names)
+    if is_main_process() and checkpoint is not None:
+        logger.info("final checkpoint: %s", checkpoint)
+        logger.info("classify a video: python demo/classify.py <video> --checkpoint %s", checkpoint)
+    barrier()
+    return 0
 
 
 def check_config(cfg: CfgNode, world_size: int) -> None:

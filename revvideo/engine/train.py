@@ -55,7 +55,7 @@ from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer
 from revvideo.engine.plots import plot_curves
 from revvideo.engine.precision import MixedPrecision
 from revvideo.models import build_model
-from revvideo.utils.errors import ConfigError, UserError
+from revvideo.utils.errors import CheckpointError, ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -425,21 +425,33 @@ class Trainer:
             return
         rng_states = all_gather_objects(rng_state())
         if self.main:
-            save_training_state(
-                path,
-                self.model,
-                self.optimizer,
-                self.schedule,
-                self.precision.scaler,
-                epochs_done=self.epochs_done,
-                steps_done=self.epoch_steps_done,
-                rng_states=rng_states,
-                cfg=self.cfg,
-                class_names=self.class_names.names,
-                source=self.source,
-                optimizer_steps=self.schedule.step_count,
-            )
+            try:
+                self._write_checkpoint(path, rng_states)
+            except CheckpointError as err:
+                kept = (
+                    f"the last good checkpoint, {self.last_checkpoint}, is kept and the same "
+                    "command resumes from it"
+                    if self.last_checkpoint
+                    else "this run has no checkpoint yet"
+                )
+                raise CheckpointError(f"{err}; {kept}") from None
             if not self.epoch_steps_done:
                 remove_mid_epoch_checkpoints(self.output_dir, before=path)
             logger.info("checkpoint: %s", path)
         self.last_checkpoint = path
+
+    def _write_checkpoint(self, path: Path, rng_states: list[dict]) -> None:
+        save_training_state(
+            path,
+            self.model,
+            self.optimizer,
+            self.schedule,
+            self.precision.scaler,
+            epochs_done=self.epochs_done,
+            steps_done=self.epoch_steps_done,
+            rng_states=rng_states,
+            cfg=self.cfg,
+            class_names=self.class_names.names,
+            source=self.source,
+            optimizer_steps=self.schedule.step_count,
+        )
