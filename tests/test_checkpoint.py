@@ -1,6 +1,7 @@
 """Checkpoints: our own round trip, PySlowFast `.pyth` files, torchvision MViT weights, bad files
 and the atomic write."""
 
+import builtins
 import dataclasses
 from pathlib import Path
 
@@ -330,3 +331,15 @@ def test_save_replaces_the_previous_checkpoint(tmp_path):
 
     assert read_checkpoint(path)["epoch"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pyth"]
+
+
+def test_a_read_only_destination_reports_the_write_error_not_the_cleanup(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(builtins, "open", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(
+        CheckpointError, match=r"^cannot write checkpoint .*: Read-only file system$"
+    ):
+        save_checkpoint(tmp_path / "x.pyth", tiny_mvit())

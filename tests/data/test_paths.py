@@ -26,6 +26,18 @@ def test_csv_splits_on_the_last_separator_and_resolves_paths(tmp_path):
     assert entries(prefixed)[0] == ("/data/a b/c d.mp4", 1)
 
 
+def test_a_csv_with_a_byte_order_mark_keeps_its_first_row(tmp_path):
+    (tmp_path / "train.csv").write_bytes("\ufeff/v/é.mp4 1\n/v/b.mp4 0\n".encode("utf-8"))
+    videos = read_video_list(str(tmp_path), "train", num_classes=2)
+    assert entries(videos) == [("/v/é.mp4", 1), ("/v/b.mp4", 0)]
+
+
+def test_a_csv_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    (tmp_path / "train.csv").write_bytes("/v/a.mp4 0\n/v/é.mp4 1\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"train\.csv, line 2: not UTF-8 text \(byte 0xe9\)"):
+        read_video_list(str(tmp_path), "train", num_classes=2)
+
+
 def test_other_separators(tmp_path):
     write(tmp_path / "val.csv", "x,y.mp4,2\n")
     videos = read_video_list(str(tmp_path), "val", num_classes=3, separator=",")
