@@ -90,6 +90,17 @@ class PyAVVideo(EncodedVideoPyAV):
         if not self._container.streams.video:
             self._container.close()
             raise VideoDecodeError("no video stream")
+        container_format = self._container.format
+        if container_format.flags & av.format.Flags.no_timestamps.value:
+            # An elementary stream (.h264, .hevc, .m4v): FFmpeg makes up a frame rate (25 fps)
+            # and every packet's timestamp is unset, so clips would be cut at wrong times.
+            self._container.close()
+            mp4 = os.path.splitext(self._video_name)[0] + ".mp4"
+            raise VideoDecodeError(
+                f"{container_format.long_name} without a container, so its frames have no "
+                f"times: wrap it in one with `ffmpeg -framerate <its frame rate> -i "
+                f"{self._video_name} -c copy {mp4}`"
+            )
         self._stream = self._container.streams.video[0]
         self._stream.thread_count = threads
         if threads != 1:
@@ -105,8 +116,8 @@ class PyAVVideo(EncodedVideoPyAV):
     def _header_duration(self) -> float:
         """Seconds from the first frame to the end of the last.
 
-        Taken from the headers of indexed containers; MPEG program/transport and raw streams
-        only estimate it from the bit rate, so their packet timestamps are read instead.
+        Taken from the headers of indexed containers; MPEG program/transport streams only
+        estimate it from the bit rate, so their packet timestamps are read instead.
         """
         indexed = not _INDEXED_FORMATS.isdisjoint(self._container.format.name.split(","))
         if indexed and self._stream.duration:
@@ -118,11 +129,12 @@ class PyAVVideo(EncodedVideoPyAV):
             for packet in self._container.demux(self._stream):
                 if packet.pts is not None:
                     end = max(end, packet.pts + (packet.duration or 0))
+            if not end:
+                # Checked before seeking back, whose failure would hide this reason.
+                raise VideoDecodeError("no timestamps and no duration")
             self._container.seek(self._video_start_pts, stream=self._stream)
         except av.FFmpegError as err:
             raise VideoDecodeError(f"cannot read: {_ffmpeg_reason(err)}") from None
-        if not end:
-            raise VideoDecodeError("no timestamps and no duration")
         return float((end - self._video_start_pts) * self._video_time_base)
 
     def read_frames(
@@ -153,6 +165,10 @@ class PyAVVideo(EncodedVideoPyAV):
                     if len(rows) == len(times):
                         break
                 previous, previous_time, previous_row = frame, time, None
+                # Every time left is at this frame's start (or before the first frame): this
+                # frame is shown then, so the next one, which may not even decode, is not needed.
+                if times[-1] <= time + _TIME_EPS:
+                    break
         except av.FFmpegError as err:
             raise VideoDecodeError(
                 f"decoding failed after {decoded_time:.2f} s: {_ffmpeg_reason(err)}"
@@ -230,6 +246,9 @@ class DecordVideo(EncodedVideoDecord):
             starts = np.arange(num_frames) / self._fps
         self._frame_starts = starts
         _raise_if_truncated(float(starts[-1]), math.inf, stated_duration, 1.0 / self._fps)
+        # pytorchvideo's duration, frames / average frame rate, is short for a variable frame
+        # rate; the header's is the PyAV reader's, so both backends cut the same clips.
+        self._duration = stated_duration
 
     def read_frames(
         self, times: Sequence[float], short_side: int | None = None

@@ -57,10 +57,16 @@ class Classifier:
     views: tuple[int, int]  # default (temporal clips, spatial crops)
     ensemble_method: str
     device: torch.device
+    source: str  # the checkpoint file or release name, named when its model fails
 
     @classmethod
     def from_cfg(
-        cls, cfg: CfgNode, model: nn.Module, names: list[str], device: torch.device
+        cls,
+        cfg: CfgNode,
+        model: nn.Module,
+        names: list[str],
+        device: torch.device,
+        source: str | os.PathLike,
     ) -> Classifier:
         data = cfg.DATA
         return cls(
@@ -73,6 +79,7 @@ class Classifier:
             views=(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS),
             ensemble_method=data.ENSEMBLE_METHOD,
             device=device,
+            source=str(source),
         )
 
     @classmethod
@@ -90,6 +97,7 @@ class Classifier:
             views=release.views,
             ensemble_method="sum",
             device=device,
+            source=release.name,
         )
 
     def test_clips(self, clips: int, crops: int) -> TestClips:
@@ -100,11 +108,19 @@ class Classifier:
 
     @torch.inference_mode()
     def probabilities(self, views: torch.Tensor) -> torch.Tensor:
-        """Softmax scores (V, classes) of V clips (V, 3, T, H, W)."""
-        scores = [
-            self.model(self.normalize.model_input(batch, self.device)).float().softmax(dim=1).cpu()
-            for batch in views.split(VIEWS_PER_BATCH)
-        ]
+        """Softmax scores (V, classes) of V clips (V, 3, T, H, W).
+
+        Raises CheckpointError if the model's output is not finite: every video would get
+        meaningless scores, so the checkpoint, not the video, is what cannot be used.
+        """
+        scores = []
+        for batch in views.split(VIEWS_PER_BATCH):
+            logits = self.model(self.normalize.model_input(batch, self.device)).float()
+            if not logits.isfinite().all():
+                raise CheckpointError(
+                    f"the model gives non-finite scores: the weights of {self.source} are broken"
+                )
+            scores.append(logits.softmax(dim=1).cpu())
         return torch.cat(scores)
 
 
@@ -135,7 +151,7 @@ def load_classifier(
     names = resolve_class_names(
         cfg.MODEL.NUM_CLASSES, checkpoint=others, data_dir=cfg.DATA.PATH_TO_DATA_DIR
     ).names
-    return Classifier.from_cfg(cfg, model, names, device)
+    return Classifier.from_cfg(cfg, model, names, device, path)
 
 
 def _carries_config(checkpoint: dict, path: Path) -> bool:
@@ -169,11 +185,20 @@ def top_classes(
 
 
 class _DecodablePart:
-    """The first `duration` seconds of a video, as a reader for TestClips."""
+    """The first `duration` seconds of a video, as a reader for TestClips.
+
+    Later times (a clip is longer than a short part) show the frame at `duration`, as past the
+    end of a video, so that decoding stops there instead of reaching the damage beyond.
+    """
 
     def __init__(self, video: VideoReader, duration: float) -> None:
         self.duration = duration
-        self.read_frames = video.read_frames
+        self._video = video
+
+    def read_frames(
+        self, times: Sequence[float], short_side: int | None = None
+    ) -> tuple[torch.Tensor, list[int]]:
+        return self._video.read_frames([min(time, self.duration) for time in times], short_side)
 
 
 def _decodable_duration(path: str) -> float:
@@ -197,21 +222,21 @@ def _decode_views(path: str, clips: TestClips, until: float | None = None):
     and warnings. A video whose frames stop early is cut to the part that decodes."""
     try:
         video = open_video(path)
+        try:
+            if until is not None:
+                return clips(_DecodablePart(video, until)), until, []
+            try:
+                return clips(video), video.duration, []
+            except VideoDecodeError as err:
+                usable = _decodable_duration(path)
+                if usable <= 0:
+                    raise
+                warning = f"{path}: {err}; classified from its first {usable:.2f} s, which decode"
+                return clips(_DecodablePart(video, usable)), usable, [warning]
+        finally:
+            video.close()
     except VideoDecodeError as err:
         raise DataError(f"{path}: {err}") from None
-    try:
-        if until is not None:
-            return clips(_DecodablePart(video, until)), until, []
-        try:
-            return clips(video), video.duration, []
-        except VideoDecodeError as err:
-            usable = _decodable_duration(path)
-            if usable <= 0:
-                raise DataError(f"{path}: {err}") from None
-            warning = f"{path}: {err}; classified from its first {usable:.2f} s, which decode"
-            return clips(_DecodablePart(video, usable)), usable, [warning]
-    finally:
-        video.close()
 
 
 def classify_video(

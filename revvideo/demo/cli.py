@@ -8,10 +8,12 @@
 --checkpoint takes a checkpoint file or a release name (downloaded once into the torch hub
 cache). The model comes from --cfg, else from the config stored in the checkpoint. Folders are
 searched for video files. With several videos, --output and --plot name folders that receive
-one <video name>.mp4 / .png each.
+one <video name>.mp4 / .png each. Nothing is ever written onto an input (a video, the checkpoint
+or the config).
 
 Exit status: 0 every video classified; 1 some video could not be (each on an `error:` line,
-then how many); 2 a mistake in the options, the config or the checkpoint (one `error:` line).
+then how many); 2 a mistake in the options, the config or the checkpoint, including a model
+whose scores are not finite (one `error:` line).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from revvideo.demo.classifier import (
     top_classes,
 )
 from revvideo.demo.render import plot_top_classes, write_annotated_video
-from revvideo.utils.errors import UserError
+from revvideo.utils.errors import DataError, UserError
 
 # The README's quick start; its OUTPUT_DIR is where the default checkpoint is looked for.
 QUICK_START_CONFIG = Path("configs/synthetic/REV_MVIT_XS.yaml")
@@ -50,6 +52,10 @@ LABELS_SHOWN = 3
 
 class UsageError(UserError):
     """A mistake in the command-line options."""
+
+
+class OutputError(UserError):
+    """An output of one video that cannot be written."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -166,16 +172,40 @@ def output_paths(option: str | None, videos: Sequence[str], suffix: str) -> dict
             f"{option} names one file but there are {len(videos)} videos; name a folder"
         )
     paths: dict[str, Path] = {}
-    taken: set[Path] = set()
+    # Names compared case-blind: on macOS and Windows "A.mp4" and "a.mp4" are one file.
+    taken: set[str] = set()
     for video in videos:
         stem = Path(video).stem
         target, number = path / f"{stem}{suffix}", 1
-        while target in taken:
+        while target.name.casefold() in taken:
             number += 1
             target = path / f"{stem}_{number}{suffix}"
-        taken.add(target)
+        taken.add(target.name.casefold())
         paths[video] = target
     return paths
+
+
+def refuse_overwrites(outputs: dict[str, dict[str, Path]], inputs: Sequence[str]) -> None:
+    """Raises UsageError before anything is written if an output file (`outputs`: option ->
+    {video: file}) is one of the existing `inputs`, links included, or two options name one
+    file."""
+    read = {_file_id(name): name for name in inputs if os.path.isfile(name)}
+    written: dict[Path, str] = {}
+    for option, paths in outputs.items():
+        for target in paths.values():
+            if target.is_file() and _file_id(target) in read:
+                raise UsageError(
+                    f"{option} would overwrite {read[_file_id(target)]}, an input of this run; "
+                    "name another file or folder"
+                )
+            other = written.setdefault(target.resolve(), option)
+            if other != option:
+                raise UsageError(f"{other} and {option} both name {target}; name two files")
+
+
+def _file_id(path: str | Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
 
 
 def _classify_one(
@@ -205,7 +235,7 @@ def _classify_one(
             plot_top_classes(result.top(args.topk, names), title, plot)
     except (OSError, ValueError, av.FFmpegError) as err:
         reason = getattr(err, "strerror", None) or err
-        raise UserError(f"{video}: cannot write its output: {reason}") from None
+        raise OutputError(f"{video}: cannot write its output: {reason}") from None
     return result
 
 
@@ -239,6 +269,10 @@ def _classify_all(args: argparse.Namespace) -> int:
         if checkpoint is None:
             checkpoint = quick_start_checkpoint()
             print(f"using {checkpoint}", file=sys.stderr)
+        refuse_overwrites(
+            {"--output": annotated_paths, "--plot": plot_paths},
+            [*videos, str(checkpoint), *([args.cfg] if args.cfg else [])],
+        )
         classifier = load_classifier(checkpoint, args.cfg, device)
     entries: list[dict] = []
     failed = 0
@@ -248,7 +282,9 @@ def _classify_all(args: argparse.Namespace) -> int:
                 result = _classify_one(
                     classifier, video, args, annotated_paths.get(video), plot_paths.get(video)
                 )
-            except UserError as err:
+            # Only this video's own failures are counted; others (a checkpoint whose scores
+            # are not finite) concern every video and stop the run.
+            except (DataError, OutputError) as err:
                 problem = str(err)
         if problem is not None:
             print(f"error: {problem}", file=sys.stderr)
@@ -263,7 +299,8 @@ def _classify_all(args: argparse.Namespace) -> int:
         else:
             _print_result(result, top)
     if args.json:
-        json.dump(entries, sys.stdout, indent=1)
+        # No NaN or Infinity, which are not JSON: every number here has been checked finite.
+        json.dump(entries, sys.stdout, indent=1, allow_nan=False)
         print()
     if failed and len(inputs) > 1:
         print(f"error: {failed} of {len(inputs)} inputs could not be classified", file=sys.stderr)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from revvideo.data.decoding import BACKENDS, VideoDecodeError, open_video, scaled_size
+from revvideo.data.synthetic import write_video
 
-from .videos import frame_index, write_audio_only, write_indexed_video
+from .videos import frame_index, indexed_frames, write_audio_only, write_indexed_video
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -54,6 +55,10 @@ def test_variable_frame_rate_is_sampled_by_timestamp(tmp_path, backend):
     times = [0.0, 0.12, 0.3, 0.56, 1.0, 1.26, 1.9, 2.05]
     indices, _ = read_indices(path, backend, times)
     assert indices == [int(np.searchsorted(starts, t, side="right")) - 1 for t in times]
+    video = open_video(path, backend)
+    # Up to the end of the last frame, not frames / average frame rate.
+    assert 2.0 < video.duration < 2.1
+    video.close()
 
 
 @pytest.mark.parametrize(
@@ -90,6 +95,17 @@ def test_a_display_rotation_is_applied(tmp_path, backend, short_side):
 def test_scaled_size_keeps_the_aspect_ratio(backend):
     assert scaled_size(320, 426, 224) == (224, 298)
     assert scaled_size(1280, 720, 256) == (455, 256)
+
+
+def test_a_raw_stream_says_how_to_put_it_in_a_container(tmp_path, backend):
+    path = tmp_path / "phone.h264"
+    write_video(str(path), indexed_frames(10), 15, "libx264")
+    with pytest.raises(VideoDecodeError) as error:
+        open_video(str(path), backend)
+    assert str(error.value) == (
+        "raw H.264 video without a container, so its frames have no times: wrap it in one with "
+        "`ffmpeg -framerate <its frame rate> -i phone.h264 -c copy phone.mp4`"
+    )
 
 
 def broken_file(tmp_path, kind):

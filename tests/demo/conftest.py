@@ -162,8 +162,9 @@ def write_truncated(path, source, fraction=0.6):
     return str(path)
 
 
-def write_partly_damaged(path):
-    """A 4 s red video whose index is complete (at the front) but whose last ~40 % is gone."""
+def write_partly_damaged(path, fraction=0.6):
+    """A 4 s red video whose index is complete (at the front) but of whose bytes only the
+    first `fraction` are left."""
     whole = Path(path).with_suffix(".whole" + Path(path).suffix)
     write_video(
         str(whole),
@@ -172,7 +173,7 @@ def write_partly_damaged(path):
         "libx264",
         container_options={"movflags": "faststart"} if str(path).endswith(".mp4") else None,
     )
-    return write_truncated(path, whole)
+    return write_truncated(path, whole, fraction)
 
 
 @pytest.fixture(scope="session")
@@ -181,10 +182,13 @@ def bad_videos(tmp_path_factory, videos):
     folder = tmp_path_factory.mktemp("bad")
     (folder / "empty.mp4").write_bytes(b"")
     (folder / "text.mp4").write_text("not a video\n" * 100)
+    # An H.264 elementary stream, without a container (the muxer follows the extension).
+    write_video(str(folder / "raw.h264"), colour_frames(("red",)), 15, "libx264")
     return {
         "missing": str(folder / "missing.mp4"),
         "empty": str(folder / "empty.mp4"),
         "truncated": write_truncated(folder / "truncated.mp4", videos["red"], 0.5),
         "not a video": str(folder / "text.mp4"),
         "no video stream": write_audio_only(folder / "audio.m4a"),
+        "raw stream": str(folder / "raw.h264"),
     }

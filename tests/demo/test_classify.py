@@ -28,6 +28,10 @@ from .conftest import (
 CPU = torch.device("cpu")
 
 
+def reject_non_finite(constant):
+    raise AssertionError(f"{constant} is not JSON")
+
+
 def run_main(capsys, *args):
     """cli.main in this process: (exit status, stdout, stderr lines)."""
     status = cli.main([str(arg) for arg in args])
@@ -53,7 +57,7 @@ def test_classifies_videos_and_prints_json(trained, videos):
     )
 
     assert run.returncode == 0, run.stderr
-    results = json.loads(run.stdout)
+    results = json.loads(run.stdout, parse_constant=reject_non_finite)
     assert [result["path"] for result in results] == [videos[c] for c in CLASS_NAMES]
     for colour, result in zip(CLASS_NAMES, results, strict=True):
         assert result["top_k"][0]["class"] == colour
@@ -238,7 +242,7 @@ def test_without_checkpoint_uses_the_quick_starts_newest(
         "error: no --checkpoint given and the quick start has written none to "
         "output/quick/checkpoints: train one with `python tools/run_net.py --cfg "
         "configs/synthetic/REV_MVIT_XS.yaml`, or pass --checkpoint <file.pyth or a release: "
-        "mvit_b_16x4_k400, mvit_b_16x4_k400_pyslowfast, rev_mvit_b_16x4_k400>"
+        f"{', '.join(sorted(RELEASES))}>"
     ]
 
     checkpoints = tmp_path / "output" / "quick" / "checkpoints"
@@ -259,6 +263,11 @@ def test_quick_start_config_names_the_output_dir():
 
 # --- bad inputs -------------------------------------------------------------------------------
 
+RAW_STREAM = (
+    "raw H.264 video without a container, so its frames have no times: wrap it in one with "
+    "`ffmpeg -framerate <its frame rate> -i raw.h264 -c copy raw.mp4`"
+)
+
 
 def test_each_bad_video_is_one_error_line_and_the_rest_is_classified(trained, videos, bad_videos):
     run = run_tool(
@@ -274,13 +283,14 @@ def test_each_bad_video_is_one_error_line_and_the_rest_is_classified(trained, vi
         f"error: {bad_videos['truncated']}: cannot open: Invalid data found when processing input",
         f"error: {bad_videos['not a video']}: cannot open: Invalid data found when processing input",
         f"error: {bad_videos['no video stream']}: no video stream",
-        "error: 5 of 6 inputs could not be classified",
+        f"error: {bad_videos['raw stream']}: {RAW_STREAM}",
+        "error: 6 of 7 inputs could not be classified",
     ]
     assert run.stdout.splitlines()[1].split()[1] == "green"
 
 
 @pytest.mark.parametrize(
-    "kind", ["missing", "empty", "truncated", "not a video", "no video stream"]
+    "kind", ["missing", "empty", "truncated", "not a video", "no video stream", "raw stream"]
 )
 def test_a_single_bad_video_fails_with_one_line(trained, bad_videos, kind, capsys):
     status, out, err = run_main(capsys, bad_videos[kind], "--checkpoint", trained[0], "--json")
@@ -431,3 +441,101 @@ def test_a_config_that_does_not_fit_suggests_the_checkpoints_own(trained, videos
     assert err[0].endswith(
         f"; the checkpoint carries its own config: drop --cfg {tmp_path / 'other.yaml'}"
     )
+
+
+def test_a_checkpoint_whose_scores_are_not_finite_stops_the_run(trained, videos, tmp_path, capsys):
+    model = build_model(trained[1])
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    path = tmp_path / "nan.pyth"
+    save_checkpoint(path, model, cfg=trained[1].dump(), class_names=CLASS_NAMES)
+    message = f"error: the model gives non-finite scores: the weights of {path} are broken"
+
+    for output in ([], ["--json"]):
+        status, out, err = run_main(
+            capsys, videos["red"], videos["green"], "--checkpoint", path, *output
+        )
+
+        assert status == 2
+        assert out == ""
+        assert err == [message], "one line for the checkpoint, not one per video"
+
+
+def test_the_demo_never_writes_onto_its_input(trained, videos, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    video = Path(shutil.copy(videos["red"], folder / "red.mp4"))
+    shutil.copy(videos["blue"], folder / "blue.avi")
+    (tmp_path / "link.mp4").symlink_to(video)
+    original = video.read_bytes()
+    checkpoint = trained[0]
+    cases = [
+        ([video, "--output", video], "--output", video),
+        ([video, "--plot", video], "--plot", video),
+        ([video, "--output", tmp_path / "link.mp4"], "--output", video),
+        ([folder, "--output", folder], "--output", video),
+        # Refused before anything is written: no plot either.
+        ([folder, "--plot", folder, "--output", folder], "--output", video),
+        ([video, "--output", checkpoint], "--output", checkpoint),
+    ]
+    for arguments, option, overwritten in cases:
+        status, out, err = run_main(capsys, *arguments, "--checkpoint", checkpoint)
+
+        assert status == 2 and out == ""
+        assert err == [
+            f"error: {option} would overwrite {overwritten}, an input of this run; "
+            "name another file or folder"
+        ]
+        assert video.read_bytes() == original
+        assert sorted(path.name for path in folder.iterdir()) == ["blue.avi", "red.mp4"]
+
+
+def test_output_and_plot_in_one_file_are_refused(trained, videos, tmp_path, capsys):
+    target = tmp_path / "out.png"
+
+    status, _, err = run_main(
+        capsys, videos["red"], "--checkpoint", trained[0], "--output", target, "--plot", target
+    )
+
+    assert status == 2
+    assert err == [f"error: --output and --plot both name {target}; name two files"]
+    assert not target.exists()
+
+
+def test_videos_with_one_name_get_an_output_each(trained, videos, tmp_path, capsys):
+    sources = []
+    for folder, name in (("a", "clip.mp4"), ("b", "clip.mp4"), ("c", "Clip.avi")):
+        (tmp_path / folder).mkdir()
+        sources.append(shutil.copy(videos["red"], tmp_path / folder / name))
+
+    status, _, err = run_main(
+        capsys, *sources, "--checkpoint", trained[0], "--plot", tmp_path / "plots"
+    )
+
+    assert status == 0, err
+    # Numbered whatever the case: on macOS and Windows Clip.png would be clip.png.
+    assert sorted(path.name for path in (tmp_path / "plots").iterdir()) == [
+        "Clip_3.png",
+        "clip.png",
+        "clip_2.png",
+    ]
+
+
+def test_a_video_damaged_within_its_first_clip_is_classified_from_what_decodes(
+    trained, tmp_path, capsys
+):
+    # 0.2 s decode, less than a clip: the frames the clip repeats past them are not decoded.
+    damaged = write_partly_damaged(tmp_path / "damaged.mp4", fraction=0.15)
+
+    status, out, err = run_main(
+        capsys, damaged, "--checkpoint", trained[0], "--output", tmp_path / "annotated.mp4"
+    )
+
+    assert status == 0, err
+    assert out.splitlines()[1].split()[1] == "red"
+    assert err == [
+        f"warning: {damaged}: decoding failed after 0.20 s: Invalid data found when processing "
+        "input; classified from its first 0.20 s, which decode",
+        f"warning: {damaged}: shorter than a clip (0.20 s < 0.53 s): its last frame fills the rest",
+    ]
