@@ -3,7 +3,7 @@
 Classes travel by name, never by bare index. A model's names are its checkpoint's
 `"class_names"` (ordered by output index); a dataset's come from its `classnames.json`
 (`{name: index}`, PySlowFast's format), else its `<split>/<class>/` folders. Kinetics-400's
-names come from torchvision's weight metadata, offline.
+and ImageNet-1k's names come from torchvision's weight metadata, offline.
 
     names = resolve_class_names(num_classes, checkpoint=entries, data_dir=cfg.DATA.PATH_TO_DATA_DIR)
     match = match_classes(model_names, dataset_names, shared_only=False)
@@ -26,6 +26,7 @@ __all__ = [
     "ClassMatch",
     "ClassNames",
     "dataset_class_names",
+    "imagenet1k_class_names",
     "kinetics400_class_names",
     "match_classes",
     "normalized_name",
@@ -38,11 +39,21 @@ CLASSNAMES_FILE = "classnames.json"
 SPLITS = ("train", "val", "test")
 
 
-def kinetics400_class_names() -> list[str]:
-    """The 400 Kinetics-400 class names in their usual (alphabetical) order, without download."""
+def _torchvision_categories(weights: str) -> list[str]:
+    """The class names in the metadata of torchvision's `weights` (shipped, never downloaded)."""
     import torchvision  # Imported here: only some callers need it, and it is slow to import.
 
-    return torchvision.models.get_weight("MViT_V1_B_Weights.KINETICS400_V1").meta["categories"]
+    return torchvision.models.get_weight(weights).meta["categories"]
+
+
+def kinetics400_class_names() -> list[str]:
+    """The 400 Kinetics-400 class names in their usual (alphabetical) order, without download."""
+    return _torchvision_categories("MViT_V1_B_Weights.KINETICS400_V1")
+
+
+def imagenet1k_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in the usual (synset id) order, without download."""
+    return _torchvision_categories("ResNet50_Weights.IMAGENET1K_V1")
 
 
 def normalized_name(name: str) -> str:

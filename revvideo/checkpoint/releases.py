@@ -6,8 +6,9 @@ hub cache (`torch.hub.get_dir()/checkpoints`, moved with $TORCH_HOME) and loads 
 Offline, a release that is not cached yet is a one-line CheckpointError saying where to get it.
 
 The releases are the Kinetics-400 checkpoints of PySlowFast's model zoo and torchvision's
-`MViT_V1_B_Weights.KINETICS400_V1`; each names the builder it fits and the test protocol of
-its reported top-1 (clip geometry and views), which `demo/classify.py` uses.
+`MViT_V1_B_Weights.KINETICS400_V1`, and PySlowFast's ImageNet-1k image models (Rev-ViT-S/B,
+Rev-MViT-B: one-frame inputs); each names the builder it fits and the test protocol of its
+reported top-1 (input geometry and views), which `demo/classify.py` uses.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import torch
 from torch import nn
 
 from revvideo.checkpoint.files import load_checkpoint
-from revvideo.classes import resolve_class_names
+from revvideo.classes import imagenet1k_class_names, resolve_class_names
 from revvideo.utils.errors import CheckpointError
 
 __all__ = [
+    "IMAGENET_1K",
+    "KINETICS_400",
     "RELEASES",
     "Release",
     "checkpoint_file",
@@ -34,31 +37,65 @@ __all__ = [
 ]
 
 
+KINETICS_400 = "Kinetics-400"
+IMAGENET_1K = "ImageNet-1k"
+
+
 @dataclass(frozen=True)
 class Release:
-    """A published Kinetics-400 checkpoint and how its reported accuracy was measured."""
+    """A published checkpoint and how its reported accuracy was measured."""
 
     name: str
-    builder: str  # the revvideo.models builder whose default architecture it fits
+    # The revvideo.models builder whose default architecture it fits (with `num_frames` frames).
+    builder: str
     url: str
     file_name: str  # its name in the hub cache
     source: str
-    top1: float  # reported Kinetics-400 top-1, percent
+    top1: float  # reported top-1 on `dataset`'s validation set, percent
     views: tuple[int, int]  # (temporal clips, spatial crops) behind `top1`
     # sha256 prefix the download must match; None when the publisher gives none.
     hash_prefix: str | None = None
     # Hosted where a script cannot fetch it (Google Drive asks a browser to confirm).
     browser_only: bool = False
+    dataset: str = KINETICS_400
     num_classes: int = 400
-    num_frames: int = 16
+    num_frames: int = 16  # 1: an image model, which classifies still images
     sampling_rate: int = 4
     target_fps: int = 30
     crop_size: int = 224
+    # Short side the input is resized to before the crops; None: `crop_size` (PySlowFast's
+    # video test). PySlowFast's ImageNet test resizes to 256 (bicubic), then crops the centre.
+    test_short_side: int | None = None
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
     def class_names(self) -> list[str]:
+        if self.dataset == IMAGENET_1K:
+            return imagenet1k_class_names()
         return resolve_class_names(self.num_classes).names
+
+
+def _pyslowfast_imagenet(
+    name: str, builder: str, file_name: str, config: str, top1: float
+) -> Release:
+    """A release of PySlowFast's ImageNet model zoo (projects/rev/README.md): one 224 px
+    centre crop of the short side resized to 256, ImageNet's mean and std."""
+    return Release(
+        name=name,
+        builder=builder,
+        url=f"https://dl.fbaipublicfiles.com/pyslowfast/rev/{file_name}",
+        file_name=file_name,
+        source=f"PySlowFast model zoo (ImageNet/{config})",
+        top1=top1,
+        views=(1, 1),
+        dataset=IMAGENET_1K,
+        num_classes=1000,
+        num_frames=1,
+        sampling_rate=1,
+        test_short_side=256,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+    )
 
 
 RELEASES: dict[str, Release] = {
@@ -92,6 +129,16 @@ RELEASES: dict[str, Release] = {
             top1=78.4,
             views=(5, 1),
             browser_only=True,
+        ),
+        _pyslowfast_imagenet("rev_vit_s_in1k", "rev_vit_s", "REV_VIT_S.pyth", "REV_VIT_S", 79.9),
+        _pyslowfast_imagenet("rev_vit_b_in1k", "rev_vit_b", "REV_VIT_B.pyth", "REV_VIT_B", 81.8),
+        # 82.9 in the model zoo, up from the paper's 82.5.
+        _pyslowfast_imagenet(
+            "rev_mvit_b_in1k",
+            "rev_mvit_b_imagenet",
+            "REV_MVIT_B.pyth",
+            "REV_MVIT_B_16_CONV",
+            82.9,
         ),
     )
 }

@@ -81,6 +81,9 @@ _C.MVIT.DROPOUT_RATE = 0.0
 _C.MVIT.PATCH_KERNEL = [3, 7, 7]
 _C.MVIT.PATCH_STRIDE = [2, 4, 4]
 _C.MVIT.PATCH_PADDING = [2, 4, 4]
+# A Conv2d patch embedding for images (PySlowFast's ImageNet models): PATCH_KERNEL, PATCH_STRIDE
+# and PATCH_PADDING are then (H, W) and DATA.NUM_FRAMES is 1.
+_C.MVIT.PATCH_2D = False
 # Pooling operator for Q, K, V: "conv" (depthwise Conv3d + LayerNorm), "avg" or "max".
 _C.MVIT.MODE = "conv"
 # A class token (non-reversible MViT only; the reversible models pool by averaging).
@@ -104,13 +107,14 @@ _C.MVIT.SEPARATE_QKV = False
 _C.MVIT.REV = CfgNode()
 # Build the reversible model (Rev-MViT, or Rev-ViT when there is no pooling).
 _C.MVIT.REV.ENABLE = False
-# How the two streams meet the head: "concat" (LayerNorm over 2C) or "avg"/"add"/"max"/"min".
+# How the two streams meet the head: "concat" (LayerNorm over 2C) or "avg" (over C).
 _C.MVIT.REV.RESPATH_FUSE = "concat"
 # Layers that are stage transitions (Q pooling, width change) instead of reversible blocks.
 _C.MVIT.REV.BUFFER_LAYERS = []
 # Residual path of a stage transition: "conv" (the block's own Q-pooling conv) or "max".
 _C.MVIT.REV.RES_PATH = "conv"
-# How the two streams are fused before a stage transition: "avg" or "concat".
+# How the two streams are fused before a stage transition: "avg", "concat", or
+# "concat_linear[_M[_P]]" (concatenated plus an MLP of them, hidden width M x, dropout P).
 _C.MVIT.REV.PRE_Q_FUSION = "avg"
 # Recompute activations in backward instead of storing them; False trains the same model with
 # ordinary autograd (same masks, same gradients; for checking and debugging).

@@ -52,6 +52,7 @@ def mvit_arguments(cfg: CfgNode) -> dict[str, Any]:
         patch_kernel=tuple(cfg.MVIT.PATCH_KERNEL),
         patch_stride=tuple(cfg.MVIT.PATCH_STRIDE),
         patch_padding=tuple(cfg.MVIT.PATCH_PADDING),
+        patch_2d=cfg.MVIT.PATCH_2D,
         sep_pos_embed=cfg.MVIT.SEP_POS_EMBED,
         dim_mul=cfg.MVIT.DIM_MUL,
         head_mul=cfg.MVIT.HEAD_MUL,

@@ -40,7 +40,10 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 
 
 class PatchEmbed(nn.Module):
-    """Conv3d patchifier: `(B, C_in, T, H, W)` (or an image `(B, C_in, H, W)`) to tokens."""
+    """Patchifier to tokens. A Conv3d over clips `(B, C_in, T, H, W)` (an image `(B, C_in, H, W)`
+    is a one-frame clip); with `conv_2d` (PySlowFast's PATCH_2D, its ImageNet models) a Conv2d
+    with `(H, W)` kernel, stride and padding over images `(B, C_in, H, W)` or one-frame clips
+    `(B, C_in, 1, H, W)`."""
 
     def __init__(
         self,
@@ -49,15 +52,46 @@ class PatchEmbed(nn.Module):
         kernel: Sequence[int],
         stride: Sequence[int],
         padding: Sequence[int],
+        *,
+        conv_2d: bool = False,
     ) -> None:
         super().__init__()
-        self.proj = nn.Conv3d(in_chans, embed_dim, tuple(kernel), tuple(stride), tuple(padding))
+        dims = 2 if conv_2d else 3
+        if not len(kernel) == len(stride) == len(padding) == dims:
+            layout = "(H, W) with a 2-D patch embedding" if conv_2d else "(T, H, W)"
+            raise ValueError(
+                f"patch kernel, stride and padding must each be {layout}; got "
+                f"{list(kernel)}, {list(stride)}, {list(padding)}"
+            )
+        conv = nn.Conv2d if conv_2d else nn.Conv3d
+        self.proj = conv(in_chans, embed_dim, tuple(kernel), tuple(stride), tuple(padding))
+        # A 2-D patchifier is a 3-D one that is one frame deep.
+        self.geometry = (
+            ((1, *kernel), (1, *stride), (0, *padding)) if conv_2d else (kernel, stride, padding)
+        )
+
+    def grid(self, num_frames: int, crop_size: int) -> Thw:
+        """Token grid `(T', H', W')` of `num_frames` frames of `crop_size` x `crop_size` pixels."""
+        if isinstance(self.proj, nn.Conv2d) and num_frames != 1:
+            raise ValueError(
+                f"a 2-D patch embedding (PATCH_2D) embeds single images: set the number of "
+                f"frames (DATA.NUM_FRAMES) to 1, not {num_frames}"
+            )
+        return patch_grid((num_frames, crop_size, crop_size), *self.geometry)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Thw]:
         """Returns tokens `(B, T' * H' * W', embed_dim)` and their grid `(T', H', W')`."""
-        if x.ndim == 4:
-            x = x.unsqueeze(2)
-        x = self.proj(x)
+        if isinstance(self.proj, nn.Conv2d):
+            if x.ndim == 5:
+                if x.shape[2] != 1:
+                    raise ValueError(
+                        f"this image model takes images (B, C, H, W) or one-frame clips "
+                        f"(B, C, 1, H, W), not clips of {x.shape[2]} frames"
+                    )
+                x = x.squeeze(2)
+            x = self.proj(x).unsqueeze(2)
+        else:
+            x = self.proj(x.unsqueeze(2) if x.ndim == 4 else x)
         thw = (x.shape[2], x.shape[3], x.shape[4])
         return x.flatten(2).transpose(1, 2), thw
 
@@ -291,7 +325,7 @@ class ClassificationHead(nn.Module):
 
 def init_weights(module: nn.Module) -> None:
     """PySlowFast's MViT initialisation, which its training recipe was tuned with."""
-    if isinstance(module, (nn.Linear, nn.Conv3d)):
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.constant_(module.bias, 0.02)
@@ -380,7 +414,8 @@ def plan_layers(
         for layer, *stride in pool_kv_stride:
             strides_kv[_check_layer(layer, depth)] = tuple(stride)
 
-    drop_paths = torch.linspace(0, drop_path_rate, depth).tolist()
+    # On the CPU even under a `torch.device("meta")` context, so models build without weights.
+    drop_paths = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
     plans = []
     dim, heads = embed_dim, num_heads
     for i in range(depth):

@@ -24,7 +24,6 @@ from revvideo.models.common import (
     drop_path,
     init_weights,
     layer_norm,
-    patch_grid,
     plan_layers,
     pool_channel_major,
     position_embedding,
@@ -98,6 +97,7 @@ class MViT(nn.Module):
         patch_kernel: tuple[int, ...] = (3, 7, 7),
         patch_stride: tuple[int, ...] = (2, 4, 4),
         patch_padding: tuple[int, ...] = (1, 3, 3),
+        patch_2d: bool = False,
         sep_pos_embed: bool = True,
         dim_mul: Any = ((1, 2.0), (3, 2.0), (14, 2.0)),
         head_mul: Any = ((1, 2.0), (3, 2.0), (14, 2.0)),
@@ -110,11 +110,9 @@ class MViT(nn.Module):
         super().__init__()
         self.has_cls_token = cls_token
         self.patch_embed = PatchEmbed(
-            in_chans, embed_dim, patch_kernel, patch_stride, patch_padding
+            in_chans, embed_dim, patch_kernel, patch_stride, patch_padding, conv_2d=patch_2d
         )
-        self.grid = patch_grid(
-            (num_frames, crop_size, crop_size), patch_kernel, patch_stride, patch_padding
-        )
+        self.grid = self.patch_embed.grid(num_frames, crop_size)
         if cls_token:
             self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         add_position_embeddings(

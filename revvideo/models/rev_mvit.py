@@ -6,6 +6,7 @@ names match PySlowFast's released checkpoints (`rev_backbone.layers.N.F/G...`).
 """
 
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,6 @@ from revvideo.models.common import (
     channel_major_linear,
     init_weights,
     layer_norm,
-    patch_grid,
     plan_layers,
     pool_channel_major,
     position_embedding,
@@ -39,7 +39,7 @@ from revvideo.models.reversible import (
     recompute_in_backward,
 )
 
-__all__ = ["RevMViT", "rev_mvit_b_16x4"]
+__all__ = ["RevMViT", "StreamFusion", "rev_mvit_b_16x4", "rev_mvit_b_imagenet"]
 
 
 class RecomputedPoolingAttention(MultiScaleAttention):
@@ -95,6 +95,36 @@ class RevMViTBlock(ReversibleBlock):
         self.drop_path_rate = plan.drop_path
 
 
+class StreamFusion(nn.Module):
+    """Fuses the two streams `(B, N, dim)` into one (PySlowFast's TwoStreamFusion, same names).
+
+    "avg" averages them (width `dim`); "concat" concatenates them (width `2 * dim`);
+    "concat_linear[_M[_P]]" concatenates them and adds an MLP of the result, `x + MLP(x)`, with
+    hidden width `M * 2 * dim` (M defaults to 1) and dropout P (default 0).
+    """
+
+    MODES = "'avg', 'concat' or 'concat_linear[_<hidden multiplier>[_<dropout>]]'"
+    _LINEAR = re.compile(r"concat_linear(?:_(\d+(?:\.\d*)?)(?:_(\d*\.?\d+))?)?")
+
+    def __init__(self, mode: str, dim: int) -> None:
+        super().__init__()
+        linear = self._LINEAR.fullmatch(mode)
+        if mode not in ("avg", "concat") and linear is None:
+            raise ValueError(f"unknown stream fusion {mode!r}; use {self.MODES}")
+        self.mode = mode
+        self.out_dim = dim if mode == "avg" else 2 * dim
+        self.fuse_fn = None
+        if linear is not None:
+            hidden = int(self.out_dim * float(linear[1] or 1))
+            self.fuse_fn = Mlp(self.out_dim, hidden, self.out_dim, float(linear[2] or 0))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        if self.mode == "avg":
+            return (x1 + x2) / 2
+        x = torch.cat([x1, x2], dim=-1)
+        return x if self.fuse_fn is None else x + self.fuse_fn(x)
+
+
 class RevMViTTransition(StageTransition):
     """Fuses the streams, Q-pools them and widens `dim_in` to `dim_out` inside the attention;
     the residual is projected to `dim_out` and pooled by the same Q pooling (or max pooling)."""
@@ -110,12 +140,10 @@ class RevMViTTransition(StageTransition):
         res_path: str,
     ) -> None:
         super().__init__()
-        if pre_q_fusion not in ("avg", "concat"):
-            raise ValueError(f"PRE_Q_FUSION must be 'avg' or 'concat', got {pre_q_fusion!r}")
         if res_path not in ("conv", "max"):
             raise ValueError(f"RES_PATH must be 'conv' or 'max', got {res_path!r}")
-        self.pre_q_fusion = pre_q_fusion
-        dim = plan.dim_in * (2 if pre_q_fusion == "concat" else 1)
+        self.pre_q_fuse = StreamFusion(pre_q_fusion, plan.dim_in)
+        dim = self.pre_q_fuse.out_dim
         self.F = AttentionSubBlock(dim, plan.dim_out, attention, recompute_pooling=True)
         self.G = MlpSubBlock(plan.dim_out, mlp_ratio, dropout)
         self.res_proj = nn.Linear(dim, plan.dim_out) if dim != plan.dim_out else None
@@ -140,7 +168,9 @@ class RevMViTTransition(StageTransition):
         return self.F.attn.pool_like_q(projected, thw)
 
     def attend(self, x1: torch.Tensor, x2: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
-        x = (x1 + x2) / 2 if self.pre_q_fusion == "avg" else torch.cat([x1, x2], dim=-1)
+        fuse = self.pre_q_fuse
+        # A fusion MLP's hidden layer is wide and at full resolution: recomputed, not kept.
+        x = fuse(x1, x2) if fuse.fuse_fn is None else recompute_in_backward(fuse, x1, x2)
         # The residual first, so its full-resolution projection is freed before attention starts.
         residual = recompute_in_backward(self._residual, x, thw)
         out, thw = self.F.attn(self.F.norm(x), thw)
@@ -152,7 +182,9 @@ class RevMViT(nn.Module):
 
     The defaults build Rev-MViT-B 16x4 (34,963,120 parameters with 400 classes). Layers listed
     in `transition_layers` are stage transitions; every other layer is a reversible block,
-    so only the transitions may pool Q or change the width.
+    so only the transitions may pool Q or change the width. `pre_q_fusion` and `respath_fuse`
+    are `StreamFusion` modes (the final fusion: "concat" or "avg"); `patch_2d` embeds images
+    with a Conv2d (`num_frames=1`, 2-D patch kernel, stride and padding).
     """
 
     def __init__(
@@ -174,6 +206,7 @@ class RevMViT(nn.Module):
         patch_kernel: Sequence[int] = (3, 7, 7),
         patch_stride: Sequence[int] = (2, 4, 4),
         patch_padding: Sequence[int] = (1, 3, 3),
+        patch_2d: bool = False,
         sep_pos_embed: bool = True,
         dim_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0)),
         head_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0)),
@@ -193,13 +226,10 @@ class RevMViT(nn.Module):
         super().__init__()
         if respath_fuse not in ("concat", "avg"):
             raise ValueError(f"RESPATH_FUSE must be 'concat' or 'avg', got {respath_fuse!r}")
-        self.respath_fuse = respath_fuse
         self.patch_embed = PatchEmbed(
-            in_chans, embed_dim, patch_kernel, patch_stride, patch_padding
+            in_chans, embed_dim, patch_kernel, patch_stride, patch_padding, conv_2d=patch_2d
         )
-        self.grid = patch_grid(
-            (num_frames, crop_size, crop_size), patch_kernel, patch_stride, patch_padding
-        )
+        self.grid = self.patch_embed.grid(num_frames, crop_size)
         add_position_embeddings(
             self, self.grid, embed_dim, separable=sep_pos_embed, class_token=False
         )
@@ -256,8 +286,8 @@ class RevMViT(nn.Module):
             chunk_tokens=chunk_tokens,
         )
         self.backbone_drop = nn.Dropout(dropout_rate)
-        width = plans[-1].dim_out
-        self.norm = layer_norm(2 * width if respath_fuse == "concat" else width)
+        self.fuse = StreamFusion(respath_fuse, plans[-1].dim_out)
+        self.norm = layer_norm(self.fuse.out_dim)
         self.head = ClassificationHead(
             self.norm.normalized_shape[0], num_classes, head_dropout_rate
         )
@@ -269,8 +299,7 @@ class RevMViT(nn.Module):
         x, thw = self.patch_embed(x)
         x = self.pos_drop(x + position_embedding(self, self.grid, thw, class_token=False))
         x1, x2, _ = self.rev_backbone(x, thw)
-        fused = torch.cat([x1, x2], dim=-1) if self.respath_fuse == "concat" else (x1 + x2) / 2
-        return self.norm(self.backbone_drop(fused)).mean(dim=1)
+        return self.norm(self.backbone_drop(self.fuse(x1, x2))).mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`(B, C, T, H, W)` clips (or `(B, C, H, W)` images) to `(B, num_classes)` logits."""
@@ -302,3 +331,28 @@ def rev_mvit_b_16x4(
     in the paper. `kwargs` override any `RevMViT` argument. `weights`: a checkpoint path or a
     release name (see revvideo.checkpoint.releases, e.g. "rev_mvit_b_16x4_k400")."""
     return load_weights(RevMViT(num_classes, **kwargs), weights, "rev_mvit_b_16x4")
+
+
+def rev_mvit_b_imagenet(
+    num_classes: int = 1000, *, weights: str | os.PathLike | None = None, **kwargs: Any
+) -> RevMViT:
+    """Rev-MViT-B for 224 px images, PySlowFast's ImageNet/REV_MVIT_B_16_CONV: 82.9 % top-1 on
+    ImageNet-1k. Takes `(B, 3, H, W)` images or one-frame clips `(B, 3, 1, H, W)`. `kwargs`
+    override any `RevMViT` argument. `weights`: a checkpoint path or a release name (e.g.
+    "rev_mvit_b_in1k")."""
+    preset: dict[str, Any] = dict(
+        num_frames=1,
+        patch_2d=True,
+        patch_kernel=(7, 7),
+        patch_stride=(4, 4),
+        patch_padding=(3, 3),
+        sep_pos_embed=False,
+        qkv_bias=True,
+        separate_qkv=True,
+        drop_path_rate=0.1,
+        head_dropout_rate=0.0,
+        pool_kvq_kernel=(1, 3, 3),
+        pool_kv_stride_adaptive=(1, 4, 4),
+        pre_q_fusion="concat_linear_2",
+    )
+    return load_weights(RevMViT(num_classes, **(preset | kwargs)), weights, "rev_mvit_b_imagenet")

@@ -2,32 +2,62 @@
 
 An isotropic ViT (no pooling, constant width) made of reversible blocks: the same engine and
 the same `RevMViT` class with every pooling and width change turned off. Video clips are cut
-into 2x16x16 tubelets; a single image (`num_frames=1`) into 16x16 patches.
+into 2x16x16 tubelets; a single image (`num_frames=1`) into 16x16 patches by a Conv2d, the
+layout of PySlowFast's ImageNet models (PATCH_2D), so their released weights load.
 """
 
 import os
 from typing import Any
 
-from revvideo.checkpoint.releases import load_weights
+from revvideo.checkpoint.releases import find_release, load_weights
 from revvideo.models.rev_mvit import RevMViT
 
-__all__ = ["rev_vit_b", "rev_vit_s"]
+__all__ = ["rev_vit_b", "rev_vit_l", "rev_vit_s"]
+
+DEFAULT_FRAMES = 16
+
+
+def _frames(num_frames: int | None, weights: str | os.PathLike | None) -> int:
+    """`num_frames`; if None, the input of the release `weights` names (1 for the ImageNet
+    releases), else DEFAULT_FRAMES."""
+    if num_frames is not None:
+        return num_frames
+    release = find_release(weights) if isinstance(weights, str) else None
+    return DEFAULT_FRAMES if release is None else release.num_frames
 
 
 def _rev_vit(
-    num_classes: int, preset: dict[str, Any], num_frames: int, crop_size: int, **kwargs: Any
+    builder: str,
+    preset: dict[str, Any],
+    num_classes: int,
+    num_frames: int | None,
+    crop_size: int,
+    weights: str | os.PathLike | None,
+    kwargs: dict[str, Any],
 ) -> RevMViT:
-    tubelet = (1 if num_frames == 1 else 2, 16, 16)
+    num_frames = _frames(num_frames, weights)
+    if num_frames == 1:
+        patches: dict[str, Any] = dict(
+            patch_2d=True,
+            patch_kernel=(16, 16),
+            patch_stride=(16, 16),
+            patch_padding=(0, 0),
+            sep_pos_embed=False,
+        )
+    else:
+        patches = dict(
+            patch_kernel=(2, 16, 16),
+            patch_stride=(2, 16, 16),
+            patch_padding=(0, 0, 0),
+            sep_pos_embed=True,
+        )
     arguments: dict[str, Any] = dict(
+        patches,
         num_frames=num_frames,
         crop_size=crop_size,
         depth=12,
         qkv_bias=True,
         separate_qkv=True,
-        patch_kernel=tubelet,
-        patch_stride=tubelet,
-        patch_padding=(0, 0, 0),
-        sep_pos_embed=num_frames > 1,
         dim_mul=(),
         head_mul=(),
         pool_q_stride=(),
@@ -36,34 +66,60 @@ def _rev_vit(
         pool_kvq_kernel=None,
         transition_layers=(),
     )
-    return RevMViT(num_classes, **(arguments | preset | kwargs))
+    model = RevMViT(num_classes, **(arguments | preset | kwargs))
+    return load_weights(model, weights, builder)
 
 
 def rev_vit_s(
     num_classes: int = 400,
     *,
-    num_frames: int = 16,
+    num_frames: int | None = None,
     crop_size: int = 224,
     weights: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> RevMViT:
-    """Rev-ViT-S: width 384, 6 heads, 12 reversible blocks. `num_frames=1` for images;
-    `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path."""
+    """Rev-ViT-S: width 384, 6 heads, 12 reversible blocks (22.4 M parameters for images).
+
+    `num_frames=1` builds the image model (79.9 % top-1 on ImageNet-1k with the release
+    "rev_vit_s_in1k"); None takes the frames of the release `weights` names, else 16.
+    `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path or a release name.
+    """
     preset = dict(embed_dim=384, num_heads=6, drop_path_rate=0.1)
-    model = _rev_vit(num_classes, preset, num_frames, crop_size, **kwargs)
-    return load_weights(model, weights, "rev_vit_s")
+    return _rev_vit("rev_vit_s", preset, num_classes, num_frames, crop_size, weights, kwargs)
 
 
 def rev_vit_b(
     num_classes: int = 400,
     *,
-    num_frames: int = 16,
+    num_frames: int | None = None,
     crop_size: int = 224,
     weights: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> RevMViT:
-    """Rev-ViT-B: width 768, 12 heads, 12 reversible blocks. `num_frames=1` for images;
-    `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path."""
+    """Rev-ViT-B: width 768, 12 heads, 12 reversible blocks (87.3 M parameters for images).
+
+    `num_frames=1` builds the image model (81.8 % top-1 on ImageNet-1k with the release
+    "rev_vit_b_in1k"); None takes the frames of the release `weights` names, else 16.
+    `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path or a release name.
+    """
     preset = dict(embed_dim=768, num_heads=12, drop_path_rate=0.2)
-    model = _rev_vit(num_classes, preset, num_frames, crop_size, **kwargs)
-    return load_weights(model, weights, "rev_vit_b")
+    return _rev_vit("rev_vit_b", preset, num_classes, num_frames, crop_size, weights, kwargs)
+
+
+def rev_vit_l(
+    num_classes: int = 400,
+    *,
+    num_frames: int | None = None,
+    crop_size: int = 224,
+    weights: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> RevMViT:
+    """Rev-ViT-L: width 1024, 16 heads, 24 reversible blocks (ViT-L's geometry; 305.4 M
+    parameters for images). No weights are released; PySlowFast has no config for it, so the drop-path
+    rate (0.5) is the usual one for a ViT-L trained from scratch, not the paper's.
+
+    `num_frames=1` builds the image model; None takes the frames of the release `weights`
+    names, else 16. `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path.
+    """
+    preset = dict(embed_dim=1024, num_heads=16, depth=24, drop_path_rate=0.5)
+    return _rev_vit("rev_vit_l", preset, num_classes, num_frames, crop_size, weights, kwargs)

@@ -2,6 +2,7 @@
 from the network), their errors, and torch.hub.load through hubconf.py."""
 
 import hashlib
+import re
 import urllib.error
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import torch
 
 import revvideo.models
 from revvideo.checkpoint import RELEASES, Release, fetch_release, save_checkpoint, stored_config
-from revvideo.classes import kinetics400_class_names
+from revvideo.checkpoint.releases import IMAGENET_1K, KINETICS_400
+from revvideo.classes import imagenet1k_class_names, kinetics400_class_names
 from revvideo.models import rev_mvit_b_16x4, rev_vit_s
 from revvideo.utils.errors import CheckpointError, ConfigError
 
@@ -136,8 +138,8 @@ def test_browser_only_release_says_how_to_get_it(tmp_path, monkeypatch):
         ),
         (
             lambda: rev_mvit_b_16x4(weights="rev_mvit_b"),
-            r"^weights 'rev_mvit_b' is neither a file nor a release \(mvit_b_16x4_k400, "
-            r"mvit_b_16x4_k400_pyslowfast, rev_mvit_b_16x4_k400\)$",
+            r"^weights 'rev_mvit_b' is neither a file nor a release "
+            rf"\({re.escape(', '.join(sorted(RELEASES)))}\)$",
         ),
         (
             lambda: rev_mvit_b_16x4(weights=Path("absent.pyth")),
@@ -151,12 +153,12 @@ def test_unusable_weights_are_one_line_errors_before_any_download(build, message
         build()
 
 
-def test_releases_name_real_builders_and_kinetics_classes():
-    names = kinetics400_class_names()
+def test_releases_name_real_builders_and_their_datasets_classes():
+    names = {KINETICS_400: kinetics400_class_names(), IMAGENET_1K: imagenet1k_class_names()}
     for release in RELEASES.values():
         assert callable(getattr(revvideo.models, release.builder))
-        assert release.num_classes == len(release.class_names()) == 400
-        assert release.class_names() == names
+        assert release.num_classes == len(release.class_names()) == len(names[release.dataset])
+        assert release.class_names() == names[release.dataset]
         assert release.url.startswith("https://")
 
 
