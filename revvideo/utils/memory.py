@@ -3,10 +3,15 @@
 `LiveTensorTracker` follows every tensor storage allocated while it is active and reports the
 peak of their total size: the CPU counterpart of `torch.cuda.max_memory_allocated`.
 `SavedTensorCounter` adds up the distinct storages autograd saves for backward.
+`largest_batch` finds the largest batch a step fits in device memory, recovering from each
+out-of-memory error on the way.
 """
 
+import gc
+import math
 import weakref
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -95,3 +100,60 @@ def peak_bytes(step: Callable[[], object], device: torch.device) -> int:
     with LiveTensorTracker() as tracker:
         step()
     return tracker.peak_bytes
+
+
+def fits_in_memory(
+    step: Callable[[], object], on_out_of_memory: Callable[[], None] | None = None
+) -> bool:
+    """Runs `step()`; False if it ran out of CUDA memory, after freeing what the failed step held.
+
+    The failed step's tensors are reachable from the exception's traceback (its frames' locals),
+    so they are released only once the exception is gone: `on_out_of_memory` (which frees what
+    the caller keeps between steps, e.g. gradients) and the cache release run after the `except`
+    block. `gc.collect()` frees what reference cycles through those frames still hold, and
+    `empty_cache` hands the freed blocks back so that the next try starts unfragmented.
+    """
+    try:
+        step()
+    except torch.cuda.OutOfMemoryError:
+        pass
+    else:
+        return True
+    if on_out_of_memory is not None:
+        on_out_of_memory()
+    gc.collect()
+    torch.cuda.empty_cache()
+    return False
+
+
+def largest_batch(
+    step: Callable[[int], object],
+    *,
+    limit: int | None = None,
+    tolerance: float = 0.0,
+    headroom: float = 0.0,
+    on_out_of_memory: Callable[[], None] | None = None,
+) -> int:
+    """The largest batch size for which `step(batch_size)` runs without running out of memory.
+
+    Doubles from 1 until a size fails (or reaches `limit`), then bisects between the largest
+    size that fitted and the smallest that did not, until they are within `tolerance` (a
+    fraction of the size that fits; 0: exact) — each try is a whole step, so a coarser answer
+    saves the costliest tries. `headroom`: the fraction of that size to give up, so that what
+    the tries did not see (allocator fragmentation over many steps, other clips) still fits.
+    `on_out_of_memory` is called after each failed try (see fits_in_memory). Returns 0 when not
+    even one sample fits.
+    """
+    fits, fails = 0, None
+    while fails is None or fails - fits > max(1, int(tolerance * fits)):
+        if fails is None:
+            size = max(1, 2 * fits) if limit is None else min(max(1, 2 * fits), limit)
+            if size == fits:  # the limit itself fits
+                break
+        else:
+            size = (fits + fails) // 2
+        if fits_in_memory(partial(step, size), on_out_of_memory):
+            fits = size
+        else:
+            fails = size
+    return max(1, math.floor(fits * (1 - headroom))) if fits else 0

@@ -1,4 +1,7 @@
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +39,13 @@ def test_benchmark_rows_compare_loaders_on_the_same_files(tmp_path):
     assert rows[0]["x plain"] == rows[3]["x plain"] == 1.0
     table = format_table(rows)
     assert table.splitlines()[0].startswith("name") and len(table.splitlines()) == 10
+
+
+def test_the_memory_budget_section_says_in_one_line_that_it_needs_cuda():
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "tools/benchmark.py", "--device", "cpu", "--section", "budget"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "the memory-budget section needs a CUDA GPU (--device cuda), not cpu: skipped"
+    ]

@@ -1,0 +1,124 @@
+"""The command-line tools on CUDA: tools/benchmark.py's model table and memory-budget section on
+tiny clips, and tools/run_net.py's quick start under torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.cuda
+
+ROOT = Path(__file__).resolve().parents[2]
+# Clips of 4 frames of 64 px: the full-width models, quick.
+TINY_CLIPS = ["--frames", "4", "--size", "64"]
+
+
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _benchmark(tmp_path: Path, *arguments: str) -> dict:
+    figures = tmp_path / "figures.json"
+    command = [sys.executable, "tools/benchmark.py", "--device", "cuda", *TINY_CLIPS, *arguments]
+    _run([*command, "--json", str(figures)], timeout=240)
+    return json.loads(figures.read_text())
+
+
+def test_the_model_table_runs_on_cuda(tmp_path):
+    rows = {row["model"]: row for row in _benchmark(tmp_path, "--depths")["models"]["models"]}
+    assert len(rows) == 4
+    for row in rows.values():
+        assert row["params_m"] > 20 and row["gflops"] > 0
+        assert row["peak_mib_per_clip"] > 0 and row["step_s_per_clip"] > 0
+        assert row["infer_clips_per_s"] > 0
+    # The FLOPs are counted on the CPU: the same model with either backward has the same count.
+    reversible = rows["Rev-MViT-B (reversible backward)"]
+    plain = rows["Rev-MViT-B (ordinary autograd)"]
+    assert reversible["gflops"] == plain["gflops"]
+    # The CUDA allocator sees the activations the reversible backward does not keep.
+    assert reversible["peak_mib_per_clip"] < plain["peak_mib_per_clip"] / 2
+
+
+def test_the_memory_budget_section_finds_batches_that_fit_and_times_them(tmp_path):
+    budget = 2.0
+    result = _benchmark(
+        tmp_path,
+        "--section",
+        "budget",
+        "--memory-budget",
+        str(budget),
+        "--budget-dtypes",
+        "fp32",
+        "--budget-depths",
+        "32",
+        "--budget-depth-dtypes",
+        "bf16",
+        "--budget-warmup",
+        "1",
+        "--budget-steps",
+        "2",
+    )["budget"]
+    assert result["card"] == torch.cuda.get_device_name()
+    rows = result["rows"]
+    assert not [row for row in rows if "error" in row]
+    assert [(row["model"], row["depth"], row["dtype"]) for row in rows] == [
+        ("Rev-MViT-B", 16, "fp32"),
+        ("MViT-B (revvideo)", 16, "fp32"),
+        ("mvit_v1_b (torchvision)", 16, "fp32"),
+        ("Rev-MViT-B", 32, "bf16"),
+        ("MViT-B (revvideo)", 32, "bf16"),
+    ]
+    for row in rows:
+        assert 1 <= row["timed_batch"] <= row["largest_batch"]
+        assert row["clips_per_s"] > 0
+        # The budget caps what the allocator reserves, and so everything allocated.
+        assert row["peak_gib"] <= row["reserved_gib"] <= budget
+    # The reversible model keeps a fraction of MViT-B's activations: a larger batch fits.
+    by_case = {(row["model"], row["depth"], row["dtype"]): row for row in rows}
+    for depth, dtype in [(16, "fp32"), (32, "bf16")]:
+        reversible = by_case["Rev-MViT-B", depth, dtype]["largest_batch"]
+        assert reversible > 2 * by_case["MViT-B (revvideo)", depth, dtype]["largest_batch"]
+    assert by_case["MViT-B (revvideo)", 16, "fp32"]["x_reference"] == 1.0
+
+
+def test_the_quick_start_trains_under_torchrun_on_one_gpu_in_bf16(tmp_path):
+    config = ROOT / "configs" / "synthetic" / "REV_MVIT_XS.yaml"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    result = _run(
+        [
+            *torchrun,
+            "--nproc_per_node",
+            "1",
+            "tools/run_net.py",
+            "--cfg",
+            str(config),
+            "SOLVER.MAX_EPOCH",
+            "1",
+            "SOLVER.WARMUP_EPOCHS",  # the config's 5 would outlast the run
+            "0.5",
+            "TRAIN.MIXED_PRECISION",
+            "True",
+            "OUTPUT_DIR",
+            str(tmp_path / "output"),
+            "DATA.PATH_TO_DATA_DIR",
+            str(tmp_path / "data"),
+        ],
+        timeout=300,
+    )
+    assert "on 1 process(es), cuda:0" in result.stdout
+    assert "bfloat16 autocast" in result.stdout
+    results = json.loads((tmp_path / "output" / "test_results.json").read_text())
+    assert results["num_videos"] == 72 and results["num_unscored"] == 0
