@@ -115,12 +115,6 @@ def test_a_rev_mvit_step_after_one_that_ran_out_of_memory_in_the_backward_is_exa
     assert all(torch.equal(after[name], expected[name]) for name in expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revvideo.models.reversible: a failed custom backward leaves its graph in a "
-    "reference cycle through C++ autograd nodes (node -> ctx.step -> _Handoff -> recovered "
-    "streams, which keep their grad_fn -> node), which no garbage collection frees",
-)
 def test_a_rev_mvit_step_that_ran_out_of_memory_in_the_backward_leaves_nothing_behind():
     # Otherwise each failed try of a batch search keeps its activations and every later try
     # fails too: on an H200 every Rev-MViT-B step after the first such error ran out of memory.

@@ -155,7 +155,10 @@ class _Handoff:
         self._streams: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def put(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
-        self._streams = (x1, x2)
+        # Values only: recovered streams carry the graph of their recomputation, which leads
+        # back to the autograd node holding this handoff; if backward stopped halfway (out of
+        # memory), that cycle through C++ nodes would keep the whole step's graph alive.
+        self._streams = (x1.detach(), x2.detach())
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._streams is None:

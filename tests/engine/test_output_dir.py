@@ -22,9 +22,9 @@ from .helpers import run_command, run_net_command, tiny_cfg, write_cfg
 def test_a_second_run_on_the_same_output_dir_is_refused_naming_the_first(tmp_path):
     with output_dir_lock(tmp_path):
         owner = json.loads((tmp_path / LOCK_FILE).read_text())
-        with pytest.raises(UserError, match=rf"in use by another run \(pid {owner['pid']} on "):
-            with output_dir_lock(tmp_path):
-                pass
+        in_use = pytest.raises(UserError, match=rf"in use by another run \(pid {owner['pid']} on ")
+        with in_use, output_dir_lock(tmp_path):
+            pass
     # Released: the next run takes it without a word.
     with output_dir_lock(tmp_path):
         pass
