@@ -1,10 +1,13 @@
 """Config loading: defaults, YAML merging, overrides and clear errors."""
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from revvideo.config import ConfigError, get_cfg, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_use_pyslowfast_names():
@@ -17,7 +20,10 @@ def test_defaults_use_pyslowfast_names():
 
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "model.yaml"
-    path.write_text("MVIT:\n  DEPTH: 4\n  PATCH_KERNEL: (3, 7, 7)\n  REV:\n    ENABLE: True\n")
+    path.write_text(
+        "MVIT:\n  DEPTH: 4\n  PATCH_KERNEL: (3, 7, 7)\n  CLS_EMBED_ON: False\n"
+        "  REV:\n    ENABLE: True\n"
+    )
     cfg = load_config(path, ["MVIT.DEPTH", "6", "MVIT.MLP_RATIO", "2"])
     assert cfg.MVIT.DEPTH == 6
     assert cfg.MVIT.PATCH_KERNEL == [3, 7, 7]
@@ -68,3 +74,79 @@ def test_pyslowfast_keys_we_do_not_use_are_ignored_with_a_warning(tmp_path, capl
         cfg = load_config(path)
     assert cfg.MVIT.DEPTH == 3
     assert "ignoring config key MODEL.ARCH" in caplog.text
+
+
+def test_a_list_of_base_files_merges_in_order(tmp_path):
+    (tmp_path / "a.yaml").write_text("MVIT:\n  DEPTH: 4\n  EMBED_DIM: 32\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text("_BASE_: ../a.yaml\nMVIT:\n  EMBED_DIM: 64\n")
+    (tmp_path / "child.yaml").write_text("_BASE_: [a.yaml, sub/b.yaml]\nMVIT:\n  MLP_RATIO: 2\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.MVIT.DEPTH, cfg.MVIT.EMBED_DIM, cfg.MVIT.MLP_RATIO) == (4, 64, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("child", "files", "message"),
+    [
+        ("_BASE_: nope.yaml\n", {}, r"config file not found: .*nope\.yaml \(the _BASE_ of "),
+        ("_BASE_: child.yaml\n", {}, r"include each other: .*child\.yaml -> .*child\.yaml$"),
+        (
+            "_BASE_: loop.yaml\n",
+            {"loop.yaml": "_BASE_: child.yaml\n"},
+            r"include each other: .*child\.yaml -> .*loop\.yaml -> .*child\.yaml$",
+        ),
+        ("_BASE_: list.yaml\n", {"list.yaml": "- 1\n"}, r"list\.yaml \(the _BASE_ of .*\) must"),
+        ("_BASE_: 5\n", {}, r"_BASE_ in .*child\.yaml must name a YAML file.*got 5$"),
+        ("_BASE_:\n", {}, r"_BASE_ in .*child\.yaml must name a YAML file.*got None$"),
+        ("_BASE_: [a.yaml, 7]\n", {"a.yaml": ""}, r"must name a YAML file.*got \['a\.yaml', 7\]"),
+        (
+            "_BASE_: typo.yaml\n",
+            {"typo.yaml": "MVIT:\n  DEPHT: 4\n"},
+            r"unknown config key MVIT\.DEPHT in .*typo\.yaml; did you mean MVIT\.DEPTH\?",
+        ),
+        (
+            "_BASE_: bad.yaml\n",
+            {"bad.yaml": "MVIT: [1\n"},
+            r"bad\.yaml \(the _BASE_ of .*\) is not",
+        ),
+    ],
+    ids=["missing", "itself", "loop", "a-list", "a-number", "empty", "list-entry", "typo", "yaml"],
+)
+def test_base_file_mistakes_are_one_line_errors(tmp_path, child, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "child.yaml").write_text(child)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(tmp_path / "child.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_config_files_are_utf8_with_or_without_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes("\ufeff# café\nMVIT:\n  DEPTH: 3\n".encode())
+    assert load_config(path).MVIT.DEPTH == 3
+    path.write_bytes("MVIT:\n  # caf\xe9\n  DEPTH: 3\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"bom\.yaml line 2 is not UTF-8 text$"):
+        load_config(path)
+
+
+def test_an_empty_value_is_not_the_default(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("MVIT:\n  DEPTH:\n")
+    with pytest.raises(ConfigError, match=r"MVIT\.DEPTH in .*empty\.yaml must be int .*got None"):
+        load_config(path)
+
+
+def test_a_key_whose_default_is_none_takes_none_again(tmp_path):
+    path = tmp_path / "kernel.yaml"
+    path.write_text("MVIT:\n  POOL_KVQ_KERNEL: [3, 3, 3]\n")
+    assert load_config(path, ["MVIT.POOL_KVQ_KERNEL", "null"]).MVIT.POOL_KVQ_KERNEL is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "configs").glob("*/*.yaml")),
+    ids=lambda path: path.parent.name + "/" + path.stem,
+)
+def test_shipped_configs_are_valid(path):
+    load_config(path)

@@ -1,70 +1,52 @@
-"""Configs: `get_cfg()` gives the defaults, `load_config()` merges a YAML file and overrides."""
+"""Configs: `get_cfg()` gives the defaults, `load_config()` merges YAML files and overrides and
+validates the result (`validate_config`, see revvideo.config.validate)."""
 
-import difflib
 import logging
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
-from fvcore.common.config import CfgNode
+from fvcore.common.config import BASE_KEY, CfgNode
 
 from revvideo.config.defaults import IGNORED_KEYS, get_cfg
+from revvideo.config.validate import check_type, unknown_key_error, validate_config
 from revvideo.utils.errors import ConfigError
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config", "merge_overrides"]
+__all__ = [
+    "CfgNode",
+    "ConfigError",
+    "get_cfg",
+    "load_config",
+    "merge_overrides",
+    "validate_config",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:
-    keys = []
-    for name, value in node.items():
-        full = f"{prefix}{name}"
-        keys.extend(_all_keys(value, full + ".") if isinstance(value, CfgNode) else [full])
-    return keys
-
-
-def _unknown_key_error(key: str, defaults: CfgNode, source: str) -> ConfigError:
-    close = difflib.get_close_matches(key, _all_keys(defaults), n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]}?" if close else ""
-    return ConfigError(f"unknown config key {key} in {source}{hint}")
-
-
-def _check_value(key: str, value: Any, default: Any, source: str) -> Any:
-    """Coerces ints given for float keys and rejects values of another type, naming the key."""
-    if default is None or value is None:
-        return value
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-        return list(value)
-    if type(value) is not type(default):
-        raise ConfigError(
-            f"config key {key} in {source} must be {type(default).__name__} "
-            f"(like {default!r}), got {value!r}"
-        )
-    return value
-
-
-def _validated(tree: dict, defaults: CfgNode, source: str, prefix: str = "") -> dict:
-    """Returns `tree` without ignored PySlowFast keys, raising ConfigError on unknown keys."""
-    clean = {}
+def _merge(tree: dict, node: CfgNode, source: str, prefix: str = "") -> None:
+    """Sets the keys of `tree` in `node`, but ignored PySlowFast keys; ConfigError on unknown
+    keys and on values of another type than the key's. (fvcore's merge would raise its own
+    ValueError on a type it does not expect, and a key whose default is None takes several.)"""
     for name, value in tree.items():
         key = f"{prefix}{name}"
         if key in IGNORED_KEYS:
             logger.warning("ignoring config key %s from %s: %s", key, source, IGNORED_KEYS[key])
             continue
-        if name not in defaults:
-            raise _unknown_key_error(key, get_cfg(), source)
-        default = defaults[name]
-        if isinstance(default, CfgNode):
+        if name not in node:
+            raise unknown_key_error(key, source)
+        current = node[name]
+        if isinstance(current, CfgNode):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {key} in {source} must be a section, got {value!r}")
-            clean[name] = _validated(value, default, source, key + ".")
-        else:
-            clean[name] = _check_value(key, value, default, source)
-    return clean
+            _merge(value, current, source, key + ".")
+            continue
+        check_type(key, value, source)
+        # Values as fvcore's merge stores them: an int given for a float is a float, a tuple a list.
+        if isinstance(current, float) and isinstance(value, int):
+            value = float(value)
+        node[name] = list(value) if isinstance(value, tuple) else value
 
 
 def _parse_override(text: str) -> Any:
@@ -75,38 +57,82 @@ def _parse_override(text: str) -> Any:
 
 
 def merge_overrides(cfg: CfgNode, opts: Sequence[str]) -> CfgNode:
-    """Merges command-line `KEY VALUE` pairs (values parsed as YAML) into `cfg` in place."""
+    """Merges command-line `KEY VALUE` pairs (values parsed as YAML) into `cfg` in place, in
+    order; the caller validates the result (load_config does)."""
     if len(opts) % 2:
         raise ConfigError(f"overrides come in KEY VALUE pairs; {opts[-1]!r} has no value")
-    tree: dict = {}
     for key, text in zip(opts[::2], opts[1::2], strict=True):
         *parents, leaf = key.split(".")
-        node = tree
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = _parse_override(text) if isinstance(text, str) else text
-    cfg.merge_from_other_cfg(CfgNode(_validated(tree, cfg, "the command line")))
+        tree = {leaf: _parse_override(text) if isinstance(text, str) else text}
+        for parent in reversed(parents):
+            tree = {parent: tree}
+        _merge(tree, cfg, "the command line")
     return cfg
 
 
 def load_config(cfg_file: str | os.PathLike | None = None, opts: Sequence[str] = ()) -> CfgNode:
-    """The defaults, with `cfg_file` (YAML, `_BASE_` allowed) and then `opts` merged on top."""
+    """The defaults, with `cfg_file` (YAML, after the files its `_BASE_` names) and then `opts`
+    merged on top, validated: ConfigError (one line, naming the file or key) otherwise."""
     cfg = get_cfg()
     if cfg_file is not None:
-        source = os.fspath(cfg_file)
-        if not os.path.isfile(source):
-            raise ConfigError(f"config file not found: {source}")
-        try:
-            with open(source) as file:
-                top = yaml.safe_load(file)
-            if top is not None and not isinstance(top, dict):
-                raise ConfigError(f"{source} must hold a mapping of config keys")
-            tree = CfgNode.load_yaml_with_base(source, allow_unsafe=False) if top else {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{source} is not valid YAML: {str(err).splitlines()[0]}") from None
-        tree = _literal_tuples(tree)
-        cfg.merge_from_other_cfg(CfgNode(_validated(tree, cfg, source)))
-    return merge_overrides(cfg, opts)
+        for source, tree in _config_files(os.fspath(cfg_file)):
+            _merge(_literal_tuples(tree), cfg, source)
+    merge_overrides(cfg, opts)
+    validate_config(cfg)
+    return cfg
+
+
+def _config_files(path: str, included_by: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
+    """(file, its keys) of `path` and of the files its `_BASE_` names (one, or a list merged in
+    order; relative to `path`'s folder), recursively: bases first, the order they merge in.
+    `included_by`: the files that include `path`, outermost first."""
+    tree = _read_yaml(path, included_by[-1] if included_by else None)
+    files = []
+    if BASE_KEY in tree:
+        bases = tree.pop(BASE_KEY)
+        for base in bases if isinstance(bases, list) else [bases]:
+            if not isinstance(base, str) or not base:
+                raise ConfigError(
+                    f"{BASE_KEY} in {path} must name a YAML file, or list several, got {bases!r}"
+                )
+            base_path = os.path.join(os.path.dirname(path), os.path.expanduser(base))
+            chain = (*included_by, path)
+            if os.path.realpath(base_path) in map(os.path.realpath, chain):
+                loop = " -> ".join((*chain, base_path))
+                raise ConfigError(f"{BASE_KEY} makes config files include each other: {loop}")
+            files.extend(_config_files(base_path, chain))
+    files.append((path, tree))
+    return files
+
+
+def _read_yaml(path: str, included_by: str | None) -> dict:
+    """The mapping of config keys in the YAML file `path` (UTF-8, a byte order mark allowed);
+    ConfigError naming the file, and the one that names it as its `_BASE_`, otherwise."""
+    base_of = f" (the {BASE_KEY} of {included_by})" if included_by else ""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}{base_of}")
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}{base_of}: {err.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path}{base_of} line {line} is not UTF-8 text") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}{base_of} is not valid YAML{where}: {problem}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}{base_of} must hold a mapping of config keys")
+    return tree
 
 
 def _literal_tuples(tree: dict) -> dict:

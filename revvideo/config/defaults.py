@@ -13,7 +13,8 @@ _C = CfgNode()
 # Model
 # ---------------------------------------------------------------------------------------------
 _C.MODEL = CfgNode()
-# Registry key of the model class: "MViT" (PySlowFast's name; reversible when MVIT.REV.ENABLE).
+# Registry key of the model class: "MViT" (PySlowFast's name, reversible when MVIT.REV.ENABLE)
+# or "RevMViT".
 _C.MODEL.MODEL_NAME = "MViT"
 # Classes the model scores; 0: the training dataset's (its classnames.json or class folders),
 # or the tested checkpoint's when only testing. A value that disagrees with a dataset that
@@ -23,14 +24,14 @@ _C.MODEL.NUM_CLASSES = 0
 _C.MODEL.DROPOUT_RATE = 0.5
 
 # ---------------------------------------------------------------------------------------------
-# Input geometry (the data pipeline adds its own keys to this node)
+# Data: where the videos are, how clips are cut from them, the model's input and test views
 # ---------------------------------------------------------------------------------------------
 _C.DATA = CfgNode()
 # Frames per clip given to the model.
 _C.DATA.NUM_FRAMES = 8
 # Side of the square crop used for training; the model's position embeddings are sized for it.
 _C.DATA.TRAIN_CROP_SIZE = 224
-# Input channels per pathway (PySlowFast keeps a list; revvideo models have one pathway).
+# Input channels per pathway (a list in PySlowFast): [3], the RGB frames of the one pathway.
 _C.DATA.INPUT_CHANNEL_NUM = [3]
 # Folder holding train.csv, val.csv and test.csv (lines `path label`, label a class index), or
 # train/, val/ and test/ folders of `class_name/video` files (classes numbered in sorted order).
@@ -63,19 +64,29 @@ _C.DATA.MEAN = [0.45, 0.45, 0.45]
 _C.DATA.STD = [0.225, 0.225, 0.225]
 # Random horizontal flip of training clips.
 _C.DATA.RANDOM_FLIP = True
+# How the softmax scores of a video's views combine: "sum" or "max".
+_C.DATA.ENSEMBLE_METHOD = "sum"
+# Generate revvideo's synthetic motion dataset (revvideo.data.synthetic, always the same videos)
+# into DATA.PATH_TO_DATA_DIR on first use.
+_C.DATA.GENERATE_SYNTHETIC = False
 
 # ---------------------------------------------------------------------------------------------
 # Multiscale Vision Transformer (MViT v1) and its reversible variants
 # ---------------------------------------------------------------------------------------------
 _C.MVIT = CfgNode()
+# Layers; the width of the first ones (a multiple of NUM_HEADS) and their heads, which DIM_MUL
+# and HEAD_MUL multiply further on.
 _C.MVIT.DEPTH = 16
 _C.MVIT.EMBED_DIM = 96
 _C.MVIT.NUM_HEADS = 1
+# Hidden width of each MLP, as a multiple of its layer's width.
 _C.MVIT.MLP_RATIO = 4.0
+# Biases in the q, k, v projections.
 _C.MVIT.QKV_BIAS = True
 # Stochastic depth, rising linearly from 0 at the first block to this value at the last.
 _C.MVIT.DROPPATH_RATE = 0.1
-# Dropout after the position embedding, the attention projection and the backbone.
+# Dropout after the position embedding, in the attention projection and the MLPs, and (the
+# reversible models) after the backbone.
 _C.MVIT.DROPOUT_RATE = 0.0
 # Patch embedding Conv3d (T, H, W); a temporal kernel and stride of 1 embed single images.
 _C.MVIT.PATCH_KERNEL = [3, 7, 7]
@@ -86,7 +97,8 @@ _C.MVIT.PATCH_PADDING = [2, 4, 4]
 _C.MVIT.PATCH_2D = False
 # Pooling operator for Q, K, V: "conv" (depthwise Conv3d + LayerNorm), "avg" or "max".
 _C.MVIT.MODE = "conv"
-# A class token (non-reversible MViT only; the reversible models pool by averaging).
+# A class token, which the head reads (MViT only: False for the reversible models, which
+# average the tokens).
 _C.MVIT.CLS_EMBED_ON = True
 # Separate spatial and temporal absolute position embeddings instead of one per token.
 _C.MVIT.SEP_POS_EMBED = False
@@ -103,6 +115,8 @@ _C.MVIT.POOL_KV_STRIDE = []
 _C.MVIT.POOL_KV_STRIDE_ADAPTIVE = None
 # Three Linear layers (q, k, v) instead of one fused qkv Linear.
 _C.MVIT.SEPARATE_QKV = False
+# No weight decay on the position embeddings and the class token.
+_C.MVIT.ZERO_DECAY_POS_CLS = True
 
 _C.MVIT.REV = CfgNode()
 # Build the reversible model (Rev-MViT, or Rev-ViT when there is no pooling).
@@ -124,7 +138,7 @@ _C.MVIT.REV.RECOMPUTE_TRANSITIONS = True
 
 
 # ---------------------------------------------------------------------------------------------
-# Data pipeline: augmentation, mixup, loaders, batch sizes and test views
+# Data pipeline: augmentation, mixup and loaders
 # ---------------------------------------------------------------------------------------------
 _C.AUG = CfgNode()
 # RandAugment (or colour jitter when AA_TYPE is empty) and random erasing on training clips.
@@ -168,18 +182,6 @@ _C.DATA_LOADER.PIN_MEMORY = True
 # Let each decoder use several threads; worth it only with fewer workers than cores.
 _C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
 
-_C.TRAIN = CfgNode()
-# Videos per training batch over all processes (each rank loads BATCH_SIZE / world size).
-_C.TRAIN.BATCH_SIZE = 64
-
-_C.TEST = CfgNode()
-# Clips per validation/test batch over all processes; a batch holds whole videos (all views).
-_C.TEST.BATCH_SIZE = 8
-# Temporal clips per test video, evenly spread: the first starts at 0, the last ends at the end.
-_C.TEST.NUM_ENSEMBLE_VIEWS = 10
-# Spatial crops per clip: 1 (centre) or 3 (both ends and centre of the long side).
-_C.TEST.NUM_SPATIAL_CROPS = 3
-
 
 # ---------------------------------------------------------------------------------------------
 # Training and evaluation engine (revvideo.engine, tools/run_net.py)
@@ -191,6 +193,9 @@ _C.RNG_SEED = 1
 # A progress line in log.jsonl (and tensorboard) every LOG_PERIOD optimizer steps.
 _C.LOG_PERIOD = 10
 
+_C.TRAIN = CfgNode()
+# Videos per training batch over all processes (each rank loads BATCH_SIZE / world size).
+_C.TRAIN.BATCH_SIZE = 64
 # Train the model (and then test it if TEST.ENABLE); False only tests.
 _C.TRAIN.ENABLE = True
 # Validation top-1 (the val split, one centre clip per video) every EVAL_PERIOD epochs and after
@@ -212,6 +217,14 @@ _C.TRAIN.MIXED_PRECISION = False
 # ACCUMULATION_STEPS videos. Batches left over at the end of an epoch are not used.
 _C.TRAIN.ACCUMULATION_STEPS = 1
 
+_C.TEST = CfgNode()
+# Clips per validation/test batch over all processes; a batch holds whole videos (all views).
+_C.TEST.BATCH_SIZE = 8
+# Temporal clips per test video, evenly spread: the first starts at 0, the last ends at the end.
+_C.TEST.NUM_ENSEMBLE_VIEWS = 10
+# Spatial crops per clip, spread evenly along the long side from one end to the other: 1 is
+# the centre crop, 3 both ends and the centre.
+_C.TEST.NUM_SPATIAL_CROPS = 3
 # Run the multi-view test after training (or alone when TRAIN.ENABLE is False).
 _C.TEST.ENABLE = True
 # Weights to test (a file or a release name such as rev_mvit_b_16x4_k400); empty: the model
@@ -221,11 +234,6 @@ _C.TEST.CHECKPOINT_FILE_PATH = ""
 # test stops, unless this is True: then only the classes both know are scored (videos of other
 # classes are listed as unscored).
 _C.TEST.SHARED_CLASSES_ONLY = False
-# How the softmax scores of a video's views combine: "sum" or "max".
-_C.DATA.ENSEMBLE_METHOD = "sum"
-# Generate revvideo's synthetic motion dataset (revvideo.data.synthetic, always the same videos)
-# into DATA.PATH_TO_DATA_DIR on first use.
-_C.DATA.GENERATE_SYNTHETIC = False
 
 _C.SOLVER = CfgNode()
 # "adamw" or "sgd" (with MOMENTUM and NESTEROV).
@@ -268,8 +276,6 @@ _C.SOLVER.NESTEROV = True
 # global L2 norm to CLIP_GRAD_L2NORM; None: no clipping.
 _C.SOLVER.CLIP_GRAD_VAL = None
 _C.SOLVER.CLIP_GRAD_L2NORM = None
-# No weight decay on the position embeddings and the class token.
-_C.MVIT.ZERO_DECAY_POS_CLS = True
 
 
 # PySlowFast keys that revvideo accepts in a YAML file but does not use, with the reason shown

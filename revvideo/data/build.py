@@ -9,14 +9,12 @@ from fvcore.common.config import CfgNode
 from torch.utils.data.distributed import DistributedSampler
 
 from revvideo.classes import dataset_class_names
+from revvideo.config.validate import validate_config
 from revvideo.data.clip_sampling import clip_duration
 from revvideo.data.dataset import TestClips, TrainClips, VideoDataset
-from revvideo.data.decoding import BACKENDS
 from revvideo.data.loader import ShardSampler, VideoLoader
 from revvideo.data.paths import SPLITS, read_video_list
 from revvideo.data.transforms import (
-    ERASE_MODES,
-    INTERPOLATIONS,
     MultiViewCrops,
     Normalize,
     TrainAugmentation,
@@ -26,6 +24,10 @@ from revvideo.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+# PySlowFast's MViT configs name torchvision's decoder, which pytorchvideo 0.1.5 cannot drive
+# with torchvision 0.29; PyAV decodes the same frames.
+BACKEND_ALIASES = {"torchvision": "pyav"}
+
 
 def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -> VideoDataset:
     """The VideoDataset of `split` ("train", "val" or "test") under DATA.PATH_TO_DATA_DIR.
@@ -34,11 +36,12 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -
     centre crop; test: TEST.NUM_ENSEMBLE_VIEWS clips x TEST.NUM_SPATIAL_CROPS crops. Val and
     test views are uint8, for the GPU to normalise, if `views_for_gpu` (default: when CUDA is
     available, as the engine then uses it), else normalised float32 (see MultiViewCrops).
+    The config is validated first (it may have been made in code).
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    backend = _checked_backend(cfg)
-    check_data_config(cfg)
+    validate_config(cfg)
+    backend = _backend(cfg)
     if not cfg.DATA.PATH_TO_DATA_DIR:
         raise ConfigError("DATA.PATH_TO_DATA_DIR is not set: the folder holding train.csv etc.")
     class_names = dataset_class_names(cfg.DATA.PATH_TO_DATA_DIR)
@@ -116,76 +119,11 @@ def distributed_rank_and_world_size() -> tuple[int, int]:
     return 0, 1
 
 
-def _checked_backend(cfg: CfgNode) -> str:
+def _backend(cfg: CfgNode) -> str:
     backend = cfg.DATA.DECODING_BACKEND
-    if backend == "torchvision":
-        # PySlowFast's MViT configs name torchvision's decoder, which pytorchvideo 0.1.5 cannot
-        # drive with torchvision 0.29; PyAV decodes the same frames.
-        logger.warning("DATA.DECODING_BACKEND torchvision is read as pyav")
-        return "pyav"
-    if backend not in BACKENDS:
-        raise ConfigError(
-            f"DATA.DECODING_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}"
-        )
-    return backend
-
-
-def check_data_config(cfg: CfgNode) -> None:
-    """ConfigError for settings the pipeline cannot run with, naming the key."""
-    data, aug, test = cfg.DATA, cfg.AUG, cfg.TEST
-    positive = {
-        "DATA.NUM_FRAMES": data.NUM_FRAMES,
-        "DATA.SAMPLING_RATE": data.SAMPLING_RATE,
-        "DATA.TARGET_FPS": data.TARGET_FPS,
-        "DATA.TRAIN_CROP_SIZE": data.TRAIN_CROP_SIZE,
-        "DATA.TEST_CROP_SIZE": data.TEST_CROP_SIZE,
-        "AUG.NUM_SAMPLE": aug.NUM_SAMPLE,
-        "AUG.RE_COUNT": aug.RE_COUNT,
-        "TRAIN.BATCH_SIZE": cfg.TRAIN.BATCH_SIZE,
-        "TEST.BATCH_SIZE": test.BATCH_SIZE,
-        "TEST.NUM_ENSEMBLE_VIEWS": test.NUM_ENSEMBLE_VIEWS,
-        "TEST.NUM_SPATIAL_CROPS": test.NUM_SPATIAL_CROPS,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
-    pairs = {
-        "DATA.TRAIN_JITTER_SCALES": data.TRAIN_JITTER_SCALES,
-        "DATA.TRAIN_JITTER_SCALES_RELATIVE": data.TRAIN_JITTER_SCALES_RELATIVE,
-        "DATA.TRAIN_JITTER_ASPECT_RELATIVE": data.TRAIN_JITTER_ASPECT_RELATIVE,
-    }
-    for key, value in pairs.items():
-        if (value or key == "DATA.TRAIN_JITTER_SCALES") and (
-            len(value) != 2 or not 0 < value[0] <= value[1]
-        ):
-            raise ConfigError(f"{key} must be [min, max] with 0 < min <= max, got {value}")
-    if bool(data.TRAIN_JITTER_SCALES_RELATIVE) != bool(data.TRAIN_JITTER_ASPECT_RELATIVE):
-        raise ConfigError(
-            "DATA.TRAIN_JITTER_SCALES_RELATIVE and DATA.TRAIN_JITTER_ASPECT_RELATIVE must be "
-            "set together (random resized crop) or both left empty"
-        )
-    if data.TRAIN_JITTER_SCALES_RELATIVE and data.TRAIN_JITTER_SCALES_RELATIVE[1] > 1:
-        raise ConfigError("DATA.TRAIN_JITTER_SCALES_RELATIVE is a fraction of the area: max <= 1")
-    if not data.TRAIN_JITTER_SCALES_RELATIVE and data.TRAIN_JITTER_SCALES[0] < data.TRAIN_CROP_SIZE:
-        raise ConfigError(
-            f"DATA.TRAIN_JITTER_SCALES {data.TRAIN_JITTER_SCALES} must not be smaller than "
-            f"DATA.TRAIN_CROP_SIZE {data.TRAIN_CROP_SIZE}"
-        )
-    for key in ("MEAN", "STD"):
-        if len(data[key]) != 3:
-            raise ConfigError(f"DATA.{key} needs 3 values (RGB), got {data[key]}")
-    if min(data.STD) <= 0:
-        raise ConfigError(f"DATA.STD must be positive, got {data.STD}")
-    if aug.INTERPOLATION not in INTERPOLATIONS:
-        raise ConfigError(
-            f"AUG.INTERPOLATION must be one of {', '.join(INTERPOLATIONS)}, got {aug.INTERPOLATION!r}"
-        )
-    if aug.RE_MODE not in ERASE_MODES:
-        raise ConfigError(
-            f"AUG.RE_MODE must be one of {', '.join(ERASE_MODES)}, got {aug.RE_MODE!r}"
-        )
-    if not 0 <= aug.RE_PROB <= 1:
-        raise ConfigError(f"AUG.RE_PROB must be a probability, got {aug.RE_PROB}")
+    if backend in BACKEND_ALIASES:
+        logger.warning("DATA.DECODING_BACKEND %s is read as %s", backend, BACKEND_ALIASES[backend])
+    return BACKEND_ALIASES.get(backend, backend)
 
 
 def _train_augmentation(cfg: CfgNode) -> TrainAugmentation:

@@ -7,7 +7,6 @@ from fvcore.common.config import CfgNode
 
 from revvideo.data.pytorchvideo_transforms import CutMix, convert_to_one_hot
 from revvideo.data.pytorchvideo_transforms import MixUp as _PytorchvideoMixUp
-from revvideo.utils.errors import ConfigError
 
 
 class MixUp:
@@ -17,7 +16,8 @@ class MixUp:
     (B, num_classes), rows summing to 1. Each batch is mixed with probability `prob`, by cutmix
     with probability `switch_prob` (when both are enabled) and otherwise by mixup, pairing clip
     i with clip B - 1 - i (pytorchvideo's MixUp / CutMix). Unmixed batches, single-clip batches
-    and a disabled MixUp still get label-smoothed soft targets.
+    and a disabled MixUp still get label-smoothed soft targets. The settings are those of the
+    MIXUP keys, checked where configs are validated (revvideo.config.validate).
     """
 
     def __init__(
@@ -31,13 +31,6 @@ class MixUp:
         switch_prob: float = 0.5,
         label_smoothing: float = 0.1,
     ) -> None:
-        if not 0 <= label_smoothing < 1:
-            raise ConfigError(f"MIXUP.LABEL_SMOOTH_VALUE must be in [0, 1), got {label_smoothing}")
-        if mixup_alpha < 0 or cutmix_alpha < 0:
-            raise ConfigError("MIXUP.ALPHA and MIXUP.CUTMIX_ALPHA must not be negative")
-        for key, value in (("MIXUP.PROB", prob), ("MIXUP.SWITCH_PROB", switch_prob)):
-            if not 0 <= value <= 1:
-                raise ConfigError(f"{key} must be a probability, got {value}")
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
         self.prob = prob if enabled else 0.0

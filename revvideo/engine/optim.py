@@ -7,9 +7,13 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from revvideo.utils.errors import ConfigError
-
-OPTIMIZERS = ("adamw", "sgd")
+# SOLVER.OPTIMIZING_METHOD (any case): the optimizer over the parameter groups.
+OPTIMIZERS = {
+    "adamw": lambda groups, solver: torch.optim.AdamW(groups, lr=solver.BASE_LR, eps=1e-8),
+    "sgd": lambda groups, solver: torch.optim.SGD(
+        groups, lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV
+    ),
+}
 
 # Parameters that are positions or a token rather than weights: never decayed when
 # MVIT.ZERO_DECAY_POS_CLS is set.
@@ -77,14 +81,9 @@ def parameter_groups(
 
 
 def build_optimizer(model: nn.Module, cfg: CfgNode) -> torch.optim.Optimizer:
-    """AdamW or SGD (SOLVER.OPTIMIZING_METHOD) over `parameter_groups`; the schedule sets the LR."""
+    """AdamW or SGD (SOLVER.OPTIMIZING_METHOD) over `parameter_groups`; the schedule sets the LR.
+    `cfg` is a validated config (see revvideo.config.validate)."""
     solver = cfg.SOLVER
-    if not 0 < solver.LAYER_DECAY <= 1:
-        raise ConfigError(f"SOLVER.LAYER_DECAY must be in (0, 1], got {solver.LAYER_DECAY}")
-    if not 0 < solver.HEAD_LR_MULT < math.inf:
-        raise ConfigError(
-            f"SOLVER.HEAD_LR_MULT must be a finite number above 0, got {solver.HEAD_LR_MULT}"
-        )
     groups = parameter_groups(
         model,
         solver.WEIGHT_DECAY,
@@ -93,16 +92,7 @@ def build_optimizer(model: nn.Module, cfg: CfgNode) -> torch.optim.Optimizer:
         layer_decay=solver.LAYER_DECAY,
         head_lr_mult=solver.HEAD_LR_MULT,
     )
-    method = solver.OPTIMIZING_METHOD.lower()
-    if method == "adamw":
-        return torch.optim.AdamW(groups, lr=solver.BASE_LR, eps=1e-8)
-    if method == "sgd":
-        return torch.optim.SGD(
-            groups, lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV
-        )
-    raise ConfigError(
-        f"SOLVER.OPTIMIZING_METHOD must be one of {', '.join(OPTIMIZERS)}, got {method!r}"
-    )
+    return OPTIMIZERS[solver.OPTIMIZING_METHOD.lower()](groups, solver)
 
 
 class WarmupCosineSchedule:
@@ -146,18 +136,8 @@ class WarmupCosineSchedule:
     def from_cfg(
         cls, optimizer: torch.optim.Optimizer, cfg: CfgNode, steps_per_epoch: int
     ) -> "WarmupCosineSchedule":
+        """The schedule of a validated config (see revvideo.config.validate)."""
         solver = cfg.SOLVER
-        if solver.LR_POLICY != "cosine":
-            raise ConfigError(f"SOLVER.LR_POLICY must be cosine, got {solver.LR_POLICY!r}")
-        if not 0 <= solver.WARMUP_EPOCHS <= solver.MAX_EPOCH:
-            raise ConfigError(
-                f"SOLVER.WARMUP_EPOCHS must be in [0, SOLVER.MAX_EPOCH], got {solver.WARMUP_EPOCHS}"
-            )
-        if solver.COSINE_END_LR > solver.BASE_LR:
-            raise ConfigError(
-                f"SOLVER.COSINE_END_LR {solver.COSINE_END_LR} is above SOLVER.BASE_LR "
-                f"{solver.BASE_LR}"
-            )
         scale = lr_scale(cfg)
         return cls(
             optimizer,
@@ -209,8 +189,6 @@ class WarmupCosineSchedule:
 def lr_scale(cfg: CfgNode) -> float:
     """Global batch / SOLVER.BASE_LR_BATCH_SIZE (1 when that is 0): linear LR scaling."""
     reference = cfg.SOLVER.BASE_LR_BATCH_SIZE
-    if reference < 0:
-        raise ConfigError(f"SOLVER.BASE_LR_BATCH_SIZE must not be negative, got {reference}")
     if reference == 0:
         return 1.0
     return cfg.TRAIN.BATCH_SIZE * cfg.TRAIN.ACCUMULATION_STEPS / reference

@@ -24,7 +24,7 @@ from revvideo.classes import (
     match_classes,
     resolve_class_names,
 )
-from revvideo.data.build import check_data_config
+from revvideo.config.validate import validate_config
 from revvideo.data.paths import video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
 from revvideo.engine.distributed import (
@@ -35,7 +35,6 @@ from revvideo.engine.distributed import (
     shutdown_distributed,
 )
 from revvideo.engine.evaluate import RESULTS_FILE, multiview_test
-from revvideo.engine.metrics import ENSEMBLE_METHODS
 from revvideo.engine.monitor import RunLog
 from revvideo.engine.output_lock import output_dir_lock
 from revvideo.engine.precision import MixedPrecision
@@ -77,7 +76,7 @@ def run(cfg: CfgNode) -> int:
 def check_inputs(cfg: CfgNode) -> tuple[Path, dict] | None:
     """Checks everything the run reads before it writes anything; returns the checkpoint to
     test (path, content) when the run only tests. Raises UserError (one line)."""
-    check_config(cfg, distributed_rank_and_world_size()[1])
+    validate_config(cfg, world_size=distributed_rank_and_world_size()[1])
     prepare_data(cfg)
     tested = None
     if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE:
@@ -118,33 +117,6 @@ def train_and_test(cfg: CfgNode, device: torch.device, tested: tuple[Path, dict]
         logger.info("classify a video: python demo/classify.py <video> --checkpoint %s", checkpoint)
     barrier()
     return 0
-
-
-def check_config(cfg: CfgNode, world_size: int) -> None:
-    """ConfigError for engine settings that cannot work, naming the key."""
-    positive = {
-        "SOLVER.MAX_EPOCH": cfg.SOLVER.MAX_EPOCH,
-        "TRAIN.EVAL_PERIOD": cfg.TRAIN.EVAL_PERIOD,
-        "TRAIN.CHECKPOINT_PERIOD": cfg.TRAIN.CHECKPOINT_PERIOD,
-        "TRAIN.ACCUMULATION_STEPS": cfg.TRAIN.ACCUMULATION_STEPS,
-        "LOG_PERIOD": cfg.LOG_PERIOD,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
-    if cfg.DATA.ENSEMBLE_METHOD not in ENSEMBLE_METHODS:
-        raise ConfigError(
-            f"DATA.ENSEMBLE_METHOD must be one of {', '.join(ENSEMBLE_METHODS)}, "
-            f"got {cfg.DATA.ENSEMBLE_METHOD!r}"
-        )
-    if cfg.TRAIN.ENABLE and cfg.TRAIN.BATCH_SIZE % world_size:
-        raise ConfigError(
-            f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} is the batch over all {world_size} "
-            "processes and must be a multiple of their number"
-        )
-    if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
-        raise ConfigError("TRAIN.ENABLE and TEST.ENABLE are both False: nothing to do")
-    check_data_config(cfg)
 
 
 def set_cpu_threads(cfg: CfgNode, device: torch.device) -> None:

@@ -218,7 +218,8 @@ class Trainer:
             self.world_size,
             self.device,
             self.steps_per_epoch,
-            cfg.TRAIN.BATCH_SIZE * self.accumulation,
+            # A batch larger than the training set holds the whole set, once.
+            min(cfg.TRAIN.BATCH_SIZE, len(self.train_loader.dataset)) * self.accumulation,
             self.precision,
         )
         try:

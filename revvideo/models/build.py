@@ -6,6 +6,7 @@ from fvcore.common.config import CfgNode
 from fvcore.common.registry import Registry
 from torch import nn
 
+from revvideo.config.validate import validate_config
 from revvideo.utils.errors import ConfigError
 
 MODEL_REGISTRY = Registry("MODEL")
@@ -15,23 +16,26 @@ MODEL_REGISTRY.__doc__ = "Video models, keyed by MODEL.MODEL_NAME."
 def build_model(cfg: CfgNode) -> nn.Module:
     """The model `cfg` describes; it maps `(B, 3, T, H, W)` clips to `(B, NUM_CLASSES)` logits.
 
-    PySlowFast's spelling is accepted: MODEL_NAME "MViT" with MVIT.REV.ENABLE builds "RevMViT".
+    The config is validated first (it may have been made in code, or read from a checkpoint).
     """
-    if cfg.MODEL.NUM_CLASSES <= 0:
+    validate_config(cfg)
+    if cfg.MODEL.NUM_CLASSES == 0:
         raise ConfigError(
-            f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES}: set the number of classes (0 means "
-            "the dataset's, which only tools/run_net.py can read)"
+            "MODEL.NUM_CLASSES is 0: set the number of classes (0 means the dataset's, which "
+            "only tools/run_net.py can read)"
         )
-    name = cfg.MODEL.MODEL_NAME
-    if name == "MViT" and cfg.MVIT.REV.ENABLE:
-        name = "RevMViT"
-    if name not in MODEL_REGISTRY:
-        known = ", ".join(sorted(name for name, _ in MODEL_REGISTRY))
-        raise ConfigError(f"unknown MODEL.MODEL_NAME {name!r}; known models: {known}")
+    name = model_name(cfg)
     try:
         return MODEL_REGISTRY.get(name).from_cfg(cfg)
     except ValueError as err:
         raise ConfigError(f"cannot build {name} from this config: {err}") from None
+
+
+def model_name(cfg: CfgNode) -> str:
+    """The registry key of the model `cfg` describes: MODEL.MODEL_NAME, where PySlowFast's
+    spelling is accepted ("MViT" with MVIT.REV.ENABLE is "RevMViT")."""
+    name = cfg.MODEL.MODEL_NAME
+    return "RevMViT" if name == "MViT" and cfg.MVIT.REV.ENABLE else name
 
 
 def mvit_arguments(cfg: CfgNode) -> dict[str, Any]:

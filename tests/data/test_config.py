@@ -1,6 +1,8 @@
 import textwrap
 
-from revvideo.config import get_cfg, load_config
+import pytest
+
+from revvideo.config import ConfigError, get_cfg, load_config
 from revvideo.config.defaults import IGNORED_KEYS
 
 
@@ -60,3 +62,41 @@ def test_pyslowfast_rev_mvit_data_settings_load(tmp_path):
     cfg = load_config(path)
     assert cfg.AUG.NUM_SAMPLE == 2 and cfg.TEST.NUM_ENSEMBLE_VIEWS == 5
     assert "DATA.USE_OFFSET_SAMPLING" in IGNORED_KEYS and "AUG.RE_SPLIT" in IGNORED_KEYS
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (
+            "MIXUP.LABEL_SMOOTH_VALUE",
+            "1.0",
+            r"MIXUP\.LABEL_SMOOTH_VALUE must be in \[0, 1\), got 1\.0",
+        ),
+        ("MIXUP.PROB", "1.5", r"MIXUP\.PROB must be a probability, got 1\.5"),
+        ("MIXUP.SWITCH_PROB", "-0.1", r"MIXUP\.SWITCH_PROB must be a probability"),
+        ("MIXUP.ALPHA", "-1.0", r"MIXUP\.ALPHA must not be negative"),
+        ("MIXUP.CUTMIX_ALPHA", "-1", r"MIXUP\.CUTMIX_ALPHA must not be negative"),
+        ("DATA.TRAIN_JITTER_SCALES", "[320, 256]", r"must be \[min, max\] with 0 < min <= max"),
+        ("DATA.TRAIN_JITTER_SCALES", "[256.5, 320]", r"DATA\.TRAIN_JITTER_SCALES must be"),
+        ("DATA.TRAIN_JITTER_SCALES_RELATIVE", "[0.08, 1.5]", r"fractions of the frame's area"),
+        ("DATA.TRAIN_JITTER_SCALES_RELATIVE", "[0.08, 1.0]", r"set together"),
+        ("DATA.TRAIN_CROP_SIZE", "288", r"DATA\.TRAIN_JITTER_SCALES \[256, 320\] must not be"),
+        ("DATA.STD", "[0.2, 0, 0.2]", r"DATA\.STD must hold 3 positive values"),
+        ("DATA.MEAN", "[0.5]", r"DATA\.MEAN must hold 3 values"),
+        ("DATA.DECODING_BACKEND", "ffmpeg", r"must be one of pyav, decord, torchvision"),
+        ("DATA.INPUT_CHANNEL_NUM", "[1]", r"DATA\.INPUT_CHANNEL_NUM must be \[3\]"),
+        ("DATA.PATH_LABEL_SEPARATOR", "''", r"DATA\.PATH_LABEL_SEPARATOR must not be empty"),
+        ("DATA.ENSEMBLE_METHOD", "mean", r"DATA\.ENSEMBLE_METHOD must be one of sum, max"),
+        ("AUG.INTERPOLATION", "nearest", r"AUG\.INTERPOLATION must be one of bilinear, bicubic"),
+        ("AUG.RE_MODE", "rand", r"AUG\.RE_MODE must be one of pixel, const"),
+        ("AUG.RE_PROB", "2.0", r"AUG\.RE_PROB must be a probability"),
+        ("AUG.AA_TYPE", "rand-x", r"AUG\.AA_TYPE 'rand-x'"),
+        ("AUG.NUM_SAMPLE", "0", r"AUG\.NUM_SAMPLE must be positive"),
+        ("TEST.NUM_SPATIAL_CROPS", "0", r"TEST\.NUM_SPATIAL_CROPS must be positive"),
+        ("DATA_LOADER.NUM_WORKERS", "-1", r"DATA_LOADER\.NUM_WORKERS must not be negative"),
+    ],
+)
+def test_data_settings_are_checked_when_the_config_loads(key, value, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(None, [key, value])
+    assert "\n" not in str(info.value)

@@ -3,7 +3,6 @@ import torch
 
 from revvideo.config import get_cfg
 from revvideo.data import MixUp
-from revvideo.utils.errors import ConfigError
 
 
 def batch(size=4, classes=5):
@@ -56,12 +55,3 @@ def test_single_clip_batches_and_prob_zero_are_not_mixed():
     video, label = batch()
     mixed, _ = MixUp(5, prob=0.0)(video.clone(), label)
     assert torch.equal(mixed, video)
-
-
-@pytest.mark.parametrize(
-    "settings",
-    [{"label_smoothing": 1.0}, {"prob": 1.5}, {"switch_prob": -0.1}, {"mixup_alpha": -1.0}],
-)
-def test_bad_settings_are_config_errors(settings):
-    with pytest.raises(ConfigError, match="MIXUP"):
-        MixUp(5, **settings)

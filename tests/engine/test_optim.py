@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny_models import tiny_mvit, tiny_rev_mvit
 
-from revvideo.config import get_cfg
+from revvideo.config import get_cfg, validate_config
 from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer, layer_ids, lr_scale
 from revvideo.utils.errors import ConfigError
 
@@ -51,14 +51,16 @@ def test_decay_switches_follow_pyslowfast_keys():
     assert [group["weight_decay"] for group in optimizer.param_groups] == [cfg.SOLVER.WEIGHT_DECAY]
 
 
+# The solver's settings are checked where configs are validated, before an optimizer or a
+# schedule is built from them.
 def test_unknown_optimizer_is_a_config_error():
     cfg = get_cfg()
     cfg.SOLVER.OPTIMIZING_METHOD = "lamb"
-    with pytest.raises(ConfigError, match=r"SOLVER\.OPTIMIZING_METHOD"):
-        build_optimizer(tiny_rev_mvit(), cfg)
+    with pytest.raises(ConfigError, match=r"SOLVER\.OPTIMIZING_METHOD must be one of adamw, sgd"):
+        validate_config(cfg)
 
 
-def _schedule(steps_per_epoch=10, **solver):
+def _schedule_cfg(**solver):
     cfg = get_cfg()
     cfg.SOLVER.BASE_LR = 1.0
     cfg.SOLVER.WARMUP_START_LR = 0.1
@@ -68,8 +70,14 @@ def _schedule(steps_per_epoch=10, **solver):
     cfg.SOLVER.COSINE_AFTER_WARMUP = True
     for key, value in solver.items():
         cfg.SOLVER[key] = value
+    return cfg
+
+
+def _schedule(steps_per_epoch=10, **solver):
     optimizer = torch.optim.AdamW(tiny_rev_mvit().parameters())
-    return optimizer, WarmupCosineSchedule.from_cfg(optimizer, cfg, steps_per_epoch)
+    return optimizer, WarmupCosineSchedule.from_cfg(
+        optimizer, _schedule_cfg(**solver), steps_per_epoch
+    )
 
 
 def test_warmup_then_cosine_per_step():
@@ -139,7 +147,7 @@ def test_learning_rate_scales_with_the_global_batch():
 )
 def test_schedule_config_mistakes(solver, message):
     with pytest.raises(ConfigError, match=message):
-        _schedule(**solver)
+        validate_config(_schedule_cfg(**solver))
 
 
 @pytest.mark.parametrize("make_model", [tiny_rev_mvit, tiny_mvit])
@@ -244,7 +252,7 @@ def test_frozen_parameters_stay_out_of_the_groups_and_keep_the_layer_ids():
 )
 def test_finetuning_factor_mistakes(solver, message):
     with pytest.raises(ConfigError, match=message):
-        build_optimizer(tiny_rev_mvit(), _finetune_cfg(**solver))
+        validate_config(_finetune_cfg(**solver))
 
 
 def test_resumed_run_restores_the_per_group_rates():
