@@ -37,6 +37,8 @@ __all__ = [
 
 CLASSNAMES_FILE = "classnames.json"
 SPLITS = ("train", "val", "test")
+# Train, val and test fractions of each class when a plain <class>/<video> tree is split.
+DEFAULT_SPLIT = (0.7, 0.15, 0.15)
 
 
 def _torchvision_categories(weights: str) -> list[str]:

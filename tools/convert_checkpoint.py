@@ -23,8 +23,9 @@ removed); 2 a mistake in the options, the config or the checkpoint (one `error:`
 import argparse
 import sys
 
-from revvideo.checkpoint.convert import TARGETS, ConversionMismatch, convert
-from revvideo.utils.errors import UserError
+# The layouts it writes, as in revvideo.checkpoint.convert (not imported before the arguments
+# are read, so that --help and option mistakes answer at once).
+TARGETS = ("revvideo", "pyslowfast")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("source", help="checkpoint file or release name")
     parser.add_argument("output", help="where to write the converted checkpoint")
-    parser.add_argument("--cfg", help="YAML config of the model (default: the source's)")
-    parser.add_argument("--to", choices=TARGETS, default="revvideo", help="layout to write")
+    parser.add_argument("--cfg", help="YAML config of the model (default: the source's own)")
+    parser.add_argument(
+        "--to", choices=TARGETS, default="revvideo", help="layout to write (default: revvideo)"
+    )
     args = parser.parse_args(argv)
+    from revvideo.checkpoint.convert import ConversionMismatch, convert
+    from revvideo.utils.errors import UserError
+
     try:
         difference = convert(args.source, args.output, args.cfg, args.to)
     except UserError as err:

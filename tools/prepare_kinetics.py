@@ -30,17 +30,9 @@ import os
 import sys
 from collections import Counter
 
-from revvideo.classes import SPLITS
-from revvideo.data.kinetics import (
-    DEFAULT_SPLIT,
-    check_outputs,
-    folder_layout,
-    reencode_all,
-    videos_from_annotations,
-    videos_from_class_folders,
-    videos_from_folders,
-    write_lists,
-)
+# Light: the parser needs them. The data pipeline is imported once the arguments are read, so
+# that --help and option mistakes answer at once.
+from revvideo.classes import DEFAULT_SPLIT, SPLITS
 from revvideo.utils.errors import DataError, UserError
 
 
@@ -125,6 +117,16 @@ def main(argv=None) -> int:
 def _prepare(args):
     """Reads the layout of args.videos, re-encodes if asked, writes the lists; returns what
     was found, its `notices` extended with the failures to re-encode."""
+    from revvideo.data.kinetics import (
+        check_outputs,
+        folder_layout,
+        reencode_all,
+        videos_from_annotations,
+        videos_from_class_folders,
+        videos_from_folders,
+        write_lists,
+    )
+
     if args.resize is not None and args.resize < 2:
         raise UserError(f"--resize takes a short side in pixels, got {args.resize}")
     if args.jobs < 1:

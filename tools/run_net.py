@@ -20,23 +20,34 @@ import os
 import signal
 import sys
 
-from revvideo.checkpoint.training import latest_checkpoint
-from revvideo.config import load_config
-from revvideo.data.loader import dead_loader_worker
-from revvideo.engine import run
-from revvideo.engine.distributed import another_process_stopped
-from revvideo.engine.monitor import setup_logging
-from revvideo.utils.errors import UserError
-
 # A disk that cannot take the run's files: full, over quota, read-only or not ours.
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg", dest="cfg_file", required=True, help="YAML config file")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--cfg", dest="cfg_file", required=True, help="YAML config file (required; no default)"
+    )
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="KEY VALUE pairs overriding config keys, e.g. SOLVER.MAX_EPOCH 10 (default: none)",
+    )
     args = parser.parse_args(argv)
+    # Imported once the arguments are read, so that --help and usage errors answer at once.
+    from revvideo.checkpoint.training import latest_checkpoint
+    from revvideo.config import load_config
+    from revvideo.data.loader import dead_loader_worker
+    from revvideo.engine import run
+    from revvideo.engine.distributed import another_process_stopped
+    from revvideo.engine.monitor import setup_logging
+    from revvideo.utils.errors import UserError
+
     rank = int(os.environ.get("RANK", "0"))  # set by torchrun
     setup_logging(rank)
     # Under torchrun every process reports its own errors; say which one speaks.

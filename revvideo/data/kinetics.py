@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from revvideo.classes import (
     CLASSNAMES_FILE,
+    DEFAULT_SPLIT,
     SPLITS,
     first_names,
     folder_class_names,
@@ -42,8 +43,6 @@ from revvideo.data.paths import video_files
 from revvideo.utils.errors import DataError
 from revvideo.utils.text import read_text
 
-# Train, val and test fractions of each class of a class-folder tree.
-DEFAULT_SPLIT = (0.7, 0.15, 0.15)
 ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 # Suffix of a file being re-encoded; renamed to its final name when complete.
 PARTIAL_SUFFIX = ".partial.mp4"

@@ -10,7 +10,7 @@ from revvideo.checkpoint.convert import ConversionMismatch, convert, torchvision
 from revvideo.config import get_cfg
 from revvideo.models import MViT, build_model
 
-from .conftest import run_tool, tiny_cfg
+from .conftest import ROOT, run_tool, tiny_cfg
 
 
 def tiny_mvit_cfg():
@@ -170,3 +170,9 @@ def test_command_line_error_without_traceback(tmp_path):
     assert run.stderr.splitlines() == [
         f"error: {tmp_path / 'garbage.pyth'} is not a PyTorch checkpoint, or it is corrupt or truncated"
     ]
+
+
+def test_the_tool_offers_the_layouts_the_package_writes():
+    tool_text = (ROOT / "tools" / "convert_checkpoint.py").read_text()
+    targets = ", ".join(f'"{target}"' for target in conversion.TARGETS)
+    assert f"TARGETS = ({targets})" in tool_text

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+import revvideo.engine
 from revvideo.checkpoint import read_checkpoint
 from revvideo.checkpoint.training import latest_checkpoint
 
@@ -212,7 +213,7 @@ def test_a_loader_worker_death_outside_the_loader_is_one_error_line(monkeypatch,
             "trace."
         )
 
-    monkeypatch.setattr(run_net_module, "run", dies)
+    monkeypatch.setattr(revvideo.engine, "run", dies)
     assert run_net_module.main(["--cfg", str(ROOT / "configs/synthetic/REV_MVIT_XS.yaml")]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1
@@ -224,6 +225,6 @@ def test_a_loader_worker_death_outside_the_loader_is_one_error_line(monkeypatch,
     def fails(cfg):
         raise RuntimeError("some other failure")
 
-    monkeypatch.setattr(run_net_module, "run", fails)
+    monkeypatch.setattr(revvideo.engine, "run", fails)
     with pytest.raises(RuntimeError, match="some other failure"):
         run_net_module.main(["--cfg", str(ROOT / "configs/synthetic/REV_MVIT_XS.yaml")])
