@@ -194,8 +194,13 @@ _C.RNG_SEED = 1
 _C.LOG_PERIOD = 10
 
 _C.TRAIN = CfgNode()
-# Videos per training batch over all processes (each rank loads BATCH_SIZE / world size).
+# Videos per training batch over all processes (each rank loads BATCH_SIZE / world size), or
+# "auto" (CUDA only): before training, the largest batch each GPU holds is searched for and
+# ACCUMULATION_STEPS set so that a step sees GLOBAL_BATCH_SIZE videos (revvideo.engine.batch_size).
 _C.TRAIN.BATCH_SIZE = 64
+# With BATCH_SIZE auto: the videos per optimizer step over all processes (the recipe's batch);
+# 0 takes SOLVER.BASE_LR_BATCH_SIZE. Unused with a numeric BATCH_SIZE.
+_C.TRAIN.GLOBAL_BATCH_SIZE = 0
 # Train the model (and then test it if TEST.ENABLE); False only tests.
 _C.TRAIN.ENABLE = True
 # Validation top-1 (the val split, one centre clip per video) every EVAL_PERIOD epochs and after
@@ -301,6 +306,10 @@ IGNORED_KEYS = {
     "LOG_MODEL_INFO": "the model's parameter count is always logged",
     "TENSORBOARD": "scalars always go to OUTPUT_DIR/tensorboard",
 }
+
+
+# The TRAIN.BATCH_SIZE that asks for the batch-size search.
+AUTO_BATCH_SIZE = "auto"
 
 
 def get_cfg() -> CfgNode:

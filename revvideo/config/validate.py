@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from fvcore.common.config import CfgNode
 
-from revvideo.config.defaults import get_cfg
+from revvideo.config.defaults import AUTO_BATCH_SIZE, get_cfg
 from revvideo.utils.errors import ConfigError
 
 __all__ = ["check_type", "config_items", "unknown_key_error", "validate_config"]
@@ -219,7 +219,10 @@ def _rules() -> dict[str, Rule]:
         "DATA_LOADER.PIN_MEMORY": TYPE_ONLY,
         "DATA_LOADER.ENABLE_MULTI_THREAD_DECODE": TYPE_ONLY,
         "TRAIN.ENABLE": TYPE_ONLY,
-        "TRAIN.BATCH_SIZE": POSITIVE,
+        "TRAIN.BATCH_SIZE": Rule(
+            lambda value: value == AUTO_BATCH_SIZE or value > 0, "must be positive or auto"
+        ),
+        "TRAIN.GLOBAL_BATCH_SIZE": NON_NEGATIVE,
         "TRAIN.EVAL_PERIOD": POSITIVE,
         "TRAIN.CHECKPOINT_PERIOD": POSITIVE,
         "TRAIN.AUTO_RESUME": TYPE_ONLY,
@@ -290,6 +293,8 @@ def check_type(key: str, value: Any, source: str = "") -> None:
     if isinstance(value, dict):
         raise ConfigError(f"config key {key}{where} takes a value, not a section: got {value!r}")
     if default is None or (isinstance(default, float) and _is_int(value)):
+        return
+    if key == "TRAIN.BATCH_SIZE" and value == AUTO_BATCH_SIZE:
         return
     if not (type(value) is type(default) or (_is_list(default) and _is_list(value))):
         raise ConfigError(
@@ -471,7 +476,11 @@ def _check_solver(cfg: CfgNode) -> None:
 def _check_engine(cfg: CfgNode, world_size: int) -> None:
     if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
         raise ConfigError("TRAIN.ENABLE and TEST.ENABLE are both False: nothing to do")
-    if cfg.TRAIN.ENABLE and cfg.TRAIN.BATCH_SIZE % world_size:
+    if (
+        cfg.TRAIN.ENABLE
+        and cfg.TRAIN.BATCH_SIZE != AUTO_BATCH_SIZE
+        and cfg.TRAIN.BATCH_SIZE % world_size
+    ):
         raise ConfigError(
             f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} is the batch over all {world_size} "
             "processes and must be a multiple of their number"

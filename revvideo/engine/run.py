@@ -27,6 +27,7 @@ from revvideo.classes import (
 from revvideo.config.validate import validate_config
 from revvideo.data.paths import video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
+from revvideo.engine.batch_size import resolve_auto_batch_size
 from revvideo.engine.distributed import (
     barrier,
     distributed_rank_and_world_size,
@@ -60,6 +61,8 @@ def run(cfg: CfgNode) -> int:
     device = init_distributed()
     try:
         tested = check_inputs(cfg)
+        if cfg.TRAIN.ENABLE:
+            resolve_auto_batch_size(cfg, device, distributed_rank_and_world_size()[1])
         output_dir = Path(cfg.OUTPUT_DIR)
         with contextlib.ExitStack() as owned:
             if is_main_process():

@@ -159,6 +159,11 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp
             "{tmp} is not empty and holds no synthetic dataset: generate it into an empty folder, "
             "or set DATA.GENERATE_SYNTHETIC False to use the videos listed there",
         ),
+        (
+            ["TRAIN.BATCH_SIZE", "auto"],
+            "TRAIN.BATCH_SIZE auto searches a CUDA GPU's memory, and this run is on the cpu: "
+            "set a number of videos",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -170,6 +175,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp
         "class-count",
         "fine-tuning-source",
         "synthetic-into-another-dataset",
+        "auto-batch-on-cpu",
     ],
 )
 def test_user_mistakes_are_one_line_errors(tiny_dataset, tmp_path, opts, message):

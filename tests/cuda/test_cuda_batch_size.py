@@ -1,0 +1,55 @@
+"""TRAIN.BATCH_SIZE auto on a GPU: a micro-batch that fits a memory budget, and the
+accumulation that makes up the global batch."""
+
+import pytest
+import torch
+
+from revvideo.config import load_config
+from revvideo.engine.batch_size import _training_step, resolve_auto_batch_size
+from revvideo.engine.optim import build_optimizer
+from revvideo.engine.precision import MixedPrecision
+from revvideo.models import build_model
+
+pytestmark = pytest.mark.cuda
+
+QUICK_START = "configs/synthetic/REV_MVIT_XS.yaml"
+
+
+@pytest.fixture
+def one_gib_budget():
+    """This process may use 1 GiB of the GPU: a budget a big global batch cannot fit."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(2**30 / total, 0)
+    yield
+    torch.cuda.set_per_process_memory_fraction(1.0, 0)
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.parametrize("mixed_precision", [False, True])
+def test_auto_finds_a_micro_batch_that_fits_and_accumulates_to_the_global_batch(
+    one_gib_budget, mixed_precision
+):
+    # The quick-start model on 64 px clips of 8 frames; 4096 videos never fit in 1 GiB.
+    cfg = load_config(
+        QUICK_START,
+        [
+            "TRAIN.BATCH_SIZE", "auto", "TRAIN.GLOBAL_BATCH_SIZE", "4096",
+            "DATA.TRAIN_CROP_SIZE", "64", "DATA.TEST_CROP_SIZE", "64",
+            "DATA.TRAIN_JITTER_SCALES", "[64, 80]",
+            "TRAIN.MIXED_PRECISION", str(mixed_precision),
+        ],
+    )  # fmt: skip
+    device = torch.device("cuda", 0)
+
+    resolve_auto_batch_size(cfg, device, world_size=1)
+
+    micro, accumulation = cfg.TRAIN.BATCH_SIZE, cfg.TRAIN.ACCUMULATION_STEPS
+    assert 1 <= micro < 4096 and accumulation > 1
+    assert 4096 <= micro * accumulation < 4096 + accumulation
+    # The chosen micro-batch trains, repeatedly, inside the budget.
+    model = build_model(cfg).to(device).train()
+    optimizer = build_optimizer(model, cfg)
+    precision = MixedPrecision(mixed_precision, device)
+    for _ in range(3):
+        _training_step(cfg, device, model, optimizer, precision, micro)
+    assert torch.cuda.max_memory_allocated(device) <= 2**30
