@@ -234,3 +234,18 @@ def test_a_loader_worker_death_outside_the_loader_is_one_error_line(monkeypatch,
     monkeypatch.setattr(revvideo.engine, "run", fails)
     with pytest.raises(RuntimeError, match="some other failure"):
         run_net_module.main(["--cfg", str(ROOT / "configs/synthetic/REV_MVIT_XS.yaml")])
+
+
+def test_a_disk_that_cannot_take_a_file_is_one_error_line(monkeypatch, capsys, tmp_path):
+    run_net_module = load_run_net()
+
+    def disk_full(cfg):
+        raise OSError(28, "No space left on device", str(tmp_path / "log.jsonl"))
+
+    monkeypatch.setattr(revvideo.engine, "run", disk_full)
+    config = str(ROOT / "configs/synthetic/REV_MVIT_XS.yaml")
+    assert run_net_module.main(["--cfg", config, "OUTPUT_DIR", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: cannot write {tmp_path / 'log.jsonl'}: No space left on device; no checkpoint "
+        "was written\n"
+    )
