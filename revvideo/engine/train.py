@@ -208,6 +208,15 @@ class Trainer:
     def fit(self) -> TrainingOutcome:
         """Trains until SOLVER.MAX_EPOCH or a stop signal; writes checkpoints and curves."""
         cfg = self.cfg
+        if self.epochs_done >= self.max_epoch:
+            logger.info(
+                "nothing to train: %s already holds all %d epochs (SOLVER.MAX_EPOCH); raise "
+                "SOLVER.MAX_EPOCH to train on, or use another OUTPUT_DIR to start afresh",
+                self.last_checkpoint,
+                self.max_epoch,
+            )
+            self.log.close()
+            return TrainingOutcome(self.last_checkpoint, None)
         logger.info(
             "training %s (%s parameters) for epochs %d-%d on %d process(es), %s: %d steps of %d "
             "videos per epoch, %s",

@@ -104,3 +104,20 @@ def test_a_synthetic_dataset_left_half_made_is_cleaned_up(tmp_path):
     )
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lock"]
+
+
+def test_a_rerun_with_nothing_left_to_train_says_so(tiny_dataset, tmp_path, caplog):
+    cfg = tiny_cfg(tiny_dataset, tmp_path / "out", SOLVER__MAX_EPOCH=1, TEST__ENABLE=False)
+    assert run(cfg.clone()) == 0
+    checkpoint = tmp_path / "out" / CHECKPOINT_DIR / "checkpoint_epoch_00001.pyth"
+    written = checkpoint.stat().st_mtime_ns
+
+    with caplog.at_level(logging.INFO):
+        assert run(cfg.clone()) == 0
+
+    assert (
+        f"nothing to train: {checkpoint} already holds all 1 epochs (SOLVER.MAX_EPOCH)"
+        in caplog.text
+    )
+    assert "for epochs 2-1" not in caplog.text
+    assert checkpoint.stat().st_mtime_ns == written
