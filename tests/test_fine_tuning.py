@@ -5,7 +5,14 @@ import pytest
 import torch
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
-from revvideo.checkpoint import load_fine_tuning_state, read_checkpoint, save_checkpoint
+from revvideo.checkpoint import (
+    RELEASES,
+    checkpoint_file,
+    load_fine_tuning_state,
+    read_checkpoint,
+    save_checkpoint,
+)
+from revvideo.models import rev_mvit_b_16x4
 from revvideo.utils.errors import CheckpointError
 
 
@@ -99,3 +106,25 @@ def test_another_architecture_names_its_missing_keys(tmp_path):
 
     with pytest.raises(CheckpointError, match=r"missing keys \(.*\); \d+ unexpected keys"):
         load_fine_tuning_state(tiny_rev_mvit(num_classes=3), checkpoint, path)
+
+
+def test_a_release_name_fine_tunes_into_other_classes_and_frames(tmp_path, monkeypatch):
+    # The release as PySlowFast publishes it, already in the hub cache (nothing downloads).
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    release = RELEASES["rev_mvit_b_16x4_k400"]
+    (tmp_path / "checkpoints").mkdir()
+    published = rev_mvit_b_16x4(400)
+    torch.save(
+        {"model_state": published.state_dict()}, tmp_path / "checkpoints" / release.file_name
+    )
+    path = checkpoint_file("rev_mvit_b_16x4_k400", "TRAIN.CHECKPOINT_FILE_PATH")
+    model = rev_mvit_b_16x4(num_classes=5, num_frames=8)  # 4 temporal positions, not 8
+
+    changes = load_fine_tuning_state(model, read_checkpoint(path), path)
+
+    assert changes == [
+        "re-initialised the classification head (400 -> 5 classes)",
+        "resized pos_embed_temporal (8 -> 4 positions)",
+    ]
+    patch = "patch_embed.proj.weight"
+    assert torch.equal(model.state_dict()[patch], published.state_dict()[patch])
