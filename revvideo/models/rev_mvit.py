@@ -88,11 +88,19 @@ class MlpSubBlock(nn.Module):
 class RevMViTBlock(ReversibleBlock):
     """`Y1 = X1 + F(X2)`, `Y2 = X2 + G(Y1)` at constant width and resolution."""
 
-    def __init__(self, plan: LayerPlan, mlp_ratio: float, dropout: float, attention: dict) -> None:
+    def __init__(
+        self,
+        plan: LayerPlan,
+        mlp_ratio: float,
+        dropout: float,
+        attention: dict,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    ) -> None:
         super().__init__()
         self.F = AttentionSubBlock(plan.dim_in, plan.dim_in, attention, recompute_pooling=False)
         self.G = MlpSubBlock(plan.dim_in, mlp_ratio, dropout)
         self.drop_path_rate = plan.drop_path
+        self.chunk_tokens = chunk_tokens
 
 
 class StreamFusion(nn.Module):
@@ -138,6 +146,7 @@ class RevMViTTransition(StageTransition):
         *,
         pre_q_fusion: str,
         res_path: str,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     ) -> None:
         super().__init__()
         if res_path not in ("conv", "max"):
@@ -155,6 +164,7 @@ class RevMViTTransition(StageTransition):
         elif self.F.attn.pool_q is None and plan.stride_q:
             raise ValueError("RES_PATH 'conv' needs a Q-pooling layer with a kernel")
         self.drop_path_rate = plan.drop_path
+        self.chunk_tokens = chunk_tokens
 
     def _residual(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
         if self.pool_skip is None and self.F.attn.pool_q is None:
@@ -270,6 +280,7 @@ class RevMViT(nn.Module):
                         attention,
                         pre_q_fusion=pre_q_fusion,
                         res_path=res_path,
+                        chunk_tokens=chunk_tokens,
                     )
                 )
             elif plan.stride_q or plan.dim_in != plan.dim_out:
@@ -278,12 +289,11 @@ class RevMViT(nn.Module):
                     f"transition (MVIT.REV.BUFFER_LAYERS)"
                 )
             else:
-                layers.append(RevMViTBlock(plan, mlp_ratio, dropout_rate, attention))
+                layers.append(RevMViTBlock(plan, mlp_ratio, dropout_rate, attention, chunk_tokens))
         self.rev_backbone = ReversibleStack(
             layers,
             custom_backward=custom_backward,
             recompute_transitions=recompute_transitions,
-            chunk_tokens=chunk_tokens,
         )
         self.backbone_drop = nn.Dropout(dropout_rate)
         self.fuse = StreamFusion(respath_fuse, plans[-1].dim_out)
