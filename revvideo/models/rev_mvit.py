@@ -94,7 +94,7 @@ class RevMViTBlock(ReversibleBlock):
         mlp_ratio: float,
         dropout: float,
         attention: dict,
-        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        chunk_tokens: int,
     ) -> None:
         super().__init__()
         self.F = AttentionSubBlock(plan.dim_in, plan.dim_in, attention, recompute_pooling=False)
@@ -146,7 +146,7 @@ class RevMViTTransition(StageTransition):
         *,
         pre_q_fusion: str,
         res_path: str,
-        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        chunk_tokens: int,
     ) -> None:
         super().__init__()
         if res_path not in ("conv", "max"):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
+from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from revvideo.models.common import Thw, drop_path_mask
@@ -356,7 +356,14 @@ class _Autocast:
 # (DDP starts reducing the last layers' gradients while earlier layers still recompute).
 
 
-def _start_recording(ctx, layer: nn.Module, thw: Thw, handoff: _Handoff, params, device):
+def _start_recording(
+    ctx: FunctionCtx,
+    layer: "ReversibleBlock | StageTransition",
+    thw: Thw,
+    handoff: _Handoff,
+    params: tuple[nn.Parameter, ...],
+    device: torch.device,
+) -> RngTape:
     """Stores on `ctx` what the layer's backward needs; returns the tape for its forward."""
     ctx.layer, ctx.thw, ctx.handoff, ctx.params = layer, thw, handoff, params
     ctx.autocast = _Autocast.capture(device)
@@ -365,7 +372,7 @@ def _start_recording(ctx, layer: nn.Module, thw: Thw, handoff: _Handoff, params,
 
 
 @contextmanager
-def _replaying(ctx, device: torch.device) -> Iterator[Recompute]:
+def _replaying(ctx: FunctionCtx, device: torch.device) -> Iterator[Recompute]:
     """Grad mode and the forward's autocast; the global RNG state is restored afterwards."""
     autocast: _Autocast = ctx.autocast
     cuda_devices = [device] if device.type == "cuda" else []
@@ -387,7 +394,16 @@ class _ReversibleBlockFunction(torch.autograd.Function):
     output, which it keeps only when no recomputed layer follows to hand it back."""
 
     @staticmethod
-    def forward(ctx, x1, x2, block: ReversibleBlock, thw, handoff, keeps_output, *params):
+    def forward(
+        ctx: FunctionCtx,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        block: ReversibleBlock,
+        thw: Thw,
+        handoff: _Handoff,
+        keeps_output: bool,
+        *params: nn.Parameter,
+    ) -> Streams:
         tape = _start_recording(ctx, block, thw, handoff, params, x1.device)
         y1, y2, _ = block(x1, x2, thw, tape)
         ctx.keeps_output = keeps_output
@@ -412,7 +428,15 @@ class _TransitionFunction(torch.autograd.Function):
     recomputes the rest in backward. Returns `out` and its grid."""
 
     @staticmethod
-    def forward(ctx, x1, x2, transition: StageTransition, thw, handoff, *params):
+    def forward(
+        ctx: FunctionCtx,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        transition: StageTransition,
+        thw: Thw,
+        handoff: _Handoff,
+        *params: nn.Parameter,
+    ) -> tuple[torch.Tensor, Thw]:
         tape = _start_recording(ctx, transition, thw, handoff, params, x1.device)
         h, out, thw_out = transition.forward_steps(x1, x2, thw, tape)
         ctx.save_for_backward(x1, x2, h)
