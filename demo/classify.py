@@ -1,6 +1,7 @@
-"""Classify video files with a trained model: `python demo/classify.py video.mp4 [--help]`.
+"""Classify video files or images with a trained model: `python demo/classify.py video.mp4 [--help]`.
 
-The options and exit status are described in revvideo/demo/cli.py.
+The options and exit status are described in revvideo/demo/cli.py, which reads them before
+anything heavy (torch, the models) is imported.
 """
 
 import sys

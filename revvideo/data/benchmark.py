@@ -11,9 +11,8 @@ Rows, all with the same number of worker processes over the same video files:
   the floor: videos/s for decoding every frame of every file once (PyAV, no RGB conversion).
 
 Without --data-dir, Kinetics-like files are generated once and cached: 10 s, 30 fps, 426x320
-H.264 (short side 320, as tools/prepare_kinetics.py makes them).
-
-  python -m revvideo.data.benchmark [--data-videos 16] [--data-workers 2]
+H.264 (short side 320, as tools/prepare_kinetics.py makes them). The command line (its options
+--data-dir, --data-videos, --data-workers) is tools/benchmark.py's.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ from revvideo.data.build import build_loader
 from revvideo.data.clip_sampling import clip_duration
 from revvideo.data.pytorchvideo_transforms import RandAugment
 from revvideo.data.synthetic import write_video
-from revvideo.utils.table import format_table
 
 # The Rev-MViT-B 16x4 recipe (SPEC.md): the clip and test geometry being timed.
 NUM_FRAMES, SAMPLING_RATE, TARGET_FPS = 16, 4, 30
@@ -45,27 +43,6 @@ MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 TRAIN_BATCH = 8
 
 _VIDEO_SECONDS, _VIDEO_FPS, _VIDEO_SIZE = 10, 30, (426, 320)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data loading")
-    group.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder with train.csv and test.csv to time (default: generated Kinetics-like videos)",
-    )
-    group.add_argument(
-        "--data-videos",
-        type=int,
-        default=16,
-        help="videos to generate when --data-dir is not given",
-    )
-    group.add_argument(
-        "--data-workers",
-        type=int,
-        default=2,
-        help="loader worker processes (the same for all rows)",
-    )
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -307,13 +284,3 @@ def _panning_texture(rng: np.random.Generator, width: int, height: int) -> np.nd
         top, left = (index * 2) % height, (index * 3) % width
         frames[index] = scene[top : top + height, left : left + width]
     return frames
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    print(format_table(run(parser.parse_args())))
-
-
-if __name__ == "__main__":
-    main()

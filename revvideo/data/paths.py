@@ -114,11 +114,12 @@ def video_list_source(path_to_data_dir: str, split: str) -> str | None:
     return folder if os.path.isdir(folder) else None
 
 
-def video_files(folder: str) -> list[str]:
-    """Paths of the video files anywhere under `folder`, sorted."""
+def video_files(folder: str, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> list[str]:
+    """Paths of the video files (of the files ending with one of `extensions`, lower case)
+    anywhere under `folder`, sorted."""
     return sorted(
         os.path.join(root, name)
         for root, _, names in os.walk(folder)
         for name in names
-        if name.lower().endswith(VIDEO_EXTENSIONS)
+        if name.lower().endswith(extensions)
     )

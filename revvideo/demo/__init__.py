@@ -1,2 +1,4 @@
-"""What `demo/classify.py` runs: load a classifier (classifier.py), score video files on the
-test pipeline's multi-view clips, draw the results (render.py); the command line is cli.py."""
+"""What `demo/classify.py` runs: the command line (cli.py, standard library only, so --help is
+instant), then one run (run.py): load a classifier (classifier.py), score video files on the
+test pipeline's multi-view clips and images on their centre crop (images.py), draw the results
+(render.py)."""

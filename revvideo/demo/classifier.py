@@ -3,6 +3,11 @@
 Clips are cut and normalised by the test pipeline's own code (revvideo.data: one decoding pass,
 K clips spread over the whole video x S crops along its long side), and the views' softmax
 scores are combined as the multi-view test combines them (revvideo.engine.VideoScores).
+
+Image models (one-frame clips, such as the ImageNet releases) classify a still image from its
+ImageNet test view (images.py); given a video, they classify K frames spread evenly over it
+(K = 1 by default: the middle frame), each seen as an image. Video models refuse still images:
+a clip of one repeated picture is not what they were trained on.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from revvideo.data.clip_sampling import clip_duration, clip_starts
 from revvideo.data.dataset import TestClips
 from revvideo.data.decoding import VideoDecodeError, VideoReader, open_video
 from revvideo.data.transforms import MultiViewCrops, Normalize
+from revvideo.demo.images import FrameClips, ImageView, read_image, short_side_for
 from revvideo.engine.metrics import VideoScores
 from revvideo.models import build_model
 from revvideo.utils.errors import CheckpointError, ConfigError, DataError
@@ -58,6 +64,8 @@ class Classifier:
     ensemble_method: str
     device: torch.device
     source: str  # the checkpoint file or release name, named when its model fails
+    # Image models only (one-frame clips): how a picture, or a video frame, becomes their view.
+    image_view: ImageView | None = None
 
     @classmethod
     def from_cfg(
@@ -73,13 +81,17 @@ class Classifier:
             model=model.to(device).eval(),
             class_names=names,
             num_frames=data.NUM_FRAMES,
-            clip_duration=clip_duration(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS),
+            # An image model's "clip" is one frame, whatever SAMPLING_RATE says.
+            clip_duration=clip_duration(
+                data.NUM_FRAMES, 1 if data.NUM_FRAMES == 1 else data.SAMPLING_RATE, data.TARGET_FPS
+            ),
             crop_size=data.TEST_CROP_SIZE,
             normalize=Normalize(data.MEAN, data.STD),
             views=(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS),
             ensemble_method=data.ENSEMBLE_METHOD,
             device=device,
             source=str(source),
+            image_view=_image_view(data.NUM_FRAMES, data.TEST_CROP_SIZE),
         )
 
     @classmethod
@@ -98,12 +110,15 @@ class Classifier:
             ensemble_method="sum",
             device=device,
             source=release.name,
+            image_view=_image_view(release.num_frames, release.crop_size, release.test_short_side),
         )
 
     def test_clips(self, clips: int, crops: int) -> TestClips:
         # On a GPU, uint8 views are normalised there (see MultiViewCrops).
         on_gpu = self.device.type == "cuda"
         crop = MultiViewCrops(self.crop_size, crops, None if on_gpu else self.normalize)
+        if self.image_view is not None:
+            return FrameClips(self.image_view, self.clip_duration, clips, crop)
         return TestClips(self.num_frames, self.clip_duration, clips, crop)
 
     @torch.inference_mode()
@@ -122,6 +137,14 @@ class Classifier:
                 )
             scores.append(logits.softmax(dim=1).cpu())
         return torch.cat(scores)
+
+
+def _image_view(num_frames: int, crop_size: int, short_side: int | None = None) -> ImageView | None:
+    """The view of an image model (one-frame clips; `short_side` by default the ImageNet
+    ratio's); None for a video model."""
+    if num_frames != 1:
+        return None
+    return ImageView(short_side or short_side_for(crop_size), crop_size)
 
 
 def load_classifier(
@@ -163,13 +186,13 @@ def _carries_config(checkpoint: dict, path: Path) -> bool:
 
 @dataclass
 class VideoResult:
-    """Multi-view scores of one video file."""
+    """Multi-view scores of one video file (or of a still image: one view, no duration)."""
 
     path: str
     probabilities: torch.Tensor  # (classes,): the views' scores combined
     views: tuple[int, int]
     seconds: float  # decoding and inference
-    duration: float  # seconds of video classified (the part that decodes)
+    duration: float  # seconds of video classified (the part that decodes); 0 for an image
     warnings: list[str] = field(default_factory=list)
 
     def top(self, k: int, names: Sequence[str]) -> list[tuple[str, float]]:
@@ -266,6 +289,29 @@ def classify_video(
         seconds=time.perf_counter() - started,
         duration=duration,
         warnings=warnings,
+    )
+
+
+def classify_image(classifier: Classifier, path: str) -> VideoResult:
+    """Scores the still image `path` on its one view (see images.ImageView).
+
+    Raises DataError (one line) for a file that is not a readable image, or when the classifier
+    is a video model.
+    """
+    started = time.perf_counter()
+    if classifier.image_view is None:
+        raise DataError(
+            f"{path}: a still image, but {classifier.source} classifies "
+            f"{classifier.num_frames}-frame video clips: give it videos, or classify images with "
+            "an image model (e.g. --checkpoint rev_vit_b_in1k)"
+        )
+    view = classifier.image_view.model_view(read_image(path))
+    return VideoResult(
+        path=path,
+        probabilities=classifier.probabilities(view)[0],
+        views=(1, 1),
+        seconds=time.perf_counter() - started,
+        duration=0.0,
     )
 
 

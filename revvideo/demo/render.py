@@ -1,13 +1,18 @@
-"""The demo's pictures: a video with its running top labels drawn on, and a top-k bar chart.
+"""The demo's pictures: a video (or image) with its running top labels drawn on, and a top-k bar
+chart.
 
 The video is H.264 in yuv420p with even sides and, in MP4, its index at the front: the
-combination every ordinary player and browser opens. Drawing uses PIL's default font; the bar
-chart uses matplotlib's object-oriented API (Agg, no display needed).
+combination every ordinary player and browser opens. The source's audio comes along, re-encoded
+as AAC: every container an H.264 video is written in takes it, which is not true of the audio
+codecs sources arrive with (PCM, Vorbis in MP4). Labels use PIL's default font, sized to the
+picture so that they never cover more than its top third; the bar chart uses matplotlib's
+object-oriented API (Agg, no display needed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -20,6 +25,10 @@ TopClasses = Sequence[tuple[str, float]]
 
 # Containers that take the "faststart" flag (index first, so playback starts before the end).
 _FASTSTART_SUFFIXES = (".mp4", ".m4v", ".mov")
+# The labels' font is this fraction of the picture's height, unless they would then not fit in
+# the top LABELS_HEIGHT of the picture or across it.
+_FONT_HEIGHT = 1 / 16
+LABELS_HEIGHT = 1 / 3
 
 
 def write_annotated_video(
@@ -27,9 +36,12 @@ def write_annotated_video(
     destination: str | Path,
     labels_at: Callable[[float], TopClasses],
     until: float,
+    names: Sequence[str],
+    lines: int,
 ) -> int:
-    """Re-encodes the first `until` seconds of `source` into `destination` with
-    `labels_at(seconds)` drawn on each frame; returns the number of frames written."""
+    """Re-encodes the first `until` seconds of `source` (its audio too) into `destination` with
+    `labels_at(seconds)` drawn on each frame: at most `lines` of them, each one of `names`
+    (which sizes the font). Returns the number of frames written."""
     destination = Path(destination)
     options = (
         {"movflags": "+faststart"} if destination.suffix.lower() in _FASTSTART_SUFFIXES else {}
@@ -37,6 +49,7 @@ def write_annotated_video(
     written = 0
     with av.open(source) as reader:
         stream = reader.streams.video[0]
+        sound = reader.streams.audio[0] if reader.streams.audio else None
         start = stream.start_time or 0
         rate = stream.average_rate or stream.guessed_rate or 30
         # yuv420p stores colour for 2x2 pixel blocks, so the encoder needs even sides.
@@ -45,42 +58,138 @@ def write_annotated_video(
         # Labels are drawn on the upright picture, as players show it.
         turns = quarter_turns(display_rotation(reader, stream))
         width, height = (coded_height, coded_width) if turns % 2 else (coded_width, coded_height)
-        font = ImageFont.load_default(size=max(9, height // 16))
+        font = label_font(width, height, names, lines)
         with av.open(str(destination), "w", options=options) as writer:
             encoded = writer.add_stream("libx264", rate=rate)
             encoded.width, encoded.height, encoded.pix_fmt = width, height, "yuv420p"
             encoded.options = {"crf": "20", "preset": "veryfast"}
-            time_point = 0.0
+            audio = None
+            if sound is not None:
+                audio = _AudioTrack(sound, writer, float(start * stream.time_base), until)
+            video_done, time_point = False, 0.0
             try:
-                for frame in reader.decode(stream):
-                    if frame.pts is None:
-                        time_point += 1 / float(rate)
-                    else:
-                        time_point = float((frame.pts - start) * stream.time_base)
-                    if time_point > until:
+                for packet in reader.demux(*([stream] if audio is None else [stream, sound])):
+                    if packet.stream.type == "audio":
+                        audio.add(packet)
+                    elif not video_done:
+                        for frame in packet.decode():
+                            if frame.pts is None:
+                                time_point += 1 / float(rate)
+                            else:
+                                time_point = float((frame.pts - start) * stream.time_base)
+                            if time_point > until:
+                                video_done = True
+                                break
+                            image = frame.to_image(width=coded_width, height=coded_height)
+                            if turns:
+                                image = image.rotate(90 * turns, expand=True)
+                            draw_labels(image, labels_at(time_point), font)
+                            writer.mux(encoded.encode(av.VideoFrame.from_image(image)))
+                            written += 1
+                    if video_done and (audio is None or audio.done):
                         break
-                    image = frame.to_image(width=coded_width, height=coded_height)
-                    if turns:
-                        image = image.rotate(90 * turns, expand=True)
-                    draw_labels(image, labels_at(time_point), font)
-                    writer.mux(encoded.encode(av.VideoFrame.from_image(image)))
-                    written += 1
             except av.FFmpegError:
                 pass  # A damaged stream ends the video where decoding stops.
             writer.mux(encoded.encode())
+            if audio is not None:
+                audio.close()
     return written
 
 
-def draw_labels(image: Image.Image, top: TopClasses, font: ImageFont.ImageFont) -> None:
+class _AudioTrack:
+    """The source's audio from the video's first frame (`start`, seconds on the source's clock)
+    to `until` seconds after it, re-encoded as AAC into `writer`."""
+
+    def __init__(
+        self,
+        source: av.audio.stream.AudioStream,
+        writer: av.container.OutputContainer,
+        start: float,
+        until: float,
+    ) -> None:
+        self.rate = source.rate
+        self.encoder = writer.add_stream("aac", rate=self.rate)
+        # The default layout of its channel count: a source may give only the count ("1 channels"),
+        # which the AAC encoder refuses.
+        self.encoder.layout = av.AudioLayout(f"{source.codec_context.channels}c")
+        self.writer = writer
+        self.start, self.until = start, until
+        self.next_time = 0.0  # where a frame without a timestamp starts
+        self.done = False
+
+    def add(self, packet: av.Packet) -> None:
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            return  # A damaged audio packet is a moment of silence, not the end of the video.
+        for frame in frames:
+            time_point = self.next_time if frame.pts is None else frame.time - self.start
+            self.next_time = time_point + frame.samples / self.rate
+            if time_point > self.until:
+                self.done = True
+                return
+            if time_point < 0:
+                continue  # Sound from before the first frame.
+            frame.pts, frame.time_base = round(time_point * self.rate), Fraction(1, self.rate)
+            self.writer.mux(self.encoder.encode(frame))
+
+    def close(self) -> None:
+        self.writer.mux(self.encoder.encode())
+
+
+def write_annotated_image(image: Image.Image, destination: str | Path, top: TopClasses) -> None:
+    """Saves `image` with the labels `top` drawn on (the format follows the file name)."""
+    labelled = image.copy()
+    draw_labels(labelled, top, label_font(*image.size, [name for name, _ in top], len(top)))
+    labelled.save(destination)
+
+
+def _label_text(top: TopClasses) -> str:
+    return "\n".join(f"{name}  {probability:.0%}" for name, probability in top)
+
+
+def _margin(height: int) -> int:
+    return max(1, height // 60)
+
+
+def _spacing(font: ImageFont.FreeTypeFont) -> int:
+    """Space between label lines, in proportion to the font (PIL's default is 4 pixels)."""
+    return max(1, round(font.size / 4))
+
+
+def label_font(width: int, height: int, names: Sequence[str], lines: int) -> ImageFont.FreeTypeFont:
+    """The font for `lines` labels that may name any of `names` on a `width` x `height` picture:
+    1/16 of its height, smaller if the box of the longest labels would not fit in the picture's
+    top third or across it."""
+    font = ImageFont.load_default(size=max(1, round(height * _FONT_HEIGHT)))
+    longest = max(names, key=lambda name: font.getlength(name))
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    _, _, right, bottom = draw.multiline_textbbox(
+        (0, 0), _label_text([(longest, 1.0)] * lines), font, spacing=_spacing(font)
+    )
+    margin = _margin(height)
+    # The text starts 2 margins in (see draw_labels) and its box reaches 1 margin past it; the
+    # box stays 1 margin clear of the right edge.
+    scale = min(
+        1.0,
+        (width - 4 * margin) / max(1, right),
+        (height * LABELS_HEIGHT - 3 * margin) / max(1, bottom),
+    )
+    return ImageFont.load_default(size=max(1, int(font.size * scale)))
+
+
+def draw_labels(image: Image.Image, top: TopClasses, font: ImageFont.FreeTypeFont) -> None:
     """Writes "name  87%" lines in the top-left corner, on a translucent dark box."""
-    text = "\n".join(f"{name}  {probability:.0%}" for name, probability in top)
+    text = _label_text(top)
     draw = ImageDraw.Draw(image, "RGBA")
-    margin = max(2, image.height // 60)
-    left, top_edge, right, bottom = draw.multiline_textbbox((2 * margin, 2 * margin), text, font)
+    margin = _margin(image.height)
+    origin = (2 * margin, 2 * margin)
+    spacing = _spacing(font)
+    left, top_edge, right, bottom = draw.multiline_textbbox(origin, text, font, spacing=spacing)
     draw.rectangle(
         (left - margin, top_edge - margin, right + margin, bottom + margin), fill=(0, 0, 0, 150)
     )
-    draw.multiline_text((2 * margin, 2 * margin), text, fill=(255, 255, 255), font=font)
+    draw.multiline_text(origin, text, fill=(255, 255, 255), font=font, spacing=spacing)
 
 
 def plot_top_classes(top: TopClasses, title: str, destination: str | Path) -> None:

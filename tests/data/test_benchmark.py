@@ -17,9 +17,7 @@ def test_benchmark_rows_compare_loaders_on_the_same_files(tmp_path):
         write_indexed_video(tmp_path / name, count=45, fps=15)
     entries = [("a.mp4", 0), ("b.avi", 0)]
     write_dataset(tmp_path, {"train": entries, "test": entries})
-    parser = argparse.ArgumentParser()
-    benchmark.add_arguments(parser)
-    args = parser.parse_args(["--data-dir", str(tmp_path), "--data-workers", "1"])
+    args = argparse.Namespace(data_dir=str(tmp_path), data_videos=16, data_workers=1)
     rows = benchmark.run(args)
     names = [row["name"] for row in rows]
     assert names == [

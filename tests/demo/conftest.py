@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 from data.videos import write_audio_only
+from PIL import Image
 
 from revvideo.checkpoint import save_checkpoint
-from revvideo.config import get_cfg
+from revvideo.config import get_cfg, load_config
 from revvideo.data.synthetic import write_video
 from revvideo.models import build_model
 
@@ -60,6 +62,18 @@ def tiny_cfg():
     return cfg
 
 
+def tiny_image_cfg():
+    """configs/imagenet/REV_VIT_S.yaml (an image model: one-frame clips, ImageNet's mean and
+    std) with 2 layers of width 32 on 32 px images (4 x 4 patches of 8 px) and our 3 classes."""
+    cfg = load_config(ROOT / "configs" / "imagenet" / "REV_VIT_S.yaml")
+    cfg.MODEL.NUM_CLASSES = len(COLOURS)
+    cfg.DATA.TRAIN_CROP_SIZE = cfg.DATA.TEST_CROP_SIZE = 32
+    cfg.MVIT.EMBED_DIM, cfg.MVIT.NUM_HEADS, cfg.MVIT.DEPTH = 32, 2, 2
+    cfg.MVIT.PATCH_KERNEL = cfg.MVIT.PATCH_STRIDE = [8, 8]
+    cfg.MVIT.DROPPATH_RATE = 0.0
+    return cfg
+
+
 def colour_frames(colours, frames_each=30, height=48, width=64, seed=0):
     """uint8 (T, H, W, 3): `frames_each` frames of each colour in turn, with pixel noise."""
     rng = np.random.default_rng(seed)
@@ -74,6 +88,34 @@ def write_colour_video(path, *colours, fps=15, **kwargs):
     """An H.264 (or, for .avi, MPEG-4) video showing each colour for 2 s by default."""
     codec = "mpeg4" if str(path).endswith(".avi") else "libx264"
     write_video(str(path), colour_frames(colours or ("red",), **kwargs), fps, codec)
+    return str(path)
+
+
+def write_colour_image(path, colour, height=48, width=64, seed=0):
+    """A picture of `colour` with pixel noise; the format follows the extension."""
+    Image.fromarray(colour_frames((colour,), 1, height, width, seed)[0]).save(path)
+    return str(path)
+
+
+def write_video_with_audio(path, colour="red", seconds=2, fps=15, audio_codec="aac"):
+    """A video of `colour` with a 440 Hz tone of the same length (mono, 22.05 kHz)."""
+    rate, samples_per_frame = 22050, 1024
+    frames = colour_frames((colour,), frames_each=seconds * fps)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        audio = container.add_stream(audio_codec, rate=rate)
+        audio.layout = "mono"
+        for image in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        for index in range(seconds * rate // samples_per_frame):
+            time = (np.arange(samples_per_frame) + index * samples_per_frame) / rate
+            tone = (0.5 * np.sin(2 * np.pi * 440 * time)).astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, index * samples_per_frame
+            container.mux(audio.encode(frame))
+        container.mux(video.encode())
+        container.mux(audio.encode())
     return str(path)
 
 
@@ -125,6 +167,17 @@ def trained(tmp_path_factory):
     """(checkpoint path, cfg) of the tiny colour classifier, saved as training saves it."""
     cfg = tiny_cfg()
     path = tmp_path_factory.mktemp("trained") / "checkpoint_epoch_00001.pyth"
+    with single_thread():
+        model = train_tiny(cfg)
+    save_checkpoint(path, model, cfg=cfg.dump(), class_names=CLASS_NAMES, epoch=1)
+    return path, cfg
+
+
+@pytest.fixture(scope="session")
+def trained_images(tmp_path_factory):
+    """(checkpoint path, cfg) of a tiny image model (Rev-ViT) that tells the colours apart."""
+    cfg = tiny_image_cfg()
+    path = tmp_path_factory.mktemp("trained_images") / "image_model.pyth"
     with single_thread():
         model = train_tiny(cfg)
     save_checkpoint(path, model, cfg=cfg.dump(), class_names=CLASS_NAMES, epoch=1)

@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 
 from revvideo.checkpoint import RELEASES, Release, load_weights, save_checkpoint
-from revvideo.demo import cli
+from revvideo.data.paths import VIDEO_EXTENSIONS
+from revvideo.demo import cli, run
 from revvideo.demo.classifier import classify_video, load_classifier, running_scores
+from revvideo.demo.images import IMAGE_EXTENSIONS
 from revvideo.models import build_model
 
 from .conftest import (
@@ -91,7 +93,11 @@ def test_writes_an_annotated_video_and_a_bar_chart(trained, videos, tmp_path):
     assert lines[0].startswith(f"{folder / 'red_then_blue.mp4'}: 4x3 views, ")
     assert lines[0].endswith(" s")
     assert {line.split()[1] for line in lines[1:3]} == {"red", "blue"}
-    assert len(lines) == 4  # three classes, fewer than --topk
+    # Three classes, fewer than --topk, then the files written.
+    assert lines[4:] == [
+        f"  wrote {tmp_path / 'out' / 'annotated.mp4'}",
+        f"  wrote {tmp_path / 'out' / 'top.png'}",
+    ]
     with av.open(str(tmp_path / "out" / "annotated.mp4")) as container:
         stream = container.streams.video[0]
         assert container.format.name.startswith("mov,mp4")
@@ -173,6 +179,10 @@ def test_partly_damaged_video_is_classified_from_what_decodes(trained, tmp_path,
     for path, line in zip(damaged, err, strict=True):
         assert line.startswith(f"warning: {path}: ")
         assert "; classified from its first " in line
+    # Both named cut: the second output is numbered.
+    assert [line for line in out.splitlines() if line.startswith("  wrote ")] == [
+        f"  wrote {tmp_path / 'annotated' / name}" for name in ("cut.mp4", "cut_2.mp4")
+    ]
     with av.open(str(tmp_path / "annotated" / "cut.mp4")) as container:
         written = sum(1 for _ in container.decode(video=0))
     assert 10 < written < 60  # the frames that decode, not the 4 s the header promises
@@ -232,8 +242,8 @@ def test_without_checkpoint_uses_the_quick_starts_newest(
     trained, videos, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / cli.QUICK_START_CONFIG).parent.mkdir(parents=True)
-    (tmp_path / cli.QUICK_START_CONFIG).write_text("OUTPUT_DIR: output/quick\n")
+    (tmp_path / run.QUICK_START_CONFIG).parent.mkdir(parents=True)
+    (tmp_path / run.QUICK_START_CONFIG).write_text("OUTPUT_DIR: output/quick\n")
 
     status, out, err = run_main(capsys, videos["red"])
 
@@ -258,7 +268,7 @@ def test_without_checkpoint_uses_the_quick_starts_newest(
 
 
 def test_quick_start_config_names_the_output_dir():
-    assert (ROOT / cli.QUICK_START_CONFIG).is_file()
+    assert (ROOT / run.QUICK_START_CONFIG).is_file()
 
 
 # --- bad inputs -------------------------------------------------------------------------------
@@ -306,7 +316,8 @@ def test_folder_without_videos(trained, tmp_path, capsys):
     status, _, err = run_main(capsys, tmp_path, "--checkpoint", trained[0])
 
     assert status == 1
-    assert err == [f"error: {tmp_path}: no video files ({', '.join(cli.VIDEO_EXTENSIONS)})"]
+    extensions = ", ".join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
+    assert err == [f"error: {tmp_path}: no video or image files ({extensions})"]
 
 
 def write_garbage(path, trained):
@@ -381,7 +392,7 @@ VIEWS_USAGE = "--views takes <clips>x<crops> such as 5x1 or 10x3"
         (["--views", "0x1"], f"argument --views: {VIEWS_USAGE}, got '0x1' (see --help)"),
         (["--views", "five"], f"argument --views: {VIEWS_USAGE}, got 'five' (see --help)"),
         (["--topk", "0"], "argument --topk: expected a positive integer, got '0' (see --help)"),
-        ([], "the following arguments are required: videos (see --help)"),
+        ([], "the following arguments are required: inputs (see --help)"),
     ],
 )
 def test_malformed_options_are_one_error_line(capsys, options, message):
@@ -412,7 +423,7 @@ def test_one_output_file_for_several_videos_is_refused(trained, videos, capsys):
     )
 
     assert status == 2
-    assert err == ["error: a.mp4 names one file but there are 2 videos; name a folder"]
+    assert err == ["error: a.mp4 names one file but there are 2 inputs; name a folder"]
 
 
 def test_unwritable_output_is_an_error_line(trained, videos, tmp_path, capsys):
@@ -539,3 +550,4 @@ def test_a_video_damaged_within_its_first_clip_is_classified_from_what_decodes(
         "input; classified from its first 0.20 s, which decode",
         f"warning: {damaged}: shorter than a clip (0.20 s < 0.53 s): its last frame fills the rest",
     ]
+    assert out.splitlines()[-1] == f"  wrote {tmp_path / 'annotated.mp4'}"

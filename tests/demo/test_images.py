@@ -1,0 +1,226 @@
+"""demo/classify.py on still images: image models (a tiny one trained here, and the ImageNet
+releases' real architecture from the hub cache), images and videos mixed, and bad images."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from revvideo.checkpoint import RELEASES, save_checkpoint
+from revvideo.demo import cli
+from revvideo.demo.images import read_image
+from revvideo.models import rev_vit_s
+
+from .conftest import write_colour_image
+
+
+def run_main(capsys, *args):
+    """cli.main in this process: (exit status, stdout, stderr lines)."""
+    status = cli.main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err.splitlines()
+
+
+def top1(out):
+    """The first class of each result in the text output."""
+    return [line.split()[1] for line in out.splitlines() if line.startswith("  1.")]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """One picture per colour, in each format the demo reads, of various sizes."""
+    folder = tmp_path_factory.mktemp("images")
+    return {
+        "red": write_colour_image(folder / "red.jpg", "red", height=40, width=90),
+        "green": write_colour_image(folder / "green.png", "green", height=120, width=50, seed=1),
+        "blue": write_colour_image(folder / "blue.webp", "blue", seed=2),
+        "red_bmp": write_colour_image(folder / "red.bmp", "red", seed=3),
+        "green_jpeg": write_colour_image(folder / "green.JPEG", "green", seed=4),
+    }
+
+
+def test_an_image_model_classifies_images(trained_images, images, capsys):
+    status, out, err = run_main(capsys, *images.values(), "--checkpoint", trained_images[0])
+
+    assert status == 0, err
+    assert top1(out) == ["red", "green", "blue", "red", "green"]
+    for path in images.values():
+        assert f"{path}: 1x1 views, " in out
+
+
+def test_a_folder_of_videos_and_images(trained_images, images, videos, tmp_path, capsys):
+    for name in ("red", "green"):
+        shutil.copy(images[name], tmp_path)
+    shutil.copy(videos["blue"], tmp_path / "sub.avi")
+    (tmp_path / "notes.txt").write_text("neither")
+
+    status, out, err = run_main(capsys, tmp_path, "--checkpoint", trained_images[0], "--json")
+
+    assert status == 0, err
+    results = json.loads(out)
+    assert [(r["path"], r["top_k"][0]["class"]) for r in results] == [
+        (str(tmp_path / "green.png"), "green"),
+        (str(tmp_path / "red.jpg"), "red"),
+        (str(tmp_path / "sub.avi"), "blue"),  # its middle frame
+    ]
+    assert [r["views"] for r in results] == ["1x1"] * 3
+
+
+def test_an_image_model_classifies_frames_spread_over_a_video(trained_images, videos, capsys):
+    checkpoint = trained_images[0]
+
+    status, out, _ = run_main(capsys, videos["red"], "--checkpoint", checkpoint)
+    assert status == 0 and top1(out) == ["red"]
+    assert "1x1 views" in out  # the config's test views: the middle frame
+
+    # The first and the last frame: half red, half blue.
+    status, out, _ = run_main(
+        capsys, videos["red_then_blue"], "--checkpoint", checkpoint, "--views", "2x1", "--json"
+    )
+    assert status == 0
+    top = json.loads(out)[0]["top_k"]
+    assert {entry["class"] for entry in top[:2]} == {"red", "blue"}
+    assert top[0]["probability"] < 0.75
+
+
+def test_an_image_model_takes_one_crop_per_frame(trained_images, videos, capsys):
+    status, out, err = run_main(
+        capsys, videos["red"], "--checkpoint", trained_images[0], "--views", "3x3"
+    )
+
+    assert status == 2 and out == ""
+    assert err == [
+        f"error: --views 3x3: {trained_images[0]} is an image model, which classifies one centre "
+        "crop per frame: use --views 3x1"
+    ]
+
+
+def test_a_video_model_refuses_images_and_classifies_the_videos(trained, images, videos, capsys):
+    status, out, err = run_main(capsys, images["red"], videos["green"], "--checkpoint", trained[0])
+
+    assert status == 1
+    assert top1(out) == ["green"]
+    assert err == [
+        f"error: {images['red']}: a still image, but {trained[0]} classifies 4-frame video clips: "
+        "give it videos, or classify images with an image model (e.g. --checkpoint "
+        "rev_vit_b_in1k)",
+        "error: 1 of 2 inputs could not be classified",
+    ]
+
+
+def test_bad_images_are_one_error_line_each(trained_images, images, tmp_path, capsys):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image\n" * 10)
+    data = Path(images["red"]).read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    inputs = [tmp_path / name for name in ("empty.jpg", "text.png", "cut.jpg")]
+
+    status, out, err = run_main(capsys, *inputs, images["green"], "--checkpoint", trained_images[0])
+
+    assert status == 1
+    assert top1(out) == ["green"]
+    assert err[:2] == [
+        f"error: {inputs[0]}: not an image, or a damaged one",
+        f"error: {inputs[1]}: not an image, or a damaged one",
+    ]
+    assert err[2].startswith(f"error: {inputs[2]}: cannot read the image: image file is truncated")
+    assert err[3:] == ["error: 3 of 4 inputs could not be classified"]
+
+
+def test_annotated_images_keep_their_format_and_size(trained_images, tmp_path, capsys):
+    sources = [
+        write_colour_image(tmp_path / "red.jpg", "red", height=120, width=200),
+        write_colour_image(tmp_path / "green.png", "green", height=160, width=120),
+    ]
+
+    status, out, err = run_main(
+        capsys,
+        *sources,
+        "--checkpoint",
+        trained_images[0],
+        "--output",
+        tmp_path / "annotated",
+        "--plot",
+        tmp_path / "plots",
+        "--json",
+        "--topk",
+        "2",
+    )
+
+    assert status == 0, err
+    annotated = [tmp_path / "annotated" / name for name in ("red.jpg", "green.png")]
+    plots = [tmp_path / "plots" / name for name in ("red.png", "green.png")]
+    assert err == []
+    results = json.loads(out)
+    assert [(r["output"], r["plot"]) for r in results] == [
+        (str(a), str(p)) for a, p in zip(annotated, plots, strict=True)
+    ]
+    for path, source in zip(annotated, sources, strict=True):
+        with Image.open(path) as picture, Image.open(source) as original:
+            assert picture.format == original.format
+            assert picture.size == original.size
+            drawn, before = (np.asarray(p.convert("L"), dtype=float) for p in (picture, original))
+        # The labels' dark box (white text on it) at the top left; below the top third the
+        # picture is as it was (but for JPEG's second compression).
+        third = len(drawn) // 3
+        corner = np.s_[: third // 2, : drawn.shape[1] // 4]
+        assert (drawn[corner] < 0.6 * before[corner]).mean() > 0.4
+        assert np.abs(drawn[third:] - before[third:]).mean() < 3
+
+
+def test_images_are_read_upright(tmp_path):
+    path = tmp_path / "portrait.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: shown turned a quarter clockwise
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(path, exif=exif)
+
+    assert read_image(str(path)).size == (48, 64)
+
+
+def test_an_imagenet_release_classifies_an_image_as_pyslowfast_tests(tmp_path, monkeypatch, capsys):
+    """rev_vit_s_in1k's file in the hub cache (random weights, the release's architecture):
+    the demo's probabilities are those of the model on PySlowFast's ImageNet test view, made
+    with torchvision's transforms: short side 256 (bicubic), centre 224, ImageNet mean/std."""
+    release = RELEASES["rev_vit_s_in1k"]
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(0)
+    model = rev_vit_s(1000, num_frames=1).eval()
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / release.file_name
+    cached.parent.mkdir(parents=True)
+    save_checkpoint(cached, model)
+    photo = tmp_path / "photo.png"
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (300, 400, 3), dtype=torch.uint8, generator=generator)
+    Image.fromarray(pixels.numpy()).save(photo)
+    test_view = transforms.Compose(
+        [
+            transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(release.mean, release.std),
+        ]
+    )
+    with torch.no_grad(), Image.open(photo) as image:
+        expected = model(test_view(image.convert("RGB"))[None]).softmax(dim=1)[0]
+
+    status, out, err = run_main(
+        capsys, photo, "--checkpoint", "rev_vit_s_in1k", "--json", "--device", "cpu"
+    )
+
+    assert status == 0, err
+    top = json.loads(out)[0]["top_k"]
+    values, indices = expected.topk(5)
+    names = release.class_names()
+    assert [entry["class"] for entry in top] == [names[i] for i in indices]
+    assert [entry["probability"] for entry in top] == pytest.approx(values.tolist(), abs=1e-5)
+
+
+def test_help_names_real_releases():
+    help_text = cli.build_parser().format_help()
+    for name in ("rev_mvit_b_16x4_k400", "rev_vit_b_in1k"):
+        assert name in help_text and name in RELEASES
