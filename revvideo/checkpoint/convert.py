@@ -28,8 +28,7 @@ from revvideo.checkpoint.files import (
 from revvideo.checkpoint.releases import checkpoint_file
 from revvideo.classes import resolve_class_names
 from revvideo.models import build_model
-from revvideo.models.build import mvit_arguments
-from revvideo.models.common import plan_layers
+from revvideo.models.build import layer_plans, mvit_arguments
 from revvideo.utils.errors import CheckpointError, UserError
 
 TARGETS = ("revvideo", "pyslowfast")
@@ -51,24 +50,7 @@ def torchvision_state(path: Path) -> Mapping[str, torch.Tensor] | None:
 def torchvision_twin(cfg: CfgNode) -> nn.Module:
     """torchvision's MViT (v1) with the architecture that `cfg` gives revvideo's MViT."""
     arguments = mvit_arguments(cfg)
-    plans = plan_layers(
-        **{
-            key: arguments[key]
-            for key in (
-                "depth",
-                "embed_dim",
-                "num_heads",
-                "dim_mul",
-                "head_mul",
-                "pool_q_stride",
-                "pool_kv_stride",
-                "pool_kv_stride_adaptive",
-                "pool_kvq_kernel",
-                "drop_path_rate",
-            )
-        },
-        width_change_in_attention=False,
-    )
+    plans = layer_plans(cfg, width_change_in_attention=False)
     blocks = [
         torchvision_mvit.MSBlockConfig(
             num_heads=plan.num_heads,

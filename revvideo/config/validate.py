@@ -335,19 +335,6 @@ _LAYER_KEYS = (
 # PyTorch counts a tensor's elements in 64 bits: a layer's weights (width x width) must fit.
 _MAX_WIDTH = 2**31
 _PATCH_KEYS = ("MVIT.PATCH_KERNEL", "MVIT.PATCH_STRIDE", "MVIT.PATCH_PADDING")
-# What plan_layers takes from mvit_arguments.
-_PLAN_ARGUMENTS = (
-    "depth",
-    "embed_dim",
-    "num_heads",
-    "dim_mul",
-    "head_mul",
-    "pool_q_stride",
-    "pool_kv_stride",
-    "pool_kv_stride_adaptive",
-    "pool_kvq_kernel",
-    "drop_path_rate",
-)
 
 
 def _get(cfg: CfgNode, key: str) -> Any:
@@ -359,8 +346,8 @@ def _check_model(cfg: CfgNode) -> None:
     import torch
 
     from revvideo.models import MODEL_REGISTRY, RevMViT
-    from revvideo.models.build import model_name, mvit_arguments
-    from revvideo.models.common import PatchEmbed, plan_layers
+    from revvideo.models.build import layer_plans, model_name
+    from revvideo.models.common import PatchEmbed
 
     name = model_name(cfg)
     if name not in MODEL_REGISTRY:
@@ -406,12 +393,8 @@ def _check_model(cfg: CfgNode) -> None:
         raise ConfigError(
             f"MVIT.EMBED_DIM {mvit.EMBED_DIM} must be a multiple of MVIT.NUM_HEADS {mvit.NUM_HEADS}"
         )
-    arguments = mvit_arguments(cfg)
     try:
-        plans = plan_layers(
-            **{argument: arguments[argument] for argument in _PLAN_ARGUMENTS},
-            width_change_in_attention=reversible,
-        )
+        plans = layer_plans(cfg, width_change_in_attention=reversible)
     except OverflowError:
         raise ConfigError(
             "MVIT.DIM_MUL and MVIT.HEAD_MUL make a width or a number of heads larger than any "

@@ -7,6 +7,7 @@ from fvcore.common.registry import Registry
 from torch import nn
 
 from revvideo.config.validate import validate_config
+from revvideo.models.common import LayerPlan, plan_layers
 from revvideo.utils.errors import ConfigError
 
 MODEL_REGISTRY = Registry("MODEL")
@@ -65,4 +66,28 @@ def mvit_arguments(cfg: CfgNode) -> dict[str, Any]:
         pool_kv_stride_adaptive=cfg.MVIT.POOL_KV_STRIDE_ADAPTIVE,
         pool_kvq_kernel=cfg.MVIT.POOL_KVQ_KERNEL,
         pool_mode=cfg.MVIT.MODE,
+    )
+
+
+# The mvit_arguments that decide each layer's width, heads and pooling (plan_layers' own).
+_PLAN_ARGUMENTS = (
+    "depth",
+    "embed_dim",
+    "num_heads",
+    "dim_mul",
+    "head_mul",
+    "pool_q_stride",
+    "pool_kv_stride",
+    "pool_kv_stride_adaptive",
+    "pool_kvq_kernel",
+    "drop_path_rate",
+)
+
+
+def layer_plans(cfg: CfgNode, *, width_change_in_attention: bool) -> list[LayerPlan]:
+    """The per-layer widths, heads and pooling that `cfg` gives an MViT (see plan_layers)."""
+    arguments = mvit_arguments(cfg)
+    return plan_layers(
+        **{argument: arguments[argument] for argument in _PLAN_ARGUMENTS},
+        width_change_in_attention=width_change_in_attention,
     )
