@@ -126,7 +126,10 @@ def test_config_files_are_utf8_with_or_without_a_byte_order_mark(tmp_path):
     path.write_bytes("\ufeff# café\nMVIT:\n  DEPTH: 3\n".encode())
     assert load_config(path).MVIT.DEPTH == 3
     path.write_bytes("MVIT:\n  # caf\xe9\n  DEPTH: 3\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"bom\.yaml line 2 is not UTF-8 text$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"bom\.yaml, line 2: not UTF-8 text \(byte 0xe9\); save the file as UTF-8$",
+    ):
         load_config(path)
 
 

@@ -11,7 +11,8 @@ from fvcore.common.config import BASE_KEY, CfgNode
 
 from revvideo.config.defaults import AUTO_BATCH_SIZE, IGNORED_KEYS, get_cfg
 from revvideo.config.validate import check_type, unknown_key_error, validate_config
-from revvideo.utils.errors import ConfigError
+from revvideo.utils.errors import ConfigError, DataError
+from revvideo.utils.text import read_text
 
 __all__ = [
     "AUTO_BATCH_SIZE",
@@ -113,15 +114,9 @@ def _read_yaml(path: str, included_by: str | None) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}{base_of}")
     try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}{base_of}: {err.strerror}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise ConfigError(f"{path}{base_of} line {line} is not UTF-8 text") from None
+        text = read_text(path)
+    except DataError as err:
+        raise ConfigError(f"{err}{base_of}") from None
     try:
         tree = yaml.safe_load(text)
     except yaml.YAMLError as err:
