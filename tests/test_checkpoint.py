@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_models import REFERENCE
 from torch import nn
 from torchvision.models.video import mvit as tv_mvit
 
@@ -17,8 +18,6 @@ from revvideo.checkpoint import (
 )
 from revvideo.models import MViT, RevMViT, mvit_b_16x4, rev_mvit_b_16x4
 from revvideo.utils.errors import CheckpointError
-
-MANIFESTS = Path("/work/shared/reference")
 
 # A 4-layer MViT on 4 x 32 x 32 clips (2 x 8 x 8 tokens): widths 16 -> 32 -> 64, Q pooling at
 # layers 1 and 3, KV pooling starting at (1, 4, 4).
@@ -85,7 +84,7 @@ def randomize(model: nn.Module) -> nn.Module:
 
 def manifest_state(name: str) -> dict[str, torch.Tensor]:
     """Random tensors with exactly the names and shapes of a released PySlowFast checkpoint."""
-    lines = (MANIFESTS / f"pyslowfast_{name}_state_dict.tsv").read_text().splitlines()[1:]
+    lines = (REFERENCE / f"pyslowfast_{name}_state_dict.tsv").read_text().splitlines()[1:]
     state = {}
     for line in lines:
         key, shape = line.split("\t")
