@@ -13,7 +13,7 @@ import torch
 
 from revvideo.config import ConfigError, get_cfg, load_config, validate_config
 from revvideo.config.validate import _rules, config_items
-from revvideo.data import MixUp, build_dataset
+from revvideo.data import SoftTargets, build_dataset
 from revvideo.data.build import _train_augmentation
 from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer
 from revvideo.engine.train import soft_target_cross_entropy
@@ -70,7 +70,7 @@ def exercise(cfg):
     augment = _train_augmentation(cfg)
     frames = torch.randint(0, 256, (cfg.DATA.NUM_FRAMES, 3, 24, 32), dtype=torch.uint8)
     video = torch.stack([augment(frames), augment(frames)])
-    video, target = MixUp.from_cfg(cfg)(video, torch.tensor([0, 1]))
+    video, target = SoftTargets.from_cfg(cfg)(video, torch.tensor([0, 1]))
     loss = soft_target_cross_entropy(model(video), target)
     loss.backward()
     optimizer.step()

@@ -161,7 +161,7 @@ _C.AUG.RE_MODE = "pixel"
 _C.AUG.RE_COUNT = 1
 
 _C.MIXUP = CfgNode()
-# Mixup / CutMix on training batches (revvideo.data.MixUp, applied by the train loop).
+# Mixup / CutMix on training batches (revvideo.data.SoftTargets, applied by the train loop).
 _C.MIXUP.ENABLE = False
 # Beta(ALPHA, ALPHA) mixup weight; 0 disables mixup.
 _C.MIXUP.ALPHA = 0.8

@@ -5,7 +5,8 @@ Public API
 `build_dataset(cfg, split)` -> VideoDataset and `build_loader(cfg, split)` -> VideoLoader (a
 torch.utils.data.DataLoader), for split "train", "val" or "test". Videos are listed in
 `DATA.PATH_TO_DATA_DIR/<split>.csv` (`path label` lines) or a `<split>/<class>/<video>` tree.
-`MixUp.from_cfg(cfg)` mixes training batches. `revvideo.data.synthetic.ensure_synthetic_dataset`
+`SoftTargets.from_cfg(cfg)` turns training labels into soft targets (label smoothing,
+mixup / cutmix). `revvideo.data.synthetic.ensure_synthetic_dataset`
 makes the small motion dataset the embedded default config trains on.
 
 Batch contract (every split)
@@ -34,14 +35,14 @@ one centre clip and one centre crop per video.
 
 What the engine calls
 ---------------------
-  loader = build_loader(cfg, "train"); mixup = MixUp.from_cfg(cfg)
+  loader = build_loader(cfg, "train"); soft_targets = SoftTargets.from_cfg(cfg)
   for epoch in ...:
       loader.set_epoch(epoch)                     # reshuffles (DistributedSampler)
       for batch in loader:
           video = loader.model_input(batch["video"], device)
-          video, soft_target = mixup(video, batch["label"].to(device))
+          video, soft_target = soft_targets(video, batch["label"].to(device))
       loader.skipped / loader.summary()           # this epoch's skipped videos, by video
-With MIXUP.ENABLE False, `mixup` still returns label-smoothed soft targets (one-hot when
+With MIXUP.ENABLE False, `soft_targets` still returns label-smoothed soft targets (one-hot when
 MIXUP.LABEL_SMOOTH_VALUE is 0). For test, `loader.skipped` lists the unscored videos.
 
 Bad videos
@@ -59,11 +60,11 @@ workers (see VideoLoader). A missing list file, a malformed line or a label outs
 from revvideo.data.build import build_dataset, build_loader, distributed_rank_and_world_size
 from revvideo.data.dataset import SkippedVideo, VideoDataset
 from revvideo.data.loader import VideoLoader
-from revvideo.data.mixup import MixUp
+from revvideo.data.mixup import SoftTargets
 
 __all__ = [
-    "MixUp",
     "SkippedVideo",
+    "SoftTargets",
     "VideoDataset",
     "VideoLoader",
     "build_dataset",

@@ -1,4 +1,4 @@
-"""Mixup / CutMix with label smoothing on a training batch, producing soft targets."""
+"""Soft targets for a training batch: label smoothing, and Mixup / CutMix when enabled."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from revvideo.data.pytorchvideo_transforms import CutMix, convert_to_one_hot
 from revvideo.data.pytorchvideo_transforms import MixUp as _PytorchvideoMixUp
 
 
-class MixUp:
-    """`video, soft_target = mixup(video, label)` on a device batch.
+class SoftTargets:
+    """`video, soft_target = soft_targets(video, label)` on a device batch.
 
     video: float (B, C, T, H, W), mixed in place; label: int64 (B,); soft_target: float32
     (B, num_classes), rows summing to 1. Each batch is mixed with probability `prob`, by cutmix
     with probability `switch_prob` (when both are enabled) and otherwise by mixup, pairing clip
     i with clip B - 1 - i (pytorchvideo's MixUp / CutMix). Unmixed batches, single-clip batches
-    and a disabled MixUp still get label-smoothed soft targets. The settings are those of the
+    and disabled mixing still get label-smoothed soft targets. The settings are those of the
     MIXUP keys, checked where configs are validated (revvideo.config.validate).
     """
 
@@ -42,7 +42,7 @@ class MixUp:
         self.cutmix = CutMix(cutmix_alpha, label_smoothing, num_classes) if cutmix_alpha else None
 
     @classmethod
-    def from_cfg(cls, cfg: CfgNode) -> MixUp:
+    def from_cfg(cls, cfg: CfgNode) -> SoftTargets:
         mix = cfg.MIXUP
         return cls(
             cfg.MODEL.NUM_CLASSES,

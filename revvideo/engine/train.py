@@ -42,7 +42,7 @@ from revvideo.checkpoint.training import (
     set_rng_state,
 )
 from revvideo.classes import resolve_class_names
-from revvideo.data import MixUp, build_loader
+from revvideo.data import SoftTargets, build_loader
 from revvideo.engine.distributed import (
     all_gather_objects,
     all_reduce,
@@ -142,7 +142,7 @@ class Trainer:
             )
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = WarmupCosineSchedule.from_cfg(self.optimizer, cfg, self.steps_per_epoch)
-        self.mixup = MixUp.from_cfg(cfg)
+        self.soft_targets = SoftTargets.from_cfg(cfg)
         self.class_names = resolve_class_names(
             cfg.MODEL.NUM_CLASSES, data_dir=cfg.DATA.PATH_TO_DATA_DIR
         )
@@ -314,7 +314,7 @@ class Trainer:
         """
         video = self.train_loader.model_input(batch["video"], self.device)
         label = batch["label"].to(self.device, non_blocking=True)
-        video, target = self.mixup(video, label)
+        video, target = self.soft_targets(video, label)
         no_sync = self.world_size > 1 and not synchronize
         with self.train_model.no_sync() if no_sync else nullcontext():
             with self.precision.autocast():
