@@ -3,9 +3,42 @@
 python tools/make_synthetic_dataset.py data/synthetic [--seed 0] [--classes up,down,...]
 """
 
+import argparse
 import sys
+from collections.abc import Sequence
 
-from revvideo.data.synthetic import main
+from revvideo.data import synthetic
+from revvideo.utils.errors import DataError, UserError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=synthetic.__doc__.splitlines()[0])
+    parser.add_argument("output", help="folder to create (train.csv, val.csv, test.csv, videos/)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--classes",
+        default=",".join(synthetic.DEFAULT_CLASSES),
+        help=f"comma-separated motions out of: {', '.join(synthetic.MOTIONS)}",
+    )
+    for split, count in synthetic.DEFAULT_VIDEOS_PER_CLASS.items():
+        parser.add_argument(f"--{split}", type=int, default=count, help=f"{split} videos per class")
+    args = parser.parse_args(argv)
+    classes = [name.strip() for name in args.classes.split(",") if name.strip()]
+    try:
+        unknown = sorted(set(classes) - set(synthetic.MOTIONS))
+        if unknown or len(classes) < 2:
+            raise DataError(
+                f"--classes needs at least two of {', '.join(synthetic.MOTIONS)}; got {classes}"
+            )
+        counts = {split: getattr(args, split) for split in synthetic.DEFAULT_VIDEOS_PER_CLASS}
+        synthetic.ensure_synthetic_dataset(args.output, args.seed, classes, counts)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    total = sum(counts.values()) * len(classes)
+    print(f"{args.output}: {total} videos of {len(classes)} classes ({', '.join(classes)})")
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,7 +17,6 @@ and "counterclockwise" swap under it and need DATA.RANDOM_FLIP False.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import glob
@@ -25,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -35,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from revvideo.classes import CLASSNAMES_FILE, write_classnames_file
-from revvideo.utils.errors import DataError, UserError
+from revvideo.utils.errors import DataError
 
 FORMAT_VERSION = 1
 MARKER = "synthetic.json"
@@ -335,31 +333,3 @@ def _locked(lock_path: str):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of tools/make_synthetic_dataset.py."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("output", help="folder to create (train.csv, val.csv, test.csv, videos/)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--classes",
-        default=",".join(DEFAULT_CLASSES),
-        help=f"comma-separated motions out of: {', '.join(MOTIONS)}",
-    )
-    for split, count in DEFAULT_VIDEOS_PER_CLASS.items():
-        parser.add_argument(f"--{split}", type=int, default=count, help=f"{split} videos per class")
-    args = parser.parse_args(argv)
-    classes = [name.strip() for name in args.classes.split(",") if name.strip()]
-    try:
-        unknown = sorted(set(classes) - set(MOTIONS))
-        if unknown or len(classes) < 2:
-            raise DataError(f"--classes needs at least two of {', '.join(MOTIONS)}; got {classes}")
-        counts = {split: getattr(args, split) for split in DEFAULT_VIDEOS_PER_CLASS}
-        ensure_synthetic_dataset(args.output, args.seed, classes, counts)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    total = sum(counts.values()) * len(classes)
-    print(f"{args.output}: {total} videos of {len(classes)} classes ({', '.join(classes)})")
-    return 0
