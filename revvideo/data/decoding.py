@@ -1,8 +1,8 @@
 """Decoding: the frames a video shows at chosen times, for many clips in one pass.
 
-Both readers extend pytorchvideo's `EncodedVideo` classes (so `duration`, `get_clip` and `close`
-behave as in pytorchvideo) with `read_frames(times)`, which is what the datasets use. pytorchvideo's
-own `get_clip` is slow for this job, as measured on 10 s 426x320 H.264 files: it converts every
+Both readers have `duration`, `close()` and `read_frames(times)`, which is what the datasets use.
+The decord reader extends pytorchvideo's `EncodedVideoDecord`; the PyAV reader is our own, as
+pytorchvideo's `EncodedVideoPyAV` and its `get_clip` are slow for this job, as measured on 10 s 426x320 H.264 files: it converts every
 frame of a clip window to RGB with a new colour converter per frame (about 1.3 ms a frame against
 0.1 ms with one reused converter), it returns float32 windows of which a clip keeps one frame in
 SAMPLING_RATE, each clip seeks and decodes again from the previous keyframe, and for files whose
@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 from pytorchvideo.data.encoded_video_decord import EncodedVideoDecord
-from pytorchvideo.data.encoded_video_pyav import EncodedVideoPyAV
 
 BACKENDS = ("pyav", "decord")
 
@@ -70,18 +69,38 @@ def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     return max(short_side, round(height * short_side / width)), short_side
 
 
-class PyAVVideo(EncodedVideoPyAV):
+class FrameClock:
+    """When each frame of a video stream is shown, in seconds from the stream's start.
+
+    A frame without a timestamp follows the previous one by one frame interval (the average
+    frame rate's, else 1/30 s); call `restart()` after seeking.
+    """
+
+    def __init__(self, stream: av.VideoStream) -> None:
+        self.start_pts = stream.start_time or 0
+        self.time_base = stream.time_base
+        rate = stream.average_rate or stream.guessed_rate
+        self.frame_interval = 1.0 / float(rate) if rate else 1.0 / 30
+        self.restart()
+
+    def restart(self) -> None:
+        self._time = -self.frame_interval
+
+    def time_of(self, frame: av.VideoFrame) -> float:
+        if frame.pts is None:
+            self._time += self.frame_interval
+        else:
+            self._time = float((frame.pts - self.start_pts) * self.time_base)
+        return self._time
+
+
+class PyAVVideo:
     """A video file read with PyAV (FFmpeg); audio is never decoded."""
 
     def __init__(self, path: str, threads: int = 1) -> None:
-        # pytorchvideo's constructor is not called: it copies the file into memory and, when the
-        # stream has no duration, decodes every frame to RGB to find one. The attributes it would
-        # set are set here so that the inherited get_clip() and close() keep working.
+        # Not pytorchvideo's EncodedVideoPyAV: its constructor copies the file into memory and,
+        # when the stream has no duration, decodes every frame to RGB to find one.
         self._video_name = os.path.basename(path)
-        self._decode_audio = False
-        self._has_audio = False
-        self._video = self._audio = None
-        self._selective_decoding = True
         self._threads = threads
         try:
             self._container = av.open(path)
@@ -105,13 +124,13 @@ class PyAVVideo(EncodedVideoPyAV):
         self._stream.thread_count = threads
         if threads != 1:
             self._stream.thread_type = "AUTO"
-        self._video_time_base = self._stream.time_base
-        self._video_start_pts = self._stream.start_time or 0
-        rate = self._stream.average_rate or self._stream.guessed_rate
-        self._frame_interval = 1.0 / float(rate) if rate else 1.0 / 30
-        self._duration = self._header_duration()
+        self._clock = FrameClock(self._stream)
+        self.duration = self._header_duration()
         # One converter for all frames: FFmpeg then reuses its scaling context.
         self._reformatter = VideoReformatter()
+
+    def close(self) -> None:
+        self._container.close()
 
     def _header_duration(self) -> float:
         """Seconds from the first frame to the end of the last.
@@ -121,7 +140,7 @@ class PyAVVideo(EncodedVideoPyAV):
         """
         indexed = not _INDEXED_FORMATS.isdisjoint(self._container.format.name.split(","))
         if indexed and self._stream.duration:
-            return float(self._stream.duration * self._video_time_base)
+            return float(self._stream.duration * self._clock.time_base)
         if indexed and self._container.duration:
             return self._container.duration / av.time_base
         end = 0
@@ -132,10 +151,10 @@ class PyAVVideo(EncodedVideoPyAV):
             if not end:
                 # Checked before seeking back, whose failure would hide this reason.
                 raise VideoDecodeError("no timestamps and no duration")
-            self._container.seek(self._video_start_pts, stream=self._stream)
+            self._container.seek(self._clock.start_pts, stream=self._stream)
         except av.FFmpegError as err:
             raise VideoDecodeError(f"cannot read: {_ffmpeg_reason(err)}") from None
-        return float((end - self._video_start_pts) * self._video_time_base)
+        return float((end - self._clock.start_pts) * self._clock.time_base)
 
     def read_frames(
         self, times: Sequence[float], short_side: int | None = None
@@ -176,7 +195,7 @@ class PyAVVideo(EncodedVideoPyAV):
         if len(rows) < len(times):
             if previous is None:
                 raise VideoDecodeError("no frame could be decoded")
-            _raise_if_truncated(previous_time, times[-1], self._duration, self._frame_interval)
+            _raise_if_truncated(previous_time, times[-1], self.duration, self._clock.frame_interval)
             if previous_row is None:
                 frames.append(self._to_rgb(previous, short_side))
             rows.extend([len(frames) - 1] * (len(times) - len(rows)))
@@ -185,7 +204,7 @@ class PyAVVideo(EncodedVideoPyAV):
     def _decode_from(self, start: float):
         """(frame, seconds from the start) from the last keyframe at or before `start` on."""
         if start > _TIME_EPS:
-            target = self._video_start_pts + int(start / self._video_time_base)
+            target = self._clock.start_pts + int(start / self._clock.time_base)
             self._container.seek(target, stream=self._stream, backward=True)
             frames = self._timed_frames()
             first = next(frames, None)
@@ -196,17 +215,13 @@ class PyAVVideo(EncodedVideoPyAV):
                 return
             # The seek landed after `start` (imprecise index): read from the beginning instead.
             frames.close()
-        self._container.seek(self._video_start_pts, stream=self._stream, backward=True)
+        self._container.seek(self._clock.start_pts, stream=self._stream, backward=True)
         yield from self._timed_frames()
 
     def _timed_frames(self):
-        time = -self._frame_interval
+        self._clock.restart()
         for frame in self._container.decode(self._stream):
-            if frame.pts is None:
-                time += self._frame_interval
-            else:
-                time = float((frame.pts - self._video_start_pts) * self._video_time_base)
-            yield frame, time
+            yield frame, self._clock.time_of(frame)
 
     def _to_rgb(self, frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
         height, width = frame.height, frame.width

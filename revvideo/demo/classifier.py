@@ -37,7 +37,7 @@ from revvideo.checkpoint import (
 from revvideo.classes import resolve_class_names
 from revvideo.data.clip_sampling import clip_duration, clip_starts
 from revvideo.data.dataset import TestClips
-from revvideo.data.decoding import VideoDecodeError, VideoReader, open_video
+from revvideo.data.decoding import FrameClock, VideoDecodeError, VideoReader, open_video
 from revvideo.data.transforms import MultiViewCrops, Normalize
 from revvideo.demo.images import FrameClips, ImageView, read_image, short_side_for
 from revvideo.engine.metrics import VideoScores
@@ -227,17 +227,16 @@ class _DecodablePart:
 def _decodable_duration(path: str) -> float:
     """Seconds from the start of the video stream to the last frame that decodes (0 if none),
     on the clock the readers of revvideo.data.decoding use."""
-    last_pts = None
+    last_time = 0.0
     with av.open(path) as container:
         stream = container.streams.video[0]
+        clock = FrameClock(stream)
         try:
             for frame in container.decode(stream):
-                last_pts = frame.pts if frame.pts is not None else last_pts
+                last_time = clock.time_of(frame)
         except av.FFmpegError:
             pass  # Damaged from here on: what decoded so far is what there is.
-        if last_pts is None:
-            return 0.0
-        return float((last_pts - (stream.start_time or 0)) * stream.time_base)
+    return last_time
 
 
 def _decode_views(path: str, clips: TestClips, until: float | None = None):

@@ -19,7 +19,7 @@ import av
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from revvideo.data.decoding import display_rotation, quarter_turns
+from revvideo.data.decoding import FrameClock, display_rotation, quarter_turns
 
 TopClasses = Sequence[tuple[str, float]]
 
@@ -50,7 +50,7 @@ def write_annotated_video(
     with av.open(source) as reader:
         stream = reader.streams.video[0]
         sound = reader.streams.audio[0] if reader.streams.audio else None
-        start = stream.start_time or 0
+        clock = FrameClock(stream)
         rate = stream.average_rate or stream.guessed_rate or 30
         # yuv420p stores colour for 2x2 pixel blocks, so the encoder needs even sides.
         coded_width = max(2, stream.codec_context.width // 2 * 2)
@@ -65,18 +65,15 @@ def write_annotated_video(
             encoded.options = {"crf": "20", "preset": "veryfast"}
             audio = None
             if sound is not None:
-                audio = _AudioTrack(sound, writer, float(start * stream.time_base), until)
-            video_done, time_point = False, 0.0
+                audio = _AudioTrack(sound, writer, float(clock.start_pts * clock.time_base), until)
+            video_done = False
             try:
                 for packet in reader.demux(*([stream] if audio is None else [stream, sound])):
                     if packet.stream.type == "audio":
                         audio.add(packet)
                     elif not video_done:
                         for frame in packet.decode():
-                            if frame.pts is None:
-                                time_point += 1 / float(rate)
-                            else:
-                                time_point = float((frame.pts - start) * stream.time_base)
+                            time_point = clock.time_of(frame)
                             if time_point > until:
                                 video_done = True
                                 break
