@@ -16,6 +16,7 @@ another order is remapped, other classes are an error unless TEST.SHARED_CLASSES
 import csv
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,50 @@ def multiview_test(
     )
     if match.notice and is_main_process():
         logger.warning("%s", match.notice)
-    scores = VideoScores(len(dataset), cfg.MODEL.NUM_CLASSES, cfg.DATA.ENSEMBLE_METHOD)
+    scores, reasons = _score_views(model, loader, device, precision, cfg)
+    videos = _video_results(dataset, match, scores, reasons, checkpoint)
+    metrics = classification_metrics(
+        videos.probabilities[videos.scored], videos.labels[videos.scored]
+    )
+    results = {
+        "top1_acc": metrics.top1,
+        "top5_acc": metrics.top5,
+        "mean_class_acc": metrics.mean_class,
+        "num_videos": int(videos.scored.sum()),
+        "num_views": dataset.views_per_video,
+        "num_unscored": len(videos.unscored),
+        "num_missing_views": videos.num_partial,
+        "ensemble_method": cfg.DATA.ENSEMBLE_METHOD,
+        "num_classes": len(videos.names),
+        "class_names": videos.names,
+        "class_matching": match.notice or "the model's classes are the dataset's, in order",
+        "checkpoint": checkpoint,
+        "unscored": videos.unscored,
+    }
+    if is_main_process():
+        output_dir = Path(cfg.OUTPUT_DIR)
+        _write_results(output_dir / RESULTS_FILE, results)
+        _write_predictions(output_dir / PREDICTIONS_FILE, dataset, videos)
+        plot_confusion(metrics.confusion, videos.names, output_dir / CONFUSION_FILE)
+    if videos.unscored:
+        logger.warning(
+            "%d test videos could not be decoded and are not scored (listed in %s)",
+            len(videos.unscored),
+            RESULTS_FILE,
+        )
+    return results
+
+
+def _score_views(
+    model: nn.Module,
+    loader: VideoLoader,
+    device: torch.device,
+    precision: MixedPrecision,
+    cfg: CfgNode,
+) -> tuple[VideoScores, dict[int, tuple[str, str]]]:
+    """Every view's softmax scores combined per video over all processes, and the videos
+    skipped on any process: video index -> (path, reason)."""
+    scores = VideoScores(len(loader.dataset), cfg.MODEL.NUM_CLASSES, cfg.DATA.ENSEMBLE_METHOD)
     model.eval()
     with progress_bar(len(loader), "test", is_main_process(), unit="batch") as bar:
         for batch in loader:
@@ -94,7 +138,30 @@ def multiview_test(
         for skipped in all_gather_objects(loader.skipped)
         for skip in skipped
     }
+    return scores, reasons
 
+
+@dataclass
+class _VideoResults:
+    """Per video of the test split (V videos, K classes scored)."""
+
+    labels: torch.Tensor  # (V,) in the scored classes; -1 for a class the model does not know
+    probabilities: torch.Tensor  # (V, K)
+    names: list[str]  # the K classes scored
+    scored: torch.Tensor  # (V,) bool: counted in the metrics
+    unscored: list[dict[str, str]]  # {"video", "reason"} of the others
+    num_partial: int  # scored videos with fewer views than asked
+
+
+def _video_results(
+    dataset: VideoDataset,
+    match: ClassMatch,
+    scores: VideoScores,
+    reasons: dict[int, tuple[str, str]],
+    checkpoint: str,
+) -> _VideoResults:
+    """Which videos count and their scores in the dataset's classes; raises when none does, or
+    when the scores are not finite."""
     views_per_video = dataset.views_per_video
     scored = scores.views > 0
     if not scored.any():
@@ -126,37 +193,7 @@ def multiview_test(
         raise UserError(
             f"the model gives non-finite scores: the weights of {checkpoint} are broken"
         )
-    metrics = classification_metrics(probabilities[scored], labels[scored])
-    results = {
-        "top1_acc": metrics.top1,
-        "top5_acc": metrics.top5,
-        "mean_class_acc": metrics.mean_class,
-        "num_videos": int(scored.sum()),
-        "num_views": views_per_video,
-        "num_unscored": len(unscored),
-        "num_missing_views": int(partial.sum()),
-        "ensemble_method": cfg.DATA.ENSEMBLE_METHOD,
-        "num_classes": len(names),
-        "class_names": names,
-        "class_matching": match.notice or "the model's classes are the dataset's, in order",
-        "checkpoint": checkpoint,
-        "unscored": unscored,
-    }
-    if is_main_process():
-        output_dir = Path(cfg.OUTPUT_DIR)
-        with open(output_dir / RESULTS_FILE, "w") as file:
-            json.dump(results, file, indent=1)
-        _write_predictions(
-            output_dir / PREDICTIONS_FILE, dataset, probabilities, scored, labels, names
-        )
-        plot_confusion(metrics.confusion, names, output_dir / CONFUSION_FILE)
-    if unscored:
-        logger.warning(
-            "%d test videos could not be decoded and are not scored (listed in %s)",
-            len(unscored),
-            RESULTS_FILE,
-        )
-    return results
+    return _VideoResults(labels, probabilities, names, scored, unscored, int(partial.sum()))
 
 
 def _in_dataset_classes(
@@ -172,25 +209,24 @@ def _in_dataset_classes(
     return labels, probabilities[:, columns], [match.names[label] for label in scored]
 
 
-def _write_predictions(
-    path: Path,
-    dataset: VideoDataset,
-    probabilities: torch.Tensor,
-    scored: torch.Tensor,
-    labels: torch.Tensor,
-    names: list[str],
-) -> None:
+def _write_results(path: Path, results: dict[str, Any]) -> None:
+    with open(path, "w") as file:
+        json.dump(results, file, indent=1)
+
+
+def _write_predictions(path: Path, dataset: VideoDataset, videos: _VideoResults) -> None:
     """One row per scored video: path, true class, then the top 5 classes and probabilities."""
-    k = min(5, probabilities.shape[1])
-    top_probabilities, top_classes = probabilities.topk(k, dim=1)
+    names = videos.names
+    k = min(5, videos.probabilities.shape[1])
+    top_probabilities, top_classes = videos.probabilities.topk(k, dim=1)
     header = ["video", "label"]
     for rank in range(1, k + 1):
         header += [f"top{rank}", f"top{rank}_prob"]
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
-        for index in scored.nonzero().flatten().tolist():
-            row = [dataset.path(index), names[labels[index]]]
+        for index in videos.scored.nonzero().flatten().tolist():
+            row = [dataset.path(index), names[videos.labels[index]]]
             for cls, prob in zip(
                 top_classes[index].tolist(), top_probabilities[index].tolist(), strict=True
             ):
