@@ -1,13 +1,14 @@
 """Decoding: the frames a video shows at chosen times, for many clips in one pass.
 
 Both readers have `duration`, `close()` and `read_frames(times)`, which is what the datasets use.
-The decord reader extends pytorchvideo's `EncodedVideoDecord`; the PyAV reader is our own, as
-pytorchvideo's `EncodedVideoPyAV` and its `get_clip` are slow for this job, as measured on 10 s 426x320 H.264 files: it converts every
-frame of a clip window to RGB with a new colour converter per frame (about 1.3 ms a frame against
-0.1 ms with one reused converter), it returns float32 windows of which a clip keeps one frame in
-SAMPLING_RATE, each clip seeks and decodes again from the previous keyframe, and for files whose
-stream has no duration (mkv, webm) it decodes the whole video to RGB on opening. `read_frames`
-decodes the span once, converts only the frames it returns, and can scale them while converting.
+The decord reader extends pytorchvideo's `EncodedVideoDecord`. The PyAV reader is our own:
+pytorchvideo's `EncodedVideoPyAV.get_clip` is slow for this job, as measured on 10 s 426x320
+H.264 files: it converts every frame of a clip window to RGB with a new colour converter per
+frame (about 1.3 ms a frame against 0.1 ms with one reused converter), it returns float32
+windows of which a clip keeps one frame in SAMPLING_RATE, each clip seeks and decodes again from
+the previous keyframe, and for files whose stream has no duration (mkv, webm) it decodes the
+whole video to RGB on opening. `read_frames` decodes the span once, converts only the frames it
+returns, and can scale them while converting.
 
 Frames are chosen by timestamp: the frame shown at time t is the last one starting at or before
 t. Variable frame rates therefore need nothing special, and times past the end of a short video
