@@ -103,18 +103,38 @@ def test_clips_to_logits(build, mode):
     ],
     ids=["8x64", "2x48-wide", "depth9", "max-pool", "avg-concat", "explicit-kv", "joint-pos"],
 )
-def test_any_geometry_the_config_allows_builds(arguments):
-    model = tiny_rev_mvit(num_classes=3, **arguments).train()
+def test_any_geometry_the_config_allows_builds_and_trains_exactly(arguments):
+    torch.manual_seed(0)
+    model = tiny_rev_mvit(num_classes=3, **arguments).double().train()
     frames, size = arguments.get("num_frames", 4), arguments.get("crop_size", 32)
-    logits = model(torch.randn(2, 3, frames, size, size))
-    logits.sum().backward()
-    assert logits.shape == (2, 3)
+    clip = torch.randn(2, 3, frames, size, size, dtype=torch.float64)
+
+    # The reversible backward, which recomputes the activations, gives autograd's gradients.
+    gradients = {}
+    for custom_backward in (False, True):
+        model.rev_backbone.custom_backward = custom_backward
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        logits = model(clip)
+        logits.square().sum().backward()
+        gradients[custom_backward] = {name: p.grad for name, p in model.named_parameters()}
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+    for name, plain in gradients[False].items():
+        assert torch.allclose(gradients[True][name], plain, rtol=1e-7, atol=1e-12), name
+    # Each clip is classified on its own: the other clips of a batch change nothing.
+    model.eval()
+    batch = model(clip)
+    assert torch.allclose(model(clip[1:]), batch[1:], rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(batch[0], batch[1])
 
 
 def test_images_as_single_frames():
     model = rev_vit_s(10, num_frames=1, crop_size=32, depth=2).eval()
-    assert model(torch.randn(2, 3, 1, 32, 32)).shape == (2, 10)
-    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    images = torch.randn(2, 3, 32, 32)
+    logits = model(images)
+    assert logits.shape == (2, 10)
+    # An image is read as the one-frame clip it is.
+    assert torch.equal(logits, model(images.unsqueeze(2)))
 
 
 def test_other_input_sizes_resize_the_position_embedding():

@@ -267,8 +267,20 @@ def test_without_checkpoint_uses_the_quick_starts_newest(
     assert out.splitlines()[1].split()[1] == "red"
 
 
-def test_quick_start_config_names_the_output_dir():
-    assert (ROOT / run.QUICK_START_CONFIG).is_file()
+def test_quick_start_config_names_the_output_dir(trained, tmp_path, monkeypatch):
+    # The repository's own quick-start config, in a copy of the checkout: the default checkpoint
+    # is the newest one training with it writes.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / run.QUICK_START_CONFIG).parent.mkdir(parents=True)
+    shutil.copy(ROOT / run.QUICK_START_CONFIG, tmp_path / run.QUICK_START_CONFIG)
+    checkpoints = tmp_path / "output" / "rev_mvit_xs" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for epoch in (1, 2):
+        shutil.copy(trained[0], checkpoints / f"checkpoint_epoch_{epoch:05d}.pyth")
+
+    assert run.quick_start_checkpoint() == Path(
+        "output/rev_mvit_xs/checkpoints/checkpoint_epoch_00002.pyth"
+    )
 
 
 # --- bad inputs -------------------------------------------------------------------------------
