@@ -29,13 +29,13 @@ logger = logging.getLogger(__name__)
 BACKEND_ALIASES = {"torchvision": "pyav"}
 
 
-def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -> VideoDataset:
+def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> VideoDataset:
     """The VideoDataset of `split` ("train", "val" or "test") under DATA.PATH_TO_DATA_DIR.
 
     train: one random clip per video, augmented AUG.NUM_SAMPLE times; val: the centre clip,
     centre crop; test: TEST.NUM_ENSEMBLE_VIEWS clips x TEST.NUM_SPATIAL_CROPS crops. Val and
-    test views are uint8, for the GPU to normalise, if `views_for_gpu` (default: when CUDA is
-    available, as the engine then uses it), else normalised float32 (see MultiViewCrops).
+    test views are uint8, for the GPU to normalise, if `views_for_gpu` (the caller knows where
+    the model runs), else normalised float32 (see MultiViewCrops).
     The config is validated first (it may have been made in code).
     """
     if split not in SPLITS:
@@ -62,8 +62,6 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -
         num_clips, num_crops = (
             (cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS) if split == "test" else (1, 1)
         )
-        if views_for_gpu is None:
-            views_for_gpu = torch.cuda.is_available()
         normalize = None if views_for_gpu else Normalize(cfg.DATA.MEAN, cfg.DATA.STD)
         crops = MultiViewCrops(cfg.DATA.TEST_CROP_SIZE, num_crops, normalize)
         clips = TestClips(num_frames, duration, num_clips, crops)
@@ -78,7 +76,7 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -
     )
 
 
-def build_loader(cfg: CfgNode, split: str, views_for_gpu: bool | None = None) -> VideoLoader:
+def build_loader(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> VideoLoader:
     """A VideoLoader for `split`, sharded over the torch.distributed ranks when initialised.
 
     train: TRAIN.BATCH_SIZE / world videos per batch (x AUG.NUM_SAMPLE clips), shuffled by a

@@ -74,7 +74,7 @@ def multiview_test(
     model's. Raises DataError when no video at all can be scored, and when the model's classes
     and the dataset's differ (see the module doc).
     """
-    loader = build_loader(cfg, "test")
+    loader = build_loader(cfg, "test", views_for_gpu=device.type == "cuda")
     dataset = loader.dataset
     match = match_classes(
         class_names, dataset.class_names, shared_only=cfg.TEST.SHARED_CLASSES_ONLY

@@ -132,7 +132,7 @@ class Trainer:
         seed_everything(cfg.RNG_SEED)
         self.model = build_model(cfg).to(device)
         self.train_loader = build_loader(cfg, "train")
-        self.val_loader = build_loader(cfg, "val")
+        self.val_loader = build_loader(cfg, "val", views_for_gpu=device.type == "cuda")
         self.steps_per_epoch = len(self.train_loader) // self.accumulation
         if self.steps_per_epoch == 0:
             raise ConfigError(

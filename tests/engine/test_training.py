@@ -116,8 +116,8 @@ def test_videos_missing_views_are_scored_with_a_warning(
     class DropsTheLastView:
         """The real test loader, losing the last view of the first batch."""
 
-        def __init__(self, cfg, split):
-            self.loader = build_loader(cfg, split)
+        def __init__(self, cfg, split, views_for_gpu):
+            self.loader = build_loader(cfg, split, views_for_gpu)
             self.dataset, self.skipped = self.loader.dataset, []
             self.model_input = self.loader.model_input
 
