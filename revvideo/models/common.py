@@ -371,10 +371,20 @@ def _per_layer(depth: int, pairs: Sequence[Sequence[float]]) -> list[float]:
     return values
 
 
-def _pool_kernel(kernel: Sequence[int] | None, stride: Sequence[int]) -> tuple[int, ...]:
-    if kernel is not None:
-        return tuple(kernel)
+def default_pool_kernel(stride: Sequence[int]) -> tuple[int, ...]:
+    """PySlowFast's pooling kernel for a stride: one more than the stride where it pools, so
+    that neighbouring windows overlap; 1 where it does not."""
     return tuple(s + 1 if s > 1 else s for s in stride)
+
+
+def residual_max_pool(stride: Sequence[int]) -> nn.MaxPool3d:
+    """Max pooling that takes residual tokens to the grid a Q pooling with `stride` gives."""
+    kernel = default_pool_kernel(stride)
+    return nn.MaxPool3d(kernel, tuple(stride), tuple(k // 2 for k in kernel))
+
+
+def _pool_kernel(kernel: Sequence[int] | None, stride: Sequence[int]) -> tuple[int, ...]:
+    return tuple(kernel) if kernel is not None else default_pool_kernel(stride)
 
 
 def plan_layers(

@@ -27,6 +27,7 @@ from revvideo.models.common import (
     plan_layers,
     pool_channel_major,
     position_embedding,
+    residual_max_pool,
 )
 
 __all__ = ["MViT", "mvit_b_16x4"]
@@ -48,8 +49,7 @@ class MultiScaleBlock(nn.Module):
         self.proj = nn.Linear(dim, dim_out) if dim != dim_out else None
         self.pool_skip = None
         if plan.stride_q and any(s > 1 for s in plan.stride_q):
-            kernel = tuple(s + 1 if s > 1 else s for s in plan.stride_q)
-            self.pool_skip = nn.MaxPool3d(kernel, plan.stride_q, tuple(k // 2 for k in kernel))
+            self.pool_skip = residual_max_pool(plan.stride_q)
         self.drop_path_rate = plan.drop_path
 
     def _pooled_skip(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:

@@ -30,6 +30,7 @@ from revvideo.models.common import (
     plan_layers,
     pool_channel_major,
     position_embedding,
+    residual_max_pool,
 )
 from revvideo.models.reversible import (
     DEFAULT_CHUNK_TOKENS,
@@ -158,9 +159,7 @@ class RevMViTTransition(StageTransition):
         self.res_proj = nn.Linear(dim, plan.dim_out) if dim != plan.dim_out else None
         self.pool_skip = None
         if res_path == "max" and plan.stride_q:
-            kernel = tuple(s + 1 if s > 1 else s for s in plan.stride_q)
-            padding = tuple(k // 2 for k in kernel)
-            self.pool_skip = nn.MaxPool3d(kernel, plan.stride_q, padding)
+            self.pool_skip = residual_max_pool(plan.stride_q)
         elif self.F.attn.pool_q is None and plan.stride_q:
             raise ValueError("RES_PATH 'conv' needs a Q-pooling layer with a kernel")
         self.drop_path_rate = plan.drop_path
