@@ -109,8 +109,10 @@ def test_released_checkpoints_load_by_file_and_by_release_name(
     # As the demo builds a release: its builder, its class count, its name.
     builder = getattr(revvideo.models, released.builder)
     from_release = builder(released.num_classes, weights=release)
+    # The release alone says what to build: one frame, its 1000 classes.
+    named_only = builder(weights=release)
 
-    for model in (from_config, from_release):
+    for model in (from_config, from_release, named_only):
         loaded = model.state_dict()
         assert loaded.keys() == state.keys()
         assert all(torch.equal(loaded[key], value) for key, value in state.items())

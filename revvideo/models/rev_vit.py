@@ -14,28 +14,31 @@ from revvideo.models.rev_mvit import RevMViT
 
 __all__ = ["rev_vit_b", "rev_vit_l", "rev_vit_s"]
 
+# Without a release to follow: Kinetics-style clips and classes.
 DEFAULT_FRAMES = 16
+DEFAULT_CLASSES = 400
 
 
-def _frames(num_frames: int | None, weights: str | os.PathLike | None) -> int:
-    """`num_frames`; if None, the input of the release `weights` names (1 for the ImageNet
-    releases), else DEFAULT_FRAMES."""
-    if num_frames is not None:
-        return num_frames
+def _from_release(value: int | None, weights: str | os.PathLike | None, field: str, default: int):
+    """`value`; if None, the `field` of the release `weights` names (the ImageNet releases: 1
+    frame, 1000 classes), else `default`."""
+    if value is not None:
+        return value
     release = find_release(weights) if isinstance(weights, str) else None
-    return DEFAULT_FRAMES if release is None else release.num_frames
+    return default if release is None else getattr(release, field)
 
 
 def _rev_vit(
     builder: str,
     preset: dict[str, Any],
-    num_classes: int,
+    num_classes: int | None,
     num_frames: int | None,
     crop_size: int,
     weights: str | os.PathLike | None,
     kwargs: dict[str, Any],
 ) -> RevMViT:
-    num_frames = _frames(num_frames, weights)
+    num_classes = _from_release(num_classes, weights, "num_classes", DEFAULT_CLASSES)
+    num_frames = _from_release(num_frames, weights, "num_frames", DEFAULT_FRAMES)
     if num_frames == 1:
         patches: dict[str, Any] = dict(
             patch_2d=True,
@@ -71,7 +74,7 @@ def _rev_vit(
 
 
 def rev_vit_s(
-    num_classes: int = 400,
+    num_classes: int | None = None,
     *,
     num_frames: int | None = None,
     crop_size: int = 224,
@@ -81,7 +84,8 @@ def rev_vit_s(
     """Rev-ViT-S: width 384, 6 heads, 12 reversible blocks (22.4 M parameters for images).
 
     `num_frames=1` builds the image model (79.9 % top-1 on ImageNet-1k with the release
-    "rev_vit_s_in1k"); None takes the frames of the release `weights` names, else 16.
+    "rev_vit_s_in1k"); None (frames, classes) takes those of the release `weights` names, else 16 frames
+    and 400 classes.
     `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path or a release name.
     """
     preset = dict(embed_dim=384, num_heads=6, drop_path_rate=0.1)
@@ -89,7 +93,7 @@ def rev_vit_s(
 
 
 def rev_vit_b(
-    num_classes: int = 400,
+    num_classes: int | None = None,
     *,
     num_frames: int | None = None,
     crop_size: int = 224,
@@ -99,7 +103,8 @@ def rev_vit_b(
     """Rev-ViT-B: width 768, 12 heads, 12 reversible blocks (87.3 M parameters for images).
 
     `num_frames=1` builds the image model (81.8 % top-1 on ImageNet-1k with the release
-    "rev_vit_b_in1k"); None takes the frames of the release `weights` names, else 16.
+    "rev_vit_b_in1k"); None (frames, classes) takes those of the release `weights` names, else 16 frames
+    and 400 classes.
     `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path or a release name.
     """
     preset = dict(embed_dim=768, num_heads=12, drop_path_rate=0.2)
@@ -107,7 +112,7 @@ def rev_vit_b(
 
 
 def rev_vit_l(
-    num_classes: int = 400,
+    num_classes: int | None = None,
     *,
     num_frames: int | None = None,
     crop_size: int = 224,
@@ -118,8 +123,8 @@ def rev_vit_l(
     parameters for images). No weights are released; PySlowFast has no config for it, so the drop-path
     rate (0.5) is the usual one for a ViT-L trained from scratch, not the paper's.
 
-    `num_frames=1` builds the image model; None takes the frames of the release `weights`
-    names, else 16. `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path.
+    `num_frames=1` builds the image model; None (frames, classes) takes those of the release
+    `weights` names, else 16 frames and 400 classes. `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path.
     """
     preset = dict(embed_dim=1024, num_heads=16, depth=24, drop_path_rate=0.5)
     return _rev_vit("rev_vit_l", preset, num_classes, num_frames, crop_size, weights, kwargs)
