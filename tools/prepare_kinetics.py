@@ -33,19 +33,12 @@ from collections import Counter
 # Light: the parser needs them. The data pipeline is imported once the arguments are read, so
 # that --help and option mistakes answer at once.
 from revvideo.classes import DEFAULT_SPLIT, SPLITS
+from revvideo.utils.cli import OneLineErrorParser
 from revvideo.utils.errors import DataError, UserError
 
 
-class _Parser(argparse.ArgumentParser):
-    """Option mistakes as one `error:` line, like every other user mistake."""
-
-    def error(self, message: str) -> None:
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         description=__doc__.splitlines()[0],
         epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -100,6 +100,8 @@ def convert(source: str, output: str | os.PathLike, cfg_file: str | None, target
     Raises ConversionMismatch, after removing `output`, when that difference exceeds
     TOLERANCE; UserError (one line) for unusable sources, configs and outputs.
     """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     path = checkpoint_file(source, "the source")
     output = Path(output)
     if output.resolve() == path.resolve():

@@ -31,13 +31,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from revvideo.utils.cli import OneLineErrorParser
 from revvideo.utils.errors import UserError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 def _views(text: str) -> tuple[int, int]:
@@ -56,7 +51,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         description=__doc__.splitlines()[0],
         epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -108,7 +108,7 @@ def multiview_test(
         plot_confusion(metrics.confusion, videos.names, output_dir / CONFUSION_FILE)
     if videos.unscored:
         logger.warning(
-            "%d test videos could not be decoded and are not scored (listed in %s)",
+            "%d test videos are not scored (each listed in %s with the reason)",
             len(videos.unscored),
             RESULTS_FILE,
         )

@@ -1,0 +1,13 @@
+"""What the command-line fronts share: option mistakes reported like every other user mistake."""
+
+import argparse
+import sys
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose option mistakes are one `error:` line (exit status 2), not a
+    usage block."""
+
+    def error(self, message: str) -> None:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
