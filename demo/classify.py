@@ -1,12 +1,119 @@
-"""Classify video files or images with a trained model: `python demo/classify.py video.mp4 [--help]`.
+"""Classify video files or images with a trained model and print the top classes.
 
-The options and exit status are described in revvideo/demo/cli.py, which reads them before
-anything heavy (torch, the models) is imported.
+    python demo/classify.py video.mp4                      # the quick start's newest checkpoint
+    python demo/classify.py clips/ b.mkv --checkpoint output/run/checkpoints/x.pyth
+    python demo/classify.py video.mp4 --checkpoint rev_mvit_b_16x4_k400 --views 10x3 --json
+    python demo/classify.py photo.jpg --checkpoint rev_vit_b_in1k      # ImageNet-1k classes
+    python demo/classify.py video.mp4 --output annotated.mp4 --plot top5.png
+
+--checkpoint takes a checkpoint file or a release name (downloaded once into the torch hub
+cache); a name that is neither lists the releases. The model comes from --cfg, else from the
+config stored in the checkpoint. Folders are searched for videos and images (.jpg .jpeg .png
+.bmp .webp). Image models (one-frame clips, such as the ImageNet releases) classify an image from
+its centre crop (short side resized as in their test, bicubic) and a video from --views K frames
+spread over it (default: its middle frame); video models refuse images. With several inputs,
+--output and --plot name folders that receive one <input name>.mp4 (an image keeps its own
+extension) / .png each. Nothing is ever written onto an input (a video, an image, the checkpoint
+or the config); each file written is named after the input's classes ("output" and "plot" in
+JSON).
+
+Exit status: 0 every input classified; 1 some input could not be (each on an `error:` line,
+then how many); 2 a mistake in the options, the config or the checkpoint, including a model
+whose scores are not finite (one `error:` line).
 """
 
-import sys
+# Only the standard library is imported here, so that --help and mistakes in the options are
+# answered at once; revvideo.demo.run (torch, PyAV, the models) is imported after parsing.
+from __future__ import annotations
 
-from revvideo.demo.cli import main
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+from revvideo.utils.cli import OneLineErrorParser
+from revvideo.utils.errors import UserError
+
+
+def _views(text: str) -> tuple[int, int]:
+    clips, _, crops = text.lower().partition("x")
+    if not (clips.isdigit() and crops.isdigit() and int(clips) > 0 and int(crops) > 0):
+        raise argparse.ArgumentTypeError(
+            f"--views takes <clips>x<crops> such as 5x1 or 10x3, got {text!r}"
+        )
+    return int(clips), int(crops)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", help="video or image files, or folders of them")
+    parser.add_argument(
+        "--cfg",
+        help="YAML config of the model (default: the config stored in the checkpoint; a release "
+        "brings its own)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        help="checkpoint file or release name, e.g. rev_mvit_b_16x4_k400 (Kinetics-400 videos) "
+        "or rev_vit_b_in1k (ImageNet-1k images) (default: the newest checkpoint of the quick "
+        "start, configs/synthetic/REV_MVIT_XS.yaml, run from the repository's root)",
+    )
+    parser.add_argument(
+        "--topk",
+        type=_positive,
+        default=5,
+        help="classes printed, plotted and drawn on --output (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--views",
+        type=_views,
+        help="<clips>x<crops> per video, e.g. 5x1 or 10x3; for an image model <frames>x1 "
+        "(default: the checkpoint's test views, 1x1 for the ImageNet releases)",
+    )
+    parser.add_argument(
+        "--device", help="cpu, cuda, cuda:1, mps, ... (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document on stdout instead of text (default: text)",
+    )
+    parser.add_argument(
+        "--output",
+        help="write the video (or image) with its running top --topk labels drawn on, and the "
+        "video's audio, here: a file for one input, a folder for several (default: none)",
+    )
+    parser.add_argument(
+        "--plot",
+        help="write a bar chart of the top --topk classes here (.png): a file for one input, "
+        "a folder for several (default: none)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from revvideo.demo.run import classify_all
+
+        return classify_all(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,5 @@
-"""tools/benchmark.py --section paper (the paper's ImageNet table), and the commands' --help,
-which answers before torch is imported."""
+"""tools/benchmark.py --section paper (the paper's ImageNet table), and every command's --help,
+which answers before torch is imported and gives every option's default."""
 
 import importlib
 import json
@@ -15,15 +15,22 @@ import torch
 from revvideo.utils.complexity import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["demo/classify.py", "tools/benchmark.py"]
+COMMANDS = [
+    "demo/classify.py",
+    "tools/benchmark.py",
+    "tools/convert_checkpoint.py",
+    "tools/make_synthetic_dataset.py",
+    "tools/prepare_kinetics.py",
+    "tools/run_net.py",
+]
 # Modules whose import takes seconds: none of them may be loaded to answer --help.
 HEAVY = ("torch", "torchvision", "pytorchvideo", "av", "fvcore", "revvideo.models")
 
 
-def _tools_module(name, monkeypatch):
-    """tools/<name>.py imported as the scripts import each other (tools/ on the path)."""
-    monkeypatch.syspath_prepend(str(ROOT / "tools"))
-    return importlib.import_module(name)
+def _front(command):
+    """The module of `tools/<name>.py` or `demo/<name>.py`, as the console scripts import it."""
+    folder, name = command.removesuffix(".py").split("/")
+    return importlib.import_module(f"revvideo_{folder}.{name}")
 
 
 def _run(*arguments, timeout=60):
@@ -60,25 +67,26 @@ def test_help_and_option_errors_answer_within_a_second(command):
         assert min(times) < 1.0, times
 
 
-def test_every_option_says_its_default(monkeypatch):
-    benchmark = _tools_module("benchmark", monkeypatch)
-    from revvideo.demo import cli
-
-    for parser in (benchmark.build_parser(), cli.build_parser()):
-        for action in parser._actions:
-            if action.option_strings and action.dest != "help":
-                assert "(default: " in action.help, action.option_strings
-
-
-def test_the_paper_pairs_are_the_choices_of_paper_models(monkeypatch):
-    front = _tools_module("benchmark", monkeypatch)
-    measurements = _tools_module("_benchmark", monkeypatch)
-
-    assert tuple(measurements.PAPER_PAIRS) == front.PAPER_MODELS
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_says_its_default(command):
+    parser = _front(command).build_parser()
+    options = [action for action in parser._actions if action.option_strings]
+    assert len(options) > 1
+    for action in options:
+        if action.dest != "help":
+            said = "required" if action.required else "(default: "
+            assert said in action.help, action.option_strings
 
 
-def test_the_paper_models_have_the_published_sizes(monkeypatch):
-    pairs = _tools_module("_benchmark", monkeypatch).PAPER_PAIRS
+def test_the_paper_pairs_are_the_choices_of_paper_models():
+    from revvideo.benchmark.paper import PAPER_PAIRS
+
+    assert tuple(PAPER_PAIRS) == _front("tools/benchmark.py").PAPER_MODELS
+
+
+def test_the_paper_models_have_the_published_sizes():
+    from revvideo.benchmark.paper import PAPER_PAIRS as pairs
+
     # Millions of parameters at 224 px: torchvision's ViTs, DeiT-S (ViT-S), MViT-B-16 (37.0,
     # the MViT paper) and the released Rev-ViT-S/B and Rev-MViT-B checkpoints.
     published = {

@@ -2,7 +2,7 @@
 
     python tools/benchmark.py                          # the model table, 16x224x224, fp32
     python tools/benchmark.py --frames 4 --size 64     # a quick look
-    python tools/benchmark.py --section data           # data loading (revvideo.data.benchmark)
+    python tools/benchmark.py --section data           # data loading (revvideo.benchmark.data)
     python tools/benchmark.py --section paper          # the paper's ImageNet table
     python tools/benchmark.py --json results.json      # also write the figures as JSON
     python tools/benchmark.py --device cuda --section budget --memory-budget 16
@@ -37,18 +37,21 @@ fp32 is IEEE float32 (TF32 off for matmuls and convolutions); bf16 is bfloat16 a
 """
 
 # Only the standard library is imported here, so that --help and mistakes in the options are
-# answered at once; the measurements (_benchmark.py: torch, the models) are imported after.
+# answered at once; the measurements (revvideo.benchmark: torch, the models) are imported after.
 import argparse
+import sys
 from pathlib import Path
 
+from revvideo.utils.cli import OneLineErrorParser
+
 SECTIONS = ("models", "data", "budget", "paper", "all")
-# The pairs of the paper's ImageNet table (_benchmark.PAPER_PAIRS).
+# The pairs of the paper's ImageNet table (revvideo.benchmark.paper.PAPER_PAIRS).
 PAPER_MODELS = ("ViT-S", "ViT-B", "ViT-L", "MViT-B")
 PRECISIONS = ("fp32", "bf16")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -169,12 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import _benchmark  # tools/, the folder of this script
+    from revvideo.benchmark import Settings, run
 
-    _benchmark.run(args)
+    run(Settings(**vars(args)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,13 +23,15 @@ removed); 2 a mistake in the options, the config or the checkpoint (one `error:`
 import argparse
 import sys
 
+from revvideo.utils.cli import OneLineErrorParser
+
 # The layouts it writes, as in revvideo.checkpoint.convert (not imported before the arguments
 # are read, so that --help and option mistakes answer at once).
 TARGETS = ("revvideo", "pyslowfast")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
         description=__doc__.splitlines()[0],
         epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -40,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--to", choices=TARGETS, default="revvideo", help="layout to write (default: revvideo)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from revvideo.checkpoint.convert import ConversionMismatch, convert
     from revvideo.utils.errors import UserError
 

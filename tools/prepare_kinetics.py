@@ -37,7 +37,7 @@ from revvideo.utils.cli import OneLineErrorParser
 from revvideo.utils.errors import DataError, UserError
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         description=__doc__.splitlines()[0],
         epilog=__doc__.split("\n", 2)[2],
@@ -87,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         found = _prepare(args)
     except UserError as err:

@@ -20,12 +20,14 @@ import os
 import signal
 import sys
 
+from revvideo.utils.cli import OneLineErrorParser
+
 # A disk that cannot take the run's files: full, over quota, read-only or not ours.
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
         description=__doc__.splitlines()[0],
         epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -38,15 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         nargs=argparse.REMAINDER,
         help="KEY VALUE pairs overriding config keys, e.g. SOLVER.MAX_EPOCH 10 (default: none)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # Imported once the arguments are read, so that --help and usage errors answer at once.
     from revvideo.checkpoint.training import latest_checkpoint
     from revvideo.config import load_config
-    from revvideo.data.loader import dead_loader_worker
     from revvideo.engine import run
     from revvideo.engine.distributed import another_process_stopped
     from revvideo.engine.monitor import setup_logging
-    from revvideo.utils.errors import UserError
+    from revvideo.utils.errors import RunStopped, UserError
 
     rank = int(os.environ.get("RANK", "0"))  # set by torchrun
     setup_logging(rank)
@@ -60,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"{prefix}error: {err}", file=sys.stderr)
         return 2
+    except RunStopped as err:
+        print(f"{prefix}error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:
         if err.errno not in DISK_ERRORS:
             raise
@@ -77,16 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             # The process that stopped first printed why; a traceback here would bury it.
             print(f"{prefix}stopped: another process of this run stopped first", file=sys.stderr)
             return 1
-        death = dead_loader_worker(err)
-        if death is None:
-            raise
-        print(
-            f"{prefix}error: a data loader worker died ({death[1]}) while the model was running; "
-            "the checkpoints in OUTPUT_DIR are kept and the same command resumes from the newest "
-            "(if memory ran out, lower DATA_LOADER.NUM_WORKERS)",
-            file=sys.stderr,
-        )
-        return 1
+        raise
     except KeyboardInterrupt:
         print(f"{prefix}interrupted", file=sys.stderr)
         return 128 + signal.SIGINT

@@ -57,17 +57,28 @@ workers (see VideoLoader). A missing list file, a malformed line or a label outs
 [0, MODEL.NUM_CLASSES) raises revvideo.utils.errors.DataError with a one-line message.
 """
 
-from revvideo.data.build import build_dataset, build_loader, distributed_rank_and_world_size
-from revvideo.data.dataset import SkippedVideo, VideoDataset
-from revvideo.data.loader import VideoLoader
-from revvideo.data.mixup import SoftTargets
+import importlib
 
-__all__ = [
-    "SkippedVideo",
-    "SoftTargets",
-    "VideoDataset",
-    "VideoLoader",
-    "build_dataset",
-    "build_loader",
-    "distributed_rank_and_world_size",
-]
+# Loaded on first use (PEP 562), so that a light module of the package, such as `synthetic`,
+# imports without the pipeline's torch and pytorchvideo (tools/make_synthetic_dataset.py's
+# --help answers at once).
+_HOMES = {
+    "SkippedVideo": "dataset",
+    "SoftTargets": "mixup",
+    "VideoDataset": "dataset",
+    "VideoLoader": "loader",
+    "build_dataset": "build",
+    "build_loader": "build",
+    "distributed_rank_and_world_size": "build",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

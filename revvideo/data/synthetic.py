@@ -27,10 +27,7 @@ import shutil
 from collections.abc import Sequence
 from fractions import Fraction
 
-import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from revvideo.classes import CLASSNAMES_FILE, write_classnames_file
 from revvideo.utils.errors import DataError
@@ -88,6 +85,8 @@ def write_video(
     to the muxer (e.g. {"movflags": "faststart"}). `rotation` (degrees counterclockwise) is
     stored in the display matrix, as phones store portrait video, for containers that have one.
     """
+    import av  # here, with torch in _texture, so that the command's --help needs only numpy
+
     time_base = Fraction(1, 1000) if times is not None else None
     with av.open(path, "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
@@ -184,6 +183,10 @@ def _trajectory(motion: str, rng: np.random.Generator, seconds: np.ndarray):
 def _texture(rng: np.random.Generator, height: int, width: int, coarse, fine) -> np.ndarray:
     """float (H, W, 3) in [0, 1]: muted colour blobs plus finer detail and pixel noise, calmer
     than the bar so that the bar stands out."""
+    # Imported here, the one use of torch, so that the command's --help needs only numpy.
+    import torch
+    import torch.nn.functional as F
+
     layers = [
         (torch.from_numpy(rng.random((1, 3, *coarse), dtype=np.float32)), 0.4),
         (torch.from_numpy(rng.random((1, 3, *fine), dtype=np.float32)), 0.15),

@@ -1,4 +1,4 @@
-"""What one run of `demo/classify.py` does once its options are parsed (cli.py): find the
+"""What one run of `demo/classify.py` does once its options are parsed (demo/classify.py): find the
 inputs, load the classifier, classify each input, print and write the results."""
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def _json_entry(
 
 
 def classify_all(args: argparse.Namespace) -> int:
-    """Classifies every input of the parsed command line; the exit status (see cli.py)."""
+    """Classifies every input of the parsed command line; the exit status (see demo/classify.py)."""
     device = _device(args.device)
     inputs = find_inputs(args.inputs)
     files = [file for file, problem in inputs if problem is None]

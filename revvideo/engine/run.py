@@ -25,6 +25,7 @@ from revvideo.classes import (
     resolve_class_names,
 )
 from revvideo.config.validate import validate_config
+from revvideo.data.loader import dead_loader_worker
 from revvideo.data.paths import video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
 from revvideo.engine.batch_size import resolve_auto_batch_size
@@ -41,7 +42,7 @@ from revvideo.engine.output_lock import output_dir_lock
 from revvideo.engine.precision import MixedPrecision
 from revvideo.engine.train import Trainer
 from revvideo.models import build_model
-from revvideo.utils.errors import ConfigError, DataError, UserError
+from revvideo.utils.errors import ConfigError, DataError, RunStopped, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def run(cfg: CfgNode) -> int:
     """Trains (TRAIN.ENABLE) and tests (TEST.ENABLE) as `cfg` says; returns the exit status.
 
     0 when done; 128 + signal number when a signal stopped training (its checkpoint saved).
-    User mistakes raise UserError (one-line message). Works as one process or under torchrun.
+    User mistakes raise UserError (one-line message); a data loader worker that died where the
+    loader could not recover raises RunStopped. Works as one process or under torchrun.
     """
     device = init_distributed()
     try:
@@ -72,6 +74,15 @@ def run(cfg: CfgNode) -> int:
             # The other processes write too (loader state, logs): only once the run owns it.
             barrier()
             return train_and_test(cfg, device, tested)
+    except RuntimeError as err:
+        death = dead_loader_worker(err)
+        if death is None:
+            raise
+        raise RunStopped(
+            f"a data loader worker died ({death[1]}) while the model was running; the "
+            "checkpoints in OUTPUT_DIR are kept and the same command resumes from the newest "
+            "(if memory ran out, lower DATA_LOADER.NUM_WORKERS)"
+        ) from err
     finally:
         shutdown_distributed()
 

@@ -16,3 +16,8 @@ class CheckpointError(UserError):
 
 class DataError(UserError):
     """A dataset that cannot be read: a missing list file, a malformed line, a label out of range."""
+
+
+class RunStopped(Exception):
+    """A run that cannot go on for a cause outside its inputs, such as a data loader worker
+    killed by the system; the message is one line, and the checkpoints written are kept."""

@@ -1,12 +1,13 @@
-import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from revvideo.data import benchmark
+from revvideo.benchmark import Settings
+from revvideo.benchmark import data as benchmark
 from revvideo.utils.table import format_table
+from revvideo_tools.benchmark import build_parser
 
 from .videos import write_dataset, write_indexed_video
 
@@ -17,8 +18,8 @@ def test_benchmark_rows_compare_loaders_on_the_same_files(tmp_path):
         write_indexed_video(tmp_path / name, count=45, fps=15)
     entries = [("a.mp4", 0), ("b.avi", 0)]
     write_dataset(tmp_path, {"train": entries, "test": entries})
-    args = argparse.Namespace(data_dir=str(tmp_path), data_videos=16, data_workers=1)
-    rows = benchmark.run(args)
+    options = ["--section", "data", "--data-dir", str(tmp_path), "--data-workers", "1"]
+    rows = benchmark.run(Settings(**vars(build_parser().parse_args(options))))
     names = [row["name"] for row in rows]
     assert names == [
         "train: plain pytorchvideo recipe (pyav)",

@@ -16,8 +16,8 @@ from revvideo.data import build_dataset, build_loader
 from revvideo.data.decoding import BACKENDS
 from revvideo.data.paths import video_files
 from revvideo.data.synthetic import write_video
-from revvideo.demo import cli
 from revvideo.models import build_model
+from revvideo_demo import classify
 
 from .test_loader import all_batches, no_hang  # noqa: F401 (no_hang: an autouse fixture)
 from .videos import indexed_frames, write_audio_only, write_dataset, write_indexed_video
@@ -167,7 +167,7 @@ def test_the_demo_scores_or_skips_every_file(corpus, tmp_path, capsys):
 
     options = ["--checkpoint", checkpoint, "--json", "--views", "2x1", "--device", "cpu"]
     options += ["--output", tmp_path / "annotated"]
-    status = cli.main([str(arg) for arg in (corpus, corpus / "raw.h264", *options)])
+    status = classify.main([str(arg) for arg in (corpus, corpus / "raw.h264", *options)])
     captured = capsys.readouterr()
 
     assert status == 1

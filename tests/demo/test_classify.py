@@ -12,10 +12,11 @@ from PIL import Image
 
 from revvideo.checkpoint import RELEASES, Release, load_weights, save_checkpoint
 from revvideo.data.paths import VIDEO_EXTENSIONS
-from revvideo.demo import cli, run
+from revvideo.demo import run
 from revvideo.demo.classifier import classify_video, load_classifier, running_scores
 from revvideo.demo.images import IMAGE_EXTENSIONS
 from revvideo.models import build_model
+from revvideo_demo import classify
 
 from .conftest import (
     CLASS_NAMES,
@@ -35,8 +36,8 @@ def reject_non_finite(constant):
 
 
 def run_main(capsys, *args):
-    """cli.main in this process: (exit status, stdout, stderr lines)."""
-    status = cli.main([str(arg) for arg in args])
+    """classify.main in this process: (exit status, stdout, stderr lines)."""
+    status = classify.main([str(arg) for arg in args])
     captured = capsys.readouterr()
     return status, captured.out, captured.err.splitlines()
 
@@ -409,7 +410,7 @@ VIEWS_USAGE = "--views takes <clips>x<crops> such as 5x1 or 10x3"
 )
 def test_malformed_options_are_one_error_line(capsys, options, message):
     with pytest.raises(SystemExit) as exit_status:
-        cli.main(options)
+        classify.main(options)
 
     assert exit_status.value.code == 2
     assert capsys.readouterr().err == f"error: {message}\n"

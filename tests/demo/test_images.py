@@ -12,16 +12,16 @@ from PIL import Image
 from torchvision import transforms
 
 from revvideo.checkpoint import RELEASES, save_checkpoint
-from revvideo.demo import cli
 from revvideo.demo.images import read_image
 from revvideo.models import rev_vit_s
+from revvideo_demo import classify
 
 from .conftest import write_colour_image
 
 
 def run_main(capsys, *args):
-    """cli.main in this process: (exit status, stdout, stderr lines)."""
-    status = cli.main([str(arg) for arg in args])
+    """classify.main in this process: (exit status, stdout, stderr lines)."""
+    status = classify.main([str(arg) for arg in args])
     captured = capsys.readouterr()
     return status, captured.out, captured.err.splitlines()
 
@@ -221,6 +221,6 @@ def test_an_imagenet_release_classifies_an_image_as_pyslowfast_tests(tmp_path, m
 
 
 def test_help_names_real_releases():
-    help_text = cli.build_parser().format_help()
+    help_text = classify.build_parser().format_help()
     for name in ("rev_mvit_b_16x4_k400", "rev_vit_b_in1k"):
         assert name in help_text and name in RELEASES

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from revvideo.data.synthetic import write_video
-from revvideo.demo import cli, render
+from revvideo.demo import render
 from revvideo.demo.render import label_font, write_annotated_video
+from revvideo_demo import classify
 
 from .conftest import write_video_with_audio
 
@@ -91,7 +92,7 @@ def test_the_demo_draws_topk_labels_and_keeps_the_sound(trained, tmp_path, monke
     )
     source = write_video_with_audio(tmp_path / "tone.mp4", colour="green")
 
-    status = cli.main(
+    status = classify.main(
         [
             source,
             "--checkpoint",

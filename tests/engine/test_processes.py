@@ -1,7 +1,7 @@
 """tools/run_net.py as a user runs it: killed and restarted, signalled, under torchrun, and
 given mistakes."""
 
-import importlib.util
+import importlib
 import json
 import signal
 import subprocess
@@ -14,6 +14,9 @@ import torch
 import revvideo.engine
 from revvideo.checkpoint import read_checkpoint
 from revvideo.checkpoint.training import latest_checkpoint
+from revvideo.config import get_cfg
+from revvideo.utils.errors import RunStopped
+from revvideo_tools import run_net as run_net_front
 
 from .helpers import (
     FIXED_CLIPS,
@@ -201,16 +204,9 @@ def test_the_kinetics_config_without_data_says_how_to_prepare_it(tmp_path):
     assert "tools/prepare_kinetics.py" in result.stderr
 
 
-def load_run_net():
-    spec = importlib.util.spec_from_file_location("run_net", ROOT / "tools" / "run_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_loader_worker_death_outside_the_loader_is_one_error_line(monkeypatch, capsys):
+def test_a_loader_worker_death_outside_the_loader_stops_the_run_with_one_line(monkeypatch, capsys):
     # torch's SIGCHLD handler raises this wherever the main process is, e.g. in the model.
-    run_net_module = load_run_net()
+    engine_run = importlib.import_module("revvideo.engine.run")
 
     def dies(cfg):
         raise RuntimeError(
@@ -219,32 +215,39 @@ def test_a_loader_worker_death_outside_the_loader_is_one_error_line(monkeypatch,
             "trace."
         )
 
-    monkeypatch.setattr(revvideo.engine, "run", dies)
-    assert run_net_module.main(["--cfg", str(ROOT / "configs/synthetic/REV_MVIT_XS.yaml")]) == 1
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1
-    assert error.startswith(
-        "error: a data loader worker died (exited unexpectedly with exit code 1) while the model"
+    monkeypatch.setattr(engine_run, "check_inputs", dies)
+    with pytest.raises(RunStopped) as stopped:
+        engine_run.run(get_cfg())
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "a data loader worker died (exited unexpectedly with exit code 1) while the model"
     )
-    assert "same command resumes" in error
+    assert "same command resumes" in message
 
     def fails(cfg):
         raise RuntimeError("some other failure")
 
-    monkeypatch.setattr(revvideo.engine, "run", fails)
+    monkeypatch.setattr(engine_run, "check_inputs", fails)
     with pytest.raises(RuntimeError, match="some other failure"):
-        run_net_module.main(["--cfg", str(ROOT / "configs/synthetic/REV_MVIT_XS.yaml")])
+        engine_run.run(get_cfg())
+
+    def stops(cfg):
+        raise RunStopped(message)
+
+    monkeypatch.setattr(revvideo.engine, "run", stops)
+    assert run_net_front.main(["--cfg", str(ROOT / "configs/synthetic/REV_MVIT_XS.yaml")]) == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
 
 
 def test_a_disk_that_cannot_take_a_file_is_one_error_line(monkeypatch, capsys, tmp_path):
-    run_net_module = load_run_net()
 
     def disk_full(cfg):
         raise OSError(28, "No space left on device", str(tmp_path / "log.jsonl"))
 
     monkeypatch.setattr(revvideo.engine, "run", disk_full)
     config = str(ROOT / "configs/synthetic/REV_MVIT_XS.yaml")
-    assert run_net_module.main(["--cfg", config, "OUTPUT_DIR", str(tmp_path)]) == 1
+    assert run_net_front.main(["--cfg", config, "OUTPUT_DIR", str(tmp_path)]) == 1
     assert capsys.readouterr().err == (
         f"error: cannot write {tmp_path / 'log.jsonl'}: No space left on device; no checkpoint "
         "was written\n"

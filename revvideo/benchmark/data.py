@@ -17,7 +17,6 @@ H.264 (short side 320, as tools/prepare_kinetics.py makes them). The command lin
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 import torchvision.transforms as tv_transforms
 from torch.utils.data import DataLoader, Dataset
 
+from revvideo.benchmark.settings import Settings
 from revvideo.config import get_cfg
 from revvideo.data.build import build_loader
 from revvideo.data.clip_sampling import clip_duration
@@ -45,10 +45,10 @@ TRAIN_BATCH = 8
 _VIDEO_SECONDS, _VIDEO_FPS, _VIDEO_SIZE = 10, 30, (426, 320)
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run(settings: Settings) -> list[dict]:
     """One dict per row: name, clips/s (train) or videos/s (test), seconds, x plain."""
-    folder = args.data_dir or _benchmark_videos(args.data_videos)
-    workers = args.data_workers
+    folder = settings.data_dir or _benchmark_videos(settings.data_videos)
+    workers = settings.data_workers
     train = (
         ("train: plain pytorchvideo recipe (pyav)", lambda: _time_plain_train(folder, workers)),
         ("train: revvideo, pyav", lambda: _time_revvideo(folder, "train", "pyav", workers)),

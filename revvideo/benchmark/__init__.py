@@ -1,0 +1,51 @@
+"""Memory and speed of the reversible models next to their peers (tools/benchmark.py is the
+command; its docstring says what each figure means).
+
+Sections: `models` (the model table and depth sweep), `budget` (CUDA: the largest batch within a
+memory budget and clips/s there), `paper` (the paper's ImageNet table), `data` (data loading).
+`run(settings)` runs the sections `settings.section` names and prints their tables.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import torch
+
+from revvideo.benchmark import budget, data, models, paper
+from revvideo.benchmark.settings import Settings
+from revvideo.utils.table import format_table
+
+__all__ = ["Settings", "run"]
+
+
+def run(settings: Settings) -> dict:
+    """Measures, prints each section's table, writes `settings.json` if set; returns the figures."""
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    settings.device = str(device)
+    result: dict = {}
+    if settings.section in ("models", "all"):
+        result["models"] = models.run_models(settings, device)
+        models.print_models(result["models"], settings, device)
+    if settings.section in ("budget", "all"):
+        if device.type == "cuda" and torch.cuda.is_available():
+            result["budget"] = budget.run_budget(settings, device)
+            budget.print_budget(result["budget"], settings)
+        elif device.type == "cuda":
+            print("the memory-budget section needs a CUDA GPU, and torch sees none: skipped")
+        else:
+            print(
+                f"the memory-budget section needs a CUDA GPU (--device cuda), not {device}: skipped"
+            )
+    if settings.section in ("data", "all"):
+        result["data"] = data.run(settings)
+        print("\ndata loading, the same files for every row")
+        print(format_table(result["data"]))
+    if settings.section == "paper":
+        result["paper"] = paper.run_paper(settings, device)
+        paper.print_paper(result["paper"], settings, device)
+    if settings.json:
+        figures = dict(settings=asdict(settings) | {"json": None}, **result)
+        settings.json.write_text(json.dumps(figures, indent=2))
+    return result

@@ -1,0 +1,191 @@
+"""The memory-budget section of tools/benchmark.py (CUDA): the largest training batch of each
+model within a GPU memory budget, and its training clips/s there."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from revvideo.benchmark.models import (
+    GIB,
+    depth_arguments,
+    in_fresh_process,
+    torchvision_mvit_v1_b,
+)
+from revvideo.benchmark.settings import Settings
+from revvideo.models import mvit_b_16x4, rev_mvit_b_16x4
+from revvideo.utils.memory import fits_in_memory, largest_batch
+from revvideo.utils.table import format_table
+
+# name: (builder, whether it is reversible; None: no deeper variants).
+BUDGET_MODELS: dict[str, tuple[Callable[..., nn.Module], bool | None]] = {
+    "Rev-MViT-B": (rev_mvit_b_16x4, True),
+    "MViT-B (revvideo)": (mvit_b_16x4, False),
+    "mvit_v1_b (torchvision)": (torchvision_mvit_v1_b, None),
+}
+BUDGET_REFERENCE = "MViT-B (revvideo)"
+BASE_DEPTH = 16
+BUDGET_CLASSES = 400  # every builder's default head (Kinetics-400)
+
+
+class BudgetRun:
+    """One model at one depth and precision, training on CUDA inside the memory budget."""
+
+    def __init__(
+        self, settings: Settings, device: torch.device, name: str, depth: int, dtype: str
+    ) -> None:
+        self.settings = settings
+        # The memory fraction is set per device and needs its index ("cuda" has none).
+        index = torch.cuda.current_device() if device.index is None else device.index
+        self.device = device = torch.device("cuda", index)
+        torch.cuda.set_device(device)
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(
+            min(1.0, settings.memory_budget * GIB / total), device
+        )
+        # The legacy switches, not the fp32_precision ones: torch refuses a mix of the two, and
+        # libraries still read the legacy ones.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        build, reversible = BUDGET_MODELS[name]
+        arguments = dict(num_frames=settings.frames, crop_size=settings.size)
+        if depth != BASE_DEPTH:
+            arguments |= depth_arguments(depth, reversible)
+        torch.manual_seed(0)
+        self.model = build(**arguments).to(device).train()
+        # Plain SGD has no state, so each try of the search sees the memory of a steady step.
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-4)
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16")
+        self.figures: dict = {}
+
+    def inputs(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.settings.size
+        clip = torch.randn(batch, 3, self.settings.frames, size, size, device=self.device)
+        return clip, torch.randint(0, BUDGET_CLASSES, (batch,), device=self.device)
+
+    def step(self, clip: torch.Tensor, labels: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            loss = F.cross_entropy(self.model(clip), labels)
+        loss.backward()
+        self.optimizer.step()
+
+    def trial(self, batch: int) -> None:
+        self.step(*self.inputs(batch))
+
+    def release(self) -> None:
+        """After running out of memory: the gradients of the failed step go too."""
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def measure(self, batch: int) -> None:
+        clip, labels = self.inputs(batch)
+        for _ in range(self.settings.budget_warmup):
+            self.step(clip, labels)
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        start.record()
+        for _ in range(self.settings.budget_steps):
+            self.step(clip, labels)
+        end.record()
+        end.synchronize()
+        seconds = start.elapsed_time(end) / 1000
+        self.figures = dict(
+            timed_batch=batch,
+            clips_per_s=batch * self.settings.budget_steps / seconds,
+            peak_gib=torch.cuda.max_memory_allocated(self.device) / GIB,
+            reserved_gib=torch.cuda.max_memory_reserved(self.device) / GIB,
+        )
+
+    def row(self) -> dict:
+        found = largest_batch(
+            self.trial, tolerance=self.settings.budget_tolerance, on_out_of_memory=self.release
+        )
+        batch = found
+        while batch and not fits_in_memory(partial(self.measure, batch), self.release):
+            batch -= max(1, batch // 16)
+        return (
+            dict(largest_batch=found, card=torch.cuda.get_device_name(self.device)) | self.figures
+        )
+
+
+def _budget_row(
+    settings: Settings, device: torch.device, name: str, depth: int, dtype: str
+) -> dict:
+    row = dict(model=name, depth=depth, dtype=dtype)
+    row |= BudgetRun(settings, device, name, depth, dtype).row()
+    print(f"  measured {_budget_summary(row)}", file=sys.stderr, flush=True)
+    return row
+
+
+def _budget_summary(row: dict) -> str:
+    text = f"{row['model']}, depth {row['depth']}, {row['dtype']}: "
+    text += f"largest batch {row['largest_batch']}"
+    if "clips_per_s" not in row:
+        return text
+    return (
+        f"{text}, {row['clips_per_s']:.1f} clips/s at batch {row['timed_batch']}, "
+        f"peak {row['peak_gib']:.2f} GiB, reserved {row['reserved_gib']:.2f} GiB"
+    )
+
+
+def budget_cases(settings: Settings) -> list[tuple[str, int, str]]:
+    """(model, depth, dtype) in the order they run: the models as built, then deeper ones."""
+    cases = [
+        (name, BASE_DEPTH, dtype) for dtype in settings.budget_dtypes for name in BUDGET_MODELS
+    ]
+    deeper = [name for name, (_, reversible) in BUDGET_MODELS.items() if reversible is not None]
+    return cases + [
+        (name, depth, dtype)
+        for depth in settings.budget_depths
+        for dtype in settings.budget_depth_dtypes
+        for name in deeper
+    ]
+
+
+def run_budget(settings: Settings, device: torch.device) -> dict:
+    rows = []
+    for model, depth, dtype in budget_cases(settings):
+        try:
+            rows.append(in_fresh_process(_budget_row, settings, device, model, depth, dtype))
+        except Exception as error:  # one model failing (or its process dying) leaves the others
+            rows.append(dict(model=model, depth=depth, dtype=dtype, error=repr(error)))
+            print(f"  failed {model}, depth {depth}, {dtype}: {error!r}", file=sys.stderr)
+    reference = {
+        (row["depth"], row["dtype"]): row["clips_per_s"]
+        for row in rows
+        if row["model"] == BUDGET_REFERENCE and "clips_per_s" in row
+    }
+    for row in rows:
+        if "clips_per_s" in row and (row["depth"], row["dtype"]) in reference:
+            row["x_reference"] = row["clips_per_s"] / reference[row["depth"], row["dtype"]]
+    card = next((row["card"] for row in rows if "card" in row), "no card answered")
+    return dict(card=card, budget_gib=settings.memory_budget, rows=rows)
+
+
+def print_budget(result: dict, settings: Settings) -> None:
+    print(
+        f"\n{result['card']}, {result['budget_gib']:g} GiB budget, {settings.frames}x{settings.size}x"
+        f"{settings.size} clips, SGD training step, clips/s over {settings.budget_steps} steps after "
+        f"{settings.budget_warmup}; x speed against {BUDGET_REFERENCE} of the same depth and dtype"
+    )
+    columns = [
+        ("model", "model", "s"),
+        ("depth", "depth", "d"),
+        ("dtype", "dtype", "s"),
+        ("largest_batch", "largest batch", "d"),
+        ("timed_batch", "timed at", "d"),
+        ("clips_per_s", "clips/s", ".1f"),
+        ("x_reference", "x speed", ".2f"),
+        ("peak_gib", "peak GiB", ".2f"),
+        ("reserved_gib", "reserved GiB", ".2f"),
+    ]
+    print(format_table(result["rows"], columns))
+    for row in result["rows"]:
+        if "error" in row:
+            print(f"{row['model']}, depth {row['depth']}, {row['dtype']} failed: {row['error']}")

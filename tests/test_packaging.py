@@ -1,0 +1,66 @@
+"""The installed distribution: every package of the library is listed, and every console script
+is the `main` of a command-line front (`revvideo-train` is `python tools/run_net.py`, ...)."""
+
+import configparser
+import importlib
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from setuptools import find_packages
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {
+    "revvideo-train": "tools/run_net.py",
+    "revvideo-classify": "demo/classify.py",
+    "revvideo-benchmark": "tools/benchmark.py",
+    "revvideo-prepare-kinetics": "tools/prepare_kinetics.py",
+    "revvideo-convert-checkpoint": "tools/convert_checkpoint.py",
+    "revvideo-make-synthetic-dataset": "tools/make_synthetic_dataset.py",
+}
+
+
+def _setup_cfg() -> configparser.ConfigParser:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    return config
+
+
+def test_every_library_package_is_listed():
+    listed = set(_setup_cfg()["options"]["packages"].split())
+    assert set(find_packages(str(ROOT), include=["revvideo", "revvideo.*"])) <= listed
+
+
+def test_every_front_is_a_console_script():
+    scripts = {script.name: script for script in entry_points(group="console_scripts")}
+    fronts = sorted(
+        str(path.relative_to(ROOT))
+        for folder in ("tools", "demo")
+        for path in (ROOT / folder).glob("[!_]*.py")
+    )
+    assert sorted(SCRIPTS.values()) == fronts
+    for name, front in SCRIPTS.items():
+        folder, module = front.removesuffix(".py").split("/")
+        target = importlib.import_module(f"revvideo_{folder}.{module}")
+        assert Path(target.__file__).resolve() == ROOT / front
+        assert scripts[name].load() is target.main
+
+
+def _options(help_text: str) -> list[str]:
+    return [line.split()[0] for line in help_text.splitlines() if line.startswith("  -")]
+
+
+@pytest.mark.parametrize("name", ["revvideo-train", "revvideo-classify"])
+def test_a_console_script_answers_as_its_front(name):
+    front, installed = (
+        subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        for command in (
+            [sys.executable, SCRIPTS[name], "--help"],
+            [Path(sys.executable).parent / name, "--help"],
+        )
+    )
+    assert installed.returncode == front.returncode == 0
+    assert installed.stdout.startswith(f"usage: {name} ")
+    assert _options(installed.stdout) == _options(front.stdout) != []
