@@ -6,6 +6,7 @@
     python tools/benchmark.py --section paper          # the paper's ImageNet table
     python tools/benchmark.py --json results.json      # also write the figures as JSON
     python tools/benchmark.py --device cuda --section budget --memory-budget 16
+    python tools/benchmark.py --device cuda --section pipeline --batch 32 --data-workers 16
 
 Every model is measured in a fresh process. Model figures, per model:
 - params, GFLOPs: fvcore, one clip, counted on the CPU whatever --device says.
@@ -23,6 +24,15 @@ against revvideo's Rev-ViT-S/B/L, and of MViT-B (revvideo's MViT with the image 
 geometry) against the image Rev-MViT-B; each row with the paper's figure, each reversible row
 with the reductions, ours and the paper's. About 2 minutes on 2 otherwise idle CPU cores;
 --paper-models picks pairs.
+
+Data section: clips/s (train) and videos/s (test) of revvideo's loader against the plain
+pytorchvideo recipe on the same files (revvideo.benchmark.data says what each row runs), and
+training clips/s by number of loader workers, with clips/s per worker: a GPU that trains N
+clips/s needs about N / (clips/s per worker) workers.
+
+Pipeline section: Rev-MViT-B training steps (SGD, --batch clips) on clips that revvideo's loader
+decodes from the data benchmark's files, against the same steps on one batch kept on the device;
+end to end as a percentage of model only says whether the data keeps up.
 
 Memory-budget section (CUDA only), per model, depth and precision, each in a fresh process
 limited to --memory-budget GiB with `torch.cuda.set_per_process_memory_fraction`:
@@ -44,7 +54,7 @@ from pathlib import Path
 
 from revvideo.utils.cli import OneLineErrorParser
 
-SECTIONS = ("models", "data", "budget", "paper", "all")
+SECTIONS = ("models", "data", "budget", "paper", "pipeline", "all")
 # The pairs of the paper's ImageNet table (revvideo.benchmark.paper.PAPER_PAIRS).
 PAPER_MODELS = ("ViT-S", "ViT-B", "ViT-L", "MViT-B")
 PRECISIONS = ("fp32", "bf16")
@@ -60,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--section",
         choices=SECTIONS,
         default="models",
-        help="what to measure; all: models, budget and data, not the paper's table "
-        "(default: %(default)s)",
+        help="what to measure; all: models, budget and data, not the paper's table nor the "
+        "pipeline (default: %(default)s)",
     )
     parser.add_argument(
         "--frames", type=int, default=16, help="frames per clip (default: %(default)s)"
@@ -167,7 +177,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-workers",
         type=int,
         default=2,
-        help="loader worker processes, the same for all rows (default: %(default)s)",
+        help="loader worker processes, the same for all rows and for the pipeline section "
+        "(default: %(default)s)",
+    )
+    data.add_argument(
+        "--data-worker-counts",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        metavar="WORKERS",
+        help="worker counts of the clips/s-per-worker table (default: 1 2)",
+    )
+    pipeline = parser.add_argument_group(
+        "training fed by the loader (--section pipeline; --batch, --dtype, --frames, --size, "
+        "--data-dir, --data-videos, --data-workers apply)"
+    )
+    pipeline.add_argument(
+        "--pipeline-warmup",
+        type=int,
+        default=3,
+        help="untimed steps first, each way (default: %(default)s)",
+    )
+    pipeline.add_argument(
+        "--pipeline-steps", type=int, default=10, help="timed steps each way (default: %(default)s)"
     )
     return parser
 

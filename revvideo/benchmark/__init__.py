@@ -2,7 +2,8 @@
 command; its docstring says what each figure means).
 
 Sections: `models` (the model table and depth sweep), `budget` (CUDA: the largest batch within a
-memory budget and clips/s there), `paper` (the paper's ImageNet table), `data` (data loading).
+memory budget and clips/s there), `paper` (the paper's ImageNet table), `data` (data loading,
+and clips/s per loader worker), `pipeline` (training fed by the loader against the model alone).
 `run(settings)` runs the sections `settings.section` names and prints their tables.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import asdict
 
 import torch
 
-from revvideo.benchmark import budget, data, models, paper
+from revvideo.benchmark import budget, data, models, paper, pipeline
 from revvideo.benchmark.settings import Settings
 from revvideo.utils.table import format_table
 
@@ -42,6 +43,12 @@ def run(settings: Settings) -> dict:
         result["data"] = data.run(settings)
         print("\ndata loading, the same files for every row")
         print(format_table(result["data"]))
+        result["data_workers"] = data.run_workers(settings)
+        print("\ntraining clips/s of revvideo's loader (pyav) by the number of worker processes")
+        print(format_table(result["data_workers"]))
+    if settings.section == "pipeline":
+        result["pipeline"] = pipeline.run_pipeline(settings, device)
+        pipeline.print_pipeline(result["pipeline"], settings)
     if settings.section == "paper":
         result["paper"] = paper.run_paper(settings, device)
         paper.print_paper(result["paper"], settings, device)

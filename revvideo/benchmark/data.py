@@ -47,7 +47,7 @@ _VIDEO_SECONDS, _VIDEO_FPS, _VIDEO_SIZE = 10, 30, (426, 320)
 
 def run(settings: Settings) -> list[dict]:
     """One dict per row: name, clips/s (train) or videos/s (test), seconds, x plain."""
-    folder = settings.data_dir or _benchmark_videos(settings.data_videos)
+    folder = settings.data_dir or benchmark_videos(settings.data_videos)
     workers = settings.data_workers
     train = (
         ("train: plain pytorchvideo recipe (pyav)", lambda: _time_plain_train(folder, workers)),
@@ -83,23 +83,52 @@ def run(settings: Settings) -> list[dict]:
     return rows
 
 
-def _config(folder: str, backend: str, workers: int):
+def run_workers(settings: Settings) -> list[dict]:
+    """Training clips/s of revvideo's loader (PyAV, the recipe's augmentation) with each of
+    --data-worker-counts workers, and per worker: the workers a GPU needs are its training
+    clips/s divided by the per-worker figure."""
+    folder = settings.data_dir or benchmark_videos(settings.data_videos)
+    rows = []
+    for workers in settings.data_worker_counts:
+        clips, seconds = _time_revvideo(folder, "train", "pyav", workers)
+        rate = clips / seconds
+        rows.append(
+            {
+                "workers": workers,
+                "clips/s": round(rate, 2),
+                "clips/s per worker": round(rate / max(workers, 1), 2),
+                "seconds": round(seconds, 2),
+            }
+        )
+    return rows
+
+
+def loader_config(
+    folder: str,
+    backend: str,
+    workers: int,
+    *,
+    frames: int = NUM_FRAMES,
+    crop_size: int = CROP_SIZE,
+    batch: int = TRAIN_BATCH,
+):
+    """The recipe's data config (its clip geometry unless given) reading `folder`'s lists."""
     cfg = get_cfg()
     cfg.MODEL.NUM_CLASSES = 400  # Kinetics-like videos, all labelled 0
     cfg.DATA.PATH_TO_DATA_DIR = folder
     cfg.DATA.DECODING_BACKEND = backend
     cfg.DATA.NUM_FRAMES, cfg.DATA.SAMPLING_RATE, cfg.DATA.TARGET_FPS = (
-        NUM_FRAMES,
+        frames,
         SAMPLING_RATE,
         TARGET_FPS,
     )
-    cfg.DATA.TRAIN_CROP_SIZE = cfg.DATA.TEST_CROP_SIZE = CROP_SIZE
+    cfg.DATA.TRAIN_CROP_SIZE = cfg.DATA.TEST_CROP_SIZE = crop_size
     cfg.DATA.TRAIN_JITTER_SCALES_RELATIVE = [0.08, 1.0]
     cfg.DATA.TRAIN_JITTER_ASPECT_RELATIVE = [0.75, 1.3333]
     cfg.AUG.ENABLE = True
     cfg.AUG.AA_TYPE = "rand-m7-n4-mstd0.5-inc1"
     cfg.AUG.RE_PROB = 0.25
-    cfg.TRAIN.BATCH_SIZE = TRAIN_BATCH
+    cfg.TRAIN.BATCH_SIZE = batch
     cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS = NUM_CLIPS, NUM_CROPS
     cfg.TEST.BATCH_SIZE = NUM_CLIPS * NUM_CROPS
     cfg.DATA_LOADER.NUM_WORKERS = workers
@@ -111,7 +140,7 @@ def _time_revvideo(
 ) -> tuple[int, float]:
     """With `views_for_gpu`, test batches are uint8 views; their normalisation, one elementwise
     pass on the GPU, is not timed."""
-    loader = build_loader(_config(folder, backend, workers), split, views_for_gpu)
+    loader = build_loader(loader_config(folder, backend, workers), split, views_for_gpu)
     return _time_loader(loader)
 
 
@@ -251,7 +280,7 @@ def _lines(folder: str, split: str) -> list[str]:
         return [line for line in csv.read().splitlines() if line.strip()]
 
 
-def _benchmark_videos(count: int) -> str:
+def benchmark_videos(count: int) -> str:
     """Generates (once) `count` Kinetics-like videos and their train/test CSVs; returns the folder."""
     width, height = _VIDEO_SIZE
     folder = os.path.join(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 @dataclass
 class Settings:
-    section: str  # models, data, budget, paper or all
+    section: str  # models, data, budget, paper, pipeline or all
     frames: int
     size: int
     batch: int
@@ -29,3 +29,6 @@ class Settings:
     data_dir: str | None
     data_videos: int
     data_workers: int
+    data_worker_counts: list[int]
+    pipeline_warmup: int
+    pipeline_steps: int
