@@ -1,5 +1,5 @@
-"""The command-line tools on CUDA: tools/benchmark.py's model table and memory-budget section on
-tiny clips, and tools/run_net.py's quick start under torchrun."""
+"""The command-line tools on CUDA: tools/benchmark.py's model table, memory-budget, paper and
+pipeline sections on tiny inputs, and tools/run_net.py's quick start under torchrun."""
 
 import json
 import os
@@ -92,6 +92,33 @@ def test_the_memory_budget_section_finds_batches_that_fit_and_times_them(tmp_pat
         reversible = by_case["Rev-MViT-B", depth, dtype]["largest_batch"]
         assert reversible > 2 * by_case["MViT-B (revvideo)", depth, dtype]["largest_batch"]
     assert by_case["MViT-B (revvideo)", 16, "fp32"]["x_reference"] == 1.0
+
+
+def test_the_paper_table_runs_on_cuda(tmp_path):
+    figures = tmp_path / "paper.json"
+    command = [sys.executable, "tools/benchmark.py", "--device", "cuda", "--section", "paper"]
+    command += ["--size", "64", "--paper-models", "ViT-S", "MViT-B", "--json", str(figures)]
+    _run(command, timeout=240)
+    rows = json.loads(figures.read_text())["paper"]["rows"]
+    assert len(rows) == 4
+    for plain, reversible in (rows[:2], rows[2:]):
+        assert plain["peak_mib_per_clip"] > 0 and reversible["peak_mib_per_clip"] > 0
+        # The allocator's peak per image, not the live-tensor count, is what is compared here.
+        assert reversible["peak_x_lower"] == pytest.approx(
+            plain["peak_mib_per_clip"] / reversible["peak_mib_per_clip"]
+        )
+        assert reversible["saved_x_lower"] > 5
+
+
+def test_the_pipeline_section_trains_on_loaded_clips_on_cuda(tmp_path):
+    figures = tmp_path / "pipeline.json"
+    command = [sys.executable, "tools/benchmark.py", "--device", "cuda", "--section", "pipeline"]
+    command += [*TINY_CLIPS, "--batch", "2", "--data-videos", "4", "--data-workers", "2"]
+    command += ["--pipeline-warmup", "1", "--pipeline-steps", "4", "--json", str(figures)]
+    _run(command, timeout=240)
+    row = json.loads(figures.read_text())["pipeline"]
+    assert row["device"].startswith("cuda")
+    assert row["model_only_clips_per_s"] > 0 and row["end_to_end_clips_per_s"] > 0
 
 
 def test_the_quick_start_trains_under_torchrun_on_one_gpu_in_bf16(tmp_path):
