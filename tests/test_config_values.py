@@ -109,7 +109,11 @@ def test_bad_values_are_one_line_config_errors_or_work(key):
         (["SOLVER.BASE_LR", ".nan"], r"SOLVER\.BASE_LR in the command line must be a finite"),
         (["DATA_LOADER.NUM_WORKERS", "-1"], r"^DATA_LOADER\.NUM_WORKERS must not be negative"),
         (["MVIT.NUM_HEADS", "0"], r"^MVIT\.NUM_HEADS must be positive, got 0$"),
-        (["MVIT.NUM_HEADS", "3"], r"MVIT\.EMBED_DIM 32 must be a multiple of MVIT\.NUM_HEADS 3"),
+        (
+            ["MVIT.NUM_HEADS", "3"],
+            r"^embed_dim 32 \(MVIT\.EMBED_DIM\) must be a multiple of num_heads 3 "
+            r"\(MVIT\.NUM_HEADS\)$",
+        ),
         (
             [
                 *("DATA.TRAIN_CROP_SIZE", "4", "DATA.TRAIN_JITTER_SCALES", "[4, 8]"),
@@ -118,9 +122,40 @@ def test_bad_values_are_one_line_config_errors_or_work(key):
             r"DATA\.TRAIN_CROP_SIZE 4 is smaller than MVIT\.PATCH_KERNEL \[3, 7, 7\]",
         ),
         (["DATA.TEST_CROP_SIZE", "0"], r"^DATA\.TEST_CROP_SIZE must be positive"),
-        (["MVIT.DEPTH", "3"], r"MVIT\.DIM_MUL names layer 3, but the model has layers 0 to 2"),
-        (["MVIT.REV.BUFFER_LAYERS", "[1, 5]"], r"MVIT\.REV\.BUFFER_LAYERS names layer 5"),
-        (["MVIT.REV.BUFFER_LAYERS", "[1]"], r"layer 3 pools Q .* MVIT\.REV\.BUFFER_LAYERS"),
+        (["MVIT.DEPTH", "3"], r"MVIT\.DIM_MUL\) names layer 3, but the model has layers 0 to 2"),
+        (
+            ["MVIT.POOL_KV_STRIDE", "[[9, 1, 2, 2]]"],
+            r"^pool_kv_stride \(MVIT\.POOL_KV_STRIDE\) names layer 9, .* \(depth 5, MVIT\.DEPTH\)$",
+        ),
+        (["MVIT.REV.BUFFER_LAYERS", "[1, 5]"], r"\(MVIT\.REV\.BUFFER_LAYERS\) names layer 5"),
+        (["MVIT.REV.BUFFER_LAYERS", "[1]"], r"layer 3 pools Q .* \(MVIT\.REV\.BUFFER_LAYERS\)$"),
+        (
+            ["MVIT.REV.ENABLE", "False", "MVIT.HEAD_MUL", "[[0, 3.0]]"],
+            r"^layer 0's attention is 32 channels wide, not a multiple of its 3 heads: .*"
+            r"MVIT\.HEAD_MUL",
+        ),
+        (
+            ["MVIT.PATCH_STRIDE", "[4, 4]"],
+            r"^the patch stride \(MVIT\.PATCH_STRIDE\) must be \(T, H, W\), got \[4, 4\]$",
+        ),
+        (
+            ["MVIT.PATCH_2D", "True"],
+            r"^the patch kernel \(MVIT\.PATCH_KERNEL\) must be \(H, W\) .*\(MVIT\.PATCH_2D\)",
+        ),
+        (
+            [
+                *("MVIT.PATCH_2D", "True", "MVIT.PATCH_KERNEL", "[7, 7]"),
+                *("MVIT.PATCH_STRIDE", "[4, 4]", "MVIT.PATCH_PADDING", "[3, 3]"),
+            ],
+            r"\(MVIT\.PATCH_2D\) embeds single images: .*\(DATA\.NUM_FRAMES\) to 1, not 8$",
+        ),
+        (
+            [
+                *("MVIT.POOL_Q_STRIDE", "[[1, 1, 1, 1], [3, 1, 1, 1]]"),
+                *("MVIT.POOL_KVQ_KERNEL", "[1, 1, 1]"),
+            ],
+            r"^res_path 'conv' \(MVIT\.REV\.RES_PATH\) pools the residual with the Q pooling",
+        ),
         (["MVIT.MODE", "mean"], r"MVIT\.MODE must be one of conv, avg, max, got 'mean'"),
         (["MVIT.REV.RESPATH_FUSE", "add"], r"MVIT\.REV\.RESPATH_FUSE must be one of concat, avg"),
         (["MVIT.REV.RES_PATH", "avg"], r"MVIT\.REV\.RES_PATH must be one of conv, max"),

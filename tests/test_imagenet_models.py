@@ -3,6 +3,7 @@ configs/imagenet with PySlowFast's parameter names, their released checkpoints, 
 gradients and images given as (B, 3, H, W) or one-frame clips (B, 3, 1, H, W)."""
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,10 @@ def test_concat_linear_fusion_adds_an_mlp_of_both_streams_in_order():
     [
         (dict(pre_q_fusion="concat_mlp"), r"^unknown stream fusion 'concat_mlp'; use 'avg'"),
         (dict(num_frames=8), r"PATCH_2D\) embeds single images: .* to 1, not 8$"),
-        (dict(patch_kernel=(1, 7, 7)), r"must each be \(H, W\) with a 2-D patch embedding"),
+        (
+            dict(patch_kernel=(1, 7, 7)),
+            r"^the patch kernel \(MVIT\.PATCH_KERNEL\) must be \(H, W\) with a 2-D patch",
+        ),
     ],
     ids=["fusion", "frames", "kernel"],
 )
@@ -200,5 +204,6 @@ def test_image_model_mistakes_are_named(arguments, message):
     ids=["fusion", "frames", "kernel"],
 )
 def test_image_config_mistakes_are_config_errors(overrides):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=re.escape(overrides[0])) as info:
         build_model(load_config(CONFIGS / "REV_MVIT_B.yaml", overrides))
+    assert "\n" not in str(info.value)

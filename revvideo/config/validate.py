@@ -3,22 +3,26 @@
 `load_config` calls it once the YAML files and the overrides are merged; `run`, `build_model`
 and `build_dataset` call it again, for configs made in code. Each key is checked for its type,
 then against its rule (a range, the names it may take, the shape of its list), then the keys
-are checked against each other (the crops against the patch kernel, the layers the MVIT keys
-name against the depth, the widths against the heads, the warmup against the epochs...). A
-mistake is a one-line ConfigError naming the key, so nothing reaches PyTorch, the data pipeline
-or the optimizer that they would reject or quietly misread. What needs the data (a batch larger
-than the training set, a class count that disagrees with the dataset's) is the engine's to check
-once it has read the dataset.
+are checked against each other (the crops against the patch kernel, the warmup against the
+epochs...). A mistake is a one-line ConfigError naming the key, so nothing reaches PyTorch, the
+data pipeline or the optimizer that they would reject or quietly misread. What needs the data
+(a batch larger than the training set, a class count that disagrees with the dataset's) is the
+engine's to check once it has read the dataset.
 
-The names a key may take come from the modules that use them. Those are imported when first
-needed, not at the top: they import torch, and through revvideo.checkpoint this package.
+The rules of a model's structure (the layers the MVIT keys name against the depth, the widths
+against the heads, which layers must be stage transitions...) are the model's own: the
+validator builds the model on the meta device (no weights) and reports the ValueError its
+constructor raises, which names the config keys. Likewise the names a key may take come from
+the modules that use them. Those are imported when first needed, not at the top: they import
+torch, and through revvideo.checkpoint this package.
 """
 
 import difflib
 import functools
 import math
+import warnings
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from fvcore.common.config import CfgNode
 
@@ -84,7 +88,7 @@ PROBABILITY = Rule(lambda value: 0 <= value <= 1, "must be a probability")
 # forgets a gradient, so the steps grow without bound).
 RATE = Rule(lambda value: 0 <= value < 1, "must be in [0, 1)")
 NOT_EMPTY = Rule(bool, "must not be empty")
-# The patch embedding's kernel and stride (how many values: see _check_model) and padding.
+# The patch embedding's kernel, stride and padding (how many values each: PatchEmbed's rule).
 PATCH_SIZES = Rule(_sizes(1), "must be a list of integers >= 1")
 PATCH_PADDING = Rule(_sizes(0), "must be a list of integers >= 0")
 # A pooling kernel or stride.
@@ -119,7 +123,8 @@ def _rules() -> dict[str, Rule]:
     from revvideo.data.transforms import ERASE_MODES, INTERPOLATIONS, parse_rand_augment
     from revvideo.engine.metrics import ENSEMBLE_METHODS
     from revvideo.engine.optim import OPTIMIZERS
-    from revvideo.models.rev_mvit import StreamFusion
+    from revvideo.models.common import POOL_MODES
+    from revvideo.models.rev_mvit import FINAL_FUSIONS, RESIDUAL_PATHS, StreamFusion
 
     def rand_augment(value: str) -> bool:
         parse_rand_augment(value)  # a ConfigError naming AUG.AA_TYPE and the notation
@@ -180,7 +185,7 @@ def _rules() -> dict[str, Rule]:
         "MVIT.PATCH_STRIDE": PATCH_SIZES,
         "MVIT.PATCH_PADDING": PATCH_PADDING,
         "MVIT.PATCH_2D": TYPE_ONLY,
-        "MVIT.MODE": _one_of(("conv", "avg", "max")),
+        "MVIT.MODE": _one_of(POOL_MODES),
         "MVIT.CLS_EMBED_ON": TYPE_ONLY,
         "MVIT.SEP_POS_EMBED": TYPE_ONLY,
         "MVIT.DIM_MUL": MULTIPLIERS,
@@ -192,12 +197,12 @@ def _rules() -> dict[str, Rule]:
         "MVIT.SEPARATE_QKV": TYPE_ONLY,
         "MVIT.ZERO_DECAY_POS_CLS": TYPE_ONLY,
         "MVIT.REV.ENABLE": TYPE_ONLY,
-        "MVIT.REV.RESPATH_FUSE": _one_of(("concat", "avg")),
+        "MVIT.REV.RESPATH_FUSE": _one_of(FINAL_FUSIONS),
         "MVIT.REV.BUFFER_LAYERS": Rule(
             lambda value: all(_is_int(v) and v >= 0 for v in value),
             "must be a list of layer indices",
         ),
-        "MVIT.REV.RES_PATH": _one_of(("conv", "max")),
+        "MVIT.REV.RES_PATH": _one_of(RESIDUAL_PATHS),
         "MVIT.REV.PRE_Q_FUSION": Rule(stream_fusion, f"must be {StreamFusion.MODES}"),
         "MVIT.REV.CUSTOM_BACKWARD": TYPE_ONLY,
         "MVIT.REV.RECOMPUTE_TRANSITIONS": TYPE_ONLY,
@@ -324,27 +329,35 @@ def validate_config(cfg: CfgNode, world_size: int = 1) -> None:
     _check_engine(cfg, world_size)
 
 
-# Keys that name layers (first in each entry, or the entries themselves).
-_LAYER_KEYS = (
-    "MVIT.DIM_MUL",
-    "MVIT.HEAD_MUL",
-    "MVIT.POOL_Q_STRIDE",
-    "MVIT.POOL_KV_STRIDE",
-    "MVIT.REV.BUFFER_LAYERS",
-)
 # PyTorch counts a tensor's elements in 64 bits: a layer's weights (width x width) must fit.
 _MAX_WIDTH = 2**31
 _PATCH_KEYS = ("MVIT.PATCH_KERNEL", "MVIT.PATCH_STRIDE", "MVIT.PATCH_PADDING")
+_CROP_KEYS = ("DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE")
+
+Built = TypeVar("Built")
 
 
 def _get(cfg: CfgNode, key: str) -> Any:
     return functools.reduce(lambda node, name: node[name], key.split("."), cfg)
 
 
-def _check_model(cfg: CfgNode) -> None:
-    """The model exists and its layers fit together, for the clips the data pipeline makes."""
+def _ask_model(build: Callable[[], Built]) -> Built:
+    """`build()` on the meta device, without weights; the ValueError a model raises for
+    arguments that do not fit together (its message names their config keys) as a ConfigError."""
     import torch
 
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            # MODEL.NUM_CLASSES 0 (the dataset's, set by the engine) makes an empty head.
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            return build()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _check_model(cfg: CfgNode) -> None:
+    """The model exists, fits in PyTorch and builds (its constructor checks how its arguments
+    fit together), for the clips the data pipeline makes."""
     from revvideo.models import MODEL_REGISTRY, RevMViT
     from revvideo.models.build import layer_plans, model_name
     from revvideo.models.common import PatchEmbed
@@ -353,48 +366,13 @@ def _check_model(cfg: CfgNode) -> None:
     if name not in MODEL_REGISTRY:
         known = ", ".join(sorted(known for known, _ in MODEL_REGISTRY))
         raise ConfigError(f"unknown MODEL.MODEL_NAME {name!r}; known models: {known}")
-    reversible = MODEL_REGISTRY.get(name) is RevMViT
+    model_class = MODEL_REGISTRY.get(name)
     mvit = cfg.MVIT
-    if reversible and mvit.CLS_EMBED_ON:
-        raise ConfigError(
-            "MVIT.CLS_EMBED_ON must be False: reversible models have no class token (they "
-            "average the tokens)"
-        )
-    for key in _LAYER_KEYS:
-        for entry in _get(cfg, key):
-            layer = entry[0] if _is_list(entry) else entry
-            if layer >= mvit.DEPTH:
-                raise ConfigError(
-                    f"{key} names layer {layer}, but the model has layers 0 to {mvit.DEPTH - 1} "
-                    f"(MVIT.DEPTH {mvit.DEPTH})"
-                )
-    dims, shape = (2, "[h, w] with MVIT.PATCH_2D") if mvit.PATCH_2D else (3, "[t, h, w]")
-    for key in _PATCH_KEYS:
-        if len(_get(cfg, key)) != dims:
-            raise ConfigError(f"{key} must be {shape}, got {_get(cfg, key)}")
-    if mvit.PATCH_2D and cfg.DATA.NUM_FRAMES != 1:
-        raise ConfigError(
-            "DATA.NUM_FRAMES must be 1 with MVIT.PATCH_2D (a 2-D patch embedding embeds single "
-            f"images), got {cfg.DATA.NUM_FRAMES}"
-        )
-    with torch.device("meta"):  # the model's patch embedding, to ask its grid, without weights
-        patch_embed = PatchEmbed(
-            3, mvit.EMBED_DIM, *(_get(cfg, key) for key in _PATCH_KEYS), conv_2d=mvit.PATCH_2D
-        )
-    patch = f"MVIT.PATCH_KERNEL {mvit.PATCH_KERNEL} (with MVIT.PATCH_PADDING {mvit.PATCH_PADDING})"
-    for key in ("DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE"):
-        size = _get(cfg, key)
-        frames, height, width = patch_embed.grid(cfg.DATA.NUM_FRAMES, size)
-        if frames < 1:
-            raise ConfigError(f"DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES} is fewer than {patch} spans")
-        if min(height, width) < 1:
-            raise ConfigError(f"{key} {size} is smaller than {patch}")
-    if mvit.EMBED_DIM % mvit.NUM_HEADS:
-        raise ConfigError(
-            f"MVIT.EMBED_DIM {mvit.EMBED_DIM} must be a multiple of MVIT.NUM_HEADS {mvit.NUM_HEADS}"
-        )
+    # The layers' sizes first: the model itself is only built once they fit in PyTorch.
     try:
-        plans = layer_plans(cfg, width_change_in_attention=reversible)
+        plans = _ask_model(
+            lambda: layer_plans(cfg, width_change_in_attention=model_class is RevMViT)
+        )
     except OverflowError:
         raise ConfigError(
             "MVIT.DIM_MUL and MVIT.HEAD_MUL make a width or a number of heads larger than any "
@@ -407,24 +385,24 @@ def _check_model(cfg: CfgNode) -> None:
                 f"layer {index} would be {widest:.3g} channels wide, more than PyTorch can hold: "
                 "lower MVIT.EMBED_DIM, MVIT.DIM_MUL or MVIT.MLP_RATIO"
             )
-        # MViT's attention runs at the layer's input width, the reversible models' at its output.
-        width = plan.dim_out if reversible else plan.dim_in
-        if width % plan.num_heads:
-            raise ConfigError(
-                f"layer {index} is {width} channels wide, not a multiple of its {plan.num_heads} "
-                "heads: change MVIT.DIM_MUL, MVIT.HEAD_MUL or MVIT.NUM_HEADS"
-            )
         if min(plan.dim_in, plan.dim_out) * mvit.MLP_RATIO < 1:
             raise ConfigError(f"MVIT.MLP_RATIO {mvit.MLP_RATIO} leaves layer {index}'s MLP empty")
-        if (
-            reversible
-            and index not in mvit.REV.BUFFER_LAYERS
-            and (plan.stride_q or plan.dim_in != plan.dim_out)
-        ):
-            raise ConfigError(
-                f"layer {index} pools Q or changes the width, so it must be a stage transition: "
-                "list it in MVIT.REV.BUFFER_LAYERS"
-            )
+
+    def patch_grids() -> dict[str, tuple[int, int, int]]:
+        """The token grid of each crop size's clips, from the model's patch embedding."""
+        patch_embed = PatchEmbed(
+            3, mvit.EMBED_DIM, *(_get(cfg, key) for key in _PATCH_KEYS), conv_2d=mvit.PATCH_2D
+        )
+        return {key: patch_embed.grid(cfg.DATA.NUM_FRAMES, _get(cfg, key)) for key in _CROP_KEYS}
+
+    # Before the model: it would make position embeddings for an empty grid.
+    patch = f"MVIT.PATCH_KERNEL {mvit.PATCH_KERNEL} (with MVIT.PATCH_PADDING {mvit.PATCH_PADDING})"
+    for key, (frames, height, width) in _ask_model(patch_grids).items():
+        if frames < 1:
+            raise ConfigError(f"DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES} is fewer than {patch} spans")
+        if min(height, width) < 1:
+            raise ConfigError(f"{key} {_get(cfg, key)} is smaller than {patch}")
+    _ask_model(lambda: model_class.from_cfg(cfg))
 
 
 def _check_data(cfg: CfgNode) -> None:

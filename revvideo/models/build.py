@@ -17,7 +17,8 @@ MODEL_REGISTRY.__doc__ = "Video models, keyed by MODEL.MODEL_NAME."
 def build_model(cfg: CfgNode) -> nn.Module:
     """The model `cfg` describes; it maps `(B, 3, T, H, W)` clips to `(B, NUM_CLASSES)` logits.
 
-    The config is validated first (it may have been made in code, or read from a checkpoint).
+    The config is validated first (it may have been made in code, or read from a checkpoint);
+    that builds the model on the meta device, so what its constructor rejects is a ConfigError.
     """
     validate_config(cfg)
     if cfg.MODEL.NUM_CLASSES == 0:
@@ -25,11 +26,7 @@ def build_model(cfg: CfgNode) -> nn.Module:
             "MODEL.NUM_CLASSES is 0: set the number of classes (0 means the dataset's, which "
             "only tools/run_net.py can read)"
         )
-    name = model_name(cfg)
-    try:
-        return MODEL_REGISTRY.get(name).from_cfg(cfg)
-    except ValueError as err:
-        raise ConfigError(f"cannot build {name} from this config: {err}") from None
+    return MODEL_REGISTRY.get(model_name(cfg)).from_cfg(cfg)
 
 
 def model_name(cfg: CfgNode) -> str:

@@ -1,5 +1,10 @@
 """Building blocks shared by MViT, Rev-MViT and Rev-ViT: patch embedding, position embeddings,
-pooling attention, MLP, stochastic depth, the classification head and the layer schedule.
+pooling attention, MLP, stochastic depth, the classification head, the layer schedule and
+`MultiscaleTransformer`, the stem and schedule both models are built on.
+
+The structural rules (which arguments fit together) live here and in the models, as
+ValueErrors that name the config key of each argument in parentheses: the config validator
+builds the model on the meta device and reports them as they are.
 
 Tokens are `(B, N, C)` tensors; `thw` is the `(T, H, W)` grid the N tokens (after an optional
 class token) are laid out on, in row-major order.
@@ -8,6 +13,7 @@ class token) are laid out on, in row-major order.
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,12 +63,13 @@ class PatchEmbed(nn.Module):
     ) -> None:
         super().__init__()
         dims = 2 if conv_2d else 3
-        if not len(kernel) == len(stride) == len(padding) == dims:
-            layout = "(H, W) with a 2-D patch embedding" if conv_2d else "(T, H, W)"
-            raise ValueError(
-                f"patch kernel, stride and padding must each be {layout}; got "
-                f"{list(kernel)}, {list(stride)}, {list(padding)}"
-            )
+        layout = "(H, W) with a 2-D patch embedding (MVIT.PATCH_2D)" if conv_2d else "(T, H, W)"
+        for name, sizes in (("kernel", kernel), ("stride", stride), ("padding", padding)):
+            if len(sizes) != dims:
+                raise ValueError(
+                    f"the patch {name} (MVIT.PATCH_{name.upper()}) must be {layout}, "
+                    f"got {list(sizes)}"
+                )
         conv = nn.Conv2d if conv_2d else nn.Conv3d
         self.proj = conv(in_chans, embed_dim, tuple(kernel), tuple(stride), tuple(padding))
         # A 2-D patchifier is a 3-D one that is one frame deep.
@@ -74,7 +81,7 @@ class PatchEmbed(nn.Module):
         """Token grid `(T', H', W')` of `num_frames` frames of `crop_size` x `crop_size` pixels."""
         if isinstance(self.proj, nn.Conv2d) and num_frames != 1:
             raise ValueError(
-                f"a 2-D patch embedding (PATCH_2D) embeds single images: set the number of "
+                f"a 2-D patch embedding (MVIT.PATCH_2D) embeds single images: set the number of "
                 f"frames (DATA.NUM_FRAMES) to 1, not {num_frames}"
             )
         return patch_grid((num_frames, crop_size, crop_size), *self.geometry)
@@ -184,6 +191,10 @@ class ZeroPaddedAvgPool3d(nn.AvgPool3d):
         return F.avg_pool3d(F.pad(x, pad), self.kernel_size, self.stride)
 
 
+# How Q, K and V are pooled (MVIT.MODE): a depthwise Conv3d and a LayerNorm, or plain pooling.
+POOL_MODES = ("conv", "avg", "max")
+
+
 def _pooling_layer(mode: str, channels: int, kernel: Sequence[int], stride: Sequence[int]):
     padding = tuple(k // 2 for k in kernel)
     if mode == "conv":
@@ -195,7 +206,9 @@ def _pooling_layer(mode: str, channels: int, kernel: Sequence[int], stride: Sequ
         return ZeroPaddedAvgPool3d(tuple(kernel), tuple(stride), padding), None
     if mode == "max":
         return nn.MaxPool3d(tuple(kernel), tuple(stride), padding), None
-    raise ValueError(f"unknown pooling mode {mode!r}; use 'conv', 'avg' or 'max'")
+    raise ValueError(
+        f"unknown pooling mode {mode!r} (MVIT.MODE); use one of {', '.join(POOL_MODES)}"
+    )
 
 
 def _pools(kernel: Sequence[int], stride: Sequence[int]) -> bool:
@@ -207,7 +220,8 @@ class MultiScaleAttention(nn.Module):
 
     Maps `(B, N, dim)` tokens on grid `thw` to `(B, N_q, dim_out)` tokens on the Q-pooled grid.
     Each of q, k, v is projected and pooled in turn, so at most one full-resolution projection
-    is alive at a time; attention runs in `scaled_dot_product_attention`.
+    is alive at a time; attention runs in `scaled_dot_product_attention`. `dim_out` must be a
+    multiple of `num_heads`: plan_layers checks that for every layer of the models.
     """
 
     def __init__(
@@ -227,8 +241,6 @@ class MultiScaleAttention(nn.Module):
         proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
-        if dim_out % num_heads:
-            raise ValueError(f"width {dim_out} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.dim_out = dim_out
         self.has_cls_token = has_cls_token
@@ -356,19 +368,45 @@ class LayerPlan:
     stride_kv: tuple[int, ...]
     drop_path: float
 
+    def attention_arguments(self, **options: Any) -> dict[str, Any]:
+        """MultiScaleAttention's keyword arguments for this layer: its heads and pooling, and
+        `options` (those every layer shares)."""
+        return dict(
+            num_heads=self.num_heads,
+            kernel_q=self.kernel_q,
+            stride_q=self.stride_q,
+            kernel_kv=self.kernel_kv,
+            stride_kv=self.stride_kv,
+            **options,
+        )
 
-def _check_layer(layer: int, depth: int) -> int:
+
+def check_layer_index(layer: int, depth: int, setting: str) -> int:
+    """`layer`, if a model of `depth` layers has it; ValueError naming `setting` otherwise."""
     if not 0 <= int(layer) < depth:
-        raise ValueError(f"layer {int(layer)} is outside a model of depth {depth}")
+        raise ValueError(
+            f"{setting} names layer {int(layer)}, but the model has layers 0 to {depth - 1} "
+            f"(depth {depth}, MVIT.DEPTH)"
+        )
     return int(layer)
 
 
-def _per_layer(depth: int, pairs: Sequence[Sequence[float]]) -> list[float]:
+def _per_layer(depth: int, pairs: Sequence[Sequence[float]], setting: str) -> list[float]:
     """Multipliers for layers 0..depth (one past the last, which is always 1)."""
     values = [1.0] * (depth + 1)
     for layer, value in pairs:
-        values[_check_layer(layer, depth)] = value
+        values[check_layer_index(layer, depth, setting)] = value
     return values
+
+
+def _per_layer_strides(
+    depth: int, entries: Sequence[Sequence[int]], setting: str
+) -> list[tuple[int, ...]]:
+    """Strides of layers 0..depth-1 from `[layer, s_t, s_h, s_w]` entries; () where none."""
+    strides: list[tuple[int, ...]] = [()] * depth
+    for layer, *stride in entries:
+        strides[check_layer_index(layer, depth, setting)] = tuple(stride)
+    return strides
 
 
 def default_pool_kernel(stride: Sequence[int]) -> tuple[int, ...]:
@@ -404,14 +442,20 @@ def plan_layers(
     """Per-layer geometry from PySlowFast's MVIT.* settings.
 
     `width_change_in_attention` places the width change of layer i inside its attention (the
-    reversible models); otherwise layer i-1's MLP widens the stream (MViT v1).
+    reversible models); otherwise layer i-1's MLP widens the stream (MViT v1). ValueError for
+    a layer the settings name that the model does not have, and for an attention whose width
+    is not a multiple of its heads.
     """
-    dim_muls = _per_layer(depth, dim_mul)
-    head_muls = _per_layer(depth, head_mul)
-    strides_q: list[tuple[int, ...]] = [()] * depth
-    for layer, *stride in pool_q_stride:
-        strides_q[_check_layer(layer, depth)] = tuple(stride)
-    strides_kv: list[tuple[int, ...]] = [()] * depth
+    if embed_dim % num_heads:
+        raise ValueError(
+            f"embed_dim {embed_dim} (MVIT.EMBED_DIM) must be a multiple of num_heads "
+            f"{num_heads} (MVIT.NUM_HEADS)"
+        )
+    dim_muls = _per_layer(depth, dim_mul, "dim_mul (MVIT.DIM_MUL)")
+    head_muls = _per_layer(depth, head_mul, "head_mul (MVIT.HEAD_MUL)")
+    strides_q = _per_layer_strides(depth, pool_q_stride, "pool_q_stride (MVIT.POOL_Q_STRIDE)")
+    # Checked even when the adaptive strides replace them, so a wrong layer is never ignored.
+    strides_kv = _per_layer_strides(depth, pool_kv_stride, "pool_kv_stride (MVIT.POOL_KV_STRIDE)")
     if pool_kv_stride_adaptive is not None:
         stride_kv = tuple(pool_kv_stride_adaptive)
         for layer in range(depth):
@@ -420,9 +464,6 @@ def plan_layers(
                     max(s // q, 1) for s, q in zip(stride_kv, strides_q[layer], strict=True)
                 )
             strides_kv[layer] = stride_kv
-    else:
-        for layer, *stride in pool_kv_stride:
-            strides_kv[_check_layer(layer, depth)] = tuple(stride)
 
     # On the CPU even under a `torch.device("meta")` context, so models build without weights.
     drop_paths = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
@@ -436,6 +477,13 @@ def plan_layers(
         else:
             dim_out = round_width(
                 dim, dim_muls[i + 1], divisor=round_width(heads, head_muls[i + 1])
+            )
+        attention_width = dim_out if width_change_in_attention else dim
+        if attention_width % heads:
+            raise ValueError(
+                f"layer {i}'s attention is {attention_width} channels wide, not a multiple of its "
+                f"{heads} heads: change dim_mul, head_mul or num_heads (MVIT.DIM_MUL, "
+                "MVIT.HEAD_MUL, MVIT.NUM_HEADS)"
             )
         plans.append(
             LayerPlan(
@@ -452,3 +500,74 @@ def plan_layers(
         if not width_change_in_attention:
             dim = dim_out
     return plans
+
+
+class MultiscaleTransformer(nn.Module):
+    """The stem and layer schedule MViT and RevMViT share. `embed` turns clips into tokens with
+    position embeddings; `plans` holds each layer's geometry (see plan_layers), from which the
+    subclass builds its layers.
+
+    The defaults are the geometry of MViT-B 16x4, which Rev-MViT-B shares. `class_token` adds
+    a learned class token before the patch tokens. Parameters keep PySlowFast's names
+    (`patch_embed.proj`, `cls_token`, `pos_embed*`).
+    """
+
+    def __init__(
+        self,
+        *,
+        class_token: bool,
+        width_change_in_attention: bool,
+        drop_path_rate: float,
+        dropout_rate: float,
+        num_frames: int = 16,
+        crop_size: int = 224,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depth: int = 16,
+        num_heads: int = 1,
+        patch_kernel: Sequence[int] = (3, 7, 7),
+        patch_stride: Sequence[int] = (2, 4, 4),
+        patch_padding: Sequence[int] = (1, 3, 3),
+        patch_2d: bool = False,
+        sep_pos_embed: bool = True,
+        dim_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0)),
+        head_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0)),
+        pool_q_stride: Sequence[Sequence[int]] = ((1, 1, 2, 2), (3, 1, 2, 2), (14, 1, 2, 2)),
+        pool_kv_stride: Sequence[Sequence[int]] = (),
+        pool_kv_stride_adaptive: Sequence[int] | None = (1, 8, 8),
+        pool_kvq_kernel: Sequence[int] | None = (3, 3, 3),
+    ) -> None:
+        super().__init__()
+        self.has_cls_token = class_token
+        self.patch_embed = PatchEmbed(
+            in_chans, embed_dim, patch_kernel, patch_stride, patch_padding, conv_2d=patch_2d
+        )
+        self.grid = self.patch_embed.grid(num_frames, crop_size)
+        if class_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        add_position_embeddings(
+            self, self.grid, embed_dim, separable=sep_pos_embed, class_token=class_token
+        )
+        self.pos_drop = nn.Dropout(dropout_rate)
+        self.plans = plan_layers(
+            depth=depth,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            dim_mul=dim_mul,
+            head_mul=head_mul,
+            pool_q_stride=pool_q_stride,
+            pool_kv_stride=pool_kv_stride,
+            pool_kv_stride_adaptive=pool_kv_stride_adaptive,
+            pool_kvq_kernel=pool_kvq_kernel,
+            drop_path_rate=drop_path_rate,
+            width_change_in_attention=width_change_in_attention,
+        )
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, Thw]:
+        """Clips `(B, C, T, H, W)` (or images `(B, C, H, W)`) to tokens
+        `(B, [1 +] T' * H' * W', embed_dim)` with their position embeddings (the class token
+        first, if any), and the patch grid `(T', H', W')`."""
+        x, thw = self.patch_embed(x)
+        if self.has_cls_token:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.pos_drop(x + position_embedding(self, self.grid, thw, self.has_cls_token)), thw

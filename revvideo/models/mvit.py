@@ -18,15 +18,12 @@ from revvideo.models.common import (
     LayerPlan,
     Mlp,
     MultiScaleAttention,
-    PatchEmbed,
+    MultiscaleTransformer,
     Thw,
-    add_position_embeddings,
     drop_path,
     init_weights,
     layer_norm,
-    plan_layers,
     pool_channel_major,
-    position_embedding,
     residual_max_pool,
 )
 
@@ -69,24 +66,19 @@ class MultiScaleBlock(nn.Module):
         return x + drop_path(self.mlp(normed), self.drop_path_rate, self.training), thw_out
 
 
-class MViT(nn.Module):
+class MViT(MultiscaleTransformer):
     """MViT v1: `(B, C, T, H, W)` clips to `(B, num_classes)` logits.
 
     The defaults build MViT-B 16x4 (36,610,672 parameters with 400 classes), the same network
     as torchvision's `mvit_v1_b`. With `cls_token` the head reads the class token, otherwise
-    the mean of all tokens.
+    the mean of all tokens. `geometry`: the clip size, patch embedding and layer schedule
+    (MultiscaleTransformer's arguments).
     """
 
     def __init__(
         self,
         num_classes: int = 400,
         *,
-        num_frames: int = 16,
-        crop_size: int = 224,
-        in_chans: int = 3,
-        embed_dim: int = 96,
-        depth: int = 16,
-        num_heads: int = 1,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         separate_qkv: bool = False,
@@ -94,66 +86,29 @@ class MViT(nn.Module):
         drop_path_rate: float = 0.2,
         dropout_rate: float = 0.0,
         head_dropout_rate: float = 0.5,
-        patch_kernel: tuple[int, ...] = (3, 7, 7),
-        patch_stride: tuple[int, ...] = (2, 4, 4),
-        patch_padding: tuple[int, ...] = (1, 3, 3),
-        patch_2d: bool = False,
-        sep_pos_embed: bool = True,
-        dim_mul: Any = ((1, 2.0), (3, 2.0), (14, 2.0)),
-        head_mul: Any = ((1, 2.0), (3, 2.0), (14, 2.0)),
-        pool_q_stride: Any = ((1, 1, 2, 2), (3, 1, 2, 2), (14, 1, 2, 2)),
-        pool_kv_stride: Any = (),
-        pool_kv_stride_adaptive: tuple[int, ...] | None = (1, 8, 8),
-        pool_kvq_kernel: tuple[int, ...] | None = (3, 3, 3),
         pool_mode: str = "conv",
+        **geometry: Any,
     ) -> None:
-        super().__init__()
-        self.has_cls_token = cls_token
-        self.patch_embed = PatchEmbed(
-            in_chans, embed_dim, patch_kernel, patch_stride, patch_padding, conv_2d=patch_2d
-        )
-        self.grid = self.patch_embed.grid(num_frames, crop_size)
-        if cls_token:
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        add_position_embeddings(
-            self, self.grid, embed_dim, separable=sep_pos_embed, class_token=cls_token
-        )
-        self.pos_drop = nn.Dropout(dropout_rate)
-        plans = plan_layers(
-            depth=depth,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            dim_mul=dim_mul,
-            head_mul=head_mul,
-            pool_q_stride=pool_q_stride,
-            pool_kv_stride=pool_kv_stride,
-            pool_kv_stride_adaptive=pool_kv_stride_adaptive,
-            pool_kvq_kernel=pool_kvq_kernel,
-            drop_path_rate=drop_path_rate,
+        super().__init__(
+            class_token=cls_token,
             width_change_in_attention=False,
+            drop_path_rate=drop_path_rate,
+            dropout_rate=dropout_rate,
+            **geometry,
+        )
+        attention = dict(
+            qkv_bias=qkv_bias,
+            mode=pool_mode,
+            has_cls_token=cls_token,
+            separate_qkv=separate_qkv,
+            proj_drop=dropout_rate,
         )
         self.blocks = nn.ModuleList(
-            MultiScaleBlock(
-                plan,
-                mlp_ratio,
-                dropout_rate,
-                dict(
-                    num_heads=plan.num_heads,
-                    qkv_bias=qkv_bias,
-                    kernel_q=plan.kernel_q,
-                    stride_q=plan.stride_q,
-                    kernel_kv=plan.kernel_kv,
-                    stride_kv=plan.stride_kv,
-                    mode=pool_mode,
-                    has_cls_token=cls_token,
-                    separate_qkv=separate_qkv,
-                    proj_drop=dropout_rate,
-                ),
-            )
-            for plan in plans
+            MultiScaleBlock(plan, mlp_ratio, dropout_rate, plan.attention_arguments(**attention))
+            for plan in self.plans
         )
-        self.norm = layer_norm(plans[-1].dim_out)
-        self.head = ClassificationHead(plans[-1].dim_out, num_classes, head_dropout_rate)
+        self.norm = layer_norm(self.plans[-1].dim_out)
+        self.head = ClassificationHead(self.plans[-1].dim_out, num_classes, head_dropout_rate)
 
         self.apply(init_weights)
         if cls_token:
@@ -161,10 +116,7 @@ class MViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Features `(B, C)` before the head: the class token, or the mean of all tokens."""
-        x, thw = self.patch_embed(x)
-        if self.has_cls_token:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.pos_drop(x + position_embedding(self, self.grid, thw, self.has_cls_token))
+        x, thw = self.embed(x)
         for block in self.blocks:
             x, thw = block(x, thw)
         x = self.norm(x)

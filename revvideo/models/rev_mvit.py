@@ -21,15 +21,13 @@ from revvideo.models.common import (
     LayerPlan,
     Mlp,
     MultiScaleAttention,
-    PatchEmbed,
+    MultiscaleTransformer,
     Thw,
-    add_position_embeddings,
     channel_major_linear,
+    check_layer_index,
     init_weights,
     layer_norm,
-    plan_layers,
     pool_channel_major,
-    position_embedding,
     residual_max_pool,
 )
 from revvideo.models.reversible import (
@@ -40,7 +38,20 @@ from revvideo.models.reversible import (
     recompute_in_backward,
 )
 
-__all__ = ["RevMViT", "StreamFusion", "rev_mvit_b_16x4", "rev_mvit_b_imagenet"]
+__all__ = [
+    "FINAL_FUSIONS",
+    "RESIDUAL_PATHS",
+    "RevMViT",
+    "StreamFusion",
+    "rev_mvit_b_16x4",
+    "rev_mvit_b_imagenet",
+]
+
+# The StreamFusion modes the streams may be fused with before the head (MVIT.REV.RESPATH_FUSE).
+FINAL_FUSIONS = ("concat", "avg")
+# How a stage transition takes its residual to the pooled grid (MVIT.REV.RES_PATH): with the
+# attention's Q pooling, or by max pooling.
+RESIDUAL_PATHS = ("conv", "max")
 
 
 class RecomputedPoolingAttention(MultiScaleAttention):
@@ -150,8 +161,6 @@ class RevMViTTransition(StageTransition):
         chunk_tokens: int,
     ) -> None:
         super().__init__()
-        if res_path not in ("conv", "max"):
-            raise ValueError(f"RES_PATH must be 'conv' or 'max', got {res_path!r}")
         self.pre_q_fuse = StreamFusion(pre_q_fusion, plan.dim_in)
         dim = self.pre_q_fuse.out_dim
         self.F = AttentionSubBlock(dim, plan.dim_out, attention, recompute_pooling=True)
@@ -161,7 +170,11 @@ class RevMViTTransition(StageTransition):
         if res_path == "max" and plan.stride_q:
             self.pool_skip = residual_max_pool(plan.stride_q)
         elif self.F.attn.pool_q is None and plan.stride_q:
-            raise ValueError("RES_PATH 'conv' needs a Q-pooling layer with a kernel")
+            raise ValueError(
+                "res_path 'conv' (MVIT.REV.RES_PATH) pools the residual with the Q pooling, but "
+                "a stage transition's Q stride and kernel are all 1 (MVIT.POOL_Q_STRIDE, "
+                "MVIT.POOL_KVQ_KERNEL): use 'max'"
+            )
         self.drop_path_rate = plan.drop_path
         self.chunk_tokens = chunk_tokens
 
@@ -186,43 +199,28 @@ class RevMViTTransition(StageTransition):
         return residual + out, thw
 
 
-class RevMViT(nn.Module):
+class RevMViT(MultiscaleTransformer):
     """Reversible MViT: `(B, C, T, H, W)` clips to `(B, num_classes)` logits.
 
     The defaults build Rev-MViT-B 16x4 (34,963,120 parameters with 400 classes). Layers listed
     in `transition_layers` are stage transitions; every other layer is a reversible block,
     so only the transitions may pool Q or change the width. `pre_q_fusion` and `respath_fuse`
-    are `StreamFusion` modes (the final fusion: "concat" or "avg"); `patch_2d` embeds images
-    with a Conv2d (`num_frames=1`, 2-D patch kernel, stride and padding).
+    are `StreamFusion` modes (the final fusion: one of FINAL_FUSIONS); `res_path`: one of
+    RESIDUAL_PATHS. `geometry`: the clip size, patch embedding and layer schedule
+    (MultiscaleTransformer's arguments); `patch_2d` embeds images with a Conv2d
+    (`num_frames=1`, 2-D patch kernel, stride and padding).
     """
 
     def __init__(
         self,
         num_classes: int = 400,
         *,
-        num_frames: int = 16,
-        crop_size: int = 224,
-        in_chans: int = 3,
-        embed_dim: int = 96,
-        depth: int = 16,
-        num_heads: int = 1,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = False,
         separate_qkv: bool = False,
         drop_path_rate: float = 0.05,
         dropout_rate: float = 0.0,
         head_dropout_rate: float = 0.5,
-        patch_kernel: Sequence[int] = (3, 7, 7),
-        patch_stride: Sequence[int] = (2, 4, 4),
-        patch_padding: Sequence[int] = (1, 3, 3),
-        patch_2d: bool = False,
-        sep_pos_embed: bool = True,
-        dim_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0)),
-        head_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0)),
-        pool_q_stride: Sequence[Sequence[int]] = ((1, 1, 2, 2), (3, 1, 2, 2), (14, 1, 2, 2)),
-        pool_kv_stride: Sequence[Sequence[int]] = (),
-        pool_kv_stride_adaptive: Sequence[int] | None = (1, 8, 8),
-        pool_kvq_kernel: Sequence[int] | None = (3, 3, 3),
         pool_mode: str = "conv",
         transition_layers: Sequence[int] = (1, 3, 14),
         res_path: str = "conv",
@@ -231,52 +229,36 @@ class RevMViT(nn.Module):
         custom_backward: bool = True,
         recompute_transitions: bool = True,
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        **geometry: Any,
     ) -> None:
-        super().__init__()
-        if respath_fuse not in ("concat", "avg"):
-            raise ValueError(f"RESPATH_FUSE must be 'concat' or 'avg', got {respath_fuse!r}")
-        self.patch_embed = PatchEmbed(
-            in_chans, embed_dim, patch_kernel, patch_stride, patch_padding, conv_2d=patch_2d
-        )
-        self.grid = self.patch_embed.grid(num_frames, crop_size)
-        add_position_embeddings(
-            self, self.grid, embed_dim, separable=sep_pos_embed, class_token=False
-        )
-        self.pos_drop = nn.Dropout(dropout_rate)
-
-        plans = plan_layers(
-            depth=depth,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            dim_mul=dim_mul,
-            head_mul=head_mul,
-            pool_q_stride=pool_q_stride,
-            pool_kv_stride=pool_kv_stride,
-            pool_kv_stride_adaptive=pool_kv_stride_adaptive,
-            pool_kvq_kernel=pool_kvq_kernel,
-            drop_path_rate=drop_path_rate,
+        for setting, value, choices in (
+            ("respath_fuse (MVIT.REV.RESPATH_FUSE)", respath_fuse, FINAL_FUSIONS),
+            ("res_path (MVIT.REV.RES_PATH)", res_path, RESIDUAL_PATHS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{setting} must be one of {', '.join(choices)}, got {value!r}")
+        super().__init__(
+            class_token=False,
             width_change_in_attention=True,
+            drop_path_rate=drop_path_rate,
+            dropout_rate=dropout_rate,
+            **geometry,
+        )
+        for layer in transition_layers:
+            check_layer_index(layer, len(self.plans), "transition_layers (MVIT.REV.BUFFER_LAYERS)")
+        attention = dict(
+            qkv_bias=qkv_bias, mode=pool_mode, separate_qkv=separate_qkv, proj_drop=dropout_rate
         )
         layers = []
-        for index, plan in enumerate(plans):
-            attention = dict(
-                num_heads=plan.num_heads,
-                qkv_bias=qkv_bias,
-                kernel_q=plan.kernel_q,
-                stride_q=plan.stride_q,
-                kernel_kv=plan.kernel_kv,
-                stride_kv=plan.stride_kv,
-                mode=pool_mode,
-                separate_qkv=separate_qkv,
-                proj_drop=dropout_rate,
-            )
+        for index, plan in enumerate(self.plans):
+            layer_attention = plan.attention_arguments(**attention)
             if index in transition_layers:
                 layers.append(
                     RevMViTTransition(
                         plan,
                         mlp_ratio,
                         dropout_rate,
-                        attention,
+                        layer_attention,
                         pre_q_fusion=pre_q_fusion,
                         res_path=res_path,
                         chunk_tokens=chunk_tokens,
@@ -285,17 +267,19 @@ class RevMViT(nn.Module):
             elif plan.stride_q or plan.dim_in != plan.dim_out:
                 raise ValueError(
                     f"layer {index} pools Q or changes the width, so it must be a stage "
-                    f"transition (MVIT.REV.BUFFER_LAYERS)"
+                    "transition: list it in transition_layers (MVIT.REV.BUFFER_LAYERS)"
                 )
             else:
-                layers.append(RevMViTBlock(plan, mlp_ratio, dropout_rate, attention, chunk_tokens))
+                layers.append(
+                    RevMViTBlock(plan, mlp_ratio, dropout_rate, layer_attention, chunk_tokens)
+                )
         self.rev_backbone = ReversibleStack(
             layers,
             custom_backward=custom_backward,
             recompute_transitions=recompute_transitions,
         )
         self.backbone_drop = nn.Dropout(dropout_rate)
-        self.fuse = StreamFusion(respath_fuse, plans[-1].dim_out)
+        self.fuse = StreamFusion(respath_fuse, self.plans[-1].dim_out)
         self.norm = layer_norm(self.fuse.out_dim)
         self.head = ClassificationHead(
             self.norm.normalized_shape[0], num_classes, head_dropout_rate
@@ -305,8 +289,7 @@ class RevMViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features `(B, 2 * C)` (or `(B, C)` with avg fusion) before the head."""
-        x, thw = self.patch_embed(x)
-        x = self.pos_drop(x + position_embedding(self, self.grid, thw, class_token=False))
+        x, thw = self.embed(x)
         x1, x2, _ = self.rev_backbone(x, thw)
         return self.norm(self.backbone_drop(self.fuse(x1, x2))).mean(dim=1)
 
@@ -317,7 +300,10 @@ class RevMViT(nn.Module):
     @classmethod
     def from_cfg(cls, cfg: CfgNode) -> "RevMViT":
         if cfg.MVIT.CLS_EMBED_ON:
-            raise ValueError("reversible models have no class token; set MVIT.CLS_EMBED_ON False")
+            raise ValueError(
+                "MVIT.CLS_EMBED_ON must be False: reversible models have no class token (they "
+                "average the tokens)"
+            )
         return cls(
             num_classes=cfg.MODEL.NUM_CLASSES,
             transition_layers=tuple(cfg.MVIT.REV.BUFFER_LAYERS),

@@ -84,9 +84,9 @@ def rev_vit_s(
     """Rev-ViT-S: width 384, 6 heads, 12 reversible blocks (22.4 M parameters for images).
 
     `num_frames=1` builds the image model (79.9 % top-1 on ImageNet-1k with the release
-    "rev_vit_s_in1k"); None (frames, classes) takes those of the release `weights` names, else 16 frames
-    and 400 classes.
-    `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path or a release name.
+    "rev_vit_s_in1k"); None (frames, classes) takes those of the release `weights` names, else
+    16 frames and 400 classes. `kwargs` override any `RevMViT` argument; `weights`: a
+    checkpoint path or a release name.
     """
     preset = dict(embed_dim=384, num_heads=6, drop_path_rate=0.1)
     return _rev_vit("rev_vit_s", preset, num_classes, num_frames, crop_size, weights, kwargs)
@@ -103,9 +103,9 @@ def rev_vit_b(
     """Rev-ViT-B: width 768, 12 heads, 12 reversible blocks (87.3 M parameters for images).
 
     `num_frames=1` builds the image model (81.8 % top-1 on ImageNet-1k with the release
-    "rev_vit_b_in1k"); None (frames, classes) takes those of the release `weights` names, else 16 frames
-    and 400 classes.
-    `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path or a release name.
+    "rev_vit_b_in1k"); None (frames, classes) takes those of the release `weights` names, else
+    16 frames and 400 classes. `kwargs` override any `RevMViT` argument; `weights`: a
+    checkpoint path or a release name.
     """
     preset = dict(embed_dim=768, num_heads=12, drop_path_rate=0.2)
     return _rev_vit("rev_vit_b", preset, num_classes, num_frames, crop_size, weights, kwargs)
@@ -120,11 +120,12 @@ def rev_vit_l(
     **kwargs: Any,
 ) -> RevMViT:
     """Rev-ViT-L: width 1024, 16 heads, 24 reversible blocks (ViT-L's geometry; 305.4 M
-    parameters for images). No weights are released; PySlowFast has no config for it, so the drop-path
-    rate (0.5) is the usual one for a ViT-L trained from scratch, not the paper's.
+    parameters for images). No weights are released; PySlowFast has no config for it, so the
+    drop-path rate (0.5) is the usual one for a ViT-L trained from scratch, not the paper's.
 
     `num_frames=1` builds the image model; None (frames, classes) takes those of the release
-    `weights` names, else 16 frames and 400 classes. `kwargs` override any `RevMViT` argument; `weights`: a checkpoint path.
+    `weights` names, else 16 frames and 400 classes. `kwargs` override any `RevMViT` argument;
+    `weights`: a checkpoint path.
     """
     preset = dict(embed_dim=1024, num_heads=16, depth=24, drop_path_rate=0.5)
     return _rev_vit("rev_vit_l", preset, num_classes, num_frames, crop_size, weights, kwargs)
