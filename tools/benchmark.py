@@ -7,6 +7,7 @@
     python tools/benchmark.py --json results.json      # also write the figures as JSON
     python tools/benchmark.py --device cuda --section budget --memory-budget 16
     python tools/benchmark.py --device cuda --section pipeline --batch 32 --data-workers 16
+    python tools/benchmark.py --device cuda --section peak --batch 8
 
 Every model is measured in a fresh process. Model figures, per model:
 - params, GFLOPs: fvcore, one clip, counted on the CPU whatever --device says.
@@ -34,6 +35,11 @@ Pipeline section: Rev-MViT-B training steps (SGD, --batch clips) on clips that r
 decodes from the data benchmark's files, against the same steps on one batch kept on the device;
 end to end as a percentage of model only says whether the data keeps up.
 
+Peak section (CUDA only): for each memory-budget model at --batch clips, the allocator's history
+of one training step (after a warm one), replayed to its peak: the memory alive then, per clip,
+by the line of revvideo (or torchvision) that allocated it, as the place to look when the GPU's
+peak per clip exceeds the CPU's live-tensor count.
+
 Memory-budget section (CUDA only), per model, depth and precision, each in a fresh process
 limited to --memory-budget GiB with `torch.cuda.set_per_process_memory_fraction`:
 - largest batch: the largest training batch whose step (forward, backward, SGD step) fits,
@@ -54,7 +60,7 @@ from pathlib import Path
 
 from revvideo.utils.cli import OneLineErrorParser
 
-SECTIONS = ("models", "data", "budget", "paper", "pipeline", "all")
+SECTIONS = ("models", "data", "budget", "paper", "pipeline", "peak", "all")
 # The pairs of the paper's ImageNet table (revvideo.benchmark.paper.PAPER_PAIRS).
 PAPER_MODELS = ("ViT-S", "ViT-B", "ViT-L", "MViT-B")
 PRECISIONS = ("fp32", "bf16")
@@ -70,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--section",
         choices=SECTIONS,
         default="models",
-        help="what to measure; all: models, budget and data, not the paper's table nor the "
-        "pipeline (default: %(default)s)",
+        help="what to measure; all: models, budget and data, not the paper's table, the "
+        "pipeline nor the peak (default: %(default)s)",
     )
     parser.add_argument(
         "--frames", type=int, default=16, help="frames per clip (default: %(default)s)"
@@ -200,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipeline.add_argument(
         "--pipeline-steps", type=int, default=10, help="timed steps each way (default: %(default)s)"
+    )
+    peak = parser.add_argument_group(
+        "what is alive at the peak (--section peak, CUDA; --batch, --dtype, --frames, --size apply)"
+    )
+    peak.add_argument(
+        "--peak-sites",
+        type=int,
+        default=12,
+        help="allocation sites listed per model, the largest first (default: %(default)s)",
     )
     return parser
 

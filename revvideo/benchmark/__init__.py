@@ -3,7 +3,8 @@ command; its docstring says what each figure means).
 
 Sections: `models` (the model table and depth sweep), `budget` (CUDA: the largest batch within a
 memory budget and clips/s there), `paper` (the paper's ImageNet table), `data` (data loading,
-and clips/s per loader worker), `pipeline` (training fed by the loader against the model alone).
+and clips/s per loader worker), `pipeline` (training fed by the loader against the model alone), `peak` (CUDA: what is alive at
+a training step's peak, by the line that allocated it).
 `run(settings)` runs the sections `settings.section` names and prints their tables.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import asdict
 
 import torch
 
-from revvideo.benchmark import budget, data, models, paper, pipeline
+from revvideo.benchmark import budget, data, models, paper, peak, pipeline
 from revvideo.benchmark.settings import Settings
 from revvideo.utils.table import format_table
 
@@ -29,16 +30,12 @@ def run(settings: Settings) -> dict:
     if settings.section in ("models", "all"):
         result["models"] = models.run_models(settings, device)
         models.print_models(result["models"], settings, device)
-    if settings.section in ("budget", "all"):
-        if device.type == "cuda" and torch.cuda.is_available():
-            result["budget"] = budget.run_budget(settings, device)
-            budget.print_budget(result["budget"], settings)
-        elif device.type == "cuda":
-            print("the memory-budget section needs a CUDA GPU, and torch sees none: skipped")
-        else:
-            print(
-                f"the memory-budget section needs a CUDA GPU (--device cuda), not {device}: skipped"
-            )
+    if settings.section in ("budget", "all") and _has_cuda(device, "memory-budget"):
+        result["budget"] = budget.run_budget(settings, device)
+        budget.print_budget(result["budget"], settings)
+    if settings.section == "peak" and _has_cuda(device, "peak"):
+        result["peak"] = peak.run_peak(settings, device)
+        peak.print_peak(result["peak"], settings)
     if settings.section in ("data", "all"):
         result["data"] = data.run(settings)
         print("\ndata loading, the same files for every row")
@@ -56,3 +53,14 @@ def run(settings: Settings) -> dict:
         figures = dict(settings=asdict(settings) | {"json": None}, **result)
         settings.json.write_text(json.dumps(figures, indent=2))
     return result
+
+
+def _has_cuda(device: torch.device, section: str) -> bool:
+    """Whether a CUDA-only section can run; if not, says so in one line."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return True
+    if device.type == "cuda":
+        print(f"the {section} section needs a CUDA GPU, and torch sees none: skipped")
+    else:
+        print(f"the {section} section needs a CUDA GPU (--device cuda), not {device}: skipped")
+    return False

@@ -9,7 +9,7 @@ from pathlib import Path
 
 @dataclass
 class Settings:
-    section: str  # models, data, budget, paper, pipeline or all
+    section: str  # models, data, budget, paper, pipeline, peak or all
     frames: int
     size: int
     batch: int
@@ -32,3 +32,4 @@ class Settings:
     data_worker_counts: list[int]
     pipeline_warmup: int
     pipeline_steps: int
+    peak_sites: int

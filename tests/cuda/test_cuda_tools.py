@@ -1,5 +1,5 @@
-"""The command-line tools on CUDA: tools/benchmark.py's model table, memory-budget, paper and
-pipeline sections on tiny inputs, and tools/run_net.py's quick start under torchrun."""
+"""The command-line tools on CUDA: tools/benchmark.py's model table, memory-budget, paper,
+pipeline and peak sections on tiny inputs, and tools/run_net.py's quick start under torchrun."""
 
 import json
 import os
@@ -119,6 +119,19 @@ def test_the_pipeline_section_trains_on_loaded_clips_on_cuda(tmp_path):
     row = json.loads(figures.read_text())["pipeline"]
     assert row["device"].startswith("cuda")
     assert row["model_only_clips_per_s"] > 0 and row["end_to_end_clips_per_s"] > 0
+
+
+def test_the_peak_section_names_where_the_memory_at_the_peak_was_allocated(tmp_path):
+    rows = _benchmark(tmp_path, "--section", "peak", "--batch", "2", "--peak-sites", "5")
+    rows = {row["model"]: row for row in rows["peak"]["rows"]}
+    assert len(rows) == 3
+    for row in rows.values():
+        assert 0 < row["before_gib"] < row["peak_gib"] <= row["reserved_gib"]
+        assert 0 < len(row["sites"]) <= 5
+        assert sum(size for _, size in row["sites"]) <= row["step_peak_mib_per_clip"] + 1e-6
+    assert rows["Rev-MViT-B"]["step_peak_mib_per_clip"] < (
+        rows["MViT-B (revvideo)"]["step_peak_mib_per_clip"] / 2
+    )
 
 
 def test_the_quick_start_trains_under_torchrun_on_one_gpu_in_bf16(tmp_path):
