@@ -8,11 +8,11 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from revvideo.benchmark.models import (
     GIB,
+    TrainingStep,
     depth_arguments,
     in_fresh_process,
     torchvision_mvit_v1_b,
@@ -57,10 +57,7 @@ class BudgetRun:
         if depth != BASE_DEPTH:
             arguments |= depth_arguments(depth, reversible)
         torch.manual_seed(0)
-        self.model = build(**arguments).to(device).train()
-        # Plain SGD has no state, so each try of the search sees the memory of a steady step.
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-4)
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16")
+        self.step = TrainingStep(build(**arguments).to(device).train(), device, dtype)
         self.figures: dict = {}
 
     def inputs(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,19 +65,8 @@ class BudgetRun:
         clip = torch.randn(batch, 3, self.settings.frames, size, size, device=self.device)
         return clip, torch.randint(0, BUDGET_CLASSES, (batch,), device=self.device)
 
-    def step(self, clip: torch.Tensor, labels: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast:
-            loss = F.cross_entropy(self.model(clip), labels)
-        loss.backward()
-        self.optimizer.step()
-
     def trial(self, batch: int) -> None:
         self.step(*self.inputs(batch))
-
-    def release(self) -> None:
-        """After running out of memory: the gradients of the failed step go too."""
-        self.optimizer.zero_grad(set_to_none=True)
 
     def measure(self, batch: int) -> None:
         clip, labels = self.inputs(batch)
@@ -104,10 +90,10 @@ class BudgetRun:
 
     def row(self) -> dict:
         found = largest_batch(
-            self.trial, tolerance=self.settings.budget_tolerance, on_out_of_memory=self.release
+            self.trial, tolerance=self.settings.budget_tolerance, on_out_of_memory=self.step.release
         )
         batch = found
-        while batch and not fits_in_memory(partial(self.measure, batch), self.release):
+        while batch and not fits_in_memory(partial(self.measure, batch), self.step.release):
             batch -= max(1, batch // 16)
         return (
             dict(largest_batch=found, card=torch.cuda.get_device_name(self.device)) | self.figures

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from revvideo.benchmark.settings import Settings
@@ -54,6 +55,27 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mvit_v1_b (torchvision)": torchvision_mvit_v1_b,
 }
 REFERENCE = "mvit_v1_b (torchvision)"
+
+
+class TrainingStep:
+    """One training step of `model`: cross-entropy, backward and a plain SGD step (it has no
+    state, so every step needs the memory of the first), in fp32 or bf16 autocast."""
+
+    def __init__(self, model: nn.Module, device: torch.device, dtype: str) -> None:
+        self.model = model
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+    def __call__(self, clip: torch.Tensor, labels: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            loss = F.cross_entropy(self.model(clip), labels)
+        loss.backward()
+        self.optimizer.step()
+
+    def release(self) -> None:
+        """After running out of memory: the gradients of the failed step go too."""
+        self.optimizer.zero_grad(set_to_none=True)
 
 
 class Bench:

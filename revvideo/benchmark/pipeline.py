@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from revvideo.benchmark.data import benchmark_videos, loader_config
+from revvideo.benchmark.models import TrainingStep
 from revvideo.benchmark.settings import Settings
 from revvideo.data import VideoLoader, build_loader
 from revvideo.models import rev_mvit_b_16x4
@@ -56,16 +56,7 @@ def run_pipeline(settings: Settings, device: torch.device) -> dict:
     loader = build_loader(cfg, "train")
     torch.manual_seed(0)
     model = rev_mvit_b_16x4(num_frames=settings.frames, crop_size=settings.size)
-    model = model.to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.dtype == "bf16")
-
-    def step(clip: torch.Tensor, labels: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            loss = F.cross_entropy(model(clip), labels)
-        loss.backward()
-        optimizer.step()
+    step = TrainingStep(model.to(device).train(), device, settings.dtype)
 
     def clips_per_s(next_inputs: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> float:
         for _ in range(settings.pipeline_warmup):
