@@ -98,9 +98,16 @@ def _fails_once_in_the_backward(model) -> None:
     model.rev_backbone.layers[1].F.attn.pool_k.register_forward_pre_hook(runs_out_of_memory)
 
 
-def test_a_rev_mvit_step_after_one_that_ran_out_of_memory_in_the_backward_is_exact():
+# The overlapped schedule (MVIT.REV.OVERLAP_RECOMPUTE) carries state from one layer's backward to
+# the next: a backward it stopped halfway must leave no trace either.
+OVERLAP = pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlapped"])
+
+
+@OVERLAP
+def test_a_rev_mvit_step_after_one_that_ran_out_of_memory_in_the_backward_is_exact(overlap):
     torch.manual_seed(0)
     model = tiny_rev_mvit(drop_path_rate=0.0, head_dropout_rate=0.0).train()
+    model.rev_backbone.overlap_recompute = overlap
     clip = torch.randn(2, 3, 4, 32, 32)
 
     def gradients() -> dict[str, torch.Tensor]:
@@ -115,11 +122,13 @@ def test_a_rev_mvit_step_after_one_that_ran_out_of_memory_in_the_backward_is_exa
     assert all(torch.equal(after[name], expected[name]) for name in expected)
 
 
-def test_a_rev_mvit_step_that_ran_out_of_memory_in_the_backward_leaves_nothing_behind():
+@OVERLAP
+def test_a_rev_mvit_step_that_ran_out_of_memory_in_the_backward_leaves_nothing_behind(overlap):
     # Otherwise each failed try of a batch search keeps its activations and every later try
     # fails too: on an H200 every Rev-MViT-B step after the first such error ran out of memory.
     torch.manual_seed(0)
     model = tiny_rev_mvit(drop_path_rate=0.0, head_dropout_rate=0.0).train()
+    model.rev_backbone.overlap_recompute = overlap
     clips = []
 
     def step() -> None:

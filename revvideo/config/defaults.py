@@ -22,6 +22,10 @@ _C.MODEL.MODEL_NAME = "MViT"
 _C.MODEL.NUM_CLASSES = 0
 # Dropout before the classification layer.
 _C.MODEL.DROPOUT_RATE = 0.5
+# Compile the reversible blocks' F and G branches and the stage transitions' G with
+# torch.compile for training (same masks and gradients as eager; other models are unchanged).
+# Off until a GPU shows it pays for its compile time.
+_C.MODEL.COMPILE = False
 
 # ---------------------------------------------------------------------------------------------
 # Data: where the videos are, how clips are cut from them, the model's input and test views
@@ -135,6 +139,10 @@ _C.MVIT.REV.PRE_Q_FUSION = "avg"
 _C.MVIT.REV.CUSTOM_BACKWARD = True
 # Stage transitions keep only their input and recompute the rest in backward.
 _C.MVIT.REV.RECOMPUTE_TRANSITIONS = True
+# On CUDA, recompute each step of the custom backward on a side stream while the step before it
+# is backpropagated (PaReprop): the same gradients, one more step's activations in memory.
+# Off until a GPU shows it is faster.
+_C.MVIT.REV.OVERLAP_RECOMPUTE = False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer
 from revvideo.engine.plots import plot_curves
 from revvideo.engine.precision import MixedPrecision
 from revvideo.models import build_model
+from revvideo.models.reversible import compile_branches
 from revvideo.utils.errors import CheckpointError, ConfigError, UserError
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class Trainer:
         # Same initial weights on every process, then a stream of random numbers per process.
         seed_everything(cfg.RNG_SEED)
         self.model = build_model(cfg).to(device)
+        if cfg.MODEL.COMPILE:
+            compile_branches(self.model)
         self.train_loader = build_loader(cfg, "train")
         self.val_loader = build_loader(cfg, "val", views_for_gpu=device.type == "cuda")
         self.steps_per_epoch = len(self.train_loader) // self.accumulation

@@ -21,11 +21,17 @@ This module is the one place that knows about the custom backward, about replayi
 then the global generators are put back) and about replaying autocast. Ordinary autograd
 through the same `forward` (`custom_backward=False`) draws the same random numbers in the same
 order, so with the same seed both give the same masks and the same gradients.
+
+A backward alternates recomputes (`Recompute.recomputing`) and gradient computations
+(`Recompute.backward`). On CUDA, `overlap_recompute` runs each recompute on a side stream, so it
+overlaps the gradient computation of the step before it (PaReprop, Zhu et al. 2023); the
+schedule is the same, and nothing waits for the device.
 """
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from torch import nn
@@ -112,17 +118,117 @@ def _record(tape: RngTape | None) -> None:
         tape.record()
 
 
-class Recompute:
-    """What a layer's `backward_pass` works with: `restore(step)` puts back the RNG state its
-    forward saw before that step, `backward` and `tokenwise` backpropagate through recomputed
-    steps and accumulate the layer's parameter gradients."""
+class _SerialSchedule:
+    """Recomputes and gradient computations take turns on the current stream."""
 
-    def __init__(self, tape: RngTape) -> None:
+    def recomputing(
+        self, inputs: Sequence[torch.Tensor], records_graph: bool
+    ) -> AbstractContextManager[None]:
+        """Where a recompute from `inputs` runs; keeps no reference to them (the caller frees
+        what it no longer needs inside the recompute)."""
+        return nullcontext()
+
+    def returned(self, tensors: Sequence[torch.Tensor | None]) -> None:
+        pass
+
+
+@cache
+def _side_streams(device: torch.device) -> tuple[torch.cuda.Stream, torch.cuda.Stream]:
+    return torch.cuda.Stream(device), torch.cuda.Stream(device)
+
+
+def _unchanged(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+class _OverlappedSchedule(_SerialSchedule):
+    """Runs each recompute on a side stream, so that it overlaps the gradient computation of
+    the step before it, which stays on the current stream.
+
+    Autograd backpropagates a graph on the stream that recorded it, so recomputes alternate
+    between two side streams: step k+1 is recomputed on one while step k is backpropagated on
+    the other. Each recompute waits for the one before it (an event: recomputes depend only on
+    recomputes); autograd makes a graph's stream wait for the gradient it is given and the
+    current stream for the gradients it returns. A tensor one stream made and another uses is
+    marked used by that stream (`record_stream`), so the caching allocator does not hand its
+    memory out again too early. Nothing waits on the host. On the CPU there are no streams and
+    the same schedule runs serially.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self._streams = _side_streams(device) if device.type == "cuda" else (None, None)
+        # The side stream the next recorded graph goes to: not the one autograd may still be
+        # backpropagating the last recorded graph on.
+        self._next = 0
+        self._recomputed: torch.cuda.Event | None = None
+
+    def recomputing(
+        self, inputs: Sequence[torch.Tensor], records_graph: bool
+    ) -> AbstractContextManager[None]:
+        stream = self._streams[self._next]
+        if stream is not None:
+            if self._recomputed is None:
+                # The backward's first recompute: its inputs come from the forward.
+                stream.wait_stream(torch.cuda.current_stream(stream.device))
+            else:
+                stream.wait_event(self._recomputed)
+            for tensor in inputs:
+                tensor.record_stream(stream)
+        return self._on(stream, records_graph)
+
+    @contextmanager
+    def _on(self, stream: torch.cuda.Stream | None, records_graph: bool) -> Iterator[None]:
+        # What the graph saves is used again when autograd backpropagates it on this stream.
+        used_again = torch.autograd.graph.saved_tensors_hooks(self._marker(stream), _unchanged)
+        with nullcontext() if stream is None else torch.cuda.stream(stream), used_again:
+            yield
+        if stream is not None:
+            self._recomputed = stream.record_event()
+        if records_graph:
+            self._next = 1 - self._next
+
+    @staticmethod
+    def _marker(stream: torch.cuda.Stream | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        def mark_used(tensor: torch.Tensor) -> torch.Tensor:
+            if stream is not None and tensor.is_cuda:
+                tensor.record_stream(stream)
+            # A saved output comes with its grad_fn, which would then hold it: a cycle.
+            return tensor.detach()
+
+        return mark_used
+
+    def returned(self, tensors: Sequence[torch.Tensor | None]) -> None:
+        """Marks gradients computed on a side stream as used by the current stream."""
+        for tensor in tensors:
+            if tensor is not None and tensor.is_cuda:
+                tensor.record_stream(torch.cuda.current_stream(tensor.device))
+
+
+class Recompute:
+    """What a layer's `backward_pass` works with: `recomputing(step)` recomputes a step of the
+    forward with the RNG state that forward saw, `inverting` computes what the inverse needs
+    outside any graph, `backward` and `tokenwise` backpropagate through recomputed steps and
+    accumulate the layer's parameter gradients. Whatever the schedule (serial, or overlapped on
+    CUDA side streams), a `backward_pass` runs the same code."""
+
+    def __init__(self, tape: RngTape, schedule: _SerialSchedule) -> None:
         self.tape = tape
+        self.schedule = schedule
         self.grads: dict[int, torch.Tensor] = {}
 
-    def restore(self, step: int) -> None:
-        self.tape.states[step].restore(self.tape.device)
+    def recomputing(self, step: int | None, *inputs: torch.Tensor) -> AbstractContextManager[None]:
+        """Where forward step `step` is recomputed from `inputs`, with the RNG state its forward
+        saw (None: the step continues the random draws of the one recomputed before); `backward`
+        then backpropagates through the graph it records."""
+        context = self.schedule.recomputing(inputs, records_graph=True)
+        if step is not None:
+            self.tape.states[step].restore(self.tape.device)
+        return context
+
+    def inverting(self, *inputs: torch.Tensor) -> AbstractContextManager[None]:
+        """Where what the inverse needs is computed from `inputs` outside any graph, drawing no
+        random numbers (X1 = Y1 - F(X2)), alongside the recomputes."""
+        return self.schedule.recomputing(inputs, records_graph=False)
 
     def backward(
         self,
@@ -135,6 +241,7 @@ class Recompute:
         grads = torch.autograd.grad(
             output, [*inputs, *params], grad_output, allow_unused=True, materialize_grads=False
         )
+        self.schedule.returned(grads)
         for param, grad in zip(params, grads[len(inputs) :], strict=True):
             if grad is None:
                 continue
@@ -146,26 +253,35 @@ class Recompute:
 
     def tokenwise(
         self,
-        fn: Callable[[torch.Tensor], torch.Tensor],
+        step: int,
+        make_fn: Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]],
         x: torch.Tensor,
         grad_out: torch.Tensor,
         chunk: int,
         params: Sequence[nn.Parameter],
         keep_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Backpropagates `grad_out` through a token-wise `fn(x)` one chunk of tokens at a time,
-        so only one chunk's activations exist. Returns the gradient of `x` and, if asked,
-        `fn(x)` (detached)."""
+        """Recomputes forward step `step`, the token-wise `make_fn(x)(x)`, and backpropagates
+        `grad_out` through it one chunk of tokens at a time, so only one chunk's activations
+        exist. Returns the gradient of `x` and, if asked, `make_fn(x)(x)` (detached)."""
         grads, outputs = [], []
+        fn = None
         for start in range(0, x.shape[1], chunk):
             tokens = slice(start, start + chunk)
-            part = _leaf(x[:, tokens])
-            out = fn(part)
+            with self.recomputing(step if fn is None else None, x):
+                if fn is None:
+                    fn = make_fn(x)
+                part = _leaf(x[:, tokens])
+                out = fn(part)
             grads += self.backward(out, grad_out[:, tokens], [part], params)
             if keep_output:
                 outputs.append(out.detach())
             del out
-        return _joined(grads), _joined(outputs) if keep_output else None
+        if not keep_output:
+            return _joined(grads), None
+        with self.inverting(*outputs):
+            output = _joined(outputs)
+        return _joined(grads), output
 
     def grads_of(self, params: Sequence[nn.Parameter]) -> list[torch.Tensor | None]:
         return [self.grads.get(id(p)) for p in params]
@@ -232,18 +348,20 @@ class ReversibleBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """From the outputs `(B, N, C)` and their gradients, the inputs (X2 = Y2 - G(Y1), then
         X1 = Y1 - F(X2)) and theirs: `x1, x2, grad_x1, grad_x2`."""
-        recompute.restore(1)
         grad_g, g = recompute.tokenwise(
-            self._g(y1), y1, grad_y2, self.chunk_tokens, _trainable(self.G), keep_output=True
+            1, self._g, y1, grad_y2, self.chunk_tokens, _trainable(self.G), keep_output=True
         )
-        x2 = y2 - g
         grad_y1 = grad_y1 + grad_g
-        del g, grad_g
-        recompute.restore(0)
-        x2_leaf = _leaf(x2)
-        f = self._f(x2_leaf, thw)
+        del grad_g
+        with recompute.recomputing(0, y2, g):
+            x2 = y2 - g
+            del g
+            x2_leaf = _leaf(x2)
+            f = self._f(x2_leaf, thw)
         (grad_f,) = recompute.backward(f, grad_y1, [x2_leaf], _trainable(self.F))
-        return y1 - f.detach(), x2, grad_y1, grad_y2 + grad_f
+        with recompute.inverting(y1, f):
+            x1 = y1 - f.detach()
+        return x1, x2, grad_y1, grad_y2 + grad_f
 
 
 class StageTransition(nn.Module):
@@ -296,13 +414,12 @@ class StageTransition(nn.Module):
         gradients of the inputs. Two steps, so only one step's activations exist at a time: G
         from the saved h, one token chunk at a time, then the attention from the inputs."""
         g_params = _trainable(self.G)
-        recompute.restore(1)
         grad_h, _ = recompute.tokenwise(
-            self._g(h), h, grad_out, self.chunk_tokens, g_params, keep_output=False
+            1, self._g, h, grad_out, self.chunk_tokens, g_params, keep_output=False
         )
-        recompute.restore(0)
-        x1_leaf, x2_leaf = _leaf(x1), _leaf(x2)
-        h, _ = self.attend(x1_leaf, x2_leaf, thw)
+        with recompute.recomputing(0, x1, x2):
+            x1_leaf, x2_leaf = _leaf(x1), _leaf(x2)
+            h, _ = self.attend(x1_leaf, x2_leaf, thw)
         params = _trainable(self, exclude=g_params)
         grad_x1, grad_x2 = recompute.backward(h, grad_h, [x1_leaf, x2_leaf], params)
         return grad_x1, grad_x2
@@ -310,9 +427,11 @@ class StageTransition(nn.Module):
 
 class _Handoff:
     """Carries a layer's recovered input streams, which are its predecessor's outputs, from
-    the backward of one layer to the backward of the layer before it."""
+    the backward of one layer to the backward of the layer before it, and the backward's
+    schedule, which runs across the layers."""
 
-    def __init__(self) -> None:
+    def __init__(self, schedule: _SerialSchedule) -> None:
+        self.schedule = schedule
         self._streams: Streams | None = None
 
     def put(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
@@ -386,7 +505,7 @@ def _replaying(ctx: FunctionCtx, device: torch.device) -> Iterator[Recompute]:
             cache_enabled=autocast.cache_enabled,
         ),
     ):
-        yield Recompute(ctx.tape)
+        yield Recompute(ctx.tape, ctx.handoff.schedule)
 
 
 class _ReversibleBlockFunction(torch.autograd.Function):
@@ -459,7 +578,9 @@ class ReversibleStack(nn.Module):
     streams `(B, N', C')` each and their grid. In training with gradients enabled it uses the
     memory-saving custom backward (unless `custom_backward` is False; with
     `recompute_transitions` False, stage transitions run under ordinary autograd); in eval or
-    under `torch.no_grad()` it runs a plain forward.
+    under `torch.no_grad()` it runs a plain forward. With `overlap_recompute`, the custom
+    backward on CUDA recomputes each step on a side stream while the step before it is
+    backpropagated (the same gradients; serial on the CPU).
     """
 
     def __init__(
@@ -468,11 +589,13 @@ class ReversibleStack(nn.Module):
         *,
         custom_backward: bool = True,
         recompute_transitions: bool = True,
+        overlap_recompute: bool = False,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.custom_backward = custom_backward
         self.recompute_transitions = recompute_transitions
+        self.overlap_recompute = overlap_recompute
 
     def _recomputed(self, index: int) -> bool:
         if index >= len(self.layers):
@@ -482,7 +605,9 @@ class ReversibleStack(nn.Module):
     def forward(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, torch.Tensor, Thw]:
         x1 = x2 = _stream(x)
         custom = self.custom_backward and self.training and torch.is_grad_enabled()
-        handoff = _Handoff()
+        overlap = custom and self.overlap_recompute
+        schedule = _OverlappedSchedule(x.device) if overlap else _SerialSchedule()
+        handoff = _Handoff(schedule)
         for index, layer in enumerate(self.layers):
             if not (custom and self._recomputed(index)):
                 x1, x2, thw = layer(x1, x2, thw)
@@ -495,3 +620,27 @@ class ReversibleStack(nn.Module):
                 x1, thw = _TransitionFunction.apply(x1, x2, layer, thw, handoff, *_trainable(layer))
                 x2 = x1
         return x1, x2, thw
+
+
+# Compiled branches draw random numbers as eager ops do, not with inductor's own generator: a
+# forward and its recompute may run different graphs (without and with gradients, or eager where
+# Dynamo stops compiling), and only eager's draws are the same in all of them.
+_BRANCH_COMPILE_OPTIONS = {"fallback_random": True}
+
+
+def compile_branches(model: nn.Module) -> None:
+    """Compiles with `torch.compile`, in place (parameter names stay), the F and G branches of
+    the reversible blocks in `model` and the G of its stage transitions. Forward and recompute
+    run the compiled branches, with the same masks and the same gradients as eager ones."""
+    branches: list[nn.Module] = []
+    for layer in model.modules():
+        if isinstance(layer, ReversibleBlock):
+            branches += [layer.F, layer.G]
+        elif isinstance(layer, StageTransition):
+            branches.append(layer.G)
+    # Dynamo compiles a branch's forward once per width (parameter shapes are static), with and
+    # without gradients, for whole token chunks and the last one; past its limit it runs eager.
+    limit = 4 * len(branches)
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+    for branch in branches:
+        branch.compile(options=_BRANCH_COMPILE_OPTIONS)
