@@ -237,3 +237,6 @@ def test_config_switches_reach_the_engine():
     model = build_model(load_config(config, overrides))
     assert model.rev_backbone.custom_backward is False
     assert model.rev_backbone.recompute_transitions is False
+    assert model.rev_backbone.overlap_recompute is False
+    overlapped = build_model(load_config(config, ["MVIT.REV.OVERLAP_RECOMPUTE", "True"]))
+    assert overlapped.rev_backbone.overlap_recompute is True

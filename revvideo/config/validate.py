@@ -143,6 +143,7 @@ def _rules() -> dict[str, Rule]:
         # 0: the dataset's number of classes (resolved by the engine).
         "MODEL.NUM_CLASSES": NON_NEGATIVE,
         "MODEL.DROPOUT_RATE": RATE,
+        "MODEL.COMPILE": TYPE_ONLY,
         "DATA.NUM_FRAMES": POSITIVE,
         "DATA.TRAIN_CROP_SIZE": POSITIVE,
         "DATA.INPUT_CHANNEL_NUM": Rule(
@@ -206,6 +207,7 @@ def _rules() -> dict[str, Rule]:
         "MVIT.REV.PRE_Q_FUSION": Rule(stream_fusion, f"must be {StreamFusion.MODES}"),
         "MVIT.REV.CUSTOM_BACKWARD": TYPE_ONLY,
         "MVIT.REV.RECOMPUTE_TRANSITIONS": TYPE_ONLY,
+        "MVIT.REV.OVERLAP_RECOMPUTE": TYPE_ONLY,
         "AUG.ENABLE": TYPE_ONLY,
         "AUG.NUM_SAMPLE": POSITIVE,
         "AUG.COLOR_JITTER": NON_NEGATIVE,

@@ -228,6 +228,7 @@ class RevMViT(MultiscaleTransformer):
         respath_fuse: str = "concat",
         custom_backward: bool = True,
         recompute_transitions: bool = True,
+        overlap_recompute: bool = False,
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         **geometry: Any,
     ) -> None:
@@ -277,6 +278,7 @@ class RevMViT(MultiscaleTransformer):
             layers,
             custom_backward=custom_backward,
             recompute_transitions=recompute_transitions,
+            overlap_recompute=overlap_recompute,
         )
         self.backbone_drop = nn.Dropout(dropout_rate)
         self.fuse = StreamFusion(respath_fuse, self.plans[-1].dim_out)
@@ -312,6 +314,7 @@ class RevMViT(MultiscaleTransformer):
             respath_fuse=cfg.MVIT.REV.RESPATH_FUSE,
             custom_backward=cfg.MVIT.REV.CUSTOM_BACKWARD,
             recompute_transitions=cfg.MVIT.REV.RECOMPUTE_TRANSITIONS,
+            overlap_recompute=cfg.MVIT.REV.OVERLAP_RECOMPUTE,
             **mvit_arguments(cfg),
         )
 
