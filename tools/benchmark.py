@@ -6,6 +6,7 @@
     python tools/benchmark.py --section paper          # the paper's ImageNet table
     python tools/benchmark.py --json results.json      # also write the figures as JSON
     python tools/benchmark.py --device cuda --section budget --memory-budget 16
+    python tools/benchmark.py --device cuda --section budget --budget-levers overlap compile
     python tools/benchmark.py --device cuda --section pipeline --batch 32 --data-workers 16
     python tools/benchmark.py --device cuda --section peak --batch 8
 
@@ -64,6 +65,17 @@ SECTIONS = ("models", "data", "budget", "paper", "pipeline", "peak", "all")
 # The pairs of the paper's ImageNet table (revvideo.benchmark.paper.PAPER_PAIRS).
 PAPER_MODELS = ("ViT-S", "ViT-B", "ViT-L", "MViT-B")
 PRECISIONS = ("fp32", "bf16")
+# The reversible engine's throughput levers (revvideo.benchmark.budget.LEVERS).
+LEVERS = ("overlap", "compile")
+
+
+def lever_combination(text: str) -> str:
+    """`overlap`, `compile` or several joined by +, e.g. `overlap+compile`."""
+    if not text or not set(text.split("+")) <= set(LEVERS):
+        raise argparse.ArgumentTypeError(
+            f"levers are {', '.join(LEVERS)}, alone or joined by +, not {text!r}"
+        )
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1 / 16,
         help="stop the batch search within this fraction of the batch; 0: exact (default: 0.0625)",
+    )
+    budget.add_argument(
+        "--budget-levers",
+        type=lever_combination,
+        nargs="*",
+        default=[],
+        metavar="LEVERS",
+        help="add a Rev-MViT-B row per precision with these levers on, each a lever or several "
+        f"joined by +: {', '.join(LEVERS)} (MVIT.REV.OVERLAP_RECOMPUTE, MODEL.COMPILE) "
+        "(default: none)",
     )
     data = parser.add_argument_group("data loading (--section data)")
     data.add_argument(

@@ -4,7 +4,7 @@ model within a GPU memory budget, and its training clips/s there."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -19,6 +19,7 @@ from revvideo.benchmark.models import (
 )
 from revvideo.benchmark.settings import Settings
 from revvideo.models import mvit_b_16x4, rev_mvit_b_16x4
+from revvideo.models.reversible import compile_branches
 from revvideo.utils.memory import fits_in_memory, largest_batch
 from revvideo.utils.table import format_table
 
@@ -27,6 +28,11 @@ BUDGET_MODELS: dict[str, tuple[Callable[..., nn.Module], bool | None]] = {
     "Rev-MViT-B": (rev_mvit_b_16x4, True),
     "MViT-B (revvideo)": (mvit_b_16x4, False),
     "mvit_v1_b (torchvision)": (torchvision_mvit_v1_b, None),
+}
+# The reversible engine's throughput levers, each switched on in a Rev-MViT-B of its own row.
+LEVERS: dict[str, Callable[[nn.Module], object]] = {
+    "overlap": lambda model: setattr(model.rev_backbone, "overlap_recompute", True),
+    "compile": compile_branches,
 }
 BUDGET_REFERENCE = "MViT-B (revvideo)"
 BASE_DEPTH = 16
@@ -37,7 +43,13 @@ class BudgetRun:
     """One model at one depth and precision, training on CUDA inside the memory budget."""
 
     def __init__(
-        self, settings: Settings, device: torch.device, name: str, depth: int, dtype: str
+        self,
+        settings: Settings,
+        device: torch.device,
+        name: str,
+        depth: int,
+        dtype: str,
+        levers: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         # The memory fraction is set per device and needs its index ("cuda" has none).
@@ -57,7 +69,10 @@ class BudgetRun:
         if depth != BASE_DEPTH:
             arguments |= depth_arguments(depth, reversible)
         torch.manual_seed(0)
-        self.step = TrainingStep(build(**arguments).to(device).train(), device, dtype)
+        model = build(**arguments).to(device).train()
+        for lever in levers:
+            LEVERS[lever](model)
+        self.step = TrainingStep(model, device, dtype)
         self.figures: dict = {}
 
     def inputs(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,10 +116,15 @@ class BudgetRun:
 
 
 def _budget_row(
-    settings: Settings, device: torch.device, name: str, depth: int, dtype: str
+    settings: Settings,
+    device: torch.device,
+    name: str,
+    depth: int,
+    dtype: str,
+    levers: tuple[str, ...],
 ) -> dict:
-    row = dict(model=name, depth=depth, dtype=dtype)
-    row |= BudgetRun(settings, device, name, depth, dtype).row()
+    row = dict(model=" + ".join((name, *levers)), depth=depth, dtype=dtype)
+    row |= BudgetRun(settings, device, name, depth, dtype, levers).row()
     print(f"  measured {_budget_summary(row)}", file=sys.stderr, flush=True)
     return row
 
@@ -120,14 +140,20 @@ def _budget_summary(row: dict) -> str:
     )
 
 
-def budget_cases(settings: Settings) -> list[tuple[str, int, str]]:
-    """(model, depth, dtype) in the order they run: the models as built, then deeper ones."""
+def budget_cases(settings: Settings) -> list[tuple[str, int, str, tuple[str, ...]]]:
+    """(model, depth, dtype, levers) in the order they run: the models as built, Rev-MViT-B with
+    each --budget-levers combination, then the deeper models."""
     cases = [
-        (name, BASE_DEPTH, dtype) for dtype in settings.budget_dtypes for name in BUDGET_MODELS
+        (name, BASE_DEPTH, dtype, ()) for dtype in settings.budget_dtypes for name in BUDGET_MODELS
+    ]
+    cases += [
+        ("Rev-MViT-B", BASE_DEPTH, dtype, tuple(combination.split("+")))
+        for dtype in settings.budget_dtypes
+        for combination in settings.budget_levers
     ]
     deeper = [name for name, (_, reversible) in BUDGET_MODELS.items() if reversible is not None]
     return cases + [
-        (name, depth, dtype)
+        (name, depth, dtype, ())
         for depth in settings.budget_depths
         for dtype in settings.budget_depth_dtypes
         for name in deeper
@@ -136,10 +162,13 @@ def budget_cases(settings: Settings) -> list[tuple[str, int, str]]:
 
 def run_budget(settings: Settings, device: torch.device) -> dict:
     rows = []
-    for model, depth, dtype in budget_cases(settings):
+    for model, depth, dtype, levers in budget_cases(settings):
         try:
-            rows.append(in_fresh_process(_budget_row, settings, device, model, depth, dtype))
+            rows.append(
+                in_fresh_process(_budget_row, settings, device, model, depth, dtype, levers)
+            )
         except Exception as error:  # one model failing (or its process dying) leaves the others
+            model = " + ".join((model, *levers))
             rows.append(dict(model=model, depth=depth, dtype=dtype, error=repr(error)))
             print(f"  failed {model}, depth {depth}, {dtype}: {error!r}", file=sys.stderr)
     reference = {

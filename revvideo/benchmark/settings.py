@@ -26,6 +26,7 @@ class Settings:
     budget_warmup: int
     budget_steps: int
     budget_tolerance: float
+    budget_levers: list[str]  # lever names joined by +, e.g. overlap+compile
     data_dir: str | None
     data_videos: int
     data_workers: int

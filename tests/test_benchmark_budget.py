@@ -1,0 +1,65 @@
+"""tools/benchmark.py --section budget on the CPU side: which rows run, and the levers' switches
+(the CUDA runs are in tests/cuda/test_cuda_tools.py)."""
+
+import pytest
+import torch
+from tiny_models import tiny_rev_mvit
+
+from revvideo.benchmark import Settings
+from revvideo.benchmark.budget import LEVERS, budget_cases
+from revvideo_tools.benchmark import LEVERS as LEVER_CHOICES
+from revvideo_tools.benchmark import build_parser
+
+
+def _settings(*options):
+    return Settings(**vars(build_parser().parse_args(["--section", "budget", *options])))
+
+
+def test_the_levers_the_command_offers_are_the_ones_it_can_switch_on():
+    assert tuple(LEVERS) == LEVER_CHOICES
+
+
+def test_each_lever_combination_adds_a_rev_mvit_b_row_per_precision_before_the_deeper_models():
+    settings = _settings(
+        "--budget-dtypes", "fp32", "bf16", "--budget-levers", "overlap", "overlap+compile",
+        "--budget-depths", "32", "--budget-depth-dtypes", "bf16",
+    )  # fmt: skip
+    models = ["Rev-MViT-B", "MViT-B (revvideo)", "mvit_v1_b (torchvision)"]
+    assert budget_cases(settings) == [
+        *[(name, 16, "fp32", ()) for name in models],
+        *[(name, 16, "bf16", ()) for name in models],
+        ("Rev-MViT-B", 16, "fp32", ("overlap",)),
+        ("Rev-MViT-B", 16, "fp32", ("overlap", "compile")),
+        ("Rev-MViT-B", 16, "bf16", ("overlap",)),
+        ("Rev-MViT-B", 16, "bf16", ("overlap", "compile")),
+        ("Rev-MViT-B", 32, "bf16", ()),
+        ("MViT-B (revvideo)", 32, "bf16", ()),
+    ]
+
+
+def test_without_levers_only_the_models_as_built_run():
+    cases = budget_cases(_settings("--budget-dtypes", "fp32", "--budget-depths"))
+    assert [levers for *_, levers in cases] == [(), (), ()]
+
+
+def test_the_overlap_lever_switches_the_engine():
+    model = tiny_rev_mvit()
+    assert model.rev_backbone.overlap_recompute is False
+    LEVERS["overlap"](model)
+    assert model.rev_backbone.overlap_recompute is True
+
+
+@pytest.mark.parametrize("text", ["", "overlap+", "fast", "overlap+fast"])
+def test_an_unknown_lever_is_a_one_line_option_error(text, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["--budget-levers", text])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("error: argument --budget-levers: levers are")
+
+
+def test_levers_run_on_a_model_that_trains():
+    model = tiny_rev_mvit()
+    LEVERS["overlap"](model)
+    clip = torch.randn(2, 3, 4, 32, 32)
+    model(clip).sum().backward()  # on the CPU the overlap runs the serial schedule
+    assert all(parameter.grad is not None for parameter in model.parameters())
