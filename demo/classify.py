@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from revvideo.demo.run import classify_all
+        from revvideo.demo.run import DemoOptions, classify_all
 
-        return classify_all(args)
+        return classify_all(DemoOptions(**vars(args)))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

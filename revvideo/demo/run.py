@@ -1,13 +1,13 @@
-"""What one run of `demo/classify.py` does once its options are parsed (demo/classify.py): find the
-inputs, load the classifier, classify each input, print and write the results."""
+"""What one run of `demo/classify.py` does once its options are parsed: find the inputs, load the
+classifier, classify each input, print and write the results."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -40,6 +40,21 @@ class UsageError(UserError):
 
 class OutputError(UserError):
     """An output of one input that cannot be written."""
+
+
+@dataclass
+class DemoOptions:
+    """What demo/classify.py was asked (its --help documents each option and its default)."""
+
+    inputs: list[str]
+    cfg: str | None
+    checkpoint: str | None
+    topk: int
+    views: tuple[int, int] | None
+    device: str | None
+    json: bool
+    output: str | None
+    plot: str | None
 
 
 def _device(name: str | None) -> torch.device:
@@ -186,7 +201,7 @@ def _annotate(classifier: Classifier, result: VideoResult, topk: int, destinatio
 def _classify_one(
     classifier: Classifier,
     path: str,
-    args: argparse.Namespace,
+    options: DemoOptions,
     annotated: Path | None,
     plot: Path | None,
 ) -> tuple[VideoResult, dict[str, Path]]:
@@ -195,18 +210,18 @@ def _classify_one(
     if is_image(path):
         result = classify_image(classifier, path)
     else:
-        result = classify_video(classifier, path, args.views)
+        result = classify_video(classifier, path, options.views)
     written: dict[str, Path] = {}
     try:
         if annotated is not None:
             annotated.parent.mkdir(parents=True, exist_ok=True)
-            _annotate(classifier, result, args.topk, annotated)
+            _annotate(classifier, result, options.topk, annotated)
             written["output"] = annotated
         if plot is not None:
             plot.parent.mkdir(parents=True, exist_ok=True)
             clips, crops = result.views
             title = f"{Path(path).name} ({clips}x{crops} views)"
-            plot_top_classes(result.top(args.topk, classifier.class_names), title, plot)
+            plot_top_classes(result.top(options.topk, classifier.class_names), title, plot)
             written["plot"] = plot
     except (OSError, ValueError, av.FFmpegError) as err:
         reason = getattr(err, "strerror", None) or err
@@ -239,31 +254,31 @@ def _json_entry(
     } | {key: str(path) for key, path in written.items()}
 
 
-def classify_all(args: argparse.Namespace) -> int:
-    """Classifies every input of the parsed command line; the exit status (see demo/classify.py)."""
-    device = _device(args.device)
-    inputs = find_inputs(args.inputs)
+def classify_all(options: DemoOptions) -> int:
+    """Classifies every input of `options`; the exit status (see demo/classify.py)."""
+    device = _device(options.device)
+    inputs = find_inputs(options.inputs)
     files = [file for file, problem in inputs if problem is None]
-    annotated_paths = output_paths(args.output, files, _annotated_suffix)
-    plot_paths = output_paths(args.plot, files, lambda _: ".png")
+    annotated_paths = output_paths(options.output, files, _annotated_suffix)
+    plot_paths = output_paths(options.plot, files, lambda _: ".png")
     if files:
-        checkpoint = args.checkpoint
+        checkpoint = options.checkpoint
         if checkpoint is None:
             checkpoint = quick_start_checkpoint()
             print(f"using {checkpoint}", file=sys.stderr)
         refuse_overwrites(
             {"--output": annotated_paths, "--plot": plot_paths},
-            [*files, str(checkpoint), *([args.cfg] if args.cfg else [])],
+            [*files, str(checkpoint), *([options.cfg] if options.cfg else [])],
         )
-        classifier = load_classifier(checkpoint, args.cfg, device)
-        _check_views(classifier, args.views or classifier.views)
+        classifier = load_classifier(checkpoint, options.cfg, device)
+        _check_views(classifier, options.views or classifier.views)
     entries: list[dict] = []
     failed = 0
     for file, problem in inputs:
         if problem is None:
             try:
                 result, written = _classify_one(
-                    classifier, file, args, annotated_paths.get(file), plot_paths.get(file)
+                    classifier, file, options, annotated_paths.get(file), plot_paths.get(file)
                 )
             # Only this input's own failures are counted; others (a checkpoint whose scores
             # are not finite) concern every input and stop the run.
@@ -276,12 +291,12 @@ def classify_all(args: argparse.Namespace) -> int:
             continue
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        top = result.top(args.topk, classifier.class_names)
-        if args.json:
+        top = result.top(options.topk, classifier.class_names)
+        if options.json:
             entries.append(_json_entry(result, top, written))
         else:
             _print_result(result, top, written)
-    if args.json:
+    if options.json:
         # No NaN or Infinity, which are not JSON: every number here has been checked finite.
         json.dump(entries, sys.stdout, indent=1, allow_nan=False)
         print()
