@@ -202,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="videos to generate when --data-dir is not given (default: %(default)s)",
     )
     data.add_argument(
+        "--data-video-size",
+        type=int,
+        nargs=2,
+        default=[426, 320],
+        metavar=("WIDTH", "HEIGHT"),
+        help="size of the generated videos (default: 426 320, short side 320; Kinetics is also "
+        "copied at 340 256)",
+    )
+    data.add_argument(
         "--data-workers",
         type=int,
         default=2,
@@ -218,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipeline = parser.add_argument_group(
         "training fed by the loader (--section pipeline; --batch, --dtype, --frames, --size, "
-        "--data-dir, --data-videos, --data-workers apply)"
+        "--data-dir, --data-videos, --data-video-size, --data-workers apply)"
     )
     pipeline.add_argument(
         "--pipeline-warmup",

@@ -10,9 +10,11 @@ Rows, all with the same number of worker processes over the same video files:
   transforms);
   the floor: videos/s for decoding every frame of every file once (PyAV, no RGB conversion).
 
-Without --data-dir, Kinetics-like files are generated once and cached: 10 s, 30 fps, 426x320
-H.264 (short side 320, as tools/prepare_kinetics.py makes them). The command line (its options
---data-dir, --data-videos, --data-workers) is tools/benchmark.py's.
+Without --data-dir, Kinetics-like files are generated once and cached: 10 s, 30 fps H.264 of
+--data-video-size (default 426x320: short side 320, as tools/prepare_kinetics.py makes them;
+340x256 is the other common Kinetics copy). The command line (its options
+--data-dir, --data-videos, --data-video-size, --data-workers, --data-worker-counts) is
+tools/benchmark.py's.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ NUM_CLIPS, NUM_CROPS = 5, 3
 MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 TRAIN_BATCH = 8
 
-_VIDEO_SECONDS, _VIDEO_FPS, _VIDEO_SIZE = 10, 30, (426, 320)
+_VIDEO_SECONDS, _VIDEO_FPS = 10, 30
 
 
 def run(settings: Settings) -> list[dict]:
     """One dict per row: name, clips/s (train) or videos/s (test), seconds, x plain."""
-    folder = settings.data_dir or benchmark_videos(settings.data_videos)
+    folder = video_folder(settings)
     workers = settings.data_workers
     train = (
         ("train: plain pytorchvideo recipe (pyav)", lambda: _time_plain_train(folder, workers)),
@@ -87,7 +89,7 @@ def run_workers(settings: Settings) -> list[dict]:
     """Training clips/s of revvideo's loader (PyAV, the recipe's augmentation) with each of
     --data-worker-counts workers, and per worker: the workers a GPU needs are its training
     clips/s divided by the per-worker figure."""
-    folder = settings.data_dir or benchmark_videos(settings.data_videos)
+    folder = video_folder(settings)
     rows = []
     for workers in settings.data_worker_counts:
         clips, seconds = _time_revvideo(folder, "train", "pyav", workers)
@@ -280,9 +282,16 @@ def _lines(folder: str, split: str) -> list[str]:
         return [line for line in csv.read().splitlines() if line.strip()]
 
 
-def benchmark_videos(count: int) -> str:
+def video_folder(settings: Settings, count: int | None = None) -> str:
+    """--data-dir, else a folder of `count` (default: --data-videos) generated videos."""
+    if settings.data_dir:
+        return settings.data_dir
+    width, height = settings.data_video_size
+    return benchmark_videos(count or settings.data_videos, width, height)
+
+
+def benchmark_videos(count: int, width: int, height: int) -> str:
     """Generates (once) `count` Kinetics-like videos and their train/test CSVs; returns the folder."""
-    width, height = _VIDEO_SIZE
     folder = os.path.join(
         tempfile.gettempdir(), f"revvideo-benchmark-{count}x{_VIDEO_SECONDS}s-{width}x{height}"
     )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from revvideo.benchmark.data import benchmark_videos, loader_config
+from revvideo.benchmark.data import loader_config, video_folder
 from revvideo.benchmark.models import TrainingStep
 from revvideo.benchmark.settings import Settings
 from revvideo.data import VideoLoader, build_loader
@@ -43,8 +43,8 @@ def _epochs(loader: VideoLoader, batch: int) -> Iterator[dict]:
 
 
 def run_pipeline(settings: Settings, device: torch.device) -> dict:
-    videos = max(settings.data_videos, 2 * settings.batch)  # at least two batches an epoch
-    folder = settings.data_dir or benchmark_videos(videos)
+    # At least two batches an epoch.
+    folder = video_folder(settings, max(settings.data_videos, 2 * settings.batch))
     cfg = loader_config(
         folder,
         "pyav",

@@ -29,6 +29,7 @@ class Settings:
     budget_levers: list[str]  # lever names joined by +, e.g. overlap+compile
     data_dir: str | None
     data_videos: int
+    data_video_size: list[int]  # width, height
     data_workers: int
     data_worker_counts: list[int]
     pipeline_warmup: int
