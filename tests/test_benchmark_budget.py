@@ -7,6 +7,7 @@ from tiny_models import tiny_rev_mvit
 
 from revvideo.benchmark import Settings
 from revvideo.benchmark.budget import LEVERS, budget_cases
+from revvideo.models import rev_mvit_b_16x4
 from revvideo_tools.benchmark import LEVERS as LEVER_CHOICES
 from revvideo_tools.benchmark import build_parser
 
@@ -63,3 +64,9 @@ def test_levers_run_on_a_model_that_trains():
     clip = torch.randn(2, 3, 4, 32, 32)
     model(clip).sum().backward()  # on the CPU the overlap runs the serial schedule
     assert all(parameter.grad is not None for parameter in model.parameters())
+
+
+def test_the_store_lever_stores_the_blocks_of_the_last_two_stages():
+    with torch.device("meta"):
+        model = LEVERS["store"](rev_mvit_b_16x4())  # transitions at layers 1, 3 and 14
+    assert sorted(model.rev_backbone.stored_layers) == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15]

@@ -50,9 +50,19 @@ def _relative_errors(reference: dict, other: dict) -> dict:
     [
         tiny_rev_mvit,
         lambda **kw: tiny_rev_mvit(recompute_transitions=False, **kw),
+        lambda **kw: tiny_rev_mvit(stored_layers=(2, 4), **kw),
+        lambda **kw: tiny_rev_mvit(stored_layers=(0, 3), **kw),
         tiny_rev_vit,
+        lambda **kw: tiny_rev_vit(stored_layers=(1,), **kw),
     ],
-    ids=["rev-mvit", "rev-mvit-cached-transitions", "rev-vit"],
+    ids=[
+        "rev-mvit",
+        "rev-mvit-cached-transitions",
+        "rev-mvit-stored-blocks",
+        "rev-mvit-stored-first-block-and-a-transition",
+        "rev-vit",
+        "rev-vit-stored-block",
+    ],
 )
 def test_custom_backward_matches_autograd_with_randomness_on(build, dtype, tolerance):
     torch.manual_seed(0)
@@ -157,6 +167,18 @@ def test_stage_transitions_keep_only_their_inputs():
     assert _saved_bytes(recomputed, clip) < _saved_bytes(cached, clip) / 2
 
 
+def test_stored_layers_keep_their_activations_and_only_theirs():
+    clip = torch.randn(2, 3, 4, 32, 32)
+    saved = {
+        stored: _saved_bytes(tiny_rev_mvit(stored_layers=stored).train(), clip)
+        for stored in [(), (4,), (2, 4), (0, 1, 2, 3, 4)]
+    }
+    plain = _saved_bytes(tiny_rev_mvit(custom_backward=False).train(), clip)
+    # Each stored layer adds what it keeps; storing all of them keeps what autograd keeps.
+    assert saved[()] < saved[(4,)] < saved[(2, 4)] < saved[(0, 1, 2, 3, 4)]
+    assert saved[(0, 1, 2, 3, 4)] == plain
+
+
 def _graph_node_names(tensor: torch.Tensor) -> set[str]:
     names, stack, seen = set(), [tensor.grad_fn], set()
     while stack:
@@ -240,3 +262,5 @@ def test_config_switches_reach_the_engine():
     assert model.rev_backbone.overlap_recompute is False
     overlapped = build_model(load_config(config, ["MVIT.REV.OVERLAP_RECOMPUTE", "True"]))
     assert overlapped.rev_backbone.overlap_recompute is True
+    stored = build_model(load_config(config, ["MVIT.REV.STORED_LAYERS", "[4, 15]"]))
+    assert stored.rev_backbone.stored_layers == {4, 15}

@@ -66,7 +66,7 @@ SECTIONS = ("models", "data", "budget", "paper", "pipeline", "peak", "all")
 PAPER_MODELS = ("ViT-S", "ViT-B", "ViT-L", "MViT-B")
 PRECISIONS = ("fp32", "bf16")
 # The reversible engine's throughput levers (revvideo.benchmark.budget.LEVERS).
-LEVERS = ("overlap", "compile")
+LEVERS = ("overlap", "compile", "store")
 
 
 def lever_combination(text: str) -> str:
@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="LEVERS",
         help="add a Rev-MViT-B row per precision with these levers on, each a lever or several "
-        f"joined by +: {', '.join(LEVERS)} (MVIT.REV.OVERLAP_RECOMPUTE, MODEL.COMPILE) "
+        f"joined by +: {', '.join(LEVERS)} (MVIT.REV.OVERLAP_RECOMPUTE, MODEL.COMPILE, "
+        "MVIT.REV.STORED_LAYERS: the last two stages' blocks) "
         "(default: none)",
     )
     data = parser.add_argument_group("data loading (--section data)")

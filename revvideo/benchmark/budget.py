@@ -15,6 +15,7 @@ from revvideo.benchmark.models import (
     TrainingStep,
     depth_arguments,
     in_fresh_process,
+    store_deep_stages,
     torchvision_mvit_v1_b,
 )
 from revvideo.benchmark.settings import Settings
@@ -33,6 +34,7 @@ BUDGET_MODELS: dict[str, tuple[Callable[..., nn.Module], bool | None]] = {
 LEVERS: dict[str, Callable[[nn.Module], object]] = {
     "overlap": lambda model: setattr(model.rev_backbone, "overlap_recompute", True),
     "compile": compile_branches,
+    "store": store_deep_stages,
 }
 BUDGET_REFERENCE = "MViT-B (revvideo)"
 BASE_DEPTH = 16

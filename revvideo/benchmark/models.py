@@ -16,6 +16,7 @@ from torch import nn
 
 from revvideo.benchmark.settings import Settings
 from revvideo.models import mvit_b_16x4, rev_mvit_b_16x4
+from revvideo.models.reversible import StageTransition
 from revvideo.utils.complexity import count_gflops, count_parameters
 from revvideo.utils.memory import SavedTensorCounter, peak_bytes
 from revvideo.utils.table import format_table
@@ -48,8 +49,22 @@ def depth_arguments(depth: int, reversible: bool) -> dict:
     return arguments | (dict(transition_layers=(1, 3, last)) if reversible else {})
 
 
+def store_deep_stages(model: nn.Module) -> nn.Module:
+    """`model` (a RevMViT) with the blocks of its last two stages storing their activations
+    (MVIT.REV.STORED_LAYERS): the layers that keep the least skip their recompute."""
+    layers = model.rev_backbone.layers
+    transitions = [
+        index for index, layer in enumerate(layers) if isinstance(layer, StageTransition)
+    ]
+    model.rev_backbone.stored_layers = frozenset(
+        index for index in range(transitions[-2] + 1, len(layers)) if index not in transitions
+    )
+    return model
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "Rev-MViT-B (reversible backward)": rev_mvit_b_16x4,
+    "Rev-MViT-B (last two stages stored)": lambda **kw: store_deep_stages(rev_mvit_b_16x4(**kw)),
     "Rev-MViT-B (ordinary autograd)": lambda **kw: rev_mvit_b_16x4(custom_backward=False, **kw),
     "MViT-B (revvideo)": mvit_b_16x4,
     "mvit_v1_b (torchvision)": torchvision_mvit_v1_b,

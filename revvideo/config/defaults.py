@@ -139,6 +139,11 @@ _C.MVIT.REV.PRE_Q_FUSION = "avg"
 _C.MVIT.REV.CUSTOM_BACKWARD = True
 # Stage transitions keep only their input and recompute the rest in backward.
 _C.MVIT.REV.RECOMPUTE_TRANSITIONS = True
+# Layers that keep their activations for backward instead of recomputing them: each one listed
+# skips its share of the recompute (the fourth pass) for memory. Deep layers keep the least
+# (tokens are pooled 4x per stage while the width doubles): e.g. [4, 5, ..., 13, 15], Rev-MViT-B's
+# third and fourth stages, where a memory budget leaves room.
+_C.MVIT.REV.STORED_LAYERS = []
 # On CUDA, recompute each step of the custom backward on a side stream while the step before it
 # is backpropagated (PaReprop): the same gradients, one more step's activations in memory.
 # Off until a GPU shows it is faster.

@@ -107,6 +107,9 @@ STRIDES = Rule(
 RGB = Rule(
     lambda value: len(value) == 3 and all(map(_is_number, value)), "must hold 3 values (RGB)"
 )
+LAYER_INDICES = Rule(
+    lambda value: all(_is_int(v) and v >= 0 for v in value), "must be a list of layer indices"
+)
 CLIP = Rule(
     lambda value: value is None or (_is_number(value) and value > 0),
     "must be null or a positive number",
@@ -199,10 +202,8 @@ def _rules() -> dict[str, Rule]:
         "MVIT.ZERO_DECAY_POS_CLS": TYPE_ONLY,
         "MVIT.REV.ENABLE": TYPE_ONLY,
         "MVIT.REV.RESPATH_FUSE": _one_of(FINAL_FUSIONS),
-        "MVIT.REV.BUFFER_LAYERS": Rule(
-            lambda value: all(_is_int(v) and v >= 0 for v in value),
-            "must be a list of layer indices",
-        ),
+        "MVIT.REV.BUFFER_LAYERS": LAYER_INDICES,
+        "MVIT.REV.STORED_LAYERS": LAYER_INDICES,
         "MVIT.REV.RES_PATH": _one_of(RESIDUAL_PATHS),
         "MVIT.REV.PRE_Q_FUSION": Rule(stream_fusion, f"must be {StreamFusion.MODES}"),
         "MVIT.REV.CUSTOM_BACKWARD": TYPE_ONLY,

@@ -228,6 +228,7 @@ class RevMViT(MultiscaleTransformer):
         respath_fuse: str = "concat",
         custom_backward: bool = True,
         recompute_transitions: bool = True,
+        stored_layers: Sequence[int] = (),
         overlap_recompute: bool = False,
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         **geometry: Any,
@@ -247,6 +248,8 @@ class RevMViT(MultiscaleTransformer):
         )
         for layer in transition_layers:
             check_layer_index(layer, len(self.plans), "transition_layers (MVIT.REV.BUFFER_LAYERS)")
+        for layer in stored_layers:
+            check_layer_index(layer, len(self.plans), "stored_layers (MVIT.REV.STORED_LAYERS)")
         attention = dict(
             qkv_bias=qkv_bias, mode=pool_mode, separate_qkv=separate_qkv, proj_drop=dropout_rate
         )
@@ -278,6 +281,7 @@ class RevMViT(MultiscaleTransformer):
             layers,
             custom_backward=custom_backward,
             recompute_transitions=recompute_transitions,
+            stored_layers=stored_layers,
             overlap_recompute=overlap_recompute,
         )
         self.backbone_drop = nn.Dropout(dropout_rate)
@@ -314,6 +318,7 @@ class RevMViT(MultiscaleTransformer):
             respath_fuse=cfg.MVIT.REV.RESPATH_FUSE,
             custom_backward=cfg.MVIT.REV.CUSTOM_BACKWARD,
             recompute_transitions=cfg.MVIT.REV.RECOMPUTE_TRANSITIONS,
+            stored_layers=tuple(cfg.MVIT.REV.STORED_LAYERS),
             overlap_recompute=cfg.MVIT.REV.OVERLAP_RECOMPUTE,
             **mvit_arguments(cfg),
         )

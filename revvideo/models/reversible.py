@@ -28,7 +28,7 @@ overlaps the gradient computation of the step before it (PaReprop, Zhu et al. 20
 schedule is the same, and nothing waits for the device.
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
@@ -521,11 +521,12 @@ class _ReversibleBlockFunction(torch.autograd.Function):
         thw: Thw,
         handoff: _Handoff,
         keeps_output: bool,
+        hands_back: bool,
         *params: nn.Parameter,
     ) -> Streams:
         tape = _start_recording(ctx, block, thw, handoff, params, x1.device)
         y1, y2, _ = block(x1, x2, thw, tape)
-        ctx.keeps_output = keeps_output
+        ctx.keeps_output, ctx.hands_back = keeps_output, hands_back
         if keeps_output:
             ctx.save_for_backward(y1, y2)
         return y1, y2
@@ -538,8 +539,9 @@ class _ReversibleBlockFunction(torch.autograd.Function):
             x1, x2, grad_x1, grad_x2 = ctx.layer.backward_pass(
                 y1, y2, grad_y1, grad_y2, ctx.thw, recompute
             )
-        ctx.handoff.put(x1, x2)
-        return grad_x1, grad_x2, None, None, None, None, *recompute.grads_of(ctx.params)
+        if ctx.hands_back:
+            ctx.handoff.put(x1, x2)
+        return grad_x1, grad_x2, None, None, None, None, None, *recompute.grads_of(ctx.params)
 
 
 class _TransitionFunction(torch.autograd.Function):
@@ -554,11 +556,13 @@ class _TransitionFunction(torch.autograd.Function):
         transition: StageTransition,
         thw: Thw,
         handoff: _Handoff,
+        hands_back: bool,
         *params: nn.Parameter,
     ) -> tuple[torch.Tensor, Thw]:
         tape = _start_recording(ctx, transition, thw, handoff, params, x1.device)
         h, out, thw_out = transition.forward_steps(x1, x2, thw, tape)
         ctx.save_for_backward(x1, x2, h)
+        ctx.hands_back = hands_back
         return out, thw_out
 
     @staticmethod
@@ -567,8 +571,9 @@ class _TransitionFunction(torch.autograd.Function):
         x1, x2, h = ctx.saved_tensors
         with _replaying(ctx, x1.device) as recompute:
             grad_x1, grad_x2 = ctx.layer.backward_pass(x1, x2, h, grad_out, ctx.thw, recompute)
-        ctx.handoff.put(x1, x2)
-        return grad_x1, grad_x2, None, None, None, *recompute.grads_of(ctx.params)
+        if ctx.hands_back:
+            ctx.handoff.put(x1, x2)
+        return grad_x1, grad_x2, None, None, None, None, *recompute.grads_of(ctx.params)
 
 
 class ReversibleStack(nn.Module):
@@ -578,9 +583,11 @@ class ReversibleStack(nn.Module):
     streams `(B, N', C')` each and their grid. In training with gradients enabled it uses the
     memory-saving custom backward (unless `custom_backward` is False; with
     `recompute_transitions` False, stage transitions run under ordinary autograd); in eval or
-    under `torch.no_grad()` it runs a plain forward. With `overlap_recompute`, the custom
-    backward on CUDA recomputes each step on a side stream while the step before it is
-    backpropagated (the same gradients; serial on the CPU).
+    under `torch.no_grad()` it runs a plain forward. `stored_layers` (indices into `layers`)
+    run under ordinary autograd too: they keep their activations, so their backward skips the
+    recompute (faster, more memory; a layer deep in the model keeps the least). With
+    `overlap_recompute`, the custom backward on CUDA recomputes each step on a side stream
+    while the step before it is backpropagated (the same gradients; serial on the CPU).
     """
 
     def __init__(
@@ -589,16 +596,18 @@ class ReversibleStack(nn.Module):
         *,
         custom_backward: bool = True,
         recompute_transitions: bool = True,
+        stored_layers: Collection[int] = (),
         overlap_recompute: bool = False,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.custom_backward = custom_backward
         self.recompute_transitions = recompute_transitions
+        self.stored_layers = frozenset(stored_layers)
         self.overlap_recompute = overlap_recompute
 
     def _recomputed(self, index: int) -> bool:
-        if index >= len(self.layers):
+        if not 0 <= index < len(self.layers) or index in self.stored_layers:
             return False
         return isinstance(self.layers[index], ReversibleBlock) or self.recompute_transitions
 
@@ -609,15 +618,20 @@ class ReversibleStack(nn.Module):
         schedule = _OverlappedSchedule(x.device) if overlap else _SerialSchedule()
         handoff = _Handoff(schedule)
         for index, layer in enumerate(self.layers):
+            # A recomputed layer's backward recovers its input streams, which the backward of
+            # the layer before it takes when that one is recomputed too (else it keeps them).
+            hands_back = self._recomputed(index - 1)
             if not (custom and self._recomputed(index)):
                 x1, x2, thw = layer(x1, x2, thw)
             elif isinstance(layer, ReversibleBlock):
                 keeps_output = not self._recomputed(index + 1)
                 x1, x2 = _ReversibleBlockFunction.apply(
-                    x1, x2, layer, thw, handoff, keeps_output, *_trainable(layer)
+                    x1, x2, layer, thw, handoff, keeps_output, hands_back, *_trainable(layer)
                 )
             else:
-                x1, thw = _TransitionFunction.apply(x1, x2, layer, thw, handoff, *_trainable(layer))
+                x1, thw = _TransitionFunction.apply(
+                    x1, x2, layer, thw, handoff, hands_back, *_trainable(layer)
+                )
                 x2 = x1
         return x1, x2, thw
 

@@ -39,7 +39,7 @@ def _benchmark(tmp_path: Path, *arguments: str) -> dict:
 
 def test_the_model_table_runs_on_cuda(tmp_path):
     rows = {row["model"]: row for row in _benchmark(tmp_path, "--depths")["models"]["models"]}
-    assert len(rows) == 4
+    assert len(rows) == 5
     for row in rows.values():
         assert row["params_m"] > 20 and row["gflops"] > 0
         assert row["peak_mib_per_clip"] > 0 and row["step_s_per_clip"] > 0
@@ -50,6 +50,9 @@ def test_the_model_table_runs_on_cuda(tmp_path):
     assert reversible["gflops"] == plain["gflops"]
     # The CUDA allocator sees the activations the reversible backward does not keep.
     assert reversible["peak_mib_per_clip"] < plain["peak_mib_per_clip"] / 2
+    stored = rows["Rev-MViT-B (last two stages stored)"]
+    assert reversible["saved_mib_per_clip"] < stored["saved_mib_per_clip"]
+    assert stored["saved_mib_per_clip"] < plain["saved_mib_per_clip"]
 
 
 def test_the_memory_budget_section_finds_batches_that_fit_and_times_them(tmp_path):
