@@ -6,6 +6,7 @@ keeps the custom backward exact."""
 import pytest
 import torch
 from engine.helpers import tiny_cfg
+from gradient_checks import RANDOMNESS, assert_gradients_match, relative_error, step
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -13,12 +14,6 @@ from revvideo.data.synthetic import generate_synthetic_dataset
 from revvideo.engine.train import Trainer
 from revvideo.models.reversible import StageTransition, compile_branches
 from revvideo.utils.memory import LiveTensorTracker
-
-# As in tests/test_reversible.py: these biases' true gradients are zero (adding the same vector
-# to every key leaves attention unchanged), so both sides hold only rounding noise.
-ZERO_GRADIENT_SUFFIXES = ("attn.k.bias", "attn.norm_k.bias")
-
-RANDOMNESS = dict(drop_path_rate=0.3, dropout_rate=0.2, head_dropout_rate=0.0)
 
 BUILDS = [
     tiny_rev_mvit,
@@ -29,46 +24,19 @@ BUILD_IDS = ["rev-mvit", "rev-mvit-cached-transitions", "rev-vit"]
 PRECISIONS = [(torch.float64, 1e-10), (torch.float32, 1e-5)]
 
 
-def _step(model, clip, custom_backward: bool, overlap: bool = False, seed: int = 123):
-    """Output, gradients and the global RNG state after one forward + backward."""
-    model.rev_backbone.custom_backward = custom_backward
-    model.rev_backbone.overlap_recompute = overlap
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(seed)
-    out = model(clip)
-    out.square().sum().backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-    return out.detach(), grads, torch.get_rng_state()
-
-
-def _relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
-    return ((reference - other).norm() / reference.norm()).item()
-
-
-def _assert_gradients_match(reference: dict, other: dict, tolerance: float) -> None:
-    errors = {
-        name: _relative_error(reference[name], other[name])
-        for name in reference
-        if not name.endswith(ZERO_GRADIENT_SUFFIXES)
-    }
-    assert max(errors.values()) <= tolerance, max(errors.items(), key=lambda item: item[1])
-    # Every other parameter got a gradient, so the comparison covers the whole network.
-    assert not [name for name in errors if not other[name].any()]
-
-
 @pytest.mark.parametrize(("dtype", "tolerance"), PRECISIONS, ids=["fp64", "fp32"])
 @pytest.mark.parametrize("build", BUILDS, ids=BUILD_IDS)
 def test_overlapped_schedule_matches_autograd_with_randomness_on(build, dtype, tolerance):
     torch.manual_seed(0)
     model = build(**RANDOMNESS).to(dtype).train()
     clip = torch.randn(3, 3, 4, 32, 32, dtype=dtype)
-    plain_out, plain_grads, plain_rng = _step(model, clip, custom_backward=False)
-    _, serial_grads, _ = _step(model, clip, custom_backward=True)
-    overlap_out, overlap_grads, overlap_rng = _step(model, clip, True, overlap=True)
+    plain_out, plain_grads, plain_rng = step(model, clip, custom_backward=False)
+    _, serial_grads, _ = step(model, clip, custom_backward=True)
+    overlap_out, overlap_grads, overlap_rng = step(model, clip, True, overlap=True)
 
     assert torch.equal(plain_out, overlap_out), "the same seed must give the same masks"
     assert torch.equal(plain_rng, overlap_rng), "the global RNG must end where autograd leaves it"
-    _assert_gradients_match(plain_grads, overlap_grads, tolerance)
+    assert_gradients_match(plain_grads, overlap_grads, tolerance)
     # Without streams the overlapped schedule runs the serial one's operations, in its order.
     assert all(torch.equal(serial_grads[name], overlap_grads[name]) for name in serial_grads)
 
@@ -159,22 +127,22 @@ def test_compiled_branches_keep_the_masks_and_the_gradients(build, dtype, tolera
     model = build(**RANDOMNESS).to(dtype).train()
     clip = torch.randn(3, 3, 4, 32, 32, dtype=dtype)
     names = list(model.state_dict())
-    eager_out, _, eager_rng = _step(model, clip, custom_backward=False)
+    eager_out, _, eager_rng = step(model, clip, custom_backward=False)
     compile_branches(model)
     graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    plain_out, plain_grads, plain_rng = _step(model, clip, custom_backward=False)
+    plain_out, plain_grads, plain_rng = step(model, clip, custom_backward=False)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs_before
-    custom_out, custom_grads, custom_rng = _step(model, clip, custom_backward=True)
-    other_seed_out, _, _ = _step(model, clip, custom_backward=True, seed=124)
+    custom_out, custom_grads, custom_rng = step(model, clip, custom_backward=True)
+    other_seed_out, _, _ = step(model, clip, custom_backward=True, seed=124)
 
     # Compiled branches draw eager's random numbers, so the forward and its recompute draw the
     # same masks even when they run different graphs; other masks change the output by far more
     # than compiled kernels' rounding does.
-    assert _relative_error(eager_out, plain_out) <= tolerance
-    assert _relative_error(plain_out, custom_out) <= tolerance
-    assert _relative_error(plain_out, other_seed_out) > 1e-2
+    assert relative_error(eager_out, plain_out) <= tolerance
+    assert relative_error(plain_out, custom_out) <= tolerance
+    assert relative_error(plain_out, other_seed_out) > 1e-2
     assert torch.equal(eager_rng, plain_rng) and torch.equal(plain_rng, custom_rng)
-    _assert_gradients_match(plain_grads, custom_grads, tolerance)
+    assert_gradients_match(plain_grads, custom_grads, tolerance)
     assert list(model.state_dict()) == names, "compiling must keep the parameters' names"
 
 

@@ -9,37 +9,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gradient_checks import RANDOMNESS, assert_gradients_match, relative_error, step
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
 from revvideo.config import load_config
 from revvideo.models import build_model
 from revvideo.utils.memory import SavedTensorCounter
-
-# Adding the same vector to every key leaves softmax attention unchanged, so the true gradient
-# of a bias added to all keys (K's projection bias, the bias of the norm after K pooling) is
-# exactly zero and both sides hold only rounding noise.
-ZERO_GRADIENT_SUFFIXES = ("attn.k.bias", "attn.norm_k.bias")
-
-RANDOMNESS = dict(drop_path_rate=0.3, dropout_rate=0.2, head_dropout_rate=0.0)
-
-
-def _step(model, clip, custom_backward: bool, seed: int = 123):
-    """Output, gradients and the global RNG state after one forward + backward."""
-    model.rev_backbone.custom_backward = custom_backward
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(seed)
-    out = model(clip)
-    out.square().sum().backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-    return out.detach(), grads, torch.get_rng_state()
-
-
-def _relative_errors(reference: dict, other: dict) -> dict:
-    return {
-        name: ((reference[name] - other[name]).norm() / reference[name].norm()).item()
-        for name in reference
-        if not name.endswith(ZERO_GRADIENT_SUFFIXES)
-    }
 
 
 @pytest.mark.parametrize(
@@ -68,27 +43,20 @@ def test_custom_backward_matches_autograd_with_randomness_on(build, dtype, toler
     torch.manual_seed(0)
     model = build(**RANDOMNESS).to(dtype).train()
     clip = torch.randn(3, 3, 4, 32, 32, dtype=dtype)
-    plain_out, plain_grads, plain_rng = _step(model, clip, custom_backward=False)
-    custom_out, custom_grads, custom_rng = _step(model, clip, custom_backward=True)
+    plain_out, plain_grads, plain_rng = step(model, clip, custom_backward=False)
+    custom_out, custom_grads, custom_rng = step(model, clip, custom_backward=True)
 
     assert torch.equal(plain_out, custom_out), "the same seed must give the same masks"
     assert torch.equal(plain_rng, custom_rng), "the global RNG must end where autograd leaves it"
-    errors = _relative_errors(plain_grads, custom_grads)
-    assert max(errors.values()) <= tolerance, max(errors.items(), key=lambda item: item[1])
-    # Every other parameter got a gradient, so the comparison covers the whole network.
-    assert all(
-        grad.abs().sum() > 0
-        for name, grad in custom_grads.items()
-        if not name.endswith(ZERO_GRADIENT_SUFFIXES)
-    )
+    assert_gradients_match(plain_grads, custom_grads, tolerance)
 
 
 def test_randomness_is_really_on_in_the_gradient_test():
     torch.manual_seed(0)
     model = tiny_rev_mvit(**RANDOMNESS).double().train()
     clip = torch.randn(3, 3, 4, 32, 32, dtype=torch.float64)
-    out_a, _, _ = _step(model, clip, custom_backward=True, seed=1)
-    out_b, _, _ = _step(model, clip, custom_backward=True, seed=2)
+    out_a, _, _ = step(model, clip, custom_backward=True, seed=1)
+    out_b, _, _ = step(model, clip, custom_backward=True, seed=2)
     assert not torch.allclose(out_a, out_b)
 
 
@@ -132,8 +100,8 @@ def test_autocast_is_replayed_in_the_recompute():
     custom_bf16 = grads(custom_backward=True, autocast=True)
     assert recomputed_dtypes and set(recomputed_dtypes) == {torch.bfloat16}
     plain_fp32 = grads(custom_backward=False, autocast=False)
-    bf16_effect = ((plain_fp32 - plain_bf16).norm() / plain_fp32.norm()).item()
-    replay_error = ((plain_bf16 - custom_bf16).norm() / plain_bf16.norm()).item()
+    bf16_effect = relative_error(plain_fp32, plain_bf16)
+    replay_error = relative_error(plain_bf16, custom_bf16)
     # bf16 changes the gradients by about its precision (2^-8); the reversible backward, which
     # replays it on float32 streams, changes them by far less.
     assert bf16_effect > 1e-3
@@ -249,8 +217,7 @@ def test_distributed_data_parallel_matches_one_process_on_the_whole_batch(tmp_pa
         start_method="spawn",
     )
     distributed = torch.load(result_path)
-    errors = _relative_errors(expected, distributed)
-    assert max(errors.values()) <= 1e-6, max(errors.items(), key=lambda item: item[1])
+    assert_gradients_match(expected, distributed, 1e-6)
 
 
 def test_config_switches_reach_the_engine():

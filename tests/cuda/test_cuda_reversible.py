@@ -4,32 +4,12 @@ generator replayed in the recompute), and mixed-precision training steps."""
 import pytest
 import torch
 import torch.nn.functional as F
+from gradient_checks import RANDOMNESS, assert_gradients_match, relative_error, step
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
 pytestmark = pytest.mark.cuda
 
 DEVICE = torch.device("cuda")
-
-# As in tests/test_reversible.py: adding the same vector to every key leaves attention
-# unchanged, so these biases' true gradients are zero and both sides hold rounding noise.
-ZERO_GRADIENT_SUFFIXES = ("attn.k.bias", "attn.norm_k.bias")
-
-RANDOMNESS = dict(drop_path_rate=0.3, dropout_rate=0.2, head_dropout_rate=0.0)
-
-
-def _step(model, clip, custom_backward: bool, seed: int = 123):
-    """Output, gradients and both generators' states after one forward + backward."""
-    model.rev_backbone.custom_backward = custom_backward
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(seed)  # seeds the CUDA generator too
-    out = model(clip)
-    out.square().sum().backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-    return out.detach(), grads, (torch.get_rng_state(), torch.cuda.get_rng_state(DEVICE))
-
-
-def _relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
-    return ((reference - other).norm() / reference.norm()).item()
 
 
 @pytest.mark.usefixtures("ieee_float32")
@@ -51,23 +31,16 @@ def test_custom_backward_matches_autograd_on_cuda_with_randomness_on(build, dtyp
     # 8 clips, not the CPU test's 3: a branch whose drop path drops every clip gets no gradient
     # at all (0.3^3 per branch, and CUDA's float32 draws for seed 123 do that to one).
     clip = torch.randn(8, 3, 4, 32, 32, dtype=dtype, device=DEVICE)
-    plain_out, plain_grads, plain_rng = _step(model, clip, custom_backward=False)
-    custom_out, custom_grads, custom_rng = _step(model, clip, custom_backward=True)
-    other_seed_out, _, _ = _step(model, clip, custom_backward=True, seed=124)
+    plain_out, plain_grads, plain_rng = step(model, clip, custom_backward=False)
+    custom_out, custom_grads, custom_rng = step(model, clip, custom_backward=True)
+    other_seed_out, _, _ = step(model, clip, custom_backward=True, seed=124)
 
     # Other masks change the output by far more than rounding: the same seed gave the same ones
     # (CUDA kernels may round a forward with and without autograd differently, hence no equal).
-    assert _relative_error(plain_out, custom_out) <= tolerance
-    assert _relative_error(plain_out, other_seed_out) > 1e-2
-    assert all(map(torch.equal, plain_rng, custom_rng)), "generators must end where autograd's do"
-    errors = {
-        name: _relative_error(plain_grads[name], custom_grads[name])
-        for name in plain_grads
-        if not name.endswith(ZERO_GRADIENT_SUFFIXES)
-    }
-    assert max(errors.values()) <= tolerance, max(errors.items(), key=lambda item: item[1])
-    # Every other parameter got a gradient, so the comparison covers the whole network.
-    assert not [name for name in errors if not custom_grads[name].any()]
+    assert relative_error(plain_out, custom_out) <= tolerance
+    assert relative_error(plain_out, other_seed_out) > 1e-2
+    assert torch.equal(plain_rng, custom_rng), "generators must end where autograd's do"
+    assert_gradients_match(plain_grads, custom_grads, tolerance)
 
 
 def test_bf16_autocast_is_replayed_in_the_recompute_on_cuda():
@@ -89,9 +62,9 @@ def test_bf16_autocast_is_replayed_in_the_recompute_on_cuda():
     plain_fp32 = grads(custom_backward=False, autocast=False)
     # bf16 moves the gradients by about its precision (2^-8); replaying it in the recompute on
     # float32 streams moves them by far less.
-    bf16_effect = _relative_error(plain_fp32, plain_bf16)
+    bf16_effect = relative_error(plain_fp32, plain_bf16)
     assert bf16_effect > 1e-3
-    assert _relative_error(plain_bf16, custom_bf16) < bf16_effect / 10
+    assert relative_error(plain_bf16, custom_bf16) < bf16_effect / 10
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16-scaler"])

@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+from gradient_checks import RANDOMNESS, assert_gradients_match, relative_error, step
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
 from revvideo.models.reversible import ReversibleBlock, compile_branches
@@ -16,45 +17,12 @@ pytestmark = pytest.mark.cuda
 
 DEVICE = torch.device("cuda")
 
-# As in tests/test_reversible.py: these biases' true gradients are zero, so both sides hold
-# rounding noise.
-ZERO_GRADIENT_SUFFIXES = ("attn.k.bias", "attn.norm_k.bias")
-
-RANDOMNESS = dict(drop_path_rate=0.3, dropout_rate=0.2, head_dropout_rate=0.0)
-
 BUILDS = [
     tiny_rev_mvit,
     lambda **kw: tiny_rev_mvit(recompute_transitions=False, **kw),
     tiny_rev_vit,
 ]
 BUILD_IDS = ["rev-mvit", "rev-mvit-cached-transitions", "rev-vit"]
-
-
-def _step(model, clip, custom_backward: bool, overlap: bool = False, seed: int = 123):
-    """Output, gradients and both generators' states after one forward + backward."""
-    model.rev_backbone.custom_backward = custom_backward
-    model.rev_backbone.overlap_recompute = overlap
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(seed)  # seeds the CUDA generator too
-    out = model(clip)
-    out.square().sum().backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-    return out.detach(), grads, (torch.get_rng_state(), torch.cuda.get_rng_state(DEVICE))
-
-
-def _relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
-    return ((reference - other).norm() / reference.norm()).item()
-
-
-def _assert_gradients_match(reference: dict, other: dict, tolerance: float) -> None:
-    errors = {
-        name: _relative_error(reference[name], other[name])
-        for name in reference
-        if not name.endswith(ZERO_GRADIENT_SUFFIXES)
-    }
-    assert max(errors.values()) <= tolerance, max(errors.items(), key=lambda item: item[1])
-    # Every other parameter got a gradient, so the comparison covers the whole network.
-    assert not [name for name in errors if not other[name].any()]
 
 
 @pytest.mark.usefixtures("ieee_float32")
@@ -67,16 +35,16 @@ def test_overlapped_backward_matches_autograd_on_cuda(build, dtype, tolerance):
     model = build(**RANDOMNESS).to(DEVICE, dtype).train()
     # 8 clips, as in test_cuda_reversible.py: with 3, some branch's drop path drops every clip.
     clip = torch.randn(8, 3, 4, 32, 32, dtype=dtype, device=DEVICE)
-    plain_out, plain_grads, plain_rng = _step(model, clip, custom_backward=False)
-    _, serial_grads, _ = _step(model, clip, custom_backward=True)
-    overlap_out, overlap_grads, overlap_rng = _step(model, clip, True, overlap=True)
-    other_seed_out, _, _ = _step(model, clip, True, overlap=True, seed=124)
+    plain_out, plain_grads, plain_rng = step(model, clip, custom_backward=False)
+    _, serial_grads, _ = step(model, clip, custom_backward=True)
+    overlap_out, overlap_grads, overlap_rng = step(model, clip, True, overlap=True)
+    other_seed_out, _, _ = step(model, clip, True, overlap=True, seed=124)
 
-    assert _relative_error(plain_out, overlap_out) <= tolerance
-    assert _relative_error(plain_out, other_seed_out) > 1e-2
-    assert all(map(torch.equal, plain_rng, overlap_rng)), "generators must end where autograd's do"
-    _assert_gradients_match(plain_grads, overlap_grads, tolerance)
-    _assert_gradients_match(serial_grads, overlap_grads, tolerance)
+    assert relative_error(plain_out, overlap_out) <= tolerance
+    assert relative_error(plain_out, other_seed_out) > 1e-2
+    assert torch.equal(plain_rng, overlap_rng), "generators must end where autograd's do"
+    assert_gradients_match(plain_grads, overlap_grads, tolerance)
+    assert_gradients_match(serial_grads, overlap_grads, tolerance)
 
 
 def _recompute_streams(model, clip, overlap: bool) -> list[torch.cuda.Stream]:
@@ -94,7 +62,7 @@ def _recompute_streams(model, clip, overlap: bool) -> list[torch.cuda.Stream]:
         if isinstance(layer, ReversibleBlock)
         for branch in (layer.F, layer.G)
     ]
-    _step(model, clip, custom_backward=True, overlap=overlap)
+    step(model, clip, custom_backward=True, overlap=overlap)
     for hook in hooks:
         hook.remove()
     return streams
@@ -134,9 +102,9 @@ def test_bf16_autocast_is_replayed_in_the_overlapped_recompute():
     overlap_bf16 = grads(custom_backward=True, overlap=True, autocast=True)
     plain_fp32 = grads(custom_backward=False, overlap=False, autocast=False)
     assert torch.isfinite(overlap_bf16).all()
-    bf16_effect = _relative_error(plain_fp32, plain_bf16)
+    bf16_effect = relative_error(plain_fp32, plain_bf16)
     assert bf16_effect > 1e-3
-    assert _relative_error(plain_bf16, overlap_bf16) < bf16_effect / 10
+    assert relative_error(plain_bf16, overlap_bf16) < bf16_effect / 10
 
 
 def test_overlap_holds_at_most_one_more_layer_of_activations():
@@ -197,15 +165,15 @@ def test_compiled_branches_keep_the_masks_and_the_gradients_on_cuda():
     torch.manual_seed(0)
     model = tiny_rev_mvit(**RANDOMNESS).to(DEVICE).train()
     clip = torch.randn(8, 3, 4, 32, 32, device=DEVICE)
-    eager_out, _, eager_rng = _step(model, clip, custom_backward=False)
+    eager_out, _, eager_rng = step(model, clip, custom_backward=False)
     compile_branches(model)
-    plain_out, plain_grads, plain_rng = _step(model, clip, custom_backward=False)
-    custom_out, custom_grads, custom_rng = _step(model, clip, custom_backward=True)
-    other_seed_out, _, _ = _step(model, clip, custom_backward=True, seed=124)
+    plain_out, plain_grads, plain_rng = step(model, clip, custom_backward=False)
+    custom_out, custom_grads, custom_rng = step(model, clip, custom_backward=True)
+    other_seed_out, _, _ = step(model, clip, custom_backward=True, seed=124)
 
-    assert _relative_error(eager_out, plain_out) <= 1e-5, "compiled branches drew other masks"
-    assert _relative_error(plain_out, custom_out) <= 1e-5
-    assert _relative_error(plain_out, other_seed_out) > 1e-2
-    assert all(map(torch.equal, eager_rng, plain_rng))
-    assert all(map(torch.equal, plain_rng, custom_rng))
-    _assert_gradients_match(plain_grads, custom_grads, 1e-5)
+    assert relative_error(eager_out, plain_out) <= 1e-5, "compiled branches drew other masks"
+    assert relative_error(plain_out, custom_out) <= 1e-5
+    assert relative_error(plain_out, other_seed_out) > 1e-2
+    assert torch.equal(eager_rng, plain_rng)
+    assert torch.equal(plain_rng, custom_rng)
+    assert_gradients_match(plain_grads, custom_grads, 1e-5)
