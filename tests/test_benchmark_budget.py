@@ -20,21 +20,21 @@ def test_the_levers_the_command_offers_are_the_ones_it_can_switch_on():
     assert tuple(LEVERS) == LEVER_CHOICES
 
 
-def test_each_lever_combination_adds_a_rev_mvit_b_row_per_precision_before_the_deeper_models():
+def test_each_lever_combination_adds_a_rev_mvit_b_row_at_each_depth_and_precision():
     settings = _settings(
         "--budget-dtypes", "fp32", "bf16", "--budget-levers", "overlap", "overlap+compile",
         "--budget-depths", "32", "--budget-depth-dtypes", "bf16",
     )  # fmt: skip
     models = ["Rev-MViT-B", "MViT-B (revvideo)", "mvit_v1_b (torchvision)"]
+    with_levers = [("overlap",), ("overlap", "compile")]
     assert budget_cases(settings) == [
         *[(name, 16, "fp32", ()) for name in models],
+        *[("Rev-MViT-B", 16, "fp32", levers) for levers in with_levers],
         *[(name, 16, "bf16", ()) for name in models],
-        ("Rev-MViT-B", 16, "fp32", ("overlap",)),
-        ("Rev-MViT-B", 16, "fp32", ("overlap", "compile")),
-        ("Rev-MViT-B", 16, "bf16", ("overlap",)),
-        ("Rev-MViT-B", 16, "bf16", ("overlap", "compile")),
+        *[("Rev-MViT-B", 16, "bf16", levers) for levers in with_levers],
         ("Rev-MViT-B", 32, "bf16", ()),
         ("MViT-B (revvideo)", 32, "bf16", ()),
+        *[("Rev-MViT-B", 32, "bf16", levers) for levers in with_levers],
     ]
 
 

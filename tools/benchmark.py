@@ -185,10 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         metavar="LEVERS",
-        help="add a Rev-MViT-B row per precision with these levers on, each a lever or several "
-        f"joined by +: {', '.join(LEVERS)} (MVIT.REV.OVERLAP_RECOMPUTE, MODEL.COMPILE, "
-        "MVIT.REV.STORED_LAYERS: the last two stages' blocks) "
-        "(default: none)",
+        help="add a Rev-MViT-B row per depth and precision with these levers on, each a lever or "
+        f"several joined by +: {', '.join(LEVERS)} (MVIT.REV.OVERLAP_RECOMPUTE, MODEL.COMPILE, "
+        "MVIT.REV.STORED_LAYERS: the last two stages' blocks) (default: none)",
     )
     data = parser.add_argument_group("data loading (--section data)")
     data.add_argument(

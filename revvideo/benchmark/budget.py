@@ -143,22 +143,22 @@ def _budget_summary(row: dict) -> str:
 
 
 def budget_cases(settings: Settings) -> list[tuple[str, int, str, tuple[str, ...]]]:
-    """(model, depth, dtype, levers) in the order they run: the models as built, Rev-MViT-B with
-    each --budget-levers combination, then the deeper models."""
-    cases = [
-        (name, BASE_DEPTH, dtype, ()) for dtype in settings.budget_dtypes for name in BUDGET_MODELS
-    ]
-    cases += [
-        ("Rev-MViT-B", BASE_DEPTH, dtype, tuple(combination.split("+")))
-        for dtype in settings.budget_dtypes
-        for combination in settings.budget_levers
-    ]
+    """(model, depth, dtype, levers) in the order they run: the models as built, then the deeper
+    ones; after the Rev-MViT-B and MViT-B of each depth and dtype, Rev-MViT-B with each
+    --budget-levers combination."""
+    levers = [tuple(combination.split("+")) for combination in settings.budget_levers]
     deeper = [name for name, (_, reversible) in BUDGET_MODELS.items() if reversible is not None]
-    return cases + [
-        (name, depth, dtype, ())
+    groups = [(BASE_DEPTH, dtype, list(BUDGET_MODELS)) for dtype in settings.budget_dtypes]
+    groups += [
+        (depth, dtype, deeper)
         for depth in settings.budget_depths
         for dtype in settings.budget_depth_dtypes
-        for name in deeper
+    ]
+    return [
+        case
+        for depth, dtype, names in groups
+        for case in [(name, depth, dtype, ()) for name in names]
+        + [("Rev-MViT-B", depth, dtype, combination) for combination in levers]
     ]
 
 
