@@ -36,10 +36,10 @@ Pipeline section: Rev-MViT-B training steps (SGD, --batch clips) on clips that r
 decodes from the data benchmark's files, against the same steps on one batch kept on the device;
 end to end as a percentage of model only says whether the data keeps up.
 
-Peak section (CUDA only): for each memory-budget model at --batch clips, the allocator's history
-of one training step (after a warm one), replayed to its peak: the memory alive then, per clip,
-by the line of revvideo (or torchvision) that allocated it, as the place to look when the GPU's
-peak per clip exceeds the CPU's live-tensor count.
+Peak section: for each memory-budget model at --batch clips, what is alive at the peak of one
+training step (after a warm one), per clip, by the line of the model's code (revvideo's or
+torchvision's) that allocated it: on CUDA the allocator's history of the step replayed to its
+peak, on the CPU the live tensors followed as the step runs (with the op that made each).
 
 Memory-budget section (CUDA only), per model, depth and precision, each in a fresh process
 limited to --memory-budget GiB with `torch.cuda.set_per_process_memory_fraction`:
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pipeline-steps", type=int, default=10, help="timed steps each way (default: %(default)s)"
     )
     peak = parser.add_argument_group(
-        "what is alive at the peak (--section peak, CUDA; --batch, --dtype, --frames, --size apply)"
+        "what is alive at the peak (--section peak; --batch, --dtype, --frames, --size apply)"
     )
     peak.add_argument(
         "--peak-sites",

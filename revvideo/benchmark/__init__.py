@@ -3,8 +3,8 @@ command; its docstring says what each figure means).
 
 Sections: `models` (the model table and depth sweep), `budget` (CUDA: the largest batch within a
 memory budget and clips/s there), `paper` (the paper's ImageNet table), `data` (data loading,
-and clips/s per loader worker), `pipeline` (training fed by the loader against the model alone), `peak` (CUDA: what is alive at
-a training step's peak, by the line that allocated it).
+and clips/s per loader worker), `pipeline` (training fed by the loader against the model
+alone), `peak` (what is alive at a training step's peak, by the line that allocated it).
 `run(settings)` runs the sections `settings.section` names and prints their tables.
 """
 
@@ -33,7 +33,7 @@ def run(settings: Settings) -> dict:
     if settings.section in ("budget", "all") and _has_cuda(device, "memory-budget"):
         result["budget"] = budget.run_budget(settings, device)
         budget.print_budget(result["budget"], settings)
-    if settings.section == "peak" and _has_cuda(device, "peak"):
+    if settings.section == "peak":
         result["peak"] = peak.run_peak(settings, device)
         peak.print_peak(result["peak"], settings)
     if settings.section in ("data", "all"):

@@ -41,6 +41,15 @@ BASE_DEPTH = 16
 BUDGET_CLASSES = 400  # every builder's default head (Kinetics-400)
 
 
+def training_inputs(
+    settings: Settings, batch: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch` random clips of the settings' size and random labels, on `device`."""
+    size = settings.size
+    clip = torch.randn(batch, 3, settings.frames, size, size, device=device)
+    return clip, torch.randint(0, BUDGET_CLASSES, (batch,), device=device)
+
+
 class BudgetRun:
     """One model at one depth and precision, training on CUDA inside the memory budget."""
 
@@ -78,9 +87,7 @@ class BudgetRun:
         self.figures: dict = {}
 
     def inputs(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        size = self.settings.size
-        clip = torch.randn(batch, 3, self.settings.frames, size, size, device=self.device)
-        return clip, torch.randint(0, BUDGET_CLASSES, (batch,), device=self.device)
+        return training_inputs(self.settings, batch, self.device)
 
     def trial(self, batch: int) -> None:
         self.step(*self.inputs(batch))
