@@ -1,5 +1,6 @@
-"""The installed distribution: every package of the library is listed, and every console script
-is the `main` of a command-line front (`revvideo-train` is `python tools/run_net.py`, ...)."""
+"""The installed distribution: every package of the library is listed, every console script is
+the `main` of a command-line front (`revvideo-train` is `python tools/run_net.py`, ...), and the
+configs are shipped and found from any folder."""
 
 import configparser
 import importlib
@@ -9,6 +10,9 @@ from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from pathlib import Path
 
 import pytest
+
+from revvideo.config import config_file, load_config
+from revvideo.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
@@ -80,3 +84,21 @@ def test_a_console_script_answers_as_its_front(name):
     assert installed.returncode == front.returncode == 0
     assert installed.stdout.startswith(f"usage: {name} ")
     assert _options(installed.stdout) == _options(front.stdout) != []
+
+
+@needs_install
+def test_the_shipped_configs_load_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    for name in ("configs/synthetic/REV_MVIT_XS.yaml", "kinetics/REV_MVIT_B_16x4.yaml"):
+        found = Path(config_file(name))
+        assert found.read_bytes() == (ROOT / "configs" / name.removeprefix("configs/")).read_bytes()
+    # A fine-tuning config's _BASE_ resolves next to the shipped file.
+    assert load_config("configs/finetune/REV_MVIT_B_16x4.yaml").MVIT.REV.ENABLE is True
+    with pytest.raises(ConfigError, match=r"config file not found: configs/nope\.yaml \(revvideo "):
+        load_config("configs/nope.yaml")
+
+
+def test_every_config_is_shipped():
+    package_data = _setup_cfg()["options.package_data"]["revvideo_configs"].split()
+    shipped = {path for pattern in package_data for path in (ROOT / "configs").glob(pattern)}
+    assert shipped == set((ROOT / "configs").rglob("*.yaml"))

@@ -1,9 +1,11 @@
 """Configs: `get_cfg()` gives the defaults, `load_config()` merges YAML files and overrides and
 validates the result (`validate_config`, see revvideo.config.validate)."""
 
+import importlib.util
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -77,11 +79,40 @@ def load_config(cfg_file: str | os.PathLike | None = None, opts: Sequence[str] =
     merged on top, validated: ConfigError (one line, naming the file or key) otherwise."""
     cfg = get_cfg()
     if cfg_file is not None:
-        for source, tree in _config_files(os.fspath(cfg_file)):
+        for source, tree in _config_files(config_file(cfg_file)):
             _merge(_literal_tuples(tree), cfg, source)
     merge_overrides(cfg, opts)
     validate_config(cfg)
     return cfg
+
+
+# The configs/ folder of the checkout, installed with revvideo as this package's data.
+SHIPPED_CONFIGS = "revvideo_configs"
+
+
+def shipped_configs() -> Path | None:
+    """The folder of the configs revvideo ships, when it is installed (None otherwise)."""
+    spec = importlib.util.find_spec(SHIPPED_CONFIGS)
+    return Path(spec.submodule_search_locations[0]) if spec else None
+
+
+def config_file(name: str | os.PathLike) -> str:
+    """`name` when it is a file; else, when revvideo is installed, the shipped config it names
+    (`configs/kinetics/X.yaml` or `kinetics/X.yaml`), so the console scripts find the configs
+    from any folder. ConfigError when neither exists, listing the shipped configs."""
+    path = os.fspath(name)
+    if os.path.isfile(path):
+        return path
+    shipped = shipped_configs()
+    if shipped is None or os.path.isabs(path):
+        raise ConfigError(f"config file not found: {path}")
+    relative = Path(path)
+    if relative.parts[:1] == ("configs",):
+        relative = Path(*relative.parts[1:])
+    if (shipped / relative).is_file():
+        return str(shipped / relative)
+    names = ", ".join(sorted(str(file.relative_to(shipped)) for file in shipped.glob("*/*.yaml")))
+    raise ConfigError(f"config file not found: {path} (revvideo ships configs/ {names})")
 
 
 def _config_files(path: str, included_by: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
