@@ -3,7 +3,9 @@ tests/test_imagenet_models.py and their CUDA counterparts in tests/cuda): dropou
 on, one seeded forward + backward that reports the output, the gradients and where the random
 generators end, and relative errors of gradients against a reference."""
 
+import pytest
 import torch
+from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
 # Adding the same vector to every key leaves softmax attention unchanged, so the true gradient
 # of a bias added to all keys (K's projection bias, the bias of the norm after K pooling) is
@@ -11,6 +13,26 @@ import torch
 ZERO_GRADIENT_SUFFIXES = ("attn.k.bias", "attn.norm_k.bias")
 
 RANDOMNESS = dict(drop_path_rate=0.3, dropout_rate=0.2, head_dropout_rate=0.0)
+
+# The models every exactness test covers: Rev-MViT (transitions recomputed, or under ordinary
+# autograd) and Rev-ViT.
+BUILDS = {
+    "rev-mvit": tiny_rev_mvit,
+    "rev-mvit-cached-transitions": lambda **kw: tiny_rev_mvit(recompute_transitions=False, **kw),
+    "rev-vit": tiny_rev_vit,
+}
+# The largest relative error of any gradient against autograd's, per precision.
+PRECISIONS = {"fp64": (torch.float64, 1e-10), "fp32": (torch.float32, 1e-5)}
+
+
+def parametrize_builds(builds: dict = BUILDS):
+    """`@pytest.mark.parametrize("build", ...)` over `builds`, named by their keys."""
+    return pytest.mark.parametrize("build", list(builds.values()), ids=list(builds))
+
+
+parametrize_precisions = pytest.mark.parametrize(
+    ("dtype", "tolerance"), list(PRECISIONS.values()), ids=list(PRECISIONS)
+)
 
 
 def rng_state(device: torch.device) -> torch.Tensor:

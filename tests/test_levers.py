@@ -6,7 +6,14 @@ keeps the custom backward exact."""
 import pytest
 import torch
 from engine.helpers import tiny_cfg
-from gradient_checks import RANDOMNESS, assert_gradients_match, relative_error, step
+from gradient_checks import (
+    RANDOMNESS,
+    assert_gradients_match,
+    parametrize_builds,
+    parametrize_precisions,
+    relative_error,
+    step,
+)
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -15,17 +22,9 @@ from revvideo.engine.train import Trainer
 from revvideo.models.reversible import StageTransition, compile_branches
 from revvideo.utils.memory import LiveTensorTracker
 
-BUILDS = [
-    tiny_rev_mvit,
-    lambda **kw: tiny_rev_mvit(recompute_transitions=False, **kw),
-    tiny_rev_vit,
-]
-BUILD_IDS = ["rev-mvit", "rev-mvit-cached-transitions", "rev-vit"]
-PRECISIONS = [(torch.float64, 1e-10), (torch.float32, 1e-5)]
 
-
-@pytest.mark.parametrize(("dtype", "tolerance"), PRECISIONS, ids=["fp64", "fp32"])
-@pytest.mark.parametrize("build", BUILDS, ids=BUILD_IDS)
+@parametrize_precisions
+@parametrize_builds()
 def test_overlapped_schedule_matches_autograd_with_randomness_on(build, dtype, tolerance):
     torch.manual_seed(0)
     model = build(**RANDOMNESS).to(dtype).train()

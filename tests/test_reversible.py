@@ -5,11 +5,18 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from gradient_checks import RANDOMNESS, assert_gradients_match, relative_error, step
+from gradient_checks import (
+    BUILDS,
+    RANDOMNESS,
+    assert_gradients_match,
+    parametrize_builds,
+    parametrize_precisions,
+    relative_error,
+    step,
+)
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
 from revvideo.config import load_config
@@ -17,27 +24,16 @@ from revvideo.models import build_model
 from revvideo.utils.memory import SavedTensorCounter
 
 
-@pytest.mark.parametrize(
-    ("dtype", "tolerance"), [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["fp64", "fp32"]
-)
-@pytest.mark.parametrize(
-    "build",
-    [
-        tiny_rev_mvit,
-        lambda **kw: tiny_rev_mvit(recompute_transitions=False, **kw),
-        lambda **kw: tiny_rev_mvit(stored_layers=(2, 4), **kw),
-        lambda **kw: tiny_rev_mvit(stored_layers=(0, 3), **kw),
-        tiny_rev_vit,
-        lambda **kw: tiny_rev_vit(stored_layers=(1,), **kw),
-    ],
-    ids=[
-        "rev-mvit",
-        "rev-mvit-cached-transitions",
-        "rev-mvit-stored-blocks",
-        "rev-mvit-stored-first-block-and-a-transition",
-        "rev-vit",
-        "rev-vit-stored-block",
-    ],
+@parametrize_precisions
+@parametrize_builds(
+    BUILDS
+    | {
+        "rev-mvit-stored-blocks": lambda **kw: tiny_rev_mvit(stored_layers=(2, 4), **kw),
+        "rev-mvit-stored-first-block-and-a-transition": lambda **kw: tiny_rev_mvit(
+            stored_layers=(0, 3), **kw
+        ),
+        "rev-vit-stored-block": lambda **kw: tiny_rev_vit(stored_layers=(1,), **kw),
+    }
 )
 def test_custom_backward_matches_autograd_with_randomness_on(build, dtype, tolerance):
     torch.manual_seed(0)

@@ -17,6 +17,7 @@ from revvideo.benchmark.models import (
     in_fresh_process,
     store_deep_stages,
     torchvision_mvit_v1_b,
+    training_inputs,
 )
 from revvideo.benchmark.settings import Settings
 from revvideo.models import mvit_b_16x4, rev_mvit_b_16x4
@@ -38,16 +39,6 @@ LEVERS: dict[str, Callable[[nn.Module], object]] = {
 }
 BUDGET_REFERENCE = "MViT-B (revvideo)"
 BASE_DEPTH = 16
-BUDGET_CLASSES = 400  # every builder's default head (Kinetics-400)
-
-
-def training_inputs(
-    settings: Settings, batch: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`batch` random clips of the settings' size and random labels, on `device`."""
-    size = settings.size
-    clip = torch.randn(batch, 3, settings.frames, size, size, device=device)
-    return clip, torch.randint(0, BUDGET_CLASSES, (batch,), device=device)
 
 
 class BudgetRun:

@@ -72,6 +72,19 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 REFERENCE = "mvit_v1_b (torchvision)"
 
 
+CLASSES = 400  # every builder's default head (Kinetics-400)
+
+
+def training_inputs(
+    settings: Settings, batch: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch` random clips of the settings' size and random labels, on `device`, for a
+    TrainingStep."""
+    size = settings.size
+    clip = torch.randn(batch, 3, settings.frames, size, size, device=device)
+    return clip, torch.randint(0, CLASSES, (batch,), device=device)
+
+
 class TrainingStep:
     """One training step of `model`: cross-entropy, backward and a plain SGD step (it has no
     state, so every step needs the memory of the first), in fp32 or bf16 autocast."""

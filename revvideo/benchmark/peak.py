@@ -13,13 +13,8 @@ from collections.abc import Iterable
 
 import torch
 
-from revvideo.benchmark.budget import (
-    BASE_DEPTH,
-    BUDGET_MODELS,
-    BudgetRun,
-    training_inputs,
-)
-from revvideo.benchmark.models import GIB, MIB, TrainingStep, in_fresh_process
+from revvideo.benchmark.budget import BASE_DEPTH, BUDGET_MODELS, BudgetRun
+from revvideo.benchmark.models import GIB, MIB, TrainingStep, in_fresh_process, training_inputs
 from revvideo.benchmark.settings import Settings
 from revvideo.utils.memory import LiveTensorTracker
 from revvideo.utils.table import format_table
@@ -49,20 +44,20 @@ class _SiteTracker(LiveTensorTracker):
         self._sites: dict[int, str] = {}
         self.at_peak: Counter = Counter()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        known, peak = set(self._tracked), self.peak_bytes
-        out = super().__torch_dispatch__(func, types, args, kwargs)
-        new = self._tracked.keys() - known
-        if new:
-            stack = reversed(traceback.extract_stack())
-            site = _site((frame.filename, frame.lineno, frame.name) for frame in stack)
-            # The op too: on the CPU a backward's allocations all come from one line.
-            self._sites.update(dict.fromkeys(new, f"{site} ({func.__name__})"))
-        if self.peak_bytes > peak:
-            self.at_peak = Counter()
-            for key, nbytes in self._tracked.items():
-                self.at_peak[self._sites[key]] += nbytes
-        return out
+    def _release(self, key: int) -> None:
+        super()._release(key)
+        self._sites.pop(key, None)
+
+    def _allocated(self, keys: list[int], func) -> None:
+        stack = reversed(traceback.extract_stack())
+        site = _site((frame.filename, frame.lineno, frame.name) for frame in stack)
+        # The op too: on the CPU a backward's allocations all come from one line.
+        self._sites.update(dict.fromkeys(keys, f"{site} ({func.__name__})"))
+
+    def _new_peak(self) -> None:
+        self.at_peak = Counter()
+        for key, nbytes in self._tracked.items():
+            self.at_peak[self._sites[key]] += nbytes
 
 
 def live_at_peak(trace: list[dict]) -> tuple[int, Counter]:

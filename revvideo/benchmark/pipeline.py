@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from revvideo.benchmark.data import loader_config, video_folder
-from revvideo.benchmark.models import TrainingStep
+from revvideo.benchmark.models import TrainingStep, training_inputs
 from revvideo.benchmark.settings import Settings
 from revvideo.data import VideoLoader, build_loader
 from revvideo.models import rev_mvit_b_16x4
@@ -20,7 +20,6 @@ from revvideo.utils.errors import DataError
 from revvideo.utils.table import format_table
 
 MODEL = "Rev-MViT-B"
-CLASSES = 400  # the builder's default head; the benchmark's videos are all labelled 0
 
 
 def _epochs(loader: VideoLoader, batch: int) -> Iterator[dict]:
@@ -72,11 +71,7 @@ def run_pipeline(settings: Settings, device: torch.device) -> dict:
             torch.cuda.synchronize(device)
         return clips / (time.perf_counter() - start)
 
-    shape = (settings.batch, 3, settings.frames, settings.size, settings.size)
-    fixed = (
-        torch.randn(shape, device=device),
-        torch.randint(0, CLASSES, (settings.batch,), device=device),
-    )
+    fixed = training_inputs(settings, settings.batch, device)
     model_only = clips_per_s(lambda: fixed)
     print(f"  measured {MODEL} on one batch on the device", file=sys.stderr, flush=True)
     batches = _epochs(loader, settings.batch)

@@ -40,6 +40,12 @@ class LiveTensorTracker(TorchDispatchMode):
     def _release(self, key: int) -> None:
         self.live_bytes -= self._tracked.pop(key, 0)
 
+    def _allocated(self, keys: list[int], func) -> None:
+        """Called once per op with the keys of the storages it allocated (for subclasses)."""
+
+    def _new_peak(self) -> None:
+        """Called when the live total reaches a new peak (for subclasses)."""
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         inputs = {
@@ -47,6 +53,7 @@ class LiveTensorTracker(TorchDispatchMode):
             for t in tree_flatten((args, kwargs))[0]
             if isinstance(t, torch.Tensor)
         }
+        new = []
         for tensor in tree_flatten(out)[0]:
             if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
                 continue
@@ -57,7 +64,12 @@ class LiveTensorTracker(TorchDispatchMode):
             self._tracked[key] = nbytes
             weakref.finalize(storage, self._release, key)
             self.live_bytes += nbytes
-            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+            new.append(key)
+        if new:
+            self._allocated(new, func)
+            if self.live_bytes > self.peak_bytes:
+                self.peak_bytes = self.live_bytes
+                self._new_peak()
         return out
 
 

@@ -4,8 +4,15 @@ generator replayed in the recompute), and mixed-precision training steps."""
 import pytest
 import torch
 import torch.nn.functional as F
-from gradient_checks import RANDOMNESS, assert_gradients_match, relative_error, step
-from tiny_models import tiny_rev_mvit, tiny_rev_vit
+from gradient_checks import (
+    RANDOMNESS,
+    assert_gradients_match,
+    parametrize_builds,
+    parametrize_precisions,
+    relative_error,
+    step,
+)
+from tiny_models import tiny_rev_mvit
 
 pytestmark = pytest.mark.cuda
 
@@ -13,18 +20,8 @@ DEVICE = torch.device("cuda")
 
 
 @pytest.mark.usefixtures("ieee_float32")
-@pytest.mark.parametrize(
-    ("dtype", "tolerance"), [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["fp64", "fp32"]
-)
-@pytest.mark.parametrize(
-    "build",
-    [
-        tiny_rev_mvit,
-        lambda **kw: tiny_rev_mvit(recompute_transitions=False, **kw),
-        tiny_rev_vit,
-    ],
-    ids=["rev-mvit", "rev-mvit-cached-transitions", "rev-vit"],
-)
+@parametrize_precisions
+@parametrize_builds()
 def test_custom_backward_matches_autograd_on_cuda_with_randomness_on(build, dtype, tolerance):
     torch.manual_seed(0)
     model = build(**RANDOMNESS).to(DEVICE, dtype).train()

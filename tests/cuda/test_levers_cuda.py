@@ -7,7 +7,14 @@ import itertools
 
 import pytest
 import torch
-from gradient_checks import RANDOMNESS, assert_gradients_match, relative_error, step
+from gradient_checks import (
+    RANDOMNESS,
+    assert_gradients_match,
+    parametrize_builds,
+    parametrize_precisions,
+    relative_error,
+    step,
+)
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
 from revvideo.models.reversible import ReversibleBlock, compile_branches
@@ -17,19 +24,10 @@ pytestmark = pytest.mark.cuda
 
 DEVICE = torch.device("cuda")
 
-BUILDS = [
-    tiny_rev_mvit,
-    lambda **kw: tiny_rev_mvit(recompute_transitions=False, **kw),
-    tiny_rev_vit,
-]
-BUILD_IDS = ["rev-mvit", "rev-mvit-cached-transitions", "rev-vit"]
-
 
 @pytest.mark.usefixtures("ieee_float32")
-@pytest.mark.parametrize(
-    ("dtype", "tolerance"), [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["fp64", "fp32"]
-)
-@pytest.mark.parametrize("build", BUILDS, ids=BUILD_IDS)
+@parametrize_precisions
+@parametrize_builds()
 def test_overlapped_backward_matches_autograd_on_cuda(build, dtype, tolerance):
     torch.manual_seed(0)
     model = build(**RANDOMNESS).to(DEVICE, dtype).train()
