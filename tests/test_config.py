@@ -4,8 +4,10 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 from revvideo.config import ConfigError, get_cfg, load_config
+from revvideo.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +53,27 @@ def test_base_files_merge_first(tmp_path):
         ("MVIT: 3\n", [], r"MVIT .* must be a section"),
         ("MVIT: [1\n", [], r"not valid YAML"),
         ("- 1\n", [], r"must hold a mapping"),
+        (
+            "",
+            ["MODEL.MODEL_NAME", "MViT", "MVIT.REV.STORED_LAYERS", "auto"],
+            r"MVIT\.REV\.STORED_LAYERS auto .* needs MODEL\.MODEL_NAME RevMViT",
+        ),
+        (
+            "",
+            ["MVIT.REV.STORED_LAYERS", "some"],
+            r"MVIT\.REV\.STORED_LAYERS in the command line must",
+        ),
     ],
-    ids=["typo", "wrong-type", "odd-overrides", "not-a-section", "bad-yaml", "not-a-mapping"],
+    ids=[
+        "typo",
+        "wrong-type",
+        "odd-overrides",
+        "not-a-section",
+        "bad-yaml",
+        "not-a-mapping",
+        "stored-auto-without-reversible",
+        "stored-neither-list-nor-auto",
+    ],
 )
 def test_user_mistakes_are_one_line_errors(tmp_path, yaml_text, opts, message):
     path = tmp_path / "bad.yaml"
@@ -60,6 +81,14 @@ def test_user_mistakes_are_one_line_errors(tmp_path, yaml_text, opts, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_config(path, opts)
     assert "\n" not in str(info.value)
+
+
+def test_stored_layers_auto_builds_a_model_that_stores_none_until_the_engine_chooses():
+    cfg = load_config(
+        ROOT / "configs" / "kinetics" / "REV_MVIT_B_16x4.yaml", ["MVIT.REV.STORED_LAYERS", "auto"]
+    )
+    with torch.device("meta"):
+        assert build_model(cfg).rev_backbone.stored_layers == frozenset()
 
 
 def test_missing_config_file(tmp_path):

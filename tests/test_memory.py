@@ -1,13 +1,14 @@
-"""The batch-size search of revvideo.utils.memory, with a step that runs out of memory above a
-capacity (the CUDA allocator's error, raised on the CPU), so it runs without a GPU."""
+"""The searches of revvideo.utils.memory, with steps that run out of memory above a capacity
+(the CUDA allocator's error, raised on the CPU), so they run without a GPU."""
 
 import weakref
 
 import pytest
 import torch
+from simulated_memory import SimulatedMemoryBudget
 from tiny_models import tiny_rev_mvit
 
-from revvideo.utils.memory import fits_in_memory, largest_batch
+from revvideo.utils.memory import fits_in_memory, largest_batch, largest_beside_reserve
 
 
 class FakeStep:
@@ -82,6 +83,34 @@ def test_other_errors_are_not_taken_for_running_out_of_memory():
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         fits_in_memory(broken)
+
+
+KIB = 1024
+
+
+def _holds(count: int) -> None:
+    """A step whose peak is 100 KiB plus 10 KiB per unit of `count`."""
+    torch.empty((100 + 10 * count) * KIB, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize(
+    ("capacity_kib", "reserve", "limit", "found"),
+    [
+        (300, 0.0, 40, 20),  # 100 + 10 x 20 KiB
+        (300, 0.5, 40, 15),  # 50 KiB held: 50 + 100 + 10 x 15
+        (300, 0.5, 12, 12),  # the limit fits
+        (155, 0.5, 40, 0),  # not even one unit beside the reserve
+    ],
+)
+def test_the_reserve_search_finds_what_fits_beside_a_share_of_the_first_steps_peak(
+    capacity_kib, reserve, limit, found
+):
+    with SimulatedMemoryBudget(capacity_kib * KIB) as budget:
+        assert (
+            largest_beside_reserve(_holds, torch.device("cpu"), limit=limit, reserve=reserve)
+            == found
+        )
+    assert budget.live_bytes == 0  # the reserve is handed back
 
 
 def _fails_once_in_the_backward(model) -> None:

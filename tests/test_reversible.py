@@ -143,6 +143,22 @@ def test_stored_layers_keep_their_activations_and_only_theirs():
     assert saved[(0, 1, 2, 3, 4)] == plain
 
 
+def test_the_deepest_layers_are_stored_first():
+    clip = torch.randn(2, 3, 4, 32, 32)
+    model = tiny_rev_mvit().train()  # 5 layers, stage transitions at 1 and 3
+    stack = model.rev_backbone
+    assert stack.storable_layers() == [4, 3, 2, 1, 0]
+    saved = []
+    for count in range(6):
+        stack.store_deepest(count)
+        assert stack.stored_layers == {4, 3, 2, 1, 0} - set(range(5 - count))
+        saved.append(_saved_bytes(model, clip))
+    assert saved == sorted(set(saved))  # each one more keeps more
+    # Transitions that keep their activations anyway are not offered.
+    cached = tiny_rev_mvit(recompute_transitions=False).rev_backbone
+    assert cached.storable_layers() == [4, 2, 0]
+
+
 def _graph_node_names(tensor: torch.Tensor) -> set[str]:
     names, stack, seen = set(), [tensor.grad_fn], set()
     while stack:

@@ -11,13 +11,13 @@ from typing import Any
 import yaml
 from fvcore.common.config import BASE_KEY, CfgNode
 
-from revvideo.config.defaults import AUTO_BATCH_SIZE, IGNORED_KEYS, get_cfg
+from revvideo.config.defaults import AUTO, IGNORED_KEYS, get_cfg
 from revvideo.config.validate import check_type, unknown_key_error, validate_config
 from revvideo.utils.errors import ConfigError, DataError
 from revvideo.utils.text import read_text
 
 __all__ = [
-    "AUTO_BATCH_SIZE",
+    "AUTO",
     "CfgNode",
     "ConfigError",
     "get_cfg",

@@ -142,7 +142,9 @@ _C.MVIT.REV.RECOMPUTE_TRANSITIONS = True
 # Layers that keep their activations for backward instead of recomputing them: each one listed
 # skips its share of the recompute (the fourth pass) for memory. Deep layers keep the least
 # (tokens are pooled 4x per stage while the width doubles): e.g. [4, 5, ..., 13, 15], Rev-MViT-B's
-# third and fourth stages, where a memory budget leaves room.
+# third and fourth stages, where a memory budget leaves room. "auto" (CUDA, training): before
+# training, as many of the deepest layers as fit in what the batch leaves of the GPU's memory
+# (revvideo.engine.memory_fit); the list chosen is saved with the run.
 _C.MVIT.REV.STORED_LAYERS = []
 # On CUDA, recompute each step of the custom backward on a side stream while the step before it
 # is backpropagated (PaReprop): the same gradients, one more step's activations in memory.
@@ -209,7 +211,8 @@ _C.LOG_PERIOD = 10
 _C.TRAIN = CfgNode()
 # Videos per training batch over all processes (each rank loads BATCH_SIZE / world size), or
 # "auto" (CUDA only): before training, the largest batch each GPU holds is searched for and
-# ACCUMULATION_STEPS set so that a step sees GLOBAL_BATCH_SIZE videos (revvideo.engine.batch_size).
+# ACCUMULATION_STEPS set so that a step sees GLOBAL_BATCH_SIZE videos
+# (revvideo.engine.memory_fit).
 _C.TRAIN.BATCH_SIZE = 64
 # With BATCH_SIZE auto: the videos per optimizer step over all processes (the recipe's batch);
 # 0 takes SOLVER.BASE_LR_BATCH_SIZE. Unused with a numeric BATCH_SIZE.
@@ -321,8 +324,10 @@ IGNORED_KEYS = {
 }
 
 
-# The TRAIN.BATCH_SIZE that asks for the batch-size search.
-AUTO_BATCH_SIZE = "auto"
+# The value of TRAIN.BATCH_SIZE and MVIT.REV.STORED_LAYERS that asks the engine to search the
+# GPU's memory for it before training.
+AUTO = "auto"
+AUTO_KEYS = ("TRAIN.BATCH_SIZE", "MVIT.REV.STORED_LAYERS")
 
 
 def get_cfg() -> CfgNode:

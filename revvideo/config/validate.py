@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from fvcore.common.config import CfgNode
 
-from revvideo.config.defaults import AUTO_BATCH_SIZE, get_cfg
+from revvideo.config.defaults import AUTO, AUTO_KEYS, get_cfg
 from revvideo.utils.errors import ConfigError
 
 __all__ = ["check_type", "config_items", "unknown_key_error", "validate_config"]
@@ -203,7 +203,10 @@ def _rules() -> dict[str, Rule]:
         "MVIT.REV.ENABLE": TYPE_ONLY,
         "MVIT.REV.RESPATH_FUSE": _one_of(FINAL_FUSIONS),
         "MVIT.REV.BUFFER_LAYERS": LAYER_INDICES,
-        "MVIT.REV.STORED_LAYERS": LAYER_INDICES,
+        "MVIT.REV.STORED_LAYERS": Rule(
+            lambda value: value == AUTO or LAYER_INDICES.test(value),
+            f"{LAYER_INDICES.expected} or auto",
+        ),
         "MVIT.REV.RES_PATH": _one_of(RESIDUAL_PATHS),
         "MVIT.REV.PRE_Q_FUSION": Rule(stream_fusion, f"must be {StreamFusion.MODES}"),
         "MVIT.REV.CUSTOM_BACKWARD": TYPE_ONLY,
@@ -228,7 +231,7 @@ def _rules() -> dict[str, Rule]:
         "DATA_LOADER.ENABLE_MULTI_THREAD_DECODE": TYPE_ONLY,
         "TRAIN.ENABLE": TYPE_ONLY,
         "TRAIN.BATCH_SIZE": Rule(
-            lambda value: value == AUTO_BATCH_SIZE or value > 0, "must be positive or auto"
+            lambda value: value == AUTO or value > 0, "must be positive or auto"
         ),
         "TRAIN.GLOBAL_BATCH_SIZE": NON_NEGATIVE,
         "TRAIN.EVAL_PERIOD": POSITIVE,
@@ -302,7 +305,7 @@ def check_type(key: str, value: Any, source: str = "") -> None:
         raise ConfigError(f"config key {key}{where} takes a value, not a section: got {value!r}")
     if default is None or (isinstance(default, float) and _is_int(value)):
         return
-    if key == "TRAIN.BATCH_SIZE" and value == AUTO_BATCH_SIZE:
+    if key in AUTO_KEYS and value == AUTO:
         return
     if not (type(value) is type(default) or (_is_list(default) and _is_list(value))):
         raise ConfigError(
@@ -406,6 +409,11 @@ def _check_model(cfg: CfgNode) -> None:
         if min(height, width) < 1:
             raise ConfigError(f"{key} {_get(cfg, key)} is smaller than {patch}")
     _ask_model(lambda: model_class.from_cfg(cfg))
+    if mvit.REV.STORED_LAYERS == AUTO and not (model_class is RevMViT and mvit.REV.CUSTOM_BACKWARD):
+        raise ConfigError(
+            "MVIT.REV.STORED_LAYERS auto chooses the layers a reversible model keeps instead of "
+            "recomputing: it needs MODEL.MODEL_NAME RevMViT and MVIT.REV.CUSTOM_BACKWARD True"
+        )
 
 
 def _check_data(cfg: CfgNode) -> None:
@@ -440,11 +448,7 @@ def _check_solver(cfg: CfgNode) -> None:
 def _check_engine(cfg: CfgNode, world_size: int) -> None:
     if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
         raise ConfigError("TRAIN.ENABLE and TEST.ENABLE are both False: nothing to do")
-    if (
-        cfg.TRAIN.ENABLE
-        and cfg.TRAIN.BATCH_SIZE != AUTO_BATCH_SIZE
-        and cfg.TRAIN.BATCH_SIZE % world_size
-    ):
+    if cfg.TRAIN.ENABLE and cfg.TRAIN.BATCH_SIZE != AUTO and cfg.TRAIN.BATCH_SIZE % world_size:
         raise ConfigError(
             f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} is the batch over all {world_size} "
             "processes and must be a multiple of their number"

@@ -28,7 +28,6 @@ from revvideo.config.validate import validate_config
 from revvideo.data.loader import dead_loader_worker
 from revvideo.data.paths import video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
-from revvideo.engine.batch_size import resolve_auto_batch_size
 from revvideo.engine.distributed import (
     barrier,
     distributed_rank_and_world_size,
@@ -37,6 +36,7 @@ from revvideo.engine.distributed import (
     shutdown_distributed,
 )
 from revvideo.engine.evaluate import RESULTS_FILE, multiview_test
+from revvideo.engine.memory_fit import resolve_auto_settings
 from revvideo.engine.monitor import RunLog
 from revvideo.engine.output_lock import output_dir_lock
 from revvideo.engine.precision import MixedPrecision
@@ -64,7 +64,7 @@ def run(cfg: CfgNode) -> int:
     try:
         tested = check_inputs(cfg)
         if cfg.TRAIN.ENABLE:
-            resolve_auto_batch_size(cfg, device, distributed_rank_and_world_size()[1])
+            resolve_auto_settings(cfg, device, distributed_rank_and_world_size()[1])
         output_dir = Path(cfg.OUTPUT_DIR)
         with contextlib.ExitStack() as owned:
             if is_main_process():

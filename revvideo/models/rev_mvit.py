@@ -15,6 +15,7 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 from revvideo.checkpoint.releases import load_weights
+from revvideo.config import AUTO
 from revvideo.models.build import MODEL_REGISTRY, mvit_arguments
 from revvideo.models.common import (
     ClassificationHead,
@@ -310,6 +311,7 @@ class RevMViT(MultiscaleTransformer):
                 "MVIT.CLS_EMBED_ON must be False: reversible models have no class token (they "
                 "average the tokens)"
             )
+        stored = cfg.MVIT.REV.STORED_LAYERS
         return cls(
             num_classes=cfg.MODEL.NUM_CLASSES,
             transition_layers=tuple(cfg.MVIT.REV.BUFFER_LAYERS),
@@ -318,7 +320,8 @@ class RevMViT(MultiscaleTransformer):
             respath_fuse=cfg.MVIT.REV.RESPATH_FUSE,
             custom_backward=cfg.MVIT.REV.CUSTOM_BACKWARD,
             recompute_transitions=cfg.MVIT.REV.RECOMPUTE_TRANSITIONS,
-            stored_layers=tuple(cfg.MVIT.REV.STORED_LAYERS),
+            # "auto" stores none until the engine has searched the GPU (engine.memory_fit).
+            stored_layers=() if stored == AUTO else tuple(stored),
             overlap_recompute=cfg.MVIT.REV.OVERLAP_RECOMPUTE,
             **mvit_arguments(cfg),
         )

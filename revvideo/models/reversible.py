@@ -606,10 +606,23 @@ class ReversibleStack(nn.Module):
         self.stored_layers = frozenset(stored_layers)
         self.overlap_recompute = overlap_recompute
 
+    def _recomputable(self, index: int) -> bool:
+        return isinstance(self.layers[index], ReversibleBlock) or self.recompute_transitions
+
     def _recomputed(self, index: int) -> bool:
         if not 0 <= index < len(self.layers) or index in self.stored_layers:
             return False
-        return isinstance(self.layers[index], ReversibleBlock) or self.recompute_transitions
+        return self._recomputable(index)
+
+    def storable_layers(self) -> list[int]:
+        """The layers the custom backward recomputes when none is stored, deepest first: a deeper
+        layer keeps less memory for the recompute it saves (tokens pool faster than the width
+        grows), so the first ones are the ones to store."""
+        return [i for i in reversed(range(len(self.layers))) if self._recomputable(i)]
+
+    def store_deepest(self, count: int) -> None:
+        """Makes the first `count` of storable_layers() the stored layers (and only them)."""
+        self.stored_layers = frozenset(self.storable_layers()[:count])
 
     def forward(self, x: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, torch.Tensor, Thw]:
         x1 = x2 = _stream(x)

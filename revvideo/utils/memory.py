@@ -4,7 +4,7 @@
 peak of their total size: the CPU counterpart of `torch.cuda.max_memory_allocated`.
 `SavedTensorCounter` adds up the distinct storages autograd saves for backward.
 `largest_batch` finds the largest batch a step fits in device memory, recovering from each
-out-of-memory error on the way.
+out-of-memory error on the way; `largest_beside_reserve` the largest setting of another kind.
 """
 
 import gc
@@ -169,3 +169,23 @@ def largest_batch(
         else:
             fails = size
     return max(1, math.floor(fits * (1 - headroom))) if fits else 0
+
+
+def largest_beside_reserve(
+    step: Callable[[int], object],
+    device: torch.device,
+    *,
+    limit: int,
+    reserve: float,
+    on_out_of_memory: Callable[[], None] | None = None,
+) -> int:
+    """The largest n <= `limit` for which `step(n)` runs without running out of memory while a
+    block of `reserve` x the peak of `step(0)` is held: the headroom of a search for a setting
+    whose memory does not grow in proportion to it (largest_batch's `headroom` gives up a
+    fraction of the batch instead). `step(0)` must fit; 0 when `step(1)` does not."""
+    held = torch.empty(
+        int(reserve * peak_bytes(partial(step, 0), device)), dtype=torch.uint8, device=device
+    )
+    found = largest_batch(step, limit=limit, on_out_of_memory=on_out_of_memory)
+    del held  # before the caller hands memory back
+    return found

@@ -167,6 +167,11 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp
             "TRAIN.BATCH_SIZE auto searches a CUDA GPU's memory, and this run is on the cpu: "
             "set a number of videos",
         ),
+        (
+            ["MVIT.REV.STORED_LAYERS", "auto"],
+            "MVIT.REV.STORED_LAYERS auto searches a CUDA GPU's memory, and this run is on the "
+            "cpu: list the layers to store, or none",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -179,6 +184,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp
         "fine-tuning-source",
         "synthetic-into-another-dataset",
         "auto-batch-on-cpu",
+        "auto-stored-layers-on-cpu",
     ],
 )
 def test_user_mistakes_are_one_line_errors(tiny_dataset, tmp_path, opts, message):

@@ -1,0 +1,111 @@
+"""TRAIN.BATCH_SIZE auto: the plan that makes up the recipe's batch from what fits;
+MVIT.REV.STORED_LAYERS auto: the deepest layers that fit beside the batch, searched on the CPU
+under a simulated memory budget (tests/cuda/test_cuda_memory_fit.py searches a GPU)."""
+
+import logging
+import math
+
+import pytest
+import torch
+from simulated_memory import SimulatedMemoryBudget
+
+from revvideo.config import ConfigError
+from revvideo.engine import memory_fit, run
+from revvideo.engine.memory_fit import _most_stored_layers, plan_batches, resolve_auto_stored_layers
+from revvideo.utils.errors import UserError
+
+from .helpers import tiny_cfg
+
+
+@pytest.mark.parametrize(
+    ("global_batch", "world_size", "fits", "plan"),
+    [
+        (64, 1, 64, (64, 1)),  # everything fits: no accumulation
+        (64, 1, 100, (64, 1)),  # never more than the recipe's batch
+        (64, 1, 20, (16, 4)),  # 4 steps of 16, not 20 + 20 + 20 + 4
+        (64, 2, 20, (16, 2)),  # 32 per process: 2 steps of 16 each
+        (2048, 8, 23, (22, 12)),  # 256 per process: 12 steps of 22 (264 >= 256)
+        (10, 4, 1, (1, 3)),  # 3 per process (12 >= 10), one at a time
+    ],
+)
+def test_the_fewest_accumulation_steps_reach_the_global_batch(global_batch, world_size, fits, plan):
+    per_process, accumulation = plan_batches(global_batch, world_size, fits)
+    assert (per_process, accumulation) == plan
+    assert per_process <= fits
+    effective = per_process * world_size * accumulation
+    # The recipe's batch, or the least above it that the processes can share evenly.
+    assert global_batch <= effective < global_batch + world_size * accumulation
+
+
+def test_a_batch_larger_than_the_training_set_is_logged_as_what_it_holds(
+    tiny_dataset, tmp_path, caplog
+):
+    cfg = tiny_cfg(
+        tiny_dataset, tmp_path / "out", SOLVER__MAX_EPOCH=1, TEST__ENABLE=False,
+        TRAIN__BATCH_SIZE=1000,
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert run(cfg) == 0
+    # 12 training videos: one step holds them all, not "1000 videos".
+    assert "1 steps of 12 videos per epoch" in caplog.text
+
+
+CPU = torch.device("cpu")
+
+
+def _peaks_by_stored_count(cfg, monkeypatch, videos: int) -> tuple[int, dict[int, int]]:
+    """(the count an unlimited search stores; the live bytes at the peak of its last training
+    step with each number of stored layers, everything the search holds included)."""
+    peaks: dict[int, int] = {}
+    training_step = memory_fit._training_step
+
+    def recording_step(cfg, device, model, *rest):
+        budget.peak_bytes = budget.live_bytes
+        training_step(cfg, device, model, *rest)
+        peaks[len(model.rev_backbone.stored_layers)] = budget.peak_bytes
+
+    monkeypatch.setattr(memory_fit, "_training_step", recording_step)
+    with SimulatedMemoryBudget(math.inf) as budget:
+        count, _ = _most_stored_layers(cfg, CPU, videos)
+    monkeypatch.undo()
+    return count, peaks
+
+
+def test_stored_layers_auto_stores_the_deepest_layers_that_fit_beside_the_batch(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS="auto")
+    # Without a limit every layer of the tiny model (transitions at 1 and 3) is stored.
+    count, peaks = _peaks_by_stored_count(cfg, monkeypatch, videos=8)
+    assert count == 4
+    assert peaks[4] > 1.2 * peaks[0]  # storing costs memory the test can share out
+    # A budget halfway between storing none (with the search's reserve) and storing all.
+    torch.manual_seed(0)
+    with SimulatedMemoryBudget((peaks[0] + peaks[4]) / 2):
+        count, storable = _most_stored_layers(cfg, CPU, videos=8)
+    assert storable == [3, 2, 1, 0]  # deepest first
+    assert 0 < count < 4
+
+
+def test_a_batch_that_does_not_fit_even_without_stored_layers_is_one_error(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS="auto", TRAIN__BATCH_SIZE=8)
+    _, peaks = _peaks_by_stored_count(cfg, monkeypatch, videos=8)
+    with (
+        SimulatedMemoryBudget(peaks[0] * 0.9),
+        pytest.raises(UserError, match=r"TRAIN\.BATCH_SIZE 8 \(8 videos per GPU\) does not fit"),
+    ):
+        _most_stored_layers(cfg, CPU, videos=8)
+
+
+def test_stored_layers_auto_on_the_cpu_is_a_config_error(tiny_dataset, tmp_path):
+    cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS="auto")
+    with pytest.raises(ConfigError, match=r"MVIT\.REV\.STORED_LAYERS auto searches a CUDA GPU"):
+        resolve_auto_stored_layers(cfg, CPU, world_size=1)
+
+
+def test_a_list_of_stored_layers_is_kept(tiny_dataset, tmp_path):
+    cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS=[3])
+    resolve_auto_stored_layers(cfg, CPU, world_size=1)
+    assert cfg.MVIT.REV.STORED_LAYERS == [3]
