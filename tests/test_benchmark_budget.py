@@ -5,8 +5,8 @@ import pytest
 import torch
 from tiny_models import tiny_rev_mvit
 
-from revvideo.benchmark import Settings
-from revvideo.benchmark.budget import LEVERS, budget_cases
+from revvideo.benchmark import Settings, budget
+from revvideo.benchmark.budget import LEVER_NAMES, LEVERS, budget_cases
 from revvideo.models import rev_mvit_b_16x4
 from revvideo_tools.benchmark import LEVERS as LEVER_CHOICES
 from revvideo_tools.benchmark import build_parser
@@ -17,7 +17,7 @@ def _settings(*options):
 
 
 def test_the_levers_the_command_offers_are_the_ones_it_can_switch_on():
-    assert tuple(LEVERS) == LEVER_CHOICES
+    assert LEVER_NAMES == LEVER_CHOICES
 
 
 def test_each_lever_combination_adds_a_rev_mvit_b_row_at_each_depth_and_precision():
@@ -70,3 +70,23 @@ def test_the_store_lever_stores_the_blocks_of_the_last_two_stages():
     with torch.device("meta"):
         model = LEVERS["store"](rev_mvit_b_16x4())  # transitions at layers 1, 3 and 14
     assert sorted(model.rev_backbone.stored_layers) == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15]
+
+
+def test_the_fill_lever_trains_at_the_batch_mvit_b_was_timed_at(monkeypatch):
+    def fake_row(row_function, settings, device, name, depth, dtype, levers, fill_batch):
+        if name == "MViT-B (revvideo)" and dtype == "bf16":
+            raise RuntimeError("the process died")
+        timed = {"Rev-MViT-B": 64, "MViT-B (revvideo)": 16}.get(name, 12)
+        return dict(
+            model=" + ".join((name, *levers)), depth=depth, dtype=dtype, fill_batch=fill_batch,
+            timed_batch=fill_batch or timed, clips_per_s=1.0,
+        )  # fmt: skip
+
+    monkeypatch.setattr(budget, "in_fresh_process", fake_row)
+    settings = _settings("--budget-dtypes", "fp32", "bf16", "--budget-levers", "fill", "store")
+    settings.budget_depths = []
+    rows = {(row["model"], row["dtype"]): row for row in budget.run_budget(settings, None)["rows"]}
+    assert rows["Rev-MViT-B + fill", "fp32"]["fill_batch"] == 16
+    assert rows["Rev-MViT-B + store", "fp32"]["fill_batch"] is None
+    # Without MViT-B's figures there is no batch to fill at: that row says so.
+    assert "MViT-B (revvideo), which has none" in rows["Rev-MViT-B + fill", "bf16"]["error"]

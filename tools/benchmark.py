@@ -6,7 +6,7 @@
     python tools/benchmark.py --section paper          # the paper's ImageNet table
     python tools/benchmark.py --json results.json      # also write the figures as JSON
     python tools/benchmark.py --device cuda --section budget --memory-budget 16
-    python tools/benchmark.py --device cuda --section budget --budget-levers overlap compile
+    python tools/benchmark.py --device cuda --section budget --budget-levers overlap fill
     python tools/benchmark.py --device cuda --section pipeline --batch 32 --data-workers 16
     python tools/benchmark.py --device cuda --section peak --batch 8
 
@@ -50,6 +50,10 @@ limited to --memory-budget GiB with `torch.cuda.set_per_process_memory_fraction`
   --budget-warmup, timed with CUDA events; if repeated steps no longer fit (the allocator
   fragments), the batch steps down until they do, and "timed at" says where they ran.
 - peak GiB / reserved GiB: `max_memory_allocated` / `max_memory_reserved` over the timed steps.
+- --budget-levers: Rev-MViT-B again with throughput levers on: overlap (the recompute on a side
+  stream), compile (compiled branches), store (the last two stages keep their activations),
+  fill (at the batch MViT-B (revvideo) was timed at, as many of the deepest layers stored as fit
+  beside it, the "stored" column; what MVIT.REV.STORED_LAYERS auto does before training).
 fp32 is IEEE float32 (TF32 off for matmuls and convolutions); bf16 is bfloat16 autocast.
 """
 
@@ -65,8 +69,8 @@ SECTIONS = ("models", "data", "budget", "paper", "pipeline", "peak", "all")
 # The pairs of the paper's ImageNet table (revvideo.benchmark.paper.PAPER_PAIRS).
 PAPER_MODELS = ("ViT-S", "ViT-B", "ViT-L", "MViT-B")
 PRECISIONS = ("fp32", "bf16")
-# The reversible engine's throughput levers (revvideo.benchmark.budget.LEVERS).
-LEVERS = ("overlap", "compile", "store")
+# The reversible engine's throughput levers (revvideo.benchmark.budget.LEVER_NAMES).
+LEVERS = ("overlap", "compile", "store", "fill")
 
 
 def lever_combination(text: str) -> str:
@@ -187,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LEVERS",
         help="add a Rev-MViT-B row per depth and precision with these levers on, each a lever or "
         f"several joined by +: {', '.join(LEVERS)} (MVIT.REV.OVERLAP_RECOMPUTE, MODEL.COMPILE, "
-        "MVIT.REV.STORED_LAYERS: the last two stages' blocks) (default: none)",
+        "MVIT.REV.STORED_LAYERS: the last two stages' blocks, or auto at MViT-B's batch) "
+        "(default: none)",
     )
     data = parser.add_argument_group("data loading (--section data)")
     data.add_argument(

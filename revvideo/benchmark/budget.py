@@ -37,6 +37,10 @@ LEVERS: dict[str, Callable[[nn.Module], object]] = {
     "compile": compile_branches,
     "store": store_deep_stages,
 }
+# Not a switch of the model: Rev-MViT-B trains at the batch the reference model was timed at,
+# with as many of its deepest layers stored as fit beside it (MVIT.REV.STORED_LAYERS auto).
+FILL = "fill"
+LEVER_NAMES = (*LEVERS, FILL)
 BUDGET_REFERENCE = "MViT-B (revvideo)"
 BASE_DEPTH = 16
 
@@ -52,6 +56,7 @@ class BudgetRun:
         depth: int,
         dtype: str,
         levers: Sequence[str] = (),
+        fill_batch: int | None = None,
     ) -> None:
         self.settings = settings
         # The memory fraction is set per device and needs its index ("cuda" has none).
@@ -73,7 +78,10 @@ class BudgetRun:
         torch.manual_seed(0)
         model = build(**arguments).to(device).train()
         for lever in levers:
-            LEVERS[lever](model)
+            if lever != FILL:
+                LEVERS[lever](model)
+        self.model = model
+        self.fill_batch = fill_batch
         self.step = TrainingStep(model, device, dtype)
         self.figures: dict = {}
 
@@ -104,6 +112,8 @@ class BudgetRun:
         )
 
     def row(self) -> dict:
+        if self.fill_batch is not None:
+            return self._filled_row(self.fill_batch)
         found = largest_batch(
             self.trial, tolerance=self.settings.budget_tolerance, on_out_of_memory=self.step.release
         )
@@ -114,6 +124,25 @@ class BudgetRun:
             dict(largest_batch=found, card=torch.cuda.get_device_name(self.device)) | self.figures
         )
 
+    def _filled_row(self, batch: int) -> dict:
+        """At `batch`, the most deepest layers stored that fit; timed with one fewer at a time
+        where repeated steps no longer fit."""
+        stack = self.model.rev_backbone
+        storable = len(stack.storable_layers())
+
+        def trial(count: int) -> None:
+            stack.store_deepest(count)
+            self.trial(batch)
+
+        count = largest_batch(trial, limit=storable, on_out_of_memory=self.step.release)
+        while count >= 0:
+            stack.store_deepest(count)
+            if fits_in_memory(partial(self.measure, batch), self.step.release):
+                break
+            count -= 1
+        figures = self.figures | dict(stored_layers=f"{count}/{storable}") if count >= 0 else {}
+        return dict(largest_batch=batch, card=torch.cuda.get_device_name(self.device)) | figures
+
 
 def _budget_row(
     settings: Settings,
@@ -122,9 +151,10 @@ def _budget_row(
     depth: int,
     dtype: str,
     levers: tuple[str, ...],
+    fill_batch: int | None,
 ) -> dict:
     row = dict(model=" + ".join((name, *levers)), depth=depth, dtype=dtype)
-    row |= BudgetRun(settings, device, name, depth, dtype, levers).row()
+    row |= BudgetRun(settings, device, name, depth, dtype, levers, fill_batch).row()
     print(f"  measured {_budget_summary(row)}", file=sys.stderr, flush=True)
     return row
 
@@ -134,6 +164,8 @@ def _budget_summary(row: dict) -> str:
     text += f"largest batch {row['largest_batch']}"
     if "clips_per_s" not in row:
         return text
+    if "stored_layers" in row:
+        text += f" with {row['stored_layers']} layers stored"
     return (
         f"{text}, {row['clips_per_s']:.1f} clips/s at batch {row['timed_batch']}, "
         f"peak {row['peak_gib']:.2f} GiB, reserved {row['reserved_gib']:.2f} GiB"
@@ -160,12 +192,24 @@ def budget_cases(settings: Settings) -> list[tuple[str, int, str, tuple[str, ...
     ]
 
 
+def _fill_batch(rows: list[dict], depth: int, dtype: str) -> int:
+    """The batch the reference model of `depth` and `dtype` was timed at (its row ran first)."""
+    for row in rows:
+        case = (row["model"], row["depth"], row["dtype"])
+        if case == (BUDGET_REFERENCE, depth, dtype) and "timed_batch" in row:
+            return row["timed_batch"]
+    raise RuntimeError(f"{FILL} trains at the batch of {BUDGET_REFERENCE}, which has none")
+
+
 def run_budget(settings: Settings, device: torch.device) -> dict:
     rows = []
     for model, depth, dtype, levers in budget_cases(settings):
         try:
+            fill_batch = _fill_batch(rows, depth, dtype) if FILL in levers else None
             rows.append(
-                in_fresh_process(_budget_row, settings, device, model, depth, dtype, levers)
+                in_fresh_process(
+                    _budget_row, settings, device, model, depth, dtype, levers, fill_batch
+                )
             )
         except Exception as error:  # one model failing (or its process dying) leaves the others
             model = " + ".join((model, *levers))
@@ -197,6 +241,7 @@ def print_budget(result: dict, settings: Settings) -> None:
         ("timed_batch", "timed at", "d"),
         ("clips_per_s", "clips/s", ".1f"),
         ("x_reference", "x speed", ".2f"),
+        ("stored_layers", "stored", "s"),
         ("peak_gib", "peak GiB", ".2f"),
         ("reserved_gib", "reserved GiB", ".2f"),
     ]

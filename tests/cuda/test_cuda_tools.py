@@ -99,7 +99,7 @@ def test_the_memory_budget_section_finds_batches_that_fit_and_times_them(tmp_pat
 
 def test_a_lever_row_trains_rev_mvit_b_with_the_lever_on(tmp_path):
     options = ["--section", "budget", "--memory-budget", "2", "--budget-dtypes", "fp32"]
-    options += ["--budget-depths", "--budget-levers", "overlap"]
+    options += ["--budget-depths", "--budget-levers", "overlap", "fill"]
     options += ["--budget-warmup", "1", "--budget-steps", "2"]
     rows = {row["model"]: row for row in _benchmark(tmp_path, *options)["budget"]["rows"]}
     assert not [row for row in rows.values() if "error" in row]
@@ -107,6 +107,12 @@ def test_a_lever_row_trains_rev_mvit_b_with_the_lever_on(tmp_path):
     assert overlapped["clips_per_s"] > 0 and overlapped["x_reference"] > 0
     # One more recompute step alive: the batch that fits shrinks by little, if at all.
     assert overlapped["largest_batch"] >= 0.75 * plain["largest_batch"]
+    # At MViT-B's batch, Rev-MViT-B (about MViT-B's memory with every layer stored) has room to
+    # store some of its layers.
+    filled = rows["Rev-MViT-B + fill"]
+    assert filled["largest_batch"] == rows["MViT-B (revvideo)"]["timed_batch"]
+    stored, storable = map(int, filled["stored_layers"].split("/"))
+    assert 1 <= stored <= storable == 16 and filled["clips_per_s"] > 0
 
 
 def test_the_paper_table_runs_on_cuda(tmp_path):
