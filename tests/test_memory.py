@@ -85,6 +85,23 @@ def test_other_errors_are_not_taken_for_running_out_of_memory():
         fits_in_memory(broken)
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+        "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "GET was unable to find an engine to execute this computation",
+    ],
+)
+def test_a_library_that_cannot_allocate_its_workspace_ran_out_of_memory(message):
+    def needs_a_workspace():
+        raise RuntimeError(message)
+
+    released = []
+    assert not fits_in_memory(needs_a_workspace, lambda: released.append(True))
+    assert released == [True]
+
+
 KIB = 1024
 
 

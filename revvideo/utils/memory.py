@@ -114,10 +114,20 @@ def peak_bytes(step: Callable[[], object], device: torch.device) -> int:
     return tracker.peak_bytes
 
 
+# How cuDNN and cuBLAS fail when their workspace does not fit, as a RuntimeError instead of the
+# allocator's OutOfMemoryError (near the limit a convolution's output may fit, its workspace not).
+_LIBRARY_OUT_OF_MEMORY = (
+    "unable to find an engine to execute this computation",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+)
+
+
 def fits_in_memory(
     step: Callable[[], object], on_out_of_memory: Callable[[], None] | None = None
 ) -> bool:
-    """Runs `step()`; False if it ran out of CUDA memory, after freeing what the failed step held.
+    """Runs `step()`; False if it ran out of CUDA memory (the allocator's error, or cuDNN's or
+    cuBLAS's for their workspaces), after freeing what the failed step held.
 
     The failed step's tensors are reachable from the exception's traceback (its frames' locals),
     so they are released only once the exception is gone: `on_out_of_memory` (which frees what
@@ -129,6 +139,9 @@ def fits_in_memory(
         step()
     except torch.cuda.OutOfMemoryError:
         pass
+    except RuntimeError as error:
+        if not any(message in str(error) for message in _LIBRARY_OUT_OF_MEMORY):
+            raise
     else:
         return True
     if on_out_of_memory is not None:
