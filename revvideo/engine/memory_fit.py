@@ -131,11 +131,14 @@ def resolve_auto_batch_size(cfg: CfgNode, device: torch.device, world_size: int)
     )
 
 
-def _most_stored_layers(cfg: CfgNode, device: torch.device, videos: int) -> tuple[int, list[int]]:
-    """(how many of the storable layers, deepest first, fit beside `videos` per training step;
-    the storable layers in that order)."""
+def _most_stored_layers(
+    cfg: CfgNode, device: torch.device, videos: int
+) -> tuple[int | None, list[int]]:
+    """(how many of the storable layers, deepest first, fit beside `videos` per training step,
+    None if the step does not fit even with none stored; the storable layers in that order)."""
     model, optimizer, precision = _trial_training(cfg, device)
     stack = model.rev_backbone
+    storable = stack.storable_layers()
 
     def step(count: int) -> None:
         stack.store_deepest(count)
@@ -146,11 +149,7 @@ def _most_stored_layers(cfg: CfgNode, device: torch.device, videos: int) -> tupl
 
     # Twice: the first step makes the optimizer's state, which every later step holds too.
     if not fits_in_memory(lambda: (step(0), step(0)), release):
-        raise UserError(
-            f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} ({videos} videos per GPU) does not fit a "
-            f"training step on {device}, before any layer is stored: lower it, or set it to auto"
-        )
-    storable = stack.storable_layers()
+        return None, storable
     count = largest_beside_reserve(
         step, device, limit=len(storable), reserve=HEADROOM, on_out_of_memory=release
     )
@@ -160,14 +159,21 @@ def _most_stored_layers(cfg: CfgNode, device: torch.device, videos: int) -> tupl
 def resolve_auto_stored_layers(cfg: CfgNode, device: torch.device, world_size: int) -> None:
     """Replaces `MVIT.REV.STORED_LAYERS auto` in `cfg` by the deepest layers that fit beside
     the micro-batch (TRAIN.BATCH_SIZE, a number by now); nothing to do for a list. ConfigError
-    on a CPU."""
+    on a CPU; UserError if the batch does not fit at all."""
     if cfg.MVIT.REV.STORED_LAYERS != AUTO:
         return
     _require_cuda("MVIT.REV.STORED_LAYERS", device, "list the layers to store, or none")
     videos = cfg.TRAIN.BATCH_SIZE // world_size
     count, storable = _most_stored_layers(cfg, device, videos)
     torch.cuda.empty_cache()
-    count = int(all_reduce(torch.tensor(count, device=device), torch.distributed.ReduceOp.MIN))
+    # Every process stores the same layers, the fewest any of them holds (-1: one holds none).
+    count = torch.tensor(-1 if count is None else count, device=device)
+    count = int(all_reduce(count, torch.distributed.ReduceOp.MIN))
+    if count < 0:
+        raise UserError(
+            f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} ({videos} videos per GPU) does not fit a "
+            f"training step on {device} even with no layer stored: lower it"
+        )
     cfg.MVIT.REV.STORED_LAYERS = sorted(storable[:count])
     logger.info(
         "MVIT.REV.STORED_LAYERS auto: %d of the %d recomputed layers keep their activations "

@@ -64,31 +64,38 @@ def _peaks_by_stored_count(cfg, monkeypatch, videos: int) -> tuple[int, dict[int
         training_step(cfg, device, model, *rest)
         peaks[len(model.rev_backbone.stored_layers)] = budget.peak_bytes
 
-    monkeypatch.setattr(memory_fit, "_training_step", recording_step)
-    with SimulatedMemoryBudget(math.inf) as budget:
+    with monkeypatch.context() as patch, SimulatedMemoryBudget(math.inf) as budget:
+        patch.setattr(memory_fit, "_training_step", recording_step)
         count, _ = _most_stored_layers(cfg, CPU, videos)
-    monkeypatch.undo()
     return count, peaks
 
 
+@pytest.fixture
+def cpu_searches(monkeypatch):
+    """The searches of the GPU run on the CPU (under a SimulatedMemoryBudget)."""
+    monkeypatch.setattr(memory_fit, "_require_cuda", lambda *_: None)
+
+
 def test_stored_layers_auto_stores_the_deepest_layers_that_fit_beside_the_batch(
-    tiny_dataset, tmp_path, monkeypatch
+    tiny_dataset, tmp_path, monkeypatch, cpu_searches, caplog
 ):
-    cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS="auto")
+    cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS="auto", TRAIN__BATCH_SIZE=8)
     # Without a limit every layer of the tiny model (transitions at 1 and 3) is stored.
     count, peaks = _peaks_by_stored_count(cfg, monkeypatch, videos=8)
     assert count == 4
     assert peaks[4] > 1.2 * peaks[0]  # storing costs memory the test can share out
     # A budget halfway between storing none (with the search's reserve) and storing all.
     torch.manual_seed(0)
-    with SimulatedMemoryBudget((peaks[0] + peaks[4]) / 2):
-        count, storable = _most_stored_layers(cfg, CPU, videos=8)
-    assert storable == [3, 2, 1, 0]  # deepest first
-    assert 0 < count < 4
+    with SimulatedMemoryBudget((peaks[0] + peaks[4]) / 2), caplog.at_level(logging.INFO):
+        resolve_auto_stored_layers(cfg, CPU, world_size=1)
+    stored = cfg.MVIT.REV.STORED_LAYERS
+    assert 0 < len(stored) < 4
+    assert stored == [3, 2, 1, 0][len(stored) - 1 :: -1]  # the deepest ones
+    assert f"{len(stored)} of the 4 recomputed layers keep their activations" in caplog.text
 
 
 def test_a_batch_that_does_not_fit_even_without_stored_layers_is_one_error(
-    tiny_dataset, tmp_path, monkeypatch
+    tiny_dataset, tmp_path, monkeypatch, cpu_searches
 ):
     cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS="auto", TRAIN__BATCH_SIZE=8)
     _, peaks = _peaks_by_stored_count(cfg, monkeypatch, videos=8)
@@ -96,7 +103,8 @@ def test_a_batch_that_does_not_fit_even_without_stored_layers_is_one_error(
         SimulatedMemoryBudget(peaks[0] * 0.9),
         pytest.raises(UserError, match=r"TRAIN\.BATCH_SIZE 8 \(8 videos per GPU\) does not fit"),
     ):
-        _most_stored_layers(cfg, CPU, videos=8)
+        resolve_auto_stored_layers(cfg, CPU, world_size=1)
+    assert cfg.MVIT.REV.STORED_LAYERS == "auto"
 
 
 def test_stored_layers_auto_on_the_cpu_is_a_config_error(tiny_dataset, tmp_path):
