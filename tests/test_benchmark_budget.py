@@ -90,3 +90,7 @@ def test_the_fill_lever_trains_at_the_batch_mvit_b_was_timed_at(monkeypatch):
     assert rows["Rev-MViT-B + store", "fp32"]["fill_batch"] is None
     # Without MViT-B's figures there is no batch to fill at: that row says so.
     assert "MViT-B (revvideo), which has none" in rows["Rev-MViT-B + fill", "bf16"]["error"]
+
+    settings.budget_fill_batch = 40
+    rows = budget.run_budget(settings, None)["rows"]
+    assert [row["fill_batch"] for row in rows if "fill" in row["model"]] == [40, 40]

@@ -52,8 +52,9 @@ limited to --memory-budget GiB with `torch.cuda.set_per_process_memory_fraction`
 - peak GiB / reserved GiB: `max_memory_allocated` / `max_memory_reserved` over the timed steps.
 - --budget-levers: Rev-MViT-B again with throughput levers on: overlap (the recompute on a side
   stream), compile (compiled branches), store (the last two stages keep their activations),
-  fill (at the batch MViT-B (revvideo) was timed at, as many of the deepest layers stored as fit
-  beside it, the "stored" column; what MVIT.REV.STORED_LAYERS auto does before training).
+  fill (at the batch MViT-B (revvideo) was timed at, or --budget-fill-batch, as many of the
+  deepest layers stored as fit beside it, the "stored" column; what MVIT.REV.STORED_LAYERS auto
+  does before training).
 fp32 is IEEE float32 (TF32 off for matmuls and convolutions); bf16 is bfloat16 autocast.
 """
 
@@ -193,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"several joined by +: {', '.join(LEVERS)} (MVIT.REV.OVERLAP_RECOMPUTE, MODEL.COMPILE, "
         "MVIT.REV.STORED_LAYERS: the last two stages' blocks, or auto at MViT-B's batch) "
         "(default: none)",
+    )
+    budget.add_argument(
+        "--budget-fill-batch",
+        type=int,
+        metavar="CLIPS",
+        help="the batch the fill lever trains at (default: the batch MViT-B (revvideo) of the "
+        "same depth and precision was timed at)",
     )
     data = parser.add_argument_group("data loading (--section data)")
     data.add_argument(

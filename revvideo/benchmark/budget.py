@@ -205,7 +205,9 @@ def run_budget(settings: Settings, device: torch.device) -> dict:
     rows = []
     for model, depth, dtype, levers in budget_cases(settings):
         try:
-            fill_batch = _fill_batch(rows, depth, dtype) if FILL in levers else None
+            fill_batch = None
+            if FILL in levers:
+                fill_batch = settings.budget_fill_batch or _fill_batch(rows, depth, dtype)
             rows.append(
                 in_fresh_process(
                     _budget_row, settings, device, model, depth, dtype, levers, fill_batch

@@ -27,6 +27,7 @@ class Settings:
     budget_steps: int
     budget_tolerance: float
     budget_levers: list[str]  # lever names joined by +, e.g. overlap+compile
+    budget_fill_batch: int | None  # None: the batch the reference model was timed at
     data_dir: str | None
     data_videos: int
     data_video_size: list[int]  # width, height
