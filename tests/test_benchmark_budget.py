@@ -94,3 +94,39 @@ def test_the_fill_lever_trains_at_the_batch_mvit_b_was_timed_at(monkeypatch):
     settings.budget_fill_batch = 40
     rows = budget.run_budget(settings, None)["rows"]
     assert [row["fill_batch"] for row in rows if "fill" in row["model"]] == [40, 40]
+
+
+class _FillRun(budget.BudgetRun):
+    """BudgetRun's fill logic on the CPU: a tiny Rev-MViT whose steps run out of memory above
+    `fits` stored layers (and the timed steps, repeated, above `fits_timed`)."""
+
+    def __init__(self, fits: int, fits_timed: int) -> None:
+        self.model = tiny_rev_mvit()
+        self.fits, self.fits_timed = fits, fits_timed
+        self.device = torch.device("cpu")
+        self.step = type("Step", (), {"release": lambda self: None})()
+        self.figures = {}
+
+    def _check(self, limit: int) -> None:
+        if len(self.model.rev_backbone.stored_layers) > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    def trial(self, batch: int) -> None:
+        self._check(self.fits)
+
+    def measure(self, batch: int) -> None:
+        self._check(self.fits_timed)
+        self.figures = dict(timed_batch=batch, clips_per_s=10.0)
+
+
+@pytest.mark.parametrize(("fits", "fits_timed", "stored"), [(3, 3, "3/5"), (3, 1, "1/5")])
+def test_the_fill_row_times_the_most_stored_layers_that_keep_fitting(
+    monkeypatch, fits, fits_timed, stored
+):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "a simulated card")
+    run = _FillRun(fits, fits_timed)
+    row = run._filled_row(12)
+    assert row["largest_batch"] == row["timed_batch"] == 12
+    assert row["stored_layers"] == stored
+    count = int(stored.split("/")[0])
+    assert run.model.rev_backbone.stored_layers == {4, 3, 2, 1, 0} - set(range(5 - count))
