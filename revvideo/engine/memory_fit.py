@@ -35,8 +35,9 @@ from revvideo.utils.memory import fits_in_memory, largest_batch, largest_beside_
 
 logger = logging.getLogger(__name__)
 
-# Fraction of the largest batch that fitted given up, and the precision of the search (a
-# fraction of that batch): each try is a whole training step at that size.
+# Headroom: the fraction of the largest batch that fitted given up, and the fraction of the
+# step's peak held back while layers to store are searched. Tolerance: the precision of the batch
+# search (a fraction of that batch), since each try is a whole training step.
 HEADROOM = 0.1
 SEARCH_TOLERANCE = 1 / 16
 
