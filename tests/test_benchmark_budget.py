@@ -130,3 +130,24 @@ def test_the_fill_row_times_the_most_stored_layers_that_keep_fitting(
     assert row["stored_layers"] == stored
     count = int(stored.split("/")[0])
     assert run.model.rev_backbone.stored_layers == {4, 3, 2, 1, 0} - set(range(5 - count))
+
+
+def test_a_fill_batch_that_does_not_fit_at_all_is_an_error_not_a_row(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "a simulated card")
+    with pytest.raises(RuntimeError, match="a batch of 12 does not fit even with no layer stored"):
+        _FillRun(fits=3, fits_timed=-1)._filled_row(12)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--budget-levers", "store+fill"], "store and fill choose the stored layers each"),
+        (["--budget-fill-batch", "0"], "must be a positive whole number, not '0'"),
+    ],
+)
+def test_fill_mistakes_are_one_line_option_errors(options, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(options)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error

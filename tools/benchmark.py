@@ -53,8 +53,8 @@ limited to --memory-budget GiB with `torch.cuda.set_per_process_memory_fraction`
 - --budget-levers: Rev-MViT-B again with throughput levers on: overlap (the recompute on a side
   stream), compile (compiled branches), store (the last two stages keep their activations),
   fill (at the batch MViT-B (revvideo) was timed at, or --budget-fill-batch, as many of the
-  deepest layers stored as fit beside it, the "stored" column; what MVIT.REV.STORED_LAYERS auto
-  does before training).
+  deepest layers stored as fit beside it, the "stored" column; like MVIT.REV.STORED_LAYERS auto
+  before training, without its reserve).
 fp32 is IEEE float32 (TF32 off for matmuls and convolutions); bf16 is bfloat16 autocast.
 """
 
@@ -76,11 +76,20 @@ LEVERS = ("overlap", "compile", "store", "fill")
 
 def lever_combination(text: str) -> str:
     """`overlap`, `compile` or several joined by +, e.g. `overlap+compile`."""
-    if not text or not set(text.split("+")) <= set(LEVERS):
+    levers = set(text.split("+"))
+    if not text or not levers <= set(LEVERS):
         raise argparse.ArgumentTypeError(
             f"levers are {', '.join(LEVERS)}, alone or joined by +, not {text!r}"
         )
+    if {"store", "fill"} <= levers:
+        raise argparse.ArgumentTypeError("store and fill choose the stored layers each: pick one")
     return text
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     budget.add_argument(
         "--budget-fill-batch",
-        type=int,
+        type=positive_int,
         metavar="CLIPS",
         help="the batch the fill lever trains at (default: the batch MViT-B (revvideo) of the "
         "same depth and precision was timed at)",

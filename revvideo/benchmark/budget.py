@@ -125,8 +125,9 @@ class BudgetRun:
         )
 
     def _filled_row(self, batch: int) -> dict:
-        """At `batch`, the most deepest layers stored that fit; timed with one fewer at a time
-        where repeated steps no longer fit."""
+        """At `batch`, the most deepest layers stored that fit (without the reserve of
+        MVIT.REV.STORED_LAYERS auto); timed with one fewer at a time where repeated steps no longer
+        fit."""
         stack = self.model.rev_backbone
         storable = len(stack.storable_layers())
 
@@ -140,7 +141,9 @@ class BudgetRun:
             if fits_in_memory(partial(self.measure, batch), self.step.release):
                 break
             count -= 1
-        figures = self.figures | dict(stored_layers=f"{count}/{storable}") if count >= 0 else {}
+        else:
+            raise RuntimeError(f"a batch of {batch} does not fit even with no layer stored")
+        figures = self.figures | dict(stored_layers=f"{count}/{storable}")
         return dict(largest_batch=batch, card=torch.cuda.get_device_name(self.device)) | figures
 
 

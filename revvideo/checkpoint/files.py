@@ -26,7 +26,7 @@ import yaml
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from revvideo.config import get_cfg, load_config
+from revvideo.config import config_from_mapping, load_config
 from revvideo.utils.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -299,8 +299,7 @@ def stored_config(checkpoint: Mapping[str, Any], source: str | os.PathLike) -> C
         tree = yaml.safe_load(text) if isinstance(text, str) else text
         if not isinstance(tree, Mapping):
             raise ValueError(f"a {type(tree).__name__}, not a mapping of keys")
-        cfg = get_cfg()
-        cfg.merge_from_other_cfg(CfgNode(tree))
+        cfg = config_from_mapping(tree)
     except (yaml.YAMLError, KeyError, ValueError, TypeError) as err:
         reason = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
         raise ConfigError(

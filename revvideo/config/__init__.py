@@ -1,17 +1,19 @@
 """Configs: `get_cfg()` gives the defaults, `load_config()` merges YAML files and overrides and
 validates the result (`validate_config`, see revvideo.config.validate)."""
 
+import copy
+import functools
 import importlib.util
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from fvcore.common.config import BASE_KEY, CfgNode
 
-from revvideo.config.defaults import AUTO, IGNORED_KEYS, get_cfg
+from revvideo.config.defaults import AUTO, AUTO_KEYS, IGNORED_KEYS, get_cfg
 from revvideo.config.validate import check_type, unknown_key_error, validate_config
 from revvideo.utils.errors import ConfigError, DataError
 from revvideo.utils.text import read_text
@@ -20,6 +22,7 @@ __all__ = [
     "AUTO",
     "CfgNode",
     "ConfigError",
+    "config_from_mapping",
     "get_cfg",
     "load_config",
     "merge_overrides",
@@ -51,6 +54,29 @@ def _merge(tree: dict, node: CfgNode, source: str, prefix: str = "") -> None:
         if isinstance(current, float) and isinstance(value, int):
             value = float(value)
         node[name] = list(value) if isinstance(value, tuple) else value
+
+
+def config_from_mapping(tree: Mapping[str, Any]) -> CfgNode:
+    """The defaults with the keys of a saved config (e.g. a checkpoint's) merged as fvcore
+    merges them: KeyError for a key revvideo does not have, ValueError for a value of another
+    type than the key's default, except `auto` where a key takes it (AUTO_KEYS)."""
+    tree = copy.deepcopy(dict(tree))
+    autos = []
+    for key in AUTO_KEYS:
+        *sections, name = key.split(".")
+        node = functools.reduce(
+            lambda node, section: node.get(section) if isinstance(node, dict) else None,
+            sections,
+            tree,
+        )
+        if isinstance(node, dict) and node.get(name) == AUTO:
+            del node[name]
+            autos.append((sections, name))
+    cfg = get_cfg()
+    cfg.merge_from_other_cfg(CfgNode(tree))
+    for sections, name in autos:
+        functools.reduce(lambda node, section: node[section], sections, cfg)[name] = AUTO
+    return cfg
 
 
 def _parse_override(text: str) -> Any:

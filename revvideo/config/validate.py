@@ -412,7 +412,8 @@ def _check_model(cfg: CfgNode) -> None:
     if mvit.REV.STORED_LAYERS == AUTO and not (model_class is RevMViT and mvit.REV.CUSTOM_BACKWARD):
         raise ConfigError(
             "MVIT.REV.STORED_LAYERS auto chooses the layers a reversible model keeps instead of "
-            "recomputing: it needs MODEL.MODEL_NAME RevMViT and MVIT.REV.CUSTOM_BACKWARD True"
+            "recomputing: it needs MODEL.MODEL_NAME RevMViT (or MViT with MVIT.REV.ENABLE True) "
+            "and MVIT.REV.CUSTOM_BACKWARD True"
         )
 
 

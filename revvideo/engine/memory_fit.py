@@ -35,8 +35,9 @@ from revvideo.utils.memory import fits_in_memory, largest_batch, largest_beside_
 
 logger = logging.getLogger(__name__)
 
-# Headroom: the fraction of the largest batch that fitted given up, and the fraction of the
-# step's peak held back while layers to store are searched. Tolerance: the precision of the batch
+# Headroom: the fraction of the largest batch that fitted given up, and the fraction of what a
+# training step allocates (above the weights and optimizer state) held back while layers to store
+# are searched. Tolerance: the precision of the batch
 # search (a fraction of that batch), since each try is a whole training step.
 HEADROOM = 0.1
 SEARCH_TOLERANCE = 1 / 16
@@ -178,7 +179,7 @@ def resolve_auto_stored_layers(cfg: CfgNode, device: torch.device, world_size: i
     cfg.MVIT.REV.STORED_LAYERS = sorted(storable[:count])
     logger.info(
         "MVIT.REV.STORED_LAYERS auto: %d of the %d recomputed layers keep their activations "
-        "beside %d videos per GPU (%d %% of the step's peak held back): %s",
+        "beside %d videos per GPU (%d %% of the step's own allocations held back): %s",
         count,
         len(storable),
         videos,

@@ -63,6 +63,8 @@ def run(cfg: CfgNode) -> int:
     device = init_distributed()
     try:
         tested = check_inputs(cfg)
+        # Before the searches of GPU memory, so that they try the convolutions training runs.
+        torch.backends.cudnn.benchmark = True
         if cfg.TRAIN.ENABLE:
             resolve_auto_settings(cfg, device, distributed_rank_and_world_size()[1])
         output_dir = Path(cfg.OUTPUT_DIR)
@@ -111,7 +113,6 @@ def check_inputs(cfg: CfgNode) -> tuple[Path, dict] | None:
 def train_and_test(cfg: CfgNode, device: torch.device, tested: tuple[Path, dict] | None) -> int:
     """The run itself, once its inputs are checked and it owns OUTPUT_DIR (see `run`)."""
     set_cpu_threads(cfg, device)
-    torch.backends.cudnn.benchmark = True
     model, checkpoint, steps, names = None, None, 0, None
     if cfg.TRAIN.ENABLE:
         trainer = Trainer(cfg, device)

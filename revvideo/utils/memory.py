@@ -8,6 +8,7 @@ out-of-memory error on the way; `largest_beside_reserve` the largest setting of 
 """
 
 import gc
+import logging
 import math
 import weakref
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from functools import partial
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+
+logger = logging.getLogger(__name__)
 
 
 def _storage_bytes(tensor: torch.Tensor) -> tuple[object, int]:
@@ -142,6 +145,8 @@ def fits_in_memory(
     except RuntimeError as error:
         if not any(message in str(error) for message in _LIBRARY_OUT_OF_MEMORY):
             raise
+        # The same words can mean an unsupported shape: the log keeps the library's message.
+        logger.warning("counted as out of memory: %s", str(error).splitlines()[0])
     else:
         return True
     if on_out_of_memory is not None:

@@ -192,3 +192,14 @@ def test_stored_config_reads_revvideo_configs_only():
         stored_config({"cfg": "TRAIN:\n  DATASET: kinetics\n"}, "c.pyth")
     with pytest.raises(ConfigError, match=r"is not a revvideo config \(a list, not a mapping"):
         stored_config({"cfg": "- 1\n- 2\n"}, "c.pyth")
+    with pytest.raises(ConfigError, match=r"not a revvideo config \(Type mismatch"):
+        stored_config({"cfg": "TRAIN:\n  BATCH_SIZE: many\n"}, "c.pyth")
+
+
+def test_a_stored_config_keeps_the_settings_left_to_a_search_of_the_gpu():
+    # A config converted into a checkpoint as the user wrote it (tools/convert_checkpoint.py).
+    cfg = tiny_cfg()
+    cfg.TRAIN.BATCH_SIZE = cfg.MVIT.REV.STORED_LAYERS = "auto"
+    assert stored_config({"cfg": cfg.dump()}, "c.pyth") == cfg
+    with pytest.raises(ConfigError, match="not a revvideo config"):
+        stored_config({"cfg": "MVIT: 3\n"}, "c.pyth")  # a section that is not one

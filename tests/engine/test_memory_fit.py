@@ -117,3 +117,23 @@ def test_a_list_of_stored_layers_is_kept(tiny_dataset, tmp_path):
     cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS=[3])
     resolve_auto_stored_layers(cfg, CPU, world_size=1)
     assert cfg.MVIT.REV.STORED_LAYERS == [3]
+
+
+@pytest.mark.parametrize(("fewest", "stored"), [(1, [3]), (0, [])])
+def test_every_process_stores_the_layers_the_most_constrained_one_holds(
+    tiny_dataset, tmp_path, monkeypatch, cpu_searches, fewest, stored
+):
+    # Another process, with less memory free, holds `fewest` layers (all_reduce's minimum).
+    monkeypatch.setattr(memory_fit, "all_reduce", lambda count, op: count.clamp(max=fewest))
+    cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS="auto", TRAIN__BATCH_SIZE=4)
+    resolve_auto_stored_layers(cfg, CPU, world_size=2)
+    assert stored == cfg.MVIT.REV.STORED_LAYERS
+
+
+def test_when_one_process_cannot_fit_the_batch_every_process_says_so(
+    tiny_dataset, tmp_path, monkeypatch, cpu_searches
+):
+    monkeypatch.setattr(memory_fit, "all_reduce", lambda count, op: count.clamp(max=-1))
+    cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS="auto", TRAIN__BATCH_SIZE=4)
+    with pytest.raises(UserError, match=r"\(2 videos per GPU\) does not fit"):
+        resolve_auto_stored_layers(cfg, CPU, world_size=2)
