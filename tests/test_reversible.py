@@ -20,8 +20,8 @@ from gradient_checks import (
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
 from revvideo.config import load_config
-from revvideo.models import build_model
-from revvideo.utils.memory import SavedTensorCounter
+from revvideo.models import build_model, reversible
+from revvideo.utils.memory import LiveTensorTracker, SavedTensorCounter
 
 
 @parametrize_precisions
@@ -157,6 +157,30 @@ def test_the_deepest_layers_are_stored_first():
     # Transitions that keep their activations anyway are not offered.
     cached = tiny_rev_mvit(recompute_transitions=False).rev_backbone
     assert cached.storable_layers() == [4, 2, 0]
+
+
+def test_a_block_recovers_x2_into_the_memory_of_y2_it_was_handed(monkeypatch):
+    # Rev-ViT: blocks only, so the step's peak is in a block's backward, where X2 = Y2 - G(Y1)
+    # either takes Y2's memory or a stream's worth more.
+    clip = torch.randn(4, 3, 4, 32, 32)
+    torch.manual_seed(0)
+    model = tiny_rev_vit(depth=4).train()
+
+    def step_peak() -> tuple[int, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same drop-path masks in both steps
+        with LiveTensorTracker() as tracker:
+            model(clip).square().sum().backward()
+        return tracker.peak_bytes, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    in_place, in_place_grads = step_peak()
+    monkeypatch.setattr(reversible._SerialSchedule, "writes_in_place", False)
+    copied, copied_grads = step_peak()
+    with torch.no_grad():
+        tokens, _ = model.embed(clip)  # (B, N, C): one stream
+    stream_bytes = tokens.numel() * tokens.element_size()
+    assert copied - in_place >= stream_bytes
+    assert all(torch.equal(in_place_grads[n], copied_grads[n]) for n in copied_grads)
 
 
 def _graph_node_names(tensor: torch.Tensor) -> set[str]:

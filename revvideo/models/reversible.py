@@ -121,6 +121,9 @@ def _record(tape: RngTape | None) -> None:
 class _SerialSchedule:
     """Recomputes and gradient computations take turns on the current stream."""
 
+    # Whether a layer's backward may overwrite a stream it owns: nothing else reads it later.
+    writes_in_place = True
+
     def recomputing(
         self, inputs: Sequence[torch.Tensor], records_graph: bool
     ) -> AbstractContextManager[None]:
@@ -157,6 +160,8 @@ class _OverlappedSchedule(_SerialSchedule):
 
     def __init__(self, device: torch.device) -> None:
         self._streams = _side_streams(device) if device.type == "cuda" else (None, None)
+        # A side stream may still be backpropagating through a stream another one would write.
+        self.writes_in_place = device.type != "cuda"
         # The side stream the next recorded graph goes to: not the one autograd may still be
         # backpropagating the last recorded graph on.
         self._next = 0
@@ -345,16 +350,19 @@ class ReversibleBlock(nn.Module):
         grad_y2: torch.Tensor,
         thw: Thw,
         recompute: Recompute,
+        owns_outputs: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """From the outputs `(B, N, C)` and their gradients, the inputs (X2 = Y2 - G(Y1), then
-        X1 = Y1 - F(X2)) and theirs: `x1, x2, grad_x1, grad_x2`."""
+        X1 = Y1 - F(X2)) and theirs: `x1, x2, grad_x1, grad_x2`. With `owns_outputs` (nothing
+        else reads Y2 again) and a schedule that allows it, X2 takes Y2's memory, one
+        full-resolution tensor less while F is recomputed and backpropagated."""
         grad_g, g = recompute.tokenwise(
             1, self._g, y1, grad_y2, self.chunk_tokens, _trainable(self.G), keep_output=True
         )
         grad_y1 = grad_y1 + grad_g
         del grad_g
         with recompute.recomputing(0, y2, g):
-            x2 = y2 - g
+            x2 = y2.sub_(g) if owns_outputs and recompute.schedule.writes_in_place else y2 - g
             del g
             x2_leaf = _leaf(x2)
             f = self._f(x2_leaf, thw)
@@ -534,10 +542,12 @@ class _ReversibleBlockFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y1: torch.Tensor, grad_y2: torch.Tensor):
+        # Outputs handed back by the next layer's backward are this backward's alone; outputs
+        # it kept are also the tensors the rest of the graph saw.
         y1, y2 = ctx.saved_tensors if ctx.keeps_output else ctx.handoff.take()
         with _replaying(ctx, y1.device) as recompute:
             x1, x2, grad_x1, grad_x2 = ctx.layer.backward_pass(
-                y1, y2, grad_y1, grad_y2, ctx.thw, recompute
+                y1, y2, grad_y1, grad_y2, ctx.thw, recompute, owns_outputs=not ctx.keeps_output
             )
         if ctx.hands_back:
             ctx.handoff.put(x1, x2)
