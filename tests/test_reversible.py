@@ -183,6 +183,24 @@ def test_a_block_recovers_x2_into_the_memory_of_y2_it_was_handed(monkeypatch):
     assert all(torch.equal(in_place_grads[n], copied_grads[n]) for n in copied_grads)
 
 
+def test_streams_are_handed_back_only_to_a_block_that_takes_them(monkeypatch):
+    # Layers: block, transition, block, transition, block. A transition keeps its inputs, so
+    # the blocks after the transitions keep what they recover to themselves (it would stay
+    # alive through the transition's backward); each transition hands its inputs to the block
+    # before it, which takes them.
+    handed = []
+    put = reversible._Handoff.put
+    monkeypatch.setattr(
+        reversible._Handoff,
+        "put",
+        lambda self, x1, x2: handed.append(x1.shape) or put(self, x1, x2),
+    )
+    model = tiny_rev_mvit().train()
+    model(torch.randn(2, 3, 4, 32, 32)).sum().backward()
+    stage_1, stage_2 = (2, 2 * 8 * 8, 16), (2, 2 * 4 * 4, 32)  # (B, N, C) before each transition
+    assert handed == [stage_2, stage_1]
+
+
 def _graph_node_names(tensor: torch.Tensor) -> set[str]:
     names, stack, seen = set(), [tensor.grad_fn], set()
     while stack:

@@ -642,8 +642,11 @@ class ReversibleStack(nn.Module):
         handoff = _Handoff(schedule)
         for index, layer in enumerate(self.layers):
             # A recomputed layer's backward recovers its input streams, which the backward of
-            # the layer before it takes when that one is recomputed too (else it keeps them).
-            hands_back = self._recomputed(index - 1)
+            # the layer before it takes when that one is a recomputed block (else it keeps them:
+            # a stage transition keeps its inputs, and a stored layer its activations).
+            hands_back = self._recomputed(index - 1) and isinstance(
+                self.layers[index - 1], ReversibleBlock
+            )
             if not (custom and self._recomputed(index)):
                 x1, x2, thw = layer(x1, x2, thw)
             elif isinstance(layer, ReversibleBlock):
