@@ -31,7 +31,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from revvideo.utils.cli import OneLineErrorParser
+from revvideo.utils.cli import OneLineErrorParser, positive_int
 from revvideo.utils.errors import UserError
 
 
@@ -42,12 +42,6 @@ def _views(text: str) -> tuple[int, int]:
             f"--views takes <clips>x<crops> such as 5x1 or 10x3, got {text!r}"
         )
     return int(clips), int(crops)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--topk",
-        type=_positive,
+        type=positive_int,
         default=5,
         help="classes printed, plotted and drawn on --output (default: %(default)s)",
     )

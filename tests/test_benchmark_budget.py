@@ -103,7 +103,6 @@ class _FillRun(budget.BudgetRun):
     def __init__(self, fits: int, fits_timed: int) -> None:
         self.model = tiny_rev_mvit()
         self.fits, self.fits_timed = fits, fits_timed
-        self.device = torch.device("cpu")
         self.step = type("Step", (), {"release": lambda self: None})()
         self.figures = {}
 
@@ -120,10 +119,7 @@ class _FillRun(budget.BudgetRun):
 
 
 @pytest.mark.parametrize(("fits", "fits_timed", "stored"), [(3, 3, "3/5"), (3, 1, "1/5")])
-def test_the_fill_row_times_the_most_stored_layers_that_keep_fitting(
-    monkeypatch, fits, fits_timed, stored
-):
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "a simulated card")
+def test_the_fill_row_times_the_most_stored_layers_that_keep_fitting(fits, fits_timed, stored):
     run = _FillRun(fits, fits_timed)
     row = run._filled_row(12)
     assert row["largest_batch"] == row["timed_batch"] == 12
@@ -132,8 +128,7 @@ def test_the_fill_row_times_the_most_stored_layers_that_keep_fitting(
     assert run.model.rev_backbone.stored_layers == {4, 3, 2, 1, 0} - set(range(5 - count))
 
 
-def test_a_fill_batch_that_does_not_fit_at_all_is_an_error_not_a_row(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "a simulated card")
+def test_a_fill_batch_that_does_not_fit_at_all_is_an_error_not_a_row():
     with pytest.raises(RuntimeError, match="a batch of 12 does not fit even with no layer stored"):
         _FillRun(fits=3, fits_timed=-1)._filled_row(12)
 
@@ -142,7 +137,7 @@ def test_a_fill_batch_that_does_not_fit_at_all_is_an_error_not_a_row(monkeypatch
     ("options", "message"),
     [
         (["--budget-levers", "store+fill"], "store and fill choose the stored layers each"),
-        (["--budget-fill-batch", "0"], "must be a positive whole number, not '0'"),
+        (["--budget-fill-batch", "0"], "expected a positive integer, got '0'"),
     ],
 )
 def test_fill_mistakes_are_one_line_option_errors(options, message, capsys):

@@ -64,7 +64,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from revvideo.utils.cli import OneLineErrorParser
+from revvideo.utils.cli import OneLineErrorParser, positive_int
 
 SECTIONS = ("models", "data", "budget", "paper", "pipeline", "peak", "all")
 # The pairs of the paper's ImageNet table (revvideo.benchmark.paper.PAPER_PAIRS).
@@ -84,12 +84,6 @@ def lever_combination(text: str) -> str:
     if {"store", "fill"} <= levers:
         raise argparse.ArgumentTypeError("store and fill choose the stored layers each: pick one")
     return text
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
-    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

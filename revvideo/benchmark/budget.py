@@ -120,9 +120,7 @@ class BudgetRun:
         batch = found
         while batch and not fits_in_memory(partial(self.measure, batch), self.step.release):
             batch -= max(1, batch // 16)
-        return (
-            dict(largest_batch=found, card=torch.cuda.get_device_name(self.device)) | self.figures
-        )
+        return dict(largest_batch=found) | self.figures
 
     def _filled_row(self, batch: int) -> dict:
         """At `batch`, the most deepest layers stored that fit (without the reserve of
@@ -143,8 +141,7 @@ class BudgetRun:
             count -= 1
         else:
             raise RuntimeError(f"a batch of {batch} does not fit even with no layer stored")
-        figures = self.figures | dict(stored_layers=f"{count}/{storable}")
-        return dict(largest_batch=batch, card=torch.cuda.get_device_name(self.device)) | figures
+        return dict(largest_batch=batch) | self.figures | dict(stored_layers=f"{count}/{storable}")
 
 
 def _budget_row(
@@ -157,7 +154,8 @@ def _budget_row(
     fill_batch: int | None,
 ) -> dict:
     row = dict(model=" + ".join((name, *levers)), depth=depth, dtype=dtype)
-    row |= BudgetRun(settings, device, name, depth, dtype, levers, fill_batch).row()
+    run = BudgetRun(settings, device, name, depth, dtype, levers, fill_batch)
+    row |= run.row() | dict(card=torch.cuda.get_device_name(run.device))
     print(f"  measured {_budget_summary(row)}", file=sys.stderr, flush=True)
     return row
 

@@ -85,6 +85,13 @@ def _largest_fitting_batch(cfg: CfgNode, device: torch.device, limit: int) -> in
     )
 
 
+def _fewest(found: int, device: torch.device) -> int:
+    """The smallest of the processes' search results, once the search's model and optimizer
+    state are gone and their memory is handed back for training."""
+    torch.cuda.empty_cache()
+    return int(all_reduce(torch.tensor(found, device=device), torch.distributed.ReduceOp.MIN))
+
+
 def _require_cuda(key: str, device: torch.device, instead: str) -> None:
     if device.type != "cuda":
         raise ConfigError(
@@ -106,10 +113,8 @@ def resolve_auto_batch_size(cfg: CfgNode, device: torch.device, world_size: int)
             "(else SOLVER.BASE_LR_BATCH_SIZE): set one of them"
         )
     fits = _largest_fitting_batch(cfg, device, limit=math.ceil(global_batch / world_size))
-    # The search's model and optimizer state are gone: their memory goes back for training.
-    torch.cuda.empty_cache()
     # Every process trains the same micro-batch: the one that fits them all.
-    fits = int(all_reduce(torch.tensor(fits, device=device), torch.distributed.ReduceOp.MIN))
+    fits = _fewest(fits, device)
     if fits == 0:
         raise UserError(
             f"not even one video of {cfg.DATA.NUM_FRAMES}x{cfg.DATA.TRAIN_CROP_SIZE}x"
@@ -167,10 +172,8 @@ def resolve_auto_stored_layers(cfg: CfgNode, device: torch.device, world_size: i
     _require_cuda("MVIT.REV.STORED_LAYERS", device, "list the layers to store, or none")
     videos = cfg.TRAIN.BATCH_SIZE // world_size
     count, storable = _most_stored_layers(cfg, device, videos)
-    torch.cuda.empty_cache()
     # Every process stores the same layers, the fewest any of them holds (-1: one holds none).
-    count = torch.tensor(-1 if count is None else count, device=device)
-    count = int(all_reduce(count, torch.distributed.ReduceOp.MIN))
+    count = _fewest(-1 if count is None else count, device)
     if count < 0:
         raise UserError(
             f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} ({videos} videos per GPU) does not fit a "

@@ -11,3 +11,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         print(f"error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    """An option's value that must be a whole number above 0 (argparse `type=`)."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
