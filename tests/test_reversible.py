@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from gradient_checks import (
     BUILDS,
+    PRECISIONS,
     RANDOMNESS,
     assert_gradients_match,
     parametrize_builds,
@@ -21,6 +22,8 @@ from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
 from revvideo.config import load_config
 from revvideo.models import build_model, reversible
+from revvideo.models.common import MultiScaleAttention
+from revvideo.models.rev_mvit import RecomputedPoolingAttention
 from revvideo.utils.memory import LiveTensorTracker, SavedTensorCounter
 
 
@@ -199,6 +202,77 @@ def test_streams_are_handed_back_only_to_a_block_that_takes_them(monkeypatch):
     model(torch.randn(2, 3, 4, 32, 32)).sum().backward()
     stage_1, stage_2 = (2, 2 * 8 * 8, 16), (2, 2 * 4 * 4, 32)  # (B, N, C) before each transition
     assert handed == [stage_2, stage_1]
+
+
+def _pooling_memory(model) -> list[str]:
+    """How each layer's attention treats its pooled projections in backward."""
+    modes = []
+    for layer in model.rev_backbone.layers:
+        attention = layer.F.attn
+        if not isinstance(attention, RecomputedPoolingAttention):
+            modes.append("kept")
+        else:
+            modes.append("recomputed by head" if attention.head_by_head else "recomputed")
+    return modes
+
+
+def _keep_pooling_whole(model) -> None:
+    """The model as it was before the layers of its largest streams recomputed head by head:
+    blocks keep their pooled projections, transitions recompute all heads at once."""
+    for layer in model.rev_backbone.layers:
+        attention = layer.F.attn
+        if isinstance(layer, reversible.ReversibleBlock):
+            attention.__class__ = MultiScaleAttention
+        else:
+            attention.head_by_head = False
+
+
+def test_the_layers_of_the_largest_streams_recompute_their_pooling_head_by_head():
+    # Layers: block, transition, block, transition, block. The first stage and the transition
+    # ending it take the largest streams, so they set the peak; the other transitions recompute
+    # all heads at once, the other blocks keep their (smaller) pooled projections.
+    assert _pooling_memory(tiny_rev_mvit()) == [
+        "recomputed by head",
+        "recomputed by head",
+        "kept",
+        "recomputed",
+        "kept",
+    ]
+    # Without transitions, every block is in the first stage.
+    no_transitions = tiny_rev_mvit(
+        depth=2, dim_mul=(), head_mul=(), pool_q_stride=(), transition_layers=()
+    )
+    assert _pooling_memory(no_transitions) == ["recomputed by head"] * 2
+
+
+def test_recomputing_head_by_head_changes_the_peak_not_the_result():
+    # 8x64 clips, so activations, not parameter gradients, decide the peak; the first
+    # transition has 2 heads.
+    clip = torch.randn(2, 3, 8, 64, 64, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = tiny_rev_mvit(num_frames=8, crop_size=64, **RANDOMNESS).double().train()
+
+    def step_peak() -> tuple[int, torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        # The same dropout and drop-path masks in both steps; with this seed, every layer keeps
+        # a sample, so every gradient is compared.
+        torch.manual_seed(2)
+        with LiveTensorTracker() as tracker:
+            out = model(clip)
+            out.square().sum().backward()
+        return tracker.peak_bytes, out.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    by_head, by_head_out, by_head_grads = step_peak()
+    _keep_pooling_whole(model)
+    whole, whole_out, whole_grads = step_peak()
+    with torch.no_grad():
+        tokens, _ = model.embed(clip)  # (B, N, C): one stream of the first stage
+    stream_bytes = tokens.numel() * tokens.element_size()
+    # The first transition's full-resolution projection (two streams wide) and its gradient are
+    # one head (a stream) each at a time; the first block's pooled K and V are not kept.
+    assert whole - by_head >= 2 * stream_bytes
+    assert torch.equal(by_head_out, whole_out)
+    assert_gradients_match(whole_grads, by_head_grads, PRECISIONS["fp64"][1])
 
 
 def _graph_node_names(tensor: torch.Tensor) -> set[str]:

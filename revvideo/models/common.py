@@ -261,13 +261,22 @@ class MultiScaleAttention(nn.Module):
             self.pool_k, self.norm_k = _pooling_layer(mode, head_dim, kernel_kv, stride_kv)
             self.pool_v, self.norm_v = _pooling_layer(mode, head_dim, kernel_kv, stride_kv)
 
-    def _projection_parameters(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Weight and bias of q (0), k (1) or v (2)."""
+    def _projection_parameters(
+        self, index: int, heads: range | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight and bias of q (0), k (1) or v (2): all heads' rows, or those of `heads`."""
         if self.separate_qkv:
             linear = (self.q, self.k, self.v)[index]
-            return linear.weight, linear.bias
-        rows = slice(index * self.dim_out, (index + 1) * self.dim_out)
-        return self.qkv.weight[rows], None if self.qkv.bias is None else self.qkv.bias[rows]
+            weight, bias = linear.weight, linear.bias
+        else:
+            rows = slice(index * self.dim_out, (index + 1) * self.dim_out)
+            weight, bias = self.qkv.weight[rows], self.qkv.bias
+            bias = None if bias is None else bias[rows]
+        if heads is None:
+            return weight, bias
+        head_dim = self.dim_out // self.num_heads
+        rows = slice(heads.start * head_dim, heads.stop * head_dim)
+        return weight[rows], None if bias is None else bias[rows]
 
     def _pooling(self, index: int) -> tuple[nn.Module | None, nn.Module | None]:
         return (
@@ -277,27 +286,33 @@ class MultiScaleAttention(nn.Module):
         )[index]
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        """`(B, N, dim_out)` to `(B, heads, N, head_dim)`."""
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        """`(B, N, heads * head_dim)` to `(B, heads, N, head_dim)`."""
+        return x.unflatten(-1, (-1, self.dim_out // self.num_heads)).transpose(1, 2)
 
-    def project_and_pool(self, x: torch.Tensor, index: int, thw: Thw) -> torch.Tensor:
-        """q (0), k (1) or v (2), pooled and normalised: `(B, heads, N_pooled, head_dim)`."""
+    def project_and_pool(
+        self, x: torch.Tensor, index: int, thw: Thw, heads: range | None = None
+    ) -> torch.Tensor:
+        """q (0), k (1) or v (2) of all heads, or of `heads` only, pooled and normalised:
+        `(B, heads, N_pooled, head_dim)`."""
         pool, norm = self._pooling(index)
-        weight, bias = self._projection_parameters(index)
+        weight, bias = self._projection_parameters(index, heads)
         if pool is None:
             return self._heads(F.linear(x, weight, bias))
         tokens = x[:, 1:] if self.has_cls_token else x
         projected = channel_major_linear(tokens, weight, bias)
-        pooled = pool_channel_major(projected, pool, thw, self.num_heads)
+        head_count = self.num_heads if heads is None else len(heads)
+        pooled = pool_channel_major(projected, pool, thw, head_count)
         if self.has_cls_token:
             cls_token = self._heads(F.linear(x[:, :1], weight, bias))
             pooled = torch.cat([cls_token, pooled], dim=2)
         return pooled if norm is None else norm(pooled)
 
     def pool_like_q(self, y: torch.Tensor, thw: Thw) -> torch.Tensor:
-        """Pools channel-major `(B, dim_out, N)` tokens with Q's pooling layer and norm (a
-        residual path); returns tokens `(B, N_pooled, dim_out)`."""
-        pooled = pool_channel_major(y, self.pool_q, thw, self.num_heads)
+        """Pools channel-major `(B, heads * head_dim, N)` tokens, any number of heads, with Q's
+        pooling layer and norm (a residual path); returns tokens `(B, N_pooled, heads *
+        head_dim)`."""
+        heads = y.shape[1] // (self.dim_out // self.num_heads)
+        pooled = pool_channel_major(y, self.pool_q, thw, heads)
         if self.norm_q is not None:
             pooled = self.norm_q(pooled)
         return pooled.transpose(1, 2).flatten(2)

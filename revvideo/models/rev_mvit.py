@@ -57,30 +57,53 @@ RESIDUAL_PATHS = ("conv", "max")
 
 class RecomputedPoolingAttention(MultiScaleAttention):
     """Pooling attention that keeps none of its full-resolution projections for backward:
-    each pooled q, k, v is recomputed from the attention's input when backward needs it."""
+    each pooled q, k, v is recomputed from the attention's input when backward needs it. With
+    `head_by_head`, one head at a time, so a single head's full-resolution projection and its
+    gradient exist (more, smaller operations)."""
 
-    def project_and_pool(self, x: torch.Tensor, index: int, thw: Thw) -> torch.Tensor:
+    def __init__(self, *args: Any, head_by_head: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_by_head = head_by_head
+
+    def project_and_pool(
+        self, x: torch.Tensor, index: int, thw: Thw, heads: range | None = None
+    ) -> torch.Tensor:
         pool, _ = self._pooling(index)
+        project = super().project_and_pool
         if pool is None:
-            return super().project_and_pool(x, index, thw)
-        return recompute_in_backward(super().project_and_pool, x, index, thw)
+            return project(x, index, thw, heads)
+        if not self.head_by_head:
+            return recompute_in_backward(project, x, index, thw)
+        pooled = [
+            recompute_in_backward(project, x, index, thw, range(head, head + 1))
+            for head in range(self.num_heads)
+        ]
+        return torch.cat(pooled, dim=1)
 
 
 class AttentionSubBlock(nn.Module):
     """F: LayerNorm then pooling attention, `(B, N, dim)` to `(B, N_q, dim_out)`.
 
-    With `recompute_pooling` (the stage transitions, where the largest full-resolution
-    projections live), pooled projections are recomputed in backward instead of stored; the
-    reversible blocks' are small next to a transition's, and recomputing them costs time.
+    With `recompute_pooling`, pooled projections are recomputed in backward instead of stored,
+    with `head_by_head` one head at a time (RecomputedPoolingAttention).
     """
 
     def __init__(
-        self, dim: int, dim_out: int, attention: dict[str, Any], recompute_pooling: bool
+        self,
+        dim: int,
+        dim_out: int,
+        attention: dict[str, Any],
+        recompute_pooling: bool,
+        head_by_head: bool = False,
     ) -> None:
         super().__init__()
         self.norm = layer_norm(dim)
-        attention_type = RecomputedPoolingAttention if recompute_pooling else MultiScaleAttention
-        self.attn = attention_type(dim, dim_out, **attention)
+        if recompute_pooling:
+            self.attn = RecomputedPoolingAttention(
+                dim, dim_out, head_by_head=head_by_head, **attention
+            )
+        else:
+            self.attn = MultiScaleAttention(dim, dim_out, **attention)
 
     def forward(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
         return self.attn(self.norm(x), thw)[0]
@@ -99,7 +122,9 @@ class MlpSubBlock(nn.Module):
 
 
 class RevMViTBlock(ReversibleBlock):
-    """`Y1 = X1 + F(X2)`, `Y2 = X2 + G(Y1)` at constant width and resolution."""
+    """`Y1 = X1 + F(X2)`, `Y2 = X2 + G(Y1)` at constant width and resolution. With
+    `largest_streams` (see RevMViT), F's pooled projections are recomputed in backward, head by
+    head."""
 
     def __init__(
         self,
@@ -108,9 +133,12 @@ class RevMViTBlock(ReversibleBlock):
         dropout: float,
         attention: dict,
         chunk_tokens: int,
+        largest_streams: bool,
     ) -> None:
         super().__init__()
-        self.F = AttentionSubBlock(plan.dim_in, plan.dim_in, attention, recompute_pooling=False)
+        self.F = AttentionSubBlock(
+            plan.dim_in, plan.dim_in, attention, largest_streams, head_by_head=largest_streams
+        )
         self.G = MlpSubBlock(plan.dim_in, mlp_ratio, dropout)
         self.drop_path_rate = plan.drop_path
         self.chunk_tokens = chunk_tokens
@@ -148,7 +176,9 @@ class StreamFusion(nn.Module):
 
 class RevMViTTransition(StageTransition):
     """Fuses the streams, Q-pools them and widens `dim_in` to `dim_out` inside the attention;
-    the residual is projected to `dim_out` and pooled by the same Q pooling (or max pooling)."""
+    the residual is projected to `dim_out` and pooled by the same Q pooling (or max pooling).
+    Both recompute their pooled full-resolution projections in backward; with
+    `largest_streams` (see RevMViT), one head at a time."""
 
     def __init__(
         self,
@@ -160,11 +190,14 @@ class RevMViTTransition(StageTransition):
         pre_q_fusion: str,
         res_path: str,
         chunk_tokens: int,
+        largest_streams: bool,
     ) -> None:
         super().__init__()
         self.pre_q_fuse = StreamFusion(pre_q_fusion, plan.dim_in)
         dim = self.pre_q_fuse.out_dim
-        self.F = AttentionSubBlock(dim, plan.dim_out, attention, recompute_pooling=True)
+        self.F = AttentionSubBlock(
+            dim, plan.dim_out, attention, recompute_pooling=True, head_by_head=largest_streams
+        )
         self.G = MlpSubBlock(plan.dim_out, mlp_ratio, dropout)
         self.res_proj = nn.Linear(dim, plan.dim_out) if dim != plan.dim_out else None
         self.pool_skip = None
@@ -180,12 +213,27 @@ class RevMViTTransition(StageTransition):
         self.chunk_tokens = chunk_tokens
 
     def _residual(self, x: torch.Tensor, thw: Thw) -> torch.Tensor:
+        """The residual of `x` on the output grid, `(B, N', dim_out)`. Pooled, it is recomputed
+        in backward (head by head like the attention: one head's channels at a time)."""
         if self.pool_skip is None and self.F.attn.pool_q is None:
             return x if self.res_proj is None else self.res_proj(x)
+        width = self.F.attn.dim_out
+        if not self.F.attn.head_by_head:
+            return recompute_in_backward(self._pooled_residual, x, thw, None)
+        head_dim = width // self.F.attn.num_heads
+        heads = [slice(start, start + head_dim) for start in range(0, width, head_dim)]
+        parts = [recompute_in_backward(self._pooled_residual, x, thw, part) for part in heads]
+        return torch.cat(parts, dim=-1)
+
+    def _pooled_residual(self, x: torch.Tensor, thw: Thw, channels: slice | None) -> torch.Tensor:
+        """The pooled residual, `(B, N', dim_out)`, or its output `channels` only."""
         if self.res_proj is None:
-            projected = x.transpose(1, 2)
+            projected = (x if channels is None else x[..., channels]).transpose(1, 2)
         else:
-            projected = channel_major_linear(x, self.res_proj.weight, self.res_proj.bias)
+            weight, bias = self.res_proj.weight, self.res_proj.bias
+            if channels is not None:
+                weight, bias = weight[channels], None if bias is None else bias[channels]
+            projected = channel_major_linear(x, weight, bias)
         if self.pool_skip is not None:
             return pool_channel_major(projected, self.pool_skip, thw, heads=1).squeeze(1)
         return self.F.attn.pool_like_q(projected, thw)
@@ -195,7 +243,7 @@ class RevMViTTransition(StageTransition):
         # A fusion MLP's hidden layer is wide and at full resolution: recomputed, not kept.
         x = fuse(x1, x2) if fuse.fuse_fn is None else recompute_in_backward(fuse, x1, x2)
         # The residual first, so its full-resolution projection is freed before attention starts.
-        residual = recompute_in_backward(self._residual, x, thw)
+        residual = self._residual(x, thw)
         out, thw = self.F.attn(self.F.norm(x), thw)
         return residual + out, thw
 
@@ -255,8 +303,14 @@ class RevMViT(MultiscaleTransformer):
             qkv_bias=qkv_bias, mode=pool_mode, separate_qkv=separate_qkv, proj_drop=dropout_rate
         )
         layers = []
+        # The layers that take the model's largest streams (the first stage's blocks and the
+        # transition that ends it) set the training peak: there the pooled projections, each as
+        # large as a stream, are recomputed in backward head by head instead of kept. Elsewhere
+        # that would cost time and lower no peak.
+        first_transition = min(transition_layers, default=len(self.plans))
         for index, plan in enumerate(self.plans):
             layer_attention = plan.attention_arguments(**attention)
+            largest_streams = index <= first_transition
             if index in transition_layers:
                 layers.append(
                     RevMViTTransition(
@@ -267,6 +321,7 @@ class RevMViT(MultiscaleTransformer):
                         pre_q_fusion=pre_q_fusion,
                         res_path=res_path,
                         chunk_tokens=chunk_tokens,
+                        largest_streams=largest_streams,
                     )
                 )
             elif plan.stride_q or plan.dim_in != plan.dim_out:
@@ -276,7 +331,14 @@ class RevMViT(MultiscaleTransformer):
                 )
             else:
                 layers.append(
-                    RevMViTBlock(plan, mlp_ratio, dropout_rate, layer_attention, chunk_tokens)
+                    RevMViTBlock(
+                        plan,
+                        mlp_ratio,
+                        dropout_rate,
+                        layer_attention,
+                        chunk_tokens,
+                        largest_streams=largest_streams,
+                    )
                 )
         self.rev_backbone = ReversibleStack(
             layers,
