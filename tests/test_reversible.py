@@ -5,6 +5,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -243,36 +244,82 @@ def test_the_layers_of_the_largest_streams_recompute_their_pooling_head_by_head(
         depth=2, dim_mul=(), head_mul=(), pool_q_stride=(), transition_layers=()
     )
     assert _pooling_memory(no_transitions) == ["recomputed by head"] * 2
+    # A first transition that widens without pooling Q makes the next stage's streams larger.
+    widening_first = tiny_rev_mvit(pool_q_stride=((3, 1, 2, 2),))
+    assert _pooling_memory(widening_first) == [
+        "kept",
+        "recomputed",
+        "recomputed by head",
+        "recomputed by head",
+        "kept",
+    ]
+
+
+def _set_head_by_head(model, head_by_head: bool) -> None:
+    for module in model.modules():
+        if isinstance(module, RecomputedPoolingAttention):
+            module.head_by_head = head_by_head
+
+
+def _seeded_step(model, clip, seed: int) -> tuple[int, torch.Tensor, dict[str, torch.Tensor]]:
+    """(the step's peak live bytes, the output, the gradients) of one forward and backward."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the same dropout and drop-path masks in every step
+    with LiveTensorTracker() as tracker:
+        out = model(clip)
+        out.square().sum().backward()
+    return tracker.peak_bytes, out.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+
+def _assert_same_step(reference, other) -> None:
+    (_, reference_out, reference_grads), (_, other_out, other_grads) = reference, other
+    torch.testing.assert_close(other_out, reference_out, rtol=1e-12, atol=0)
+    assert_gradients_match(reference_grads, other_grads, PRECISIONS["fp64"][1])
 
 
 def test_recomputing_head_by_head_changes_the_peak_not_the_result():
     # 8x64 clips, so activations, not parameter gradients, decide the peak; the first
-    # transition has 2 heads.
+    # transition has 2 heads. With seed 2, every layer keeps a sample from drop path, so every
+    # gradient is compared.
     clip = torch.randn(2, 3, 8, 64, 64, dtype=torch.float64)
     torch.manual_seed(0)
     model = tiny_rev_mvit(num_frames=8, crop_size=64, **RANDOMNESS).double().train()
-
-    def step_peak() -> tuple[int, torch.Tensor, dict[str, torch.Tensor]]:
-        model.zero_grad(set_to_none=True)
-        # The same dropout and drop-path masks in both steps; with this seed, every layer keeps
-        # a sample, so every gradient is compared.
-        torch.manual_seed(2)
-        with LiveTensorTracker() as tracker:
-            out = model(clip)
-            out.square().sum().backward()
-        return tracker.peak_bytes, out.detach(), {n: p.grad for n, p in model.named_parameters()}
-
-    by_head, by_head_out, by_head_grads = step_peak()
-    _keep_pooling_whole(model)
-    whole, whole_out, whole_grads = step_peak()
     with torch.no_grad():
         tokens, _ = model.embed(clip)  # (B, N, C): one stream of the first stage
     stream_bytes = tokens.numel() * tokens.element_size()
-    # The first transition's full-resolution projection (two streams wide) and its gradient are
-    # one head (a stream) each at a time; the first block's pooled K and V are not kept.
-    assert whole - by_head >= 2 * stream_bytes
-    assert torch.equal(by_head_out, whole_out)
-    assert_gradients_match(whole_grads, by_head_grads, PRECISIONS["fp64"][1])
+
+    by_head = _seeded_step(model, clip, seed=2)
+    model.rev_backbone.layers[1].F.attn.head_by_head = False
+    transition_whole = _seeded_step(model, clip, seed=2)
+    _keep_pooling_whole(model)
+    whole = _seeded_step(model, clip, seed=2)
+    # The first transition's full-resolution projections (two streams wide) and their gradients
+    # are one head (a stream) each at a time; the first block does not keep its pooled K and V.
+    assert transition_whole[0] - by_head[0] >= stream_bytes
+    assert whole[0] - by_head[0] >= 2 * stream_bytes
+    _assert_same_step(whole, by_head)
+    _assert_same_step(whole, transition_whole)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(num_heads=2, separate_qkv=True, qkv_bias=True),
+        dict(res_path="max"),
+        dict(pre_q_fusion="concat"),  # as wide as the transition's output: no residual projection
+        dict(pool_mode="avg"),  # pooling without a norm
+    ],
+    ids=["two-heads-separate-qkv-bias", "max-residual", "concat-fusion", "avg-pooling"],
+)
+def test_head_by_head_is_the_same_attention_in_every_geometry(options):
+    clip = torch.randn(2, 3, 4, 32, 32, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = tiny_rev_mvit(**RANDOMNESS, **options).double().train()
+    if "num_heads" in options:
+        assert model.rev_backbone.layers[0].F.attn.num_heads == 2
+    by_head = _seeded_step(model, clip, seed=2)
+    _set_head_by_head(model, False)
+    _assert_same_step(_seeded_step(model, clip, seed=2), by_head)
 
 
 def _graph_node_names(tensor: torch.Tensor) -> set[str]:

@@ -245,7 +245,7 @@ class MultiScaleAttention(nn.Module):
         self.dim_out = dim_out
         self.has_cls_token = has_cls_token
         self.separate_qkv = separate_qkv
-        head_dim = dim_out // num_heads
+        self.head_dim = head_dim = dim_out // num_heads
         if separate_qkv:
             self.q = nn.Linear(dim, dim_out, bias=qkv_bias)
             self.k = nn.Linear(dim, dim_out, bias=qkv_bias)
@@ -264,7 +264,8 @@ class MultiScaleAttention(nn.Module):
     def _projection_parameters(
         self, index: int, heads: range | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Weight and bias of q (0), k (1) or v (2): all heads' rows, or those of `heads`."""
+        """Weight and bias of q (0), k (1) or v (2): all heads' rows, or those of `heads` (a
+        range of consecutive heads, step 1)."""
         if self.separate_qkv:
             linear = (self.q, self.k, self.v)[index]
             weight, bias = linear.weight, linear.bias
@@ -274,8 +275,7 @@ class MultiScaleAttention(nn.Module):
             bias = None if bias is None else bias[rows]
         if heads is None:
             return weight, bias
-        head_dim = self.dim_out // self.num_heads
-        rows = slice(heads.start * head_dim, heads.stop * head_dim)
+        rows = slice(heads.start * self.head_dim, heads.stop * self.head_dim)
         return weight[rows], None if bias is None else bias[rows]
 
     def _pooling(self, index: int) -> tuple[nn.Module | None, nn.Module | None]:
@@ -287,13 +287,13 @@ class MultiScaleAttention(nn.Module):
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """`(B, N, heads * head_dim)` to `(B, heads, N, head_dim)`."""
-        return x.unflatten(-1, (-1, self.dim_out // self.num_heads)).transpose(1, 2)
+        return x.unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
 
     def project_and_pool(
         self, x: torch.Tensor, index: int, thw: Thw, heads: range | None = None
     ) -> torch.Tensor:
-        """q (0), k (1) or v (2) of all heads, or of `heads` only, pooled and normalised:
-        `(B, heads, N_pooled, head_dim)`."""
+        """q (0), k (1) or v (2) of all heads, or of `heads` only (consecutive heads, step 1),
+        pooled and normalised: `(B, heads, N_pooled, head_dim)`."""
         pool, norm = self._pooling(index)
         weight, bias = self._projection_parameters(index, heads)
         if pool is None:
@@ -307,11 +307,10 @@ class MultiScaleAttention(nn.Module):
             pooled = torch.cat([cls_token, pooled], dim=2)
         return pooled if norm is None else norm(pooled)
 
-    def pool_like_q(self, y: torch.Tensor, thw: Thw) -> torch.Tensor:
-        """Pools channel-major `(B, heads * head_dim, N)` tokens, any number of heads, with Q's
+    def pool_like_q(self, y: torch.Tensor, thw: Thw, heads: int) -> torch.Tensor:
+        """Pools channel-major tokens of `heads` heads, `(B, heads * head_dim, N)`, with Q's
         pooling layer and norm (a residual path); returns tokens `(B, N_pooled, heads *
         head_dim)`."""
-        heads = y.shape[1] // (self.dim_out // self.num_heads)
         pooled = pool_channel_major(y, self.pool_q, thw, heads)
         if self.norm_q is not None:
             pooled = self.norm_q(pooled)

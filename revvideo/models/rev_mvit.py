@@ -5,9 +5,11 @@ are fused, Q pooling lowers the resolution and the attention widens the channels
 names match PySlowFast's released checkpoints (`rev_backbone.layers.N.F/G...`).
 """
 
+import math
 import os
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -56,10 +58,10 @@ RESIDUAL_PATHS = ("conv", "max")
 
 
 class RecomputedPoolingAttention(MultiScaleAttention):
-    """Pooling attention that keeps none of its full-resolution projections for backward:
-    each pooled q, k, v is recomputed from the attention's input when backward needs it. With
-    `head_by_head`, one head at a time, so a single head's full-resolution projection and its
-    gradient exist (more, smaller operations)."""
+    """Pooling attention that keeps none of the full-resolution projections it pools for
+    backward: each pooled q, k, v is recomputed from the attention's input when backward needs
+    it. With `head_by_head`, one head at a time, so a single head's full-resolution projection
+    and its gradient exist (more, smaller operations)."""
 
     def __init__(self, *args: Any, head_by_head: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -72,11 +74,11 @@ class RecomputedPoolingAttention(MultiScaleAttention):
         project = super().project_and_pool
         if pool is None:
             return project(x, index, thw, heads)
-        if not self.head_by_head:
-            return recompute_in_backward(project, x, index, thw)
+        if not self.head_by_head or self.num_heads == 1 or (heads and len(heads) == 1):
+            return recompute_in_backward(project, x, index, thw, heads)
         pooled = [
             recompute_in_backward(project, x, index, thw, range(head, head + 1))
-            for head in range(self.num_heads)
+            for head in heads or range(self.num_heads)
         ]
         return torch.cat(pooled, dim=1)
 
@@ -217,16 +219,19 @@ class RevMViTTransition(StageTransition):
         in backward (head by head like the attention: one head's channels at a time)."""
         if self.pool_skip is None and self.F.attn.pool_q is None:
             return x if self.res_proj is None else self.res_proj(x)
-        width = self.F.attn.dim_out
-        if not self.F.attn.head_by_head:
+        attention = self.F.attn
+        if not attention.head_by_head or attention.num_heads == 1:
             return recompute_in_backward(self._pooled_residual, x, thw, None)
-        head_dim = width // self.F.attn.num_heads
-        heads = [slice(start, start + head_dim) for start in range(0, width, head_dim)]
-        parts = [recompute_in_backward(self._pooled_residual, x, thw, part) for part in heads]
+        width, step = attention.dim_out, attention.head_dim
+        head_channels = [slice(start, start + step) for start in range(0, width, step)]
+        parts = [
+            recompute_in_backward(self._pooled_residual, x, thw, channels)
+            for channels in head_channels
+        ]
         return torch.cat(parts, dim=-1)
 
     def _pooled_residual(self, x: torch.Tensor, thw: Thw, channels: slice | None) -> torch.Tensor:
-        """The pooled residual, `(B, N', dim_out)`, or its output `channels` only."""
+        """The pooled residual, `(B, N', dim_out)`, or only the output `channels` of one head."""
         if self.res_proj is None:
             projected = (x if channels is None else x[..., channels]).transpose(1, 2)
         else:
@@ -236,7 +241,8 @@ class RevMViTTransition(StageTransition):
             projected = channel_major_linear(x, weight, bias)
         if self.pool_skip is not None:
             return pool_channel_major(projected, self.pool_skip, thw, heads=1).squeeze(1)
-        return self.F.attn.pool_like_q(projected, thw)
+        heads = self.F.attn.num_heads if channels is None else 1
+        return self.F.attn.pool_like_q(projected, thw, heads)
 
     def attend(self, x1: torch.Tensor, x2: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
         fuse = self.pre_q_fuse
@@ -246,6 +252,16 @@ class RevMViTTransition(StageTransition):
         residual = self._residual(x, thw)
         out, thw = self.F.attn(self.F.norm(x), thw)
         return residual + out, thw
+
+
+def _input_stream_sizes(plans: Sequence[LayerPlan]) -> list[Fraction]:
+    """The size of each layer's input stream, in channels per token of the first layer's grid
+    (a layer that pools Q by a stride of s leaves 1/s of the tokens to the layers after it)."""
+    sizes, pooling = [], 1
+    for plan in plans:
+        sizes.append(Fraction(plan.dim_in, pooling))
+        pooling *= math.prod(plan.stride_q)
+    return sizes
 
 
 class RevMViT(MultiscaleTransformer):
@@ -303,14 +319,14 @@ class RevMViT(MultiscaleTransformer):
             qkv_bias=qkv_bias, mode=pool_mode, separate_qkv=separate_qkv, proj_drop=dropout_rate
         )
         layers = []
-        # The layers that take the model's largest streams (the first stage's blocks and the
-        # transition that ends it) set the training peak: there the pooled projections, each as
+        # The layers that take the model's largest streams (Rev-MViT-B's first block and the
+        # transition after it) set the training peak: there the pooled projections, each as
         # large as a stream, are recomputed in backward head by head instead of kept. Elsewhere
         # that would cost time and lower no peak.
-        first_transition = min(transition_layers, default=len(self.plans))
+        stream_sizes = _input_stream_sizes(self.plans)
         for index, plan in enumerate(self.plans):
             layer_attention = plan.attention_arguments(**attention)
-            largest_streams = index <= first_transition
+            largest_streams = stream_sizes[index] == max(stream_sizes)
             if index in transition_layers:
                 layers.append(
                     RevMViTTransition(
