@@ -8,7 +8,7 @@ names match PySlowFast's released checkpoints (`rev_backbone.layers.N.F/G...`).
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -67,6 +67,20 @@ class RecomputedPoolingAttention(MultiScaleAttention):
         super().__init__(*args, **kwargs)
         self.head_by_head = head_by_head
 
+    def recompute_by_head(
+        self, fn: Callable[..., torch.Tensor], *args: Any, dim: int
+    ) -> torch.Tensor:
+        """`fn(*args, heads)` recomputed in backward, for all heads at once (`heads` None) or,
+        with `head_by_head`, for one head at a time (`heads` a one-head range), joined along
+        `dim`."""
+        if not self.head_by_head or self.num_heads == 1:
+            return recompute_in_backward(fn, *args, None)
+        parts = [
+            recompute_in_backward(fn, *args, range(head, head + 1))
+            for head in range(self.num_heads)
+        ]
+        return torch.cat(parts, dim=dim)
+
     def project_and_pool(
         self, x: torch.Tensor, index: int, thw: Thw, heads: range | None = None
     ) -> torch.Tensor:
@@ -74,13 +88,9 @@ class RecomputedPoolingAttention(MultiScaleAttention):
         project = super().project_and_pool
         if pool is None:
             return project(x, index, thw, heads)
-        if not self.head_by_head or self.num_heads == 1 or (heads and len(heads) == 1):
+        if heads is not None:
             return recompute_in_backward(project, x, index, thw, heads)
-        pooled = [
-            recompute_in_backward(project, x, index, thw, range(head, head + 1))
-            for head in heads or range(self.num_heads)
-        ]
-        return torch.cat(pooled, dim=1)
+        return self.recompute_by_head(project, x, index, thw, dim=1)
 
 
 class AttentionSubBlock(nn.Module):
@@ -219,30 +229,25 @@ class RevMViTTransition(StageTransition):
         in backward (head by head like the attention: one head's channels at a time)."""
         if self.pool_skip is None and self.F.attn.pool_q is None:
             return x if self.res_proj is None else self.res_proj(x)
-        attention = self.F.attn
-        if not attention.head_by_head or attention.num_heads == 1:
-            return recompute_in_backward(self._pooled_residual, x, thw, None)
-        width, step = attention.dim_out, attention.head_dim
-        head_channels = [slice(start, start + step) for start in range(0, width, step)]
-        parts = [
-            recompute_in_backward(self._pooled_residual, x, thw, channels)
-            for channels in head_channels
-        ]
-        return torch.cat(parts, dim=-1)
+        return self.F.attn.recompute_by_head(self._pooled_residual, x, thw, dim=-1)
 
-    def _pooled_residual(self, x: torch.Tensor, thw: Thw, channels: slice | None) -> torch.Tensor:
-        """The pooled residual, `(B, N', dim_out)`, or only the output `channels` of one head."""
-        if self.res_proj is None:
-            projected = (x if channels is None else x[..., channels]).transpose(1, 2)
-        else:
+    def _pooled_residual(self, x: torch.Tensor, thw: Thw, heads: range | None) -> torch.Tensor:
+        """The pooled residual, `(B, N', dim_out)`, or only the output channels of `heads`."""
+        attention = self.F.attn
+        weight = bias = None
+        if self.res_proj is not None:
             weight, bias = self.res_proj.weight, self.res_proj.bias
-            if channels is not None:
+        if heads is not None:  # the projection's rows of `heads`, or without one x's channels
+            channels = slice(heads.start * attention.head_dim, heads.stop * attention.head_dim)
+            if weight is None:
+                x = x[..., channels]
+            else:
                 weight, bias = weight[channels], None if bias is None else bias[channels]
-            projected = channel_major_linear(x, weight, bias)
+        projected = x.transpose(1, 2) if weight is None else channel_major_linear(x, weight, bias)
         if self.pool_skip is not None:
             return pool_channel_major(projected, self.pool_skip, thw, heads=1).squeeze(1)
-        heads = self.F.attn.num_heads if channels is None else 1
-        return self.F.attn.pool_like_q(projected, thw, heads)
+        head_count = attention.num_heads if heads is None else len(heads)
+        return attention.pool_like_q(projected, thw, head_count)
 
     def attend(self, x1: torch.Tensor, x2: torch.Tensor, thw: Thw) -> tuple[torch.Tensor, Thw]:
         fuse = self.pre_q_fuse
@@ -324,9 +329,10 @@ class RevMViT(MultiscaleTransformer):
         # large as a stream, are recomputed in backward head by head instead of kept. Elsewhere
         # that would cost time and lower no peak.
         stream_sizes = _input_stream_sizes(self.plans)
+        largest = max(stream_sizes)
         for index, plan in enumerate(self.plans):
             layer_attention = plan.attention_arguments(**attention)
-            largest_streams = stream_sizes[index] == max(stream_sizes)
+            largest_streams = stream_sizes[index] == largest
             if index in transition_layers:
                 layers.append(
                     RevMViTTransition(
