@@ -214,8 +214,9 @@ _C.TRAIN = CfgNode()
 # ACCUMULATION_STEPS set so that a step sees GLOBAL_BATCH_SIZE videos
 # (revvideo.engine.memory_fit).
 _C.TRAIN.BATCH_SIZE = 64
-# With BATCH_SIZE auto: the videos per optimizer step over all processes (the recipe's batch);
-# 0 takes SOLVER.BASE_LR_BATCH_SIZE. Unused with a numeric BATCH_SIZE.
+# With BATCH_SIZE auto: the videos per optimizer step over all processes (the recipe's batch;
+# a smaller training set is taken whole); 0 takes SOLVER.BASE_LR_BATCH_SIZE. Unused with a
+# numeric BATCH_SIZE.
 _C.TRAIN.GLOBAL_BATCH_SIZE = 0
 # Train the model (and then test it if TEST.ENABLE); False only tests.
 _C.TRAIN.ENABLE = True

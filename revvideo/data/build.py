@@ -6,6 +6,7 @@ import logging
 
 import torch
 from fvcore.common.config import CfgNode
+from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
 from torch.utils.data.distributed import DistributedSampler
 
 from revvideo.classes import dataset_class_names
@@ -42,16 +43,7 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> Vide
         raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     validate_config(cfg)
     backend = _backend(cfg)
-    if not cfg.DATA.PATH_TO_DATA_DIR:
-        raise ConfigError("DATA.PATH_TO_DATA_DIR is not set: the folder holding train.csv etc.")
-    class_names = dataset_class_names(cfg.DATA.PATH_TO_DATA_DIR)
-    videos = read_video_list(
-        cfg.DATA.PATH_TO_DATA_DIR,
-        split,
-        len(class_names) if class_names else cfg.MODEL.NUM_CLASSES,
-        cfg.DATA.PATH_PREFIX,
-        cfg.DATA.PATH_LABEL_SEPARATOR,
-    )
+    videos, class_names = split_videos(cfg, split)
     num_frames = cfg.DATA.NUM_FRAMES
     duration = clip_duration(num_frames, cfg.DATA.SAMPLING_RATE, cfg.DATA.TARGET_FPS)
     if split == "train":
@@ -74,6 +66,22 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> Vide
         decoder_threads=threads,
         class_names=class_names,
     )
+
+
+def split_videos(cfg: CfgNode, split: str) -> tuple[LabeledVideoPaths, list[str] | None]:
+    """The videos `split` lists under DATA.PATH_TO_DATA_DIR (read_video_list), and the
+    dataset's class names (None where it names none)."""
+    if not cfg.DATA.PATH_TO_DATA_DIR:
+        raise ConfigError("DATA.PATH_TO_DATA_DIR is not set: the folder holding train.csv etc.")
+    class_names = dataset_class_names(cfg.DATA.PATH_TO_DATA_DIR)
+    videos = read_video_list(
+        cfg.DATA.PATH_TO_DATA_DIR,
+        split,
+        len(class_names) if class_names else cfg.MODEL.NUM_CLASSES,
+        cfg.DATA.PATH_PREFIX,
+        cfg.DATA.PATH_LABEL_SEPARATOR,
+    )
+    return videos, class_names
 
 
 def build_loader(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> VideoLoader:

@@ -9,7 +9,7 @@ the processes agree on the smallest answer.
 
 The batch: the largest number of videos that fits; then the fewest accumulation steps that reach
 the intended global batch (TRAIN.GLOBAL_BATCH_SIZE, else SOLVER.BASE_LR_BATCH_SIZE), with the
-micro-batch evened out over them. The learning rate follows the effective batch as for any other
+micro-batch evened out over them, and no more than the training set holds in an epoch. The learning rate follows the effective batch as for any other
 batch (revvideo.engine.optim.lr_scale).
 
 The stored layers, at the micro-batch chosen (searched or set): as many of the model's
@@ -25,6 +25,7 @@ import torch
 from fvcore.common.config import CfgNode
 
 from revvideo.config import AUTO
+from revvideo.data.build import split_videos
 from revvideo.engine.distributed import all_reduce
 from revvideo.engine.optim import build_optimizer
 from revvideo.engine.precision import MixedPrecision
@@ -43,13 +44,23 @@ HEADROOM = 0.1
 SEARCH_TOLERANCE = 1 / 16
 
 
-def plan_batches(global_batch: int, world_size: int, fits: int) -> tuple[int, int]:
-    """(videos per process per step, accumulation steps) whose product over `world_size`
-    processes is the smallest multiple of them reaching `global_batch`, with at most `fits`
-    videos per process per step and as few accumulation steps as that allows."""
-    per_process = math.ceil(global_batch / world_size)
-    accumulation = math.ceil(per_process / fits)
-    return math.ceil(per_process / accumulation), accumulation
+def plan_batches(
+    global_batch: int, world_size: int, fits: int, training_videos: int
+) -> tuple[int, int]:
+    """(videos per process per step, accumulation steps) for optimizer steps of `global_batch`
+    videos over `world_size` processes, with at most `fits` videos per process per step and as
+    few accumulation steps as that allows: the smallest even share reaching `global_batch`.
+
+    An epoch must hold an optimizer step: each process's share of the `training_videos`, in full
+    batches (the loader drops a last partial one), bounds the step; a global batch beyond the
+    training set becomes the whole set."""
+    share = math.ceil(training_videos / world_size)
+    wanted = min(math.ceil(global_batch / world_size), share)
+    accumulation = math.ceil(wanted / fits)
+    per_process = math.ceil(wanted / accumulation)
+    if share // per_process < accumulation:
+        per_process = wanted // accumulation
+    return per_process, accumulation
 
 
 def _training_step(cfg: CfgNode, device: torch.device, model, optimizer, precision, size: int):
@@ -112,7 +123,10 @@ def resolve_auto_batch_size(cfg: CfgNode, device: torch.device, world_size: int)
             "TRAIN.BATCH_SIZE auto makes up TRAIN.GLOBAL_BATCH_SIZE videos per optimizer step "
             "(else SOLVER.BASE_LR_BATCH_SIZE): set one of them"
         )
-    fits = _largest_fitting_batch(cfg, device, limit=math.ceil(global_batch / world_size))
+    training_videos = len(split_videos(cfg, "train")[0])
+    # No step trains more videos than a process's share of the training set.
+    limit = math.ceil(min(global_batch, training_videos) / world_size)
+    fits = _largest_fitting_batch(cfg, device, limit)
     # Every process trains the same micro-batch: the one that fits them all.
     fits = _fewest(fits, device)
     if fits == 0:
@@ -121,13 +135,13 @@ def resolve_auto_batch_size(cfg: CfgNode, device: torch.device, world_size: int)
             f"{cfg.DATA.TRAIN_CROP_SIZE} fits a training step on {device}: use smaller clips, "
             "TRAIN.MIXED_PRECISION True or a reversible model"
         )
-    per_process, accumulation = plan_batches(global_batch, world_size, fits)
+    per_process, accumulation = plan_batches(global_batch, world_size, fits, training_videos)
     cfg.TRAIN.BATCH_SIZE = per_process * world_size
     cfg.TRAIN.ACCUMULATION_STEPS = accumulation
     logger.info(
         "TRAIN.BATCH_SIZE auto: %d videos per GPU fit a training step (with %d %% headroom); "
         "training %d per GPU x %d processes x %d accumulation steps = %d videos per optimizer "
-        "step (target %d)",
+        "step (target %d, training set %d)",
         fits,
         round(100 * HEADROOM),
         per_process,
@@ -135,6 +149,7 @@ def resolve_auto_batch_size(cfg: CfgNode, device: torch.device, world_size: int)
         accumulation,
         per_process * world_size * accumulation,
         global_batch,
+        training_videos,
     )
 
 

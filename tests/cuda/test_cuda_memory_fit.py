@@ -30,15 +30,24 @@ def one_gib_budget():
     torch.cuda.empty_cache()
 
 
+@pytest.fixture
+def listed_videos(tmp_path):
+    """A data folder whose train.csv lists 4096 videos (the plan reads only the list)."""
+    lines = "".join(f"video_{index}.mp4 {index % 6}\n" for index in range(4096))
+    (tmp_path / "train.csv").write_text(lines)
+    return tmp_path
+
+
 @pytest.mark.parametrize("mixed_precision", [False, True])
 def test_auto_finds_a_micro_batch_that_fits_and_accumulates_to_the_global_batch(
-    one_gib_budget, mixed_precision
+    one_gib_budget, listed_videos, mixed_precision
 ):
     # The quick-start model on 64 px clips of 8 frames; 4096 videos never fit in 1 GiB.
     cfg = load_config(
         QUICK_START,
         [
             "TRAIN.BATCH_SIZE", "auto", "TRAIN.GLOBAL_BATCH_SIZE", "4096",
+            "DATA.PATH_TO_DATA_DIR", str(listed_videos),
             "DATA.TRAIN_CROP_SIZE", "64", "DATA.TEST_CROP_SIZE", "64",
             "DATA.TRAIN_JITTER_SCALES", "[64, 80]",
             "TRAIN.MIXED_PRECISION", str(mixed_precision),
@@ -67,12 +76,13 @@ def _trains_inside_the_budget(cfg, device, videos: int) -> None:
 
 @pytest.mark.parametrize("batch", ["1", "auto"])
 def test_stored_layers_auto_stores_the_deepest_layers_that_fit_beside_the_batch(
-    one_gib_budget, batch
+    one_gib_budget, listed_videos, batch
 ):
     cfg = load_config(
         QUICK_START,
         [
             "TRAIN.BATCH_SIZE", batch, "TRAIN.GLOBAL_BATCH_SIZE", "64",
+            "DATA.PATH_TO_DATA_DIR", str(listed_videos),
             "MVIT.REV.STORED_LAYERS", "auto",
             "DATA.TRAIN_CROP_SIZE", "64", "DATA.TEST_CROP_SIZE", "64",
             "DATA.TRAIN_JITTER_SCALES", "[64, 80]",

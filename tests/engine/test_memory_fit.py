@@ -2,6 +2,7 @@
 MVIT.REV.STORED_LAYERS auto: the deepest layers that fit beside the batch, searched on the CPU
 under a simulated memory budget (tests/cuda/test_cuda_memory_fit.py searches a GPU)."""
 
+import itertools
 import logging
 import math
 
@@ -16,6 +17,9 @@ from revvideo.utils.errors import UserError
 
 from .helpers import tiny_cfg
 
+# More training videos than any of these steps holds.
+LARGE_TRAINING_SET = 10**6
+
 
 @pytest.mark.parametrize(
     ("global_batch", "world_size", "fits", "plan"),
@@ -29,12 +33,65 @@ from .helpers import tiny_cfg
     ],
 )
 def test_the_fewest_accumulation_steps_reach_the_global_batch(global_batch, world_size, fits, plan):
-    per_process, accumulation = plan_batches(global_batch, world_size, fits)
+    per_process, accumulation = plan_batches(global_batch, world_size, fits, LARGE_TRAINING_SET)
     assert (per_process, accumulation) == plan
     assert per_process <= fits
     effective = per_process * world_size * accumulation
     # The recipe's batch, or the least above it that the processes can share evenly.
     assert global_batch <= effective < global_batch + world_size * accumulation
+
+
+@pytest.mark.parametrize(
+    ("global_batch", "world_size", "fits", "training_videos", "plan"),
+    [
+        (64, 1, 64, 40, (40, 1)),  # the whole training set in one step
+        (64, 1, 8, 50, (7, 7)),  # 7 x 8 = 56 > 50 would leave 6 full batches: 7 x 7
+        (64, 1, 10, 66, (9, 7)),  # 7 x 10 = 70 > 66: 7 x 9 = 63, just under the recipe's
+        (64, 2, 8, 50, (6, 4)),  # 25 per process: 4 x 6, not 4 x 7 = 28
+    ],
+)
+def test_a_training_set_smaller_than_the_step_bounds_it(
+    global_batch, world_size, fits, training_videos, plan
+):
+    assert plan_batches(global_batch, world_size, fits, training_videos) == plan
+
+
+def test_every_plan_fits_the_gpu_and_an_epoch_holds_an_optimizer_step():
+    for global_batch, world_size, fits, training_videos in itertools.product(
+        (1, 7, 64, 100), (1, 2, 3, 8), (1, 2, 5, 8, 64), (1, 9, 50, 66, 500)
+    ):
+        per_process, accumulation = plan_batches(global_batch, world_size, fits, training_videos)
+        share = math.ceil(training_videos / world_size)  # each process's sampler, per epoch
+        wanted = min(math.ceil(global_batch / world_size), share)
+        assert 1 <= per_process <= fits
+        assert accumulation == math.ceil(wanted / fits)  # no more steps than the GPU needs
+        assert share // per_process >= accumulation  # the loader's full batches per epoch
+        # Within an accumulation step's rounding of what is wanted.
+        assert wanted - accumulation < per_process * accumulation < wanted + accumulation
+
+
+def test_auto_with_a_training_set_smaller_than_the_global_batch_trains(
+    tiny_dataset, tmp_path, monkeypatch, cpu_searches, caplog
+):
+    # 5 videos fit a step; the recipe's 64 would be 13 steps of 5, and the 12 training videos
+    # hold 2 such batches an epoch: the plan is the whole set instead, 3 steps of 4.
+    searched_limits = []
+
+    def five_fit(cfg, device, limit):
+        searched_limits.append(limit)
+        return 5
+
+    monkeypatch.setattr(memory_fit, "_largest_fitting_batch", five_fit)
+    cfg = tiny_cfg(
+        tiny_dataset, tmp_path / "out", SOLVER__MAX_EPOCH=1, TEST__ENABLE=False,
+        TRAIN__BATCH_SIZE="auto", TRAIN__GLOBAL_BATCH_SIZE=64,
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert run(cfg) == 0
+    assert searched_limits == [12]  # no try of more videos than a step can train
+    assert (cfg.TRAIN.BATCH_SIZE, cfg.TRAIN.ACCUMULATION_STEPS) == (4, 3)
+    assert "= 12 videos per optimizer step (target 64, training set 12)" in caplog.text
+    assert "1 steps of 12 videos per epoch" in caplog.text
 
 
 def test_a_batch_larger_than_the_training_set_is_logged_as_what_it_holds(
