@@ -72,7 +72,6 @@ def run(cfg: CfgNode) -> int:
             if is_main_process():
                 prepare_output_dir(output_dir)
                 owned.enter_context(output_dir_lock(output_dir))
-                (output_dir / CONFIG_FILE).write_text(cfg.dump())
             # The other processes write too (loader state, logs): only once the run owns it.
             barrier()
             return train_and_test(cfg, device, tested)
@@ -116,6 +115,10 @@ def train_and_test(cfg: CfgNode, device: torch.device, tested: tuple[Path, dict]
     model, checkpoint, steps, names = None, None, 0, None
     if cfg.TRAIN.ENABLE:
         trainer = Trainer(cfg, device)
+    if is_main_process():
+        # Once the run can start (a checkpoint it resumes fits): the config of its checkpoints.
+        (Path(cfg.OUTPUT_DIR) / CONFIG_FILE).write_text(cfg.dump())
+    if cfg.TRAIN.ENABLE:
         outcome = trainer.fit()
         if outcome.stop_signal is not None:
             return 128 + outcome.stop_signal

@@ -41,7 +41,12 @@ from revvideo.checkpoint.training import (
     save_training_state,
     set_rng_state,
 )
-from revvideo.classes import resolve_class_names
+from revvideo.classes import (
+    first_names,
+    normalized_name,
+    resolve_class_names,
+    stored_class_names,
+)
 from revvideo.data import SoftTargets, build_loader
 from revvideo.engine.distributed import (
     all_gather_objects,
@@ -56,7 +61,7 @@ from revvideo.engine.plots import plot_curves
 from revvideo.engine.precision import MixedPrecision
 from revvideo.models import build_model
 from revvideo.models.reversible import compile_branches
-from revvideo.utils.errors import CheckpointError, ConfigError, UserError
+from revvideo.utils.errors import CheckpointError, ConfigError, DataError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +185,17 @@ class Trainer:
             if self.cfg.TRAIN.CHECKPOINT_FILE_PATH:
                 self._load_initial_weights(self.cfg.TRAIN.CHECKPOINT_FILE_PATH)
             return self.cfg.RNG_SEED + self.rank
-        state = load_training_state(
-            checkpoint, self.model, self.optimizer, self.schedule, self.precision.scaler
-        )
+        try:
+            state = load_training_state(
+                checkpoint, self.model, self.optimizer, self.schedule, self.precision.scaler
+            )
+        except CheckpointError as err:
+            raise CheckpointError(
+                f"{self.output_dir} holds a run to resume (TRAIN.AUTO_RESUME), and {err}; "
+                "train into another OUTPUT_DIR to start afresh (TRAIN.CHECKPOINT_FILE_PATH "
+                "counts only where there is nothing to resume)"
+            ) from None
+        self._check_resumed_classes(checkpoint, stored_class_names(state))
         self.source = (state.get("provenance") or {}).get("source", self.source)
         self.epochs_done, self.epoch_steps_done = state["epoch"], state["epoch_step"]
         self.last_checkpoint = checkpoint
@@ -203,6 +216,25 @@ class Trainer:
             self.world_size,
         )
         return self.cfg.RNG_SEED + self.rank + 1000 * self.schedule.step_count
+
+    def _check_resumed_classes(self, checkpoint: Path, trained: list[str] | None) -> None:
+        """DataError where the run's checkpoint names other classes, or the same in another
+        order, than the dataset: training on would teach its head other labels."""
+        dataset = self.class_names
+        if trained is None or not dataset.named:
+            return
+        if [normalized_name(name) for name in trained] == [
+            normalized_name(name) for name in dataset.names
+        ]:
+            return
+        same = sorted(map(normalized_name, trained)) == sorted(map(normalized_name, dataset.names))
+        raise DataError(
+            f"{checkpoint} was trained on the classes {first_names(trained)}, and "
+            f"{self.cfg.DATA.PATH_TO_DATA_DIR} has {first_names(dataset.names)}"
+            f"{' (the same classes in another order)' if same else ''}: resuming would train "
+            "its head on other labels; train into another OUTPUT_DIR (with TRAIN."
+            f"CHECKPOINT_FILE_PATH {checkpoint} to start from its weights)"
+        )
 
     def _load_initial_weights(self, source: str) -> None:
         """Fine-tuning: the weights of `source` (a file or a release name) that fit the model;

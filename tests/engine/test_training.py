@@ -11,9 +11,11 @@ import torch
 import revvideo.engine.evaluate
 import revvideo.engine.train
 from revvideo.checkpoint import read_checkpoint
+from revvideo.classes import write_classnames_file
 from revvideo.config import load_config
 from revvideo.engine import NonFiniteLossError, run
 from revvideo.engine.precision import MixedPrecision
+from revvideo.utils.errors import CheckpointError, DataError
 
 from .helpers import FIXED_CLIPS, epoch_weights, records, tiny_cfg
 
@@ -138,6 +140,42 @@ def test_videos_missing_views_are_scored_with_a_warning(
     assert "1 test videos have fewer than 2 views" in caplog.text
     results = json.loads((tmp_path / "test_results.json").read_text())
     assert (results["num_videos"], results["num_missing_views"]) == (6, 1)
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        (["still", "down", "up"], r"\(the same classes in another order\): resuming would"),
+        (
+            ["cat", "dog", "fish"],
+            r"trained on the classes 'up', 'down', 'still', and .* has 'cat', 'dog'",
+        ),
+    ],
+)
+def test_a_run_resumed_on_other_classes_stops_before_training_or_writing(
+    trained_run, tiny_dataset, tmp_path, classes, message
+):
+    # The finished run, asked for a third epoch on a dataset that numbers other classes.
+    output_dir, dataset = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(trained_run, output_dir)
+    shutil.copytree(tiny_dataset, dataset)
+    write_classnames_file(dataset / "classnames.json", classes)
+    config = (output_dir / "config.yaml").read_text()
+    cfg = tiny_cfg(dataset, output_dir, SOLVER__MAX_EPOCH=3)
+    with pytest.raises(DataError, match=message):
+        run(cfg)
+    assert (output_dir / "config.yaml").read_text() == config  # still the checkpoints' config
+    assert len(list((output_dir / "checkpoints").iterdir())) == 2
+
+
+def test_a_run_to_resume_that_the_config_does_not_fit_is_named(trained_run, tiny_dataset, tmp_path):
+    output_dir = tmp_path / "run"
+    shutil.copytree(trained_run, output_dir)
+    config = (output_dir / "config.yaml").read_text()
+    cfg = tiny_cfg(tiny_dataset, output_dir, SOLVER__MAX_EPOCH=3, MVIT__EMBED_DIM=8)
+    with pytest.raises(CheckpointError, match=r"holds a run to resume \(TRAIN\.AUTO_RESUME\)"):
+        run(cfg)
+    assert (output_dir / "config.yaml").read_text() == config
 
 
 def test_gradient_accumulation_equals_the_larger_batch(tiny_dataset, tmp_path):
