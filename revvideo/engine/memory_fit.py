@@ -78,21 +78,51 @@ def _training_step(cfg: CfgNode, device: torch.device, model, optimizer, precisi
     optimizer.zero_grad(set_to_none=True)
 
 
-def _trial_training(cfg: CfgNode, device: torch.device):
-    """The run's model, optimizer and precision, for training steps that try sizes."""
-    model = build_model(cfg).to(device).train()
-    return model, build_optimizer(model, cfg), MixedPrecision(cfg.TRAIN.MIXED_PRECISION, device)
+class _TrialTraining:
+    """The run's model, optimizer and precision, for training steps that try sizes.
+
+    The optimizer's state, which every step but the first holds, is made before any try: an
+    out-of-memory error inside a first update would leave it half made. A failed try leaves no
+    gradients and a fresh gradient scaler (one that failed inside its step would skip the next
+    try's unscaling)."""
+
+    def __init__(self, cfg: CfgNode, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.model = build_model(cfg).to(device).train()
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.precision = MixedPrecision(cfg.TRAIN.MIXED_PRECISION, device)
+        for param in self.model.parameters():
+            if param.requires_grad:
+                param.grad = torch.zeros_like(param)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @classmethod
+    def fitting(cls, cfg: CfgNode, device: torch.device) -> "_TrialTraining | None":
+        """A trial training, or None where the model and its optimizer state alone do not fit."""
+        made = []
+        return made[0] if fits_in_memory(lambda: made.append(cls(cfg, device))) else None
+
+    def step(self, size: int) -> None:
+        _training_step(self.cfg, self.device, self.model, self.optimizer, self.precision, size)
+
+    def recover(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler = self.precision.scaler
+        self.precision.scaler = torch.amp.GradScaler(self.device.type, enabled=scaler.is_enabled())
 
 
 def _largest_fitting_batch(cfg: CfgNode, device: torch.device, limit: int) -> int:
     """The largest number of videos (at most `limit`) whose training step fits `device`."""
-    model, optimizer, precision = _trial_training(cfg, device)
+    trial = _TrialTraining.fitting(cfg, device)
+    if trial is None:
+        return 0
     return largest_batch(
-        lambda size: _training_step(cfg, device, model, optimizer, precision, size),
+        trial.step,
         limit=limit,
         tolerance=SEARCH_TOLERANCE,
         headroom=HEADROOM,
-        on_out_of_memory=lambda: optimizer.zero_grad(set_to_none=True),
+        on_out_of_memory=trial.recover,
     )
 
 
@@ -158,22 +188,20 @@ def _most_stored_layers(
 ) -> tuple[int | None, list[int]]:
     """(how many of the storable layers, deepest first, fit beside `videos` per training step,
     None if the step does not fit even with none stored; the storable layers in that order)."""
-    model, optimizer, precision = _trial_training(cfg, device)
-    stack = model.rev_backbone
+    trial = _TrialTraining.fitting(cfg, device)
+    if trial is None:
+        return None, []
+    stack = trial.model.rev_backbone
     storable = stack.storable_layers()
 
     def step(count: int) -> None:
         stack.store_deepest(count)
-        _training_step(cfg, device, model, optimizer, precision, videos)
+        trial.step(videos)
 
-    def release() -> None:
-        optimizer.zero_grad(set_to_none=True)
-
-    # Twice: the first step makes the optimizer's state, which every later step holds too.
-    if not fits_in_memory(lambda: (step(0), step(0)), release):
+    if not fits_in_memory(lambda: step(0), trial.recover):
         return None, storable
     count = largest_beside_reserve(
-        step, device, limit=len(storable), reserve=HEADROOM, on_out_of_memory=release
+        step, device, limit=len(storable), reserve=HEADROOM, on_out_of_memory=trial.recover
     )
     return count, storable
 

@@ -14,6 +14,7 @@ from revvideo.config import ConfigError
 from revvideo.engine import memory_fit, run
 from revvideo.engine.memory_fit import _most_stored_layers, plan_batches, resolve_auto_stored_layers
 from revvideo.utils.errors import UserError
+from revvideo.utils.memory import fits_in_memory
 
 from .helpers import tiny_cfg
 
@@ -194,3 +195,24 @@ def test_when_one_process_cannot_fit_the_batch_every_process_says_so(
     cfg = tiny_cfg(tiny_dataset, tmp_path, MVIT__REV__STORED_LAYERS="auto", TRAIN__BATCH_SIZE=4)
     with pytest.raises(UserError, match=r"\(2 videos per GPU\) does not fit"):
         resolve_auto_stored_layers(cfg, CPU, world_size=2)
+
+
+def test_a_try_that_runs_out_of_memory_in_the_update_leaves_the_next_one_whole(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    cfg = tiny_cfg(tiny_dataset, tmp_path)
+    trial = memory_fit._TrialTraining(cfg, CPU)
+    trained = [p for p in trial.model.parameters() if p.requires_grad]
+    # The state every later step holds exists before any try.
+    state_keys = {id(p): set(trial.optimizer.state[p]) for p in trained}
+    assert len(state_keys) == len(trained) and all(state_keys.values())
+
+    def out_of_memory(*_, **__):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated in the update)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trial.optimizer, "step", out_of_memory)
+        assert not fits_in_memory(lambda: trial.step(2), trial.recover)
+    assert all(p.grad is None for p in trained)
+    trial.step(2)
+    assert {id(p): set(trial.optimizer.state[p]) for p in trained} == state_keys
