@@ -21,8 +21,10 @@ from revvideo.classes import (
     CLASSNAMES_FILE,
     ClassNames,
     dataset_class_names,
+    first_names,
     match_classes,
     resolve_class_names,
+    stored_class_names,
 )
 from revvideo.config.validate import validate_config
 from revvideo.data.loader import dead_loader_worker
@@ -206,7 +208,7 @@ def _splits(cfg: CfgNode) -> list[str]:
 def resolve_num_classes(cfg: CfgNode, tested: tuple[Path, dict] | None) -> None:
     """Sets MODEL.NUM_CLASSES when the config leaves it to the data (0): the training
     dataset's class count, or the tested checkpoint's. ConfigError when an explicit count
-    disagrees with the training dataset's class names."""
+    disagrees with the training dataset's class names or the tested checkpoint's head."""
     root = cfg.DATA.PATH_TO_DATA_DIR
     names = dataset_class_names(root)
     count = cfg.MODEL.NUM_CLASSES
@@ -224,12 +226,19 @@ def resolve_num_classes(cfg: CfgNode, tested: tuple[Path, dict] | None) -> None:
             )
         if count == 0:
             cfg.MODEL.NUM_CLASSES = len(names)
-    elif count == 0 and tested is not None:
+    elif tested is not None:
         path, checkpoint = tested
         classes = head_classes(checkpoint)
-        if classes is None:
+        if count == 0 and classes is None:
             raise ConfigError(f"cannot tell how many classes {path} scores: set MODEL.NUM_CLASSES")
-        cfg.MODEL.NUM_CLASSES = classes
+        if count and classes is not None and count != classes:
+            named = stored_class_names(checkpoint)
+            raise ConfigError(
+                f"MODEL.NUM_CLASSES is {count} but {path} scores {classes} classes"
+                f"{f' ({first_names(named)})' if named else ''}: set it to 0 (the checkpoint's) "
+                f"or {classes}"
+            )
+        cfg.MODEL.NUM_CLASSES = classes or count
 
 
 def checkpoint_to_test(cfg: CfgNode) -> tuple[Path, dict]:

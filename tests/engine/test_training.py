@@ -12,7 +12,7 @@ import revvideo.engine.evaluate
 import revvideo.engine.train
 from revvideo.checkpoint import read_checkpoint
 from revvideo.classes import write_classnames_file
-from revvideo.config import load_config
+from revvideo.config import ConfigError, load_config
 from revvideo.engine import NonFiniteLossError, run
 from revvideo.engine.precision import MixedPrecision
 from revvideo.utils.errors import CheckpointError, DataError
@@ -90,6 +90,18 @@ def test_testing_a_checkpoint_alone_gives_the_same_results(trained_run, tiny_dat
     assert results["top1_acc"] == trained["top1_acc"]
     assert results["checkpoint"] == str(checkpoint)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_testing_a_checkpoint_with_another_class_count_names_its_classes(
+    trained_run, tiny_dataset, tmp_path
+):
+    checkpoint = trained_run / "checkpoints" / "checkpoint_epoch_00002.pyth"
+    cfg = tiny_cfg(
+        tiny_dataset, tmp_path, TRAIN__ENABLE=False, TEST__CHECKPOINT_FILE_PATH=str(checkpoint),
+        MODEL__NUM_CLASSES=6,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"is 6 but .* scores 3 classes \('up', 'down', 'still'"):
+        run(cfg)
 
 
 def test_unreadable_test_videos_are_counted_not_scored(trained_run, tiny_dataset, tmp_path):
