@@ -61,8 +61,10 @@ class _SiteTracker(LiveTensorTracker):
 
 
 def live_at_peak(trace: list[dict]) -> tuple[int, Counter]:
-    """(bytes above the start at the peak, those bytes by allocation site) of an allocator
-    trace: each block counts from its "alloc" to its first free action."""
+    """(the peak of the bytes allocated within an allocator trace and still held, those bytes by
+    allocation site): each block counts from its "alloc" to its first free action; blocks from
+    before the trace (last step's gradients, freed as a step starts) do not count, as on the
+    CPU, where only tensors made inside the step are tracked."""
     live: dict[int, tuple[int, str]] = {}
     total = peak = 0
     at_peak: Counter = Counter()
