@@ -15,6 +15,7 @@ from revvideo.benchmark.models import (
     TrainingStep,
     depth_arguments,
     in_fresh_process,
+    no_tf32,
     store_deep_stages,
     torchvision_mvit_v1_b,
     training_inputs,
@@ -67,10 +68,7 @@ class BudgetRun:
         torch.cuda.set_per_process_memory_fraction(
             min(1.0, settings.memory_budget * GIB / total), device
         )
-        # The legacy switches, not the fp32_precision ones: torch refuses a mix of the two, and
-        # libraries still read the legacy ones.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        no_tf32()
         build, reversible = BUDGET_MODELS[name]
         arguments = dict(num_frames=settings.frames, crop_size=settings.size)
         if depth != BASE_DEPTH:

@@ -85,6 +85,14 @@ def training_inputs(
     return clip, torch.randint(0, CLASSES, (batch,), device=device)
 
 
+def no_tf32() -> None:
+    """fp32 figures in fp32 on CUDA: no TF32 in matrix products and convolutions. The legacy
+    switches, not the fp32_precision ones: torch refuses a mix of the two, and libraries still
+    read the legacy ones."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 class TrainingStep:
     """One training step of `model`: cross-entropy, backward and a plain SGD step (it has no
     state, so every step needs the memory of the first), in fp32 or bf16 autocast."""
@@ -114,6 +122,7 @@ class Bench:
     def __init__(
         self, settings: Settings, device: torch.device, sample: tuple[int, ...] | None = None
     ) -> None:
+        no_tf32()
         self.settings = settings
         self.device = device
         self.sample = sample or (3, settings.frames, settings.size, settings.size)

@@ -70,15 +70,23 @@ class Normalize:
         std_tensor = torch.tensor(std, dtype=torch.float32)
         self.scale = 1.0 / (255.0 * std_tensor)
         self.offset = -torch.tensor(mean, dtype=torch.float32) / std_tensor
+        # (offset, scale) copied once per device: a copy from pageable memory in every batch
+        # would make the host wait for the GPU each time.
+        self._copies: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict:
+        # Loader workers get the CPU tensors only, never a GPU's copies.
+        return self.__dict__ | {"_copies": {}}
 
     def __call__(self, frames: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         per_channel = (3,) + (1,) * (frames.dim() - 1)
-        return torch.addcmul(
-            self.offset.to(frames.device).view(per_channel),
-            frames,
-            self.scale.to(frames.device).view(per_channel),
-            out=out,
-        )
+        if frames.device not in self._copies:
+            self._copies[frames.device] = (
+                self.offset.to(frames.device),
+                self.scale.to(frames.device),
+            )
+        offset, scale = self._copies[frames.device]
+        return torch.addcmul(offset.view(per_channel), frames, scale.view(per_channel), out=out)
 
     def model_input(self, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
         """A batch of clips (B, 3, T, H, W) on `device`, as the model takes them.

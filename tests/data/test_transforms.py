@@ -1,3 +1,5 @@
+import pickle
+
 import pytest
 import torch
 
@@ -178,3 +180,13 @@ def test_one_crop_is_the_centre():
     crops = MultiViewCrops(32, 1)
     views = crops(ramp_frames(2, 32, 50), [[0, 1]])
     assert views[0][1, 0, 0, 0].item() == 9
+
+
+def test_normalize_copies_its_constants_to_a_device_once_and_never_to_workers():
+    normalize = Normalize([0.45, 0.45, 0.45], [0.225, 0.225, 0.225])
+    frames = torch.zeros(3, 2, 4, 4, dtype=torch.uint8, device="meta")  # stands in for a GPU
+    normalize(frames)
+    copies = normalize._copies[frames.device]
+    normalize(frames)
+    assert normalize._copies[frames.device] is copies  # no copy per batch
+    assert pickle.loads(pickle.dumps(normalize))._copies == {}  # what a loader worker gets
