@@ -253,13 +253,13 @@ def match_classes(
         differences.append(
             f"{len(absent)} model classes not in the dataset ({first_names(absent)})"
         )
+    if len(unknown) == len(dataset):
+        raise DataError(f"the model and the dataset share no class: {'; '.join(differences)}")
     if not shared_only:
         raise DataError(
             f"the model's classes and the dataset's differ: {'; '.join(differences)}; to score "
             f"only the {len(dataset) - len(unknown)} shared classes, set {option}"
         )
-    if len(unknown) == len(dataset):
-        raise DataError(f"the model and the dataset share no class: {'; '.join(differences)}")
     return ClassMatch(
         model_index,
         dataset,

@@ -47,9 +47,11 @@ def test_shared_classes_only_scores_the_classes_both_know():
     assert "scoring only the 2 classes" in match.notice
 
 
-def test_no_shared_class_is_an_error_even_when_scoring_shared_classes():
-    with pytest.raises(DataError, match="share no class"):
-        match_classes(MODEL, ["jump", "run"], shared_only=True)
+@pytest.mark.parametrize("shared_only", [False, True])
+def test_no_shared_class_is_an_error_that_suggests_no_shared_scoring(shared_only):
+    with pytest.raises(DataError, match="share no class") as error:
+        match_classes(MODEL, ["jump", "run"], shared_only=shared_only)
+    assert "SHARED_CLASSES_ONLY" not in str(error.value)
 
 
 def test_a_dataset_without_names_takes_the_models_order_with_a_notice():
