@@ -4,6 +4,7 @@ everything is."""
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -134,7 +135,10 @@ def train_and_test(cfg: CfgNode, device: torch.device, tested: tuple[Path, dict]
         test(cfg, model, device, checkpoint, steps, names)
     if is_main_process() and checkpoint is not None:
         logger.info("final checkpoint: %s", checkpoint)
-        logger.info("classify a video: python demo/classify.py <video> --checkpoint %s", checkpoint)
+        # The installed command where the run came from one (no demo/ folder outside a checkout).
+        installed = Path(sys.argv[0]).name == "revvideo-train"
+        classify = "revvideo-classify" if installed else "python demo/classify.py"
+        logger.info("classify a video: %s <video> --checkpoint %s", classify, checkpoint)
     barrier()
     return 0
 

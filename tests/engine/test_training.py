@@ -239,3 +239,11 @@ def test_mixed_precision_is_bf16_on_the_cpu(tiny_dataset, tmp_path):
     assert run(cfg) == 0
     steps = records(tmp_path, "step")
     assert len(steps) == 3 and all(0 < r["loss"] < 5 for r in steps)
+
+
+def test_an_installed_run_names_the_installed_demo(tiny_dataset, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("sys.argv", ["/venv/bin/revvideo-train", "--cfg", "x.yaml"])
+    cfg = tiny_cfg(tiny_dataset, tmp_path, SOLVER__MAX_EPOCH=1, TEST__ENABLE=False)
+    with caplog.at_level(logging.INFO):
+        assert run(cfg) == 0
+    assert "classify a video: revvideo-classify <video> --checkpoint " in caplog.text
