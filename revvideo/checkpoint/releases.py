@@ -149,16 +149,17 @@ def find_release(name: str) -> Release | None:
     return RELEASES.get(name)
 
 
-def fetch_release(release: Release, progress: bool = True) -> Path:
-    """The release's file in the hub cache, downloaded first if it is not there yet."""
+def fetch_release(release: Release, progress: bool = True, option: str = "weights") -> Path:
+    """The release's file in the hub cache, downloaded first if it is not there yet; where it
+    cannot be, CheckpointError says how to give the file as `option` instead."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / release.file_name
     if path.is_file():
         return path
+    given = "weights=<path>" if option == "weights" else f"{option} <path>"
     if release.browser_only:
         raise CheckpointError(
             f"{release.name} is on Google Drive, which scripts cannot download: open "
-            f"{release.url} in a browser and pass weights=<path> (demo: --checkpoint <path>) or "
-            f"save it as {path}"
+            f"{release.url} in a browser and pass {given} or save it as {path}"
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +172,7 @@ def fetch_release(release: Release, progress: bool = True) -> Path:
         reason = err.reason if isinstance(err, urllib.error.URLError) else err
         raise CheckpointError(
             f"cannot download {release.name} from {release.url}: {reason}; download it "
-            f"elsewhere and pass weights=<path> (demo: --checkpoint <path>) or save it as {path}"
+            f"elsewhere and pass {given} or save it as {path}"
         ) from None
     return path
 
@@ -183,7 +184,7 @@ def checkpoint_file(source: str | os.PathLike, option: str = "weights") -> Path:
     """
     release = find_release(source) if isinstance(source, str) else None
     if release is not None:
-        return fetch_release(release)
+        return fetch_release(release, option=option)
     path = Path(source)
     if path.is_dir():
         raise CheckpointError(f"{option} {path} is a folder, not a checkpoint file")

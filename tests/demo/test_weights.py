@@ -10,7 +10,14 @@ import pytest
 import torch
 
 import revvideo.models
-from revvideo.checkpoint import RELEASES, Release, fetch_release, save_checkpoint, stored_config
+from revvideo.checkpoint import (
+    RELEASES,
+    Release,
+    checkpoint_file,
+    fetch_release,
+    save_checkpoint,
+    stored_config,
+)
 from revvideo.checkpoint.releases import IMAGENET_1K, KINETICS_400
 from revvideo.classes import imagenet1k_class_names, kinetics400_class_names
 from revvideo.models import rev_mvit_b_16x4, rev_vit_s
@@ -110,9 +117,12 @@ def test_offline_download_is_one_line_saying_what_to_do(tiny_release, monkeypatc
 
     assert str(error.value) == (
         f"cannot download tiny_k3 from {tiny_release.url}: [Errno -3] Temporary failure in name "
-        f"resolution; download it elsewhere and pass weights=<path> (demo: --checkpoint <path>) "
-        f"or save it as {cached(tiny_release)}"
+        f"resolution; download it elsewhere and pass weights=<path> or save it as "
+        f"{cached(tiny_release)}"
     )
+    # Given by a config key or a demo argument, the message names that.
+    with pytest.raises(CheckpointError, match=r"pass TRAIN\.CHECKPOINT_FILE_PATH <path> or save"):
+        checkpoint_file("tiny_k3", "TRAIN.CHECKPOINT_FILE_PATH")
 
 
 def test_browser_only_release_says_how_to_get_it(tmp_path, monkeypatch):
