@@ -7,6 +7,9 @@ It reads three layouts, found by looking into --videos:
 2. class folders, <videos>/<class>/<video> (e.g. my_videos/cooking/a.mp4): each class's videos
    are split here into train, val and test by --split fractions, seeded by --seed:
      python tools/prepare_kinetics.py data/mine --videos my_videos --split 0.7 0.15 0.15 --seed 0
+   Training needs train and val videos of 2 classes or more: train and val take fractions
+   above 0, a class of 2 videos gives one to train and one to val, and folders without videos
+   are left out with a notice.
 3. the official Kinetics annotation CSVs (label,youtube_id,time_start,time_end,split), matched
    against clips named <youtube_id>_<start:06d>_<end:06d>.<ext> or <youtube_id>.<ext>:
      python tools/prepare_kinetics.py data/k400 --videos /downloads/k400 \\
@@ -16,8 +19,9 @@ Add --resize 320 --jobs 8 to re-encode to short side 320 into <output>/videos/ (
 partial files of a killed run are removed; failures in failed.txt). Two videos of a class that
 would get one name (a.mp4, a.avi) are both kept: a.mp4 and a-2.mp4.
 Class indices follow Kinetics-400's order when every class is a Kinetics-400 class, else the
-sorted class names. Writes <output>/{train,val,test}.csv (one `path label` row per video),
-classnames.json, missing_<split>.txt and failed.txt; then set DATA.PATH_TO_DATA_DIR to <output>.
+sorted class names. Writes <output>/{train,val,test}.csv (one `path label` row per video; a
+notice names a split left without videos), classnames.json, missing_<split>.txt and failed.txt;
+then set DATA.PATH_TO_DATA_DIR to <output>.
 
 A video whose path holds a newline or control character would split its row: it is skipped and
 counted. A class name that cannot be a folder name ('/', '..', a newline) is an error. Inputs are
@@ -57,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=3,
         type=float,
         metavar=("TRAIN", "VAL", "TEST"),
-        help="fractions of each class's videos per split, for class folders only "
+        help="fractions of each class's videos per split, for class folders only; train and "
+        "val above 0 "
         f"(default: {' '.join(map(str, DEFAULT_SPLIT))})",
     )
     parser.add_argument(
@@ -133,6 +138,12 @@ def _prepare(args):
             f"--split and --seed split class folders (<class>/<video>), but {args.videos} is "
             + ("read with --annotations" if annotations else "already split (<split>/<class>)")
         )
+    if args.split is not None and not all(fraction > 0 for fraction in args.split[:2]):
+        shown = " ".join(f"{fraction:g}" for fraction in args.split)
+        raise UserError(
+            f"--split {shown}: training (tools/run_net.py) needs train and val videos, so the "
+            "train and val fractions must be above 0 (e.g. --split 0.7 0.15 0.15)"
+        )
     check_outputs(args.output, args.videos, annotations.values(), reencoding=bool(args.resize))
     if annotations:
         found = videos_from_annotations(annotations, args.videos, args.kinetics400)
@@ -140,7 +151,11 @@ def _prepare(args):
         found = videos_from_folders(args.videos, args.kinetics400)
     else:
         found = videos_from_class_folders(
-            args.videos, args.split or DEFAULT_SPLIT, args.seed or 0, args.kinetics400
+            args.videos,
+            args.split or DEFAULT_SPLIT,
+            args.seed or 0,
+            args.kinetics400,
+            min_classes=2,  # a classifier of one class has nothing to learn
         )
     failed = []
     if args.resize:
@@ -150,6 +165,13 @@ def _prepare(args):
     write_lists(args.output, found.videos, found.class_names, found.missing, failed)
     if failed:
         found.notices.append(f"{len(failed)} videos failed to re-encode: {args.output}/failed.txt")
+    listed = {video.split for video in found.videos}
+    if unlisted := [split for split in SPLITS if split not in listed]:
+        found.notices.append(
+            f"no {' or '.join(unlisted)} videos, so no "
+            f"{', '.join(f'{args.output}/{split}.csv' for split in unlisted)}: training "
+            "(tools/run_net.py) needs train.csv and val.csv, testing needs test.csv"
+        )
     return found
 
 

@@ -39,7 +39,7 @@ from revvideo.classes import (
     write_classnames_file,
 )
 from revvideo.data.decoding import display_rotation, scaled_size
-from revvideo.data.paths import video_files
+from revvideo.data.paths import VIDEO_EXTENSIONS, video_files
 from revvideo.utils.errors import DataError
 from revvideo.utils.text import read_text
 
@@ -162,13 +162,17 @@ def videos_from_class_folders(
     fractions: Sequence[float] = DEFAULT_SPLIT,
     seed: int = 0,
     kinetics400: bool | None = None,
+    min_classes: int = 1,
 ) -> FoundVideos:
     """Videos of `root/<class>/...`, split into train, val and test class by class.
 
     Each class's videos are shuffled with a generator seeded by `seed` and the class name (so
     one class's split does not depend on the others) and cut into the fractions' shares
-    (split_sizes), at least one video in train. A class too small for every split is named in a
-    notice; `fractions` that are not three shares summing to 1 (train > 0) are a DataError.
+    (split_sizes), at least one video in train, then one in val when val's fraction is above 0.
+    A class too small for every split, and a folder without videos (left out), are named in
+    notices. DataError for `fractions` that are not three shares summing to 1 (train > 0), for
+    videos of fewer than `min_classes` classes, and for a val fraction above 0 that no class
+    has the videos to fill.
     """
     fractions = _checked_fractions(fractions)
     folders = _class_folders(root, exclude=())
@@ -190,12 +194,38 @@ def videos_from_class_folders(
         for split, size in zip(SPLITS, sizes, strict=True):
             videos += [Video(split, label, path) for path in paths[start : start + size]]
             start += size
+    # A folder whose videos are in another format (or not copied yet) would otherwise vanish
+    # from the classes without a word.
+    empty = sorted(
+        entry.name
+        for entry in os.scandir(root)
+        if entry.is_dir() and entry.name not in folders and not entry.name.startswith(".")
+    )
+    empty_notice = (
+        f"{len(empty)} of {len(empty) + len(folders)} class folders in {root} hold no videos "
+        f"(files ending in {', '.join(VIDEO_EXTENSIONS)}) and are left out: {first_names(empty)}"
+    )
+    if len({video.label for video in videos}) < min_classes:
+        raise DataError(
+            f"the class folders of {root} hold videos of fewer than {min_classes} classes, and "
+            f"a classifier needs {min_classes} or more: add class folders of videos"
+            + (f"; {empty_notice}" if empty else "")
+        )
+    if fractions[1] > 0 and not any(video.split == "val" for video in videos):
+        raise DataError(
+            f"no class folder in {root} holds the 2 videos it takes to give val one (the first "
+            "goes to train), and training needs val videos: give each class 2 videos or more "
+            "(3 to test it too)"
+        )
     notices = _skipped_notice(skipped)
     if small:
         notices.append(
             f"{len(small)} of {len(folders)} classes have too few videos for every split (each "
-            f"keeps one in train first; see the lists for their counts): {first_names(small)}"
+            f"keeps one in train first, then one in val; see the lists for their counts): "
+            f"{first_names(small)}"
         )
+    if empty:
+        notices.append(empty_notice)
     if loose := len(video_files(root)) - sum(len(paths) for paths in folders.values()):
         notices.append(f"{loose} videos directly in {root}, outside any class folder, left out")
     # Sorted, so that the lists read in path order rather than in the shuffled one.
@@ -205,7 +235,8 @@ def videos_from_class_folders(
 def split_sizes(count: int, fractions: Sequence[float], rng: random.Random) -> list[int]:
     """How many of a class's `count` videos go to train, val and test: each fraction's share
     rounded down, the videos left over given to the largest remainders (ties drawn with `rng`),
-    then one moved into an empty train from the largest other split."""
+    then one moved into an empty train from the largest other split, and then, when val's
+    fraction is above 0, one into an empty val from test, or from train when test has none."""
     shares = [count * fraction for fraction in fractions]
     sizes = [math.floor(share) for share in shares]
     order = sorted(range(len(sizes)), key=lambda i: (sizes[i] - shares[i], rng.random()))
@@ -215,6 +246,10 @@ def split_sizes(count: int, fractions: Sequence[float], rng: random.Random) -> l
         largest = max(range(1, len(sizes)), key=lambda i: sizes[i])
         sizes[largest] -= 1
         sizes[0] = 1
+    # Training validates on val: a class of two videos gives it one before test gets any.
+    if count > 1 and fractions[1] > 0 and not sizes[1]:
+        sizes[2 if sizes[2] else 0] -= 1
+        sizes[1] = 1
     return sizes
 
 

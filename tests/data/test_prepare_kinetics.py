@@ -1,13 +1,16 @@
+import importlib.util
 import os
+import random
 import subprocess
 import sys
 
 import pytest
 
-from revvideo.classes import kinetics400_class_names
+from revvideo.classes import kinetics400_class_names, read_classnames_file
 from revvideo.data.decoding import open_video
 from revvideo.data.kinetics import (
     reencode_all,
+    split_sizes,
     videos_from_annotations,
     videos_from_folders,
     write_lists,
@@ -117,3 +120,95 @@ def test_command_line(tmp_path):
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: --videos")
     assert "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def tool():
+    """The tool's module, run in this process: a new one takes seconds to import it."""
+    spec = importlib.util.spec_from_file_location("prepare_kinetics", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_tool(tool, capsys, *args):
+    """(exit status, stdout, stderr) of the tool's command line."""
+    status = tool.main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def class_folders(root, counts):
+    """<root>/<class>/<n>.mp4 per class, as empty files: nothing is decoded without --resize."""
+    for name, count in counts.items():
+        os.makedirs(root / name, exist_ok=True)
+        for i in range(count):
+            touch(root / name / f"{i}.mp4")
+    return root
+
+
+def assert_one_line_error(status, err, *expected):
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    for text in expected:
+        assert text in err
+
+
+@pytest.mark.parametrize("split", [(1, 0, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)])
+def test_a_split_without_train_or_val_is_refused(tmp_path, tool, capsys, split):
+    # Training needs train.csv and val.csv: such a split would make a dataset it refuses.
+    videos = class_folders(tmp_path / "vids", {"a": 4, "b": 4})
+    status, _, err = run_tool(tool, capsys, tmp_path / "out", "--videos", videos, "--split", *split)
+    assert_one_line_error(status, err, "--split", "train and val fractions must be above 0")
+    assert not (tmp_path / "out").exists()
+
+
+def test_val_gets_a_video_before_test_when_a_class_is_small():
+    fractions = (0.7, 0.15, 0.15)
+    for seed in range(5):
+        rng = random.Random(seed)
+        assert [split_sizes(count, fractions, rng) for count in (1, 2, 3)] == [
+            [1, 0, 0],
+            [1, 1, 0],
+            [2, 1, 0],
+        ]
+
+
+def test_small_classes_still_give_a_dataset_training_can_use(tmp_path, tool, capsys):
+    videos = class_folders(tmp_path / "vids", {"a": 2, "b": 3})
+    out = tmp_path / "out"
+    status, printed, err = run_tool(tool, capsys, out, "--videos", videos)
+    assert status == 0, err
+    assert "2 of 2 classes have too few videos for every split" in printed
+    assert f"no test videos, so no {out}/test.csv" in printed
+    assert f"{out}: train 3, val 2 videos of 2 classes" in printed
+    listed = read_video_list(str(out), "val", num_classes=2)
+    assert sorted(listed[i][1]["label"] for i in range(len(listed))) == [0, 1]
+
+
+def test_classes_of_one_video_each_are_refused(tmp_path, tool, capsys):
+    videos = class_folders(tmp_path / "vids", {"a": 1, "b": 1})
+    status, _, err = run_tool(tool, capsys, tmp_path / "out", "--videos", videos)
+    assert_one_line_error(
+        status, err, f"no class folder in {videos} holds the 2 videos", "2 videos or more"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_class_folder_without_videos_is_named_and_left_out(tmp_path, tool, capsys):
+    videos = class_folders(tmp_path / "vids", {"a": 5, "b": 0, "c": 5})
+    touch(videos / "b" / "notes.txt")  # Not a video: b holds none.
+    out = tmp_path / "out"
+    status, printed, err = run_tool(tool, capsys, out, "--videos", videos)
+    assert status == 0, err
+    assert f"1 of 3 class folders in {videos} hold no videos" in printed
+    assert "left out: 'b'" in printed
+    assert f"{out}: train 6, val 2, test 2 videos of 2 classes" in printed
+    assert read_classnames_file(out / "classnames.json") == ["a", "c"]
+
+
+def test_empty_class_folders_leaving_one_class_stop_the_tool(tmp_path, tool, capsys):
+    # A classifier of one class learns nothing: better told now than after training.
+    videos = class_folders(tmp_path / "vids", {"a": 4, "b": 0})
+    status, _, err = run_tool(tool, capsys, tmp_path / "out", "--videos", videos)
+    assert_one_line_error(status, err, "fewer than 2 classes", "left out: 'b'")
+    assert not (tmp_path / "out").exists()
