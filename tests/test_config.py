@@ -83,6 +83,66 @@ def test_user_mistakes_are_one_line_errors(tmp_path, yaml_text, opts, message):
     assert "\n" not in str(info.value)
 
 
+# PySlowFast's configs/Kinetics/REV_MVIT_B_16x4_CONV.yaml writes its SOLVER block so (and its
+# ImageNet configs WARMUP_START_LR: 1e-8); PyYAML (YAML 1.1) reads `1e-6` and `7e-2` as strings.
+PYSLOWFAST_SOLVER = """\
+SOLVER:
+  BASE_LR_SCALE_NUM_SHARDS: True
+  BASE_LR: 0.0001
+  LR_POLICY: cosine
+  COSINE_AFTER_WARMUP: True
+  COSINE_END_LR:  1e-6
+  MAX_EPOCH: 200
+  WARMUP_EPOCHS: 50.0
+  MOMENTUM: 0.9
+  WEIGHT_DECAY: 7e-2
+  ZERO_WD_1D_PARAM: True
+  WARMUP_START_LR: 1e-8
+  OPTIMIZING_METHOD: adamw
+"""
+
+
+def test_pyslowfast_exponent_numbers_load_as_floats(tmp_path):
+    path = tmp_path / "slowfast.yaml"
+    path.write_text(PYSLOWFAST_SOLVER)
+    solver = load_config(path).SOLVER
+    assert (solver.COSINE_END_LR, solver.WEIGHT_DECAY, solver.WARMUP_START_LR) == (1e-6, 0.07, 1e-8)
+    assert all(type(v) is float for v in (solver.COSINE_END_LR, solver.WEIGHT_DECAY))
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1e-7", 1e-7), ("2E-5", 2e-5), ("1.5e+1", 15.0), ("+3e0", 3.0), ("'1e-6'", 1e-6)],
+)
+def test_exponent_overrides_load_as_floats(text, value):
+    start_lr = load_config(None, ["SOLVER.WARMUP_START_LR", text]).SOLVER.WARMUP_START_LR
+    assert start_lr == value
+    assert type(start_lr) is float
+
+
+def test_a_number_string_stays_a_string_for_a_string_key():
+    assert load_config(None, ["OUTPUT_DIR", "1e-6"]).OUTPUT_DIR == "1e-6"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "opts", "message"),
+    [
+        ("SOLVER:\n  COSINE_END_LR: 1e-6x\n", [], r"SOLVER\.COSINE_END_LR in .*bad\.yaml must"),
+        ("SOLVER:\n  WEIGHT_DECAY: e-2\n", [], r"SOLVER\.WEIGHT_DECAY in .* got 'e-2'$"),
+        ("", ["SOLVER.BASE_LR", "tiny"], r"SOLVER\.BASE_LR in the command line must be float"),
+        ("", ["SOLVER.BASE_LR", "1e400"], r"SOLVER\.BASE_LR .* must be a finite number"),
+        ("", ["SOLVER.BASE_LR", "nan"], r"SOLVER\.BASE_LR .* must be float .*got 'nan'$"),
+    ],
+    ids=["trailing-letter", "no-mantissa", "a-word", "overflow", "nan-word"],
+)
+def test_a_non_number_for_a_float_key_is_a_one_line_error(tmp_path, yaml_text, opts, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path, opts)
+    assert "\n" not in str(info.value)
+
+
 def test_stored_layers_auto_builds_a_model_that_stores_none_until_the_engine_chooses():
     cfg = load_config(
         ROOT / "configs" / "kinetics" / "REV_MVIT_B_16x4.yaml", ["MVIT.REV.STORED_LAYERS", "auto"]

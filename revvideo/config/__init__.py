@@ -6,6 +6,7 @@ import functools
 import importlib.util
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+# A decimal number as YAML 1.2 writes it; YAML 1.1 (PyYAML) reads `1e-6` as a string.
+_DECIMAL = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
+
+
 def _merge(tree: dict, node: CfgNode, source: str, prefix: str = "") -> None:
     """Sets the keys of `tree` in `node`, but ignored PySlowFast keys; ConfigError on unknown
     keys and on values of another type than the key's. (fvcore's merge would raise its own
-    ValueError on a type it does not expect, and a key whose default is None takes several.)"""
+    ValueError on a type it does not expect, and a key whose default is None takes several.)
+    A string that writes a number (`1e-6`) is read as that number for a float key: YAML files
+    and command-line overrides both merge here."""
     for name, value in tree.items():
         key = f"{prefix}{name}"
         if key in IGNORED_KEYS:
@@ -49,6 +56,10 @@ def _merge(tree: dict, node: CfgNode, source: str, prefix: str = "") -> None:
                 raise ConfigError(f"config key {key} in {source} must be a section, got {value!r}")
             _merge(value, current, source, key + ".")
             continue
+        if isinstance(current, float) and isinstance(value, str) and _DECIMAL.match(value):
+            # PyYAML reads YAML 1.1, where `1e-6` and `7e-2` (no dot, or an unsigned exponent)
+            # are strings; PySlowFast's YAML files write them (its loader literal_evals strings).
+            value = float(value)
         check_type(key, value, source)
         # Values as fvcore's merge stores them: an int given for a float is a float, a tuple a list.
         if isinstance(current, float) and isinstance(value, int):

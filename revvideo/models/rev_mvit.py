@@ -393,7 +393,8 @@ class RevMViT(MultiscaleTransformer):
         if cfg.MVIT.CLS_EMBED_ON:
             raise ValueError(
                 "MVIT.CLS_EMBED_ON must be False: reversible models have no class token (they "
-                "average the tokens)"
+                "average the tokens; PySlowFast's own asserts the same, though its Kinetics "
+                "REV_MVIT_B_16x4_CONV.yaml sets True)"
             )
         stored = cfg.MVIT.REV.STORED_LAYERS
         return cls(
