@@ -242,3 +242,10 @@ def test_a_key_whose_default_is_none_takes_none_again(tmp_path):
 )
 def test_shipped_configs_are_valid(path):
     load_config(path)
+
+
+def test_an_empty_override_clears_a_string_key():
+    cfg = load_config(
+        ROOT / "configs" / "finetune" / "REV_MVIT_B_16x4.yaml", ["TRAIN.CHECKPOINT_FILE_PATH", ""]
+    )
+    assert cfg.TRAIN.CHECKPOINT_FILE_PATH == ""

@@ -91,6 +91,9 @@ def config_from_mapping(tree: Mapping[str, Any]) -> CfgNode:
 
 
 def _parse_override(text: str) -> Any:
+    if not text.strip():
+        # `KEY ""` clears a string key (YAML would read None), e.g. a release name offline.
+        return ""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
