@@ -75,7 +75,7 @@ LEVERS = ("overlap", "compile", "store", "fill")
 
 
 def lever_combination(text: str) -> str:
-    """`overlap`, `compile` or several joined by +, e.g. `overlap+compile`."""
+    """One of LEVERS or several joined by +, e.g. `overlap+compile`."""
     levers = set(text.split("+"))
     if not text or not levers <= set(LEVERS):
         raise argparse.ArgumentTypeError(

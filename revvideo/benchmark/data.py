@@ -37,7 +37,7 @@ from revvideo.data.clip_sampling import clip_duration
 from revvideo.data.pytorchvideo_transforms import RandAugment
 from revvideo.data.synthetic import write_video
 
-# The Rev-MViT-B 16x4 recipe (SPEC.md): the clip and test geometry being timed.
+# The Rev-MViT-B 16x4 recipe (PySlowFast's): the clip and test geometry being timed.
 NUM_FRAMES, SAMPLING_RATE, TARGET_FPS = 16, 4, 30
 CROP_SIZE = 224
 NUM_CLIPS, NUM_CROPS = 5, 3

@@ -1,8 +1,10 @@
 """Every config key revvideo reads, with its default and meaning.
 
 Names follow PySlowFast so its YAML files load here; where both define a key, the default is
-PySlowFast's, so the same YAML builds the same model. Keys PySlowFast has and revvideo does not
-use are listed in `IGNORED_KEYS` (accepted with a warning); any other unknown key is an error.
+PySlowFast's, so the same YAML builds the same model, but for MODEL.MODEL_NAME ("MViT", the only
+family here), MODEL.NUM_CLASSES (0: the dataset's) and DATA.INPUT_CHANNEL_NUM ([3]: one
+pathway). The keys PySlowFast's MViT and Rev configs set that revvideo does not use are listed
+in `IGNORED_KEYS` (accepted with a warning); any other unknown key is an error.
 """
 
 from fvcore.common.config import CfgNode
@@ -260,13 +262,15 @@ _C.TEST.SHARED_CLASSES_ONLY = False
 _C.SOLVER = CfgNode()
 # "adamw" or "sgd" (with MOMENTUM and NESTEROV).
 _C.SOLVER.OPTIMIZING_METHOD = "sgd"
-# Peak learning rate, reached at the end of the warmup.
+# Peak learning rate: the cosine's start (reached at the end of the warmup with
+# COSINE_AFTER_WARMUP True; else the warmup ends on the cosine's value at that epoch).
 _C.SOLVER.BASE_LR = 0.1
 # BASE_LR, WARMUP_START_LR and COSINE_END_LR are the rates for a global batch of this many
 # videos and scale linearly with the actual one (TRAIN.BATCH_SIZE x TRAIN.ACCUMULATION_STEPS);
 # 0 uses them as written.
 _C.SOLVER.BASE_LR_BATCH_SIZE = 0
-# Learning rate schedule, set every optimizer step: linear warmup, then "cosine" (the only one).
+# Learning rate schedule, set every optimizer step: linear warmup, then "cosine" (PySlowFast's
+# key; cosine is the only schedule here, so the key is only checked).
 _C.SOLVER.LR_POLICY = "cosine"
 # Learning rate at the end of the cosine.
 _C.SOLVER.COSINE_END_LR = 0.0

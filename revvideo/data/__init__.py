@@ -7,7 +7,7 @@ torch.utils.data.DataLoader), for split "train", "val" or "test". Videos are lis
 `DATA.PATH_TO_DATA_DIR/<split>.csv` (`path label` lines) or a `<split>/<class>/<video>` tree.
 `SoftTargets.from_cfg(cfg)` turns training labels into soft targets (label smoothing,
 mixup / cutmix). `revvideo.data.synthetic.ensure_synthetic_dataset`
-makes the small motion dataset the embedded default config trains on.
+makes the small motion dataset the quick start's configs/synthetic/REV_MVIT_XS.yaml trains on.
 
 Batch contract (every split)
 ----------------------------
