@@ -12,9 +12,11 @@ config stored in the checkpoint. Folders are searched for videos and images (.jp
 .bmp .webp). Image models (one-frame clips, such as the ImageNet releases) classify an image from
 its centre crop (short side resized as in their test, bicubic) and a video from --views K frames
 spread over it (default: its middle frame); video models refuse images. With several inputs,
---output and --plot name folders that receive one <input name>.mp4 (an image keeps its own
-extension) / .png each. Nothing is ever written onto an input (a video, an image, the checkpoint
-or the config); each file written is reported with its input ("output" and "plot" in JSON).
+--output and --plot name folders that receive one file per input, named after the input's file
+name without its extension: <name>.mp4 (an image keeps its own extension) / <name>.png, then
+<name>_2, ... where two inputs share a name. Nothing is ever written onto an input (a video, an
+image, the checkpoint or the config); each file written is reported with its input ("output"
+and "plot" in JSON).
 
 Exit status: 0 every input classified; 1 some input could not be (each on an `error:` line,
 then how many); 2 a mistake in the options, the config or the checkpoint, including a model

@@ -75,7 +75,8 @@ LEVERS = ("overlap", "compile", "store", "fill")
 
 
 def lever_combination(text: str) -> str:
-    """One of LEVERS or several joined by +, e.g. `overlap+compile`."""
+    """One of LEVERS (overlap, compile, store, fill) or several joined by +, e.g.
+    `overlap+compile` or `compile+fill`; store and fill exclude each other."""
     levers = set(text.split("+"))
     if not text or not levers <= set(LEVERS):
         raise argparse.ArgumentTypeError(

@@ -10,10 +10,10 @@
 SOURCE is a file (the layout is recognised) or a release name (revvideo.checkpoint.releases). The
 model is built from --cfg, else from the config stored in SOURCE (revvideo checkpoints).
 
-revvideo's layout: {"model_state", "cfg" (YAML), "class_names", "provenance", "epoch" if SOURCE
-has one};
-PySlowFast's: {"model_state", "epoch" if SOURCE has one}. Parameter names are PySlowFast's in
-both. Optimizer states are dropped: they depend on the optimizer's parameter groups.
+revvideo's layout: {"model_state", "cfg" (YAML), "class_names", "provenance" (source, epoch,
+step), "epoch" if SOURCE has one}; PySlowFast's: {"model_state", "epoch" if SOURCE has one}.
+Parameter names are PySlowFast's in both. Optimizer states are dropped: they depend on the
+optimizer's parameter groups.
 
 Before it finishes, the converted file is loaded into a fresh model and its logits on a random
 clip are compared with the source's (for torchvision weights: torchvision's own MViT with the

@@ -37,7 +37,10 @@ from revvideo.data.clip_sampling import clip_duration
 from revvideo.data.pytorchvideo_transforms import RandAugment
 from revvideo.data.synthetic import write_video
 
-# The Rev-MViT-B 16x4 recipe (PySlowFast's): the clip and test geometry being timed.
+# The clips of PySlowFast's Rev-MViT-B 16x4 config (configs/Kinetics/REV_MVIT_B_16x4_CONV.yaml
+# there, configs/kinetics/REV_MVIT_B_16x4.yaml here): 16 frames, one every 4 at 30 fps, 224 px
+# crops, its mean and std. Its test takes 5 clips x 1 crop; 5 x 3 here, the heavier protocol.
+# TRAIN_BATCH: the videos per GPU of configs/kinetics/REV_MVIT_B_16x4.yaml.
 NUM_FRAMES, SAMPLING_RATE, TARGET_FPS = 16, 4, 30
 CROP_SIZE = 224
 NUM_CLIPS, NUM_CROPS = 5, 3

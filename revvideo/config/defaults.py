@@ -1,10 +1,13 @@
 """Every config key revvideo reads, with its default and meaning.
 
-Names follow PySlowFast so its YAML files load here; where both define a key, the default is
-PySlowFast's, so the same YAML builds the same model, but for MODEL.MODEL_NAME ("MViT", the only
-family here), MODEL.NUM_CLASSES (0: the dataset's) and DATA.INPUT_CHANNEL_NUM ([3]: one
-pathway). The keys PySlowFast's MViT and Rev configs set that revvideo does not use are listed
-in `IGNORED_KEYS` (accepted with a warning); any other unknown key is an error.
+Names follow PySlowFast so its YAML files load here. Where both define a key the default is
+PySlowFast's, so the same YAML builds the same model, except for MODEL.MODEL_NAME ("MViT", not
+"SlowFast": MViT is the only family here), MODEL.NUM_CLASSES (0, not 400: the dataset's
+classes) and DATA.INPUT_CHANNEL_NUM ([3], not [3, 3]: one pathway), and two that leave the model
+alone: DATA.DECODING_BACKEND ("pyav", not "torchvision", which is read as "pyav") and OUTPUT_DIR
+("output", not "."). `IGNORED_KEYS` lists only the keys PySlowFast's MViT and Rev configs set
+that revvideo does not use (accepted with a warning); any other unknown key, PySlowFast's
+included, is an error.
 """
 
 from fvcore.common.config import CfgNode
@@ -262,15 +265,18 @@ _C.TEST.SHARED_CLASSES_ONLY = False
 _C.SOLVER = CfgNode()
 # "adamw" or "sgd" (with MOMENTUM and NESTEROV).
 _C.SOLVER.OPTIMIZING_METHOD = "sgd"
-# Peak learning rate: the cosine's start (reached at the end of the warmup with
-# COSINE_AFTER_WARMUP True; else the warmup ends on the cosine's value at that epoch).
+# The cosine's starting rate: reached at the end of the warmup with COSINE_AFTER_WARMUP True,
+# or at the first step without a warmup. With COSINE_AFTER_WARMUP False and a warmup, the cosine
+# starts at epoch 0 and the warmup ends on its value at WARMUP_EPOCHS, between COSINE_END_LR
+# and BASE_LR.
 _C.SOLVER.BASE_LR = 0.1
 # BASE_LR, WARMUP_START_LR and COSINE_END_LR are the rates for a global batch of this many
 # videos and scale linearly with the actual one (TRAIN.BATCH_SIZE x TRAIN.ACCUMULATION_STEPS);
 # 0 uses them as written.
 _C.SOLVER.BASE_LR_BATCH_SIZE = 0
-# Learning rate schedule, set every optimizer step: linear warmup, then "cosine" (PySlowFast's
-# key; cosine is the only schedule here, so the key is only checked).
+# Learning rate schedule (PySlowFast's key, which names several there): "cosine", the only one
+# here, so nothing reads the key but validation, which accepts only "cosine". The rate is set
+# every optimizer step: linear warmup, then cosine.
 _C.SOLVER.LR_POLICY = "cosine"
 # Learning rate at the end of the cosine.
 _C.SOLVER.COSINE_END_LR = 0.0

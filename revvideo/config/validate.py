@@ -266,7 +266,10 @@ def _rules() -> dict[str, Rule]:
         "SOLVER.CLIP_GRAD_VAL": CLIP,
         "SOLVER.CLIP_GRAD_L2NORM": CLIP,
         "OUTPUT_DIR": NOT_EMPTY,
-        # Seeds derived from it (RNG_SEED + rank + 1000 x step) must fit PyTorch's 64 bits.
+        # [0, 2**32): what numpy's np.random.seed takes, as PySlowFast passes RNG_SEED to it
+        # unchanged. The seeds derived from it (RNG_SEED + rank + 1000 x step) may pass 2**32:
+        # seed_everything (revvideo.engine.train) gives numpy their remainder modulo 2**32, and
+        # random and torch.manual_seed (64 bits) take them whole.
         "RNG_SEED": Rule(lambda value: 0 <= value < 2**32, "must be in [0, 2**32)"),
         "LOG_PERIOD": POSITIVE,
     }

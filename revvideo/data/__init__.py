@@ -6,8 +6,9 @@ Public API
 torch.utils.data.DataLoader), for split "train", "val" or "test". Videos are listed in
 `DATA.PATH_TO_DATA_DIR/<split>.csv` (`path label` lines) or a `<split>/<class>/<video>` tree.
 `SoftTargets.from_cfg(cfg)` turns training labels into soft targets (label smoothing,
-mixup / cutmix). `revvideo.data.synthetic.ensure_synthetic_dataset`
-makes the small motion dataset the quick start's configs/synthetic/REV_MVIT_XS.yaml trains on.
+mixup / cutmix). `revvideo.data.synthetic.ensure_synthetic_dataset` makes the small motion
+dataset that the quick start's config, configs/synthetic/REV_MVIT_XS.yaml, trains on (generated
+on first use, as that config sets DATA.GENERATE_SYNTHETIC).
 
 Batch contract (every split)
 ----------------------------
