@@ -9,8 +9,8 @@ the processes agree on the smallest answer.
 
 The batch: the largest number of videos that fits; then the fewest accumulation steps that reach
 the intended global batch (TRAIN.GLOBAL_BATCH_SIZE, else SOLVER.BASE_LR_BATCH_SIZE), with the
-micro-batch evened out over them, and no more than the training set holds in an epoch. The learning rate follows the effective batch as for any other
-batch (revvideo.engine.optim.lr_scale).
+micro-batch evened out over them, and no more than the training set holds in an epoch. The
+learning rate follows the effective batch as for any other batch (revvideo.engine.optim.lr_scale).
 
 The stored layers, at the micro-batch chosen (searched or set): as many of the model's
 recomputed layers, deepest first (RevMViT.rev_backbone.storable_layers), as fit in what the batch

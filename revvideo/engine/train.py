@@ -223,11 +223,11 @@ class Trainer:
         dataset = self.class_names
         if trained is None or not dataset.named:
             return
-        if [normalized_name(name) for name in trained] == [
-            normalized_name(name) for name in dataset.names
-        ]:
+        trained_keys = [normalized_name(name) for name in trained]
+        dataset_keys = [normalized_name(name) for name in dataset.names]
+        if trained_keys == dataset_keys:
             return
-        same = sorted(map(normalized_name, trained)) == sorted(map(normalized_name, dataset.names))
+        same = sorted(trained_keys) == sorted(dataset_keys)
         raise DataError(
             f"{checkpoint} was trained on the classes {first_names(trained)}, and "
             f"{self.cfg.DATA.PATH_TO_DATA_DIR} has {first_names(dataset.names)}"
