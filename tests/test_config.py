@@ -236,6 +236,19 @@ def test_shipped_configs_are_valid(path):
     load_config(path)
 
 
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "configs" / "kinetics").glob("*.yaml")), ids=lambda path: path.stem
+)
+def test_kinetics_recipes_train_at_pyslowfasts_rate_per_video(path):
+    # PySlowFast: BASE_LR 1e-4 for one machine's TRAIN.BATCH_SIZE of 16 videos, times NUM_SHARDS
+    # machines (BASE_LR_SCALE_NUM_SHARDS), so 1e-4 / 16 per video of the global batch.
+    cfg = load_config(path)
+    rate_per_video = cfg.SOLVER.BASE_LR / cfg.SOLVER.BASE_LR_BATCH_SIZE
+    assert rate_per_video == pytest.approx(1e-4 / 16, rel=1e-9)
+    warmup_start_fraction = cfg.SOLVER.WARMUP_START_LR / cfg.SOLVER.BASE_LR
+    assert warmup_start_fraction == pytest.approx(1e-6 / 1e-4, rel=1e-9)
+
+
 def test_an_empty_override_clears_a_string_key():
     cfg = load_config(
         ROOT / "configs" / "finetune" / "REV_MVIT_B_16x4.yaml", ["TRAIN.CHECKPOINT_FILE_PATH", ""]
