@@ -38,7 +38,7 @@ What the engine calls
 ---------------------
   loader = build_loader(cfg, "train"); soft_targets = SoftTargets.from_cfg(cfg)
   for epoch in ...:
-      loader.set_epoch(epoch)                     # reshuffles (DistributedSampler)
+      loader.set_epoch(epoch)                     # reshuffles, seeds the epoch's clips
       for batch in loader:
           video = loader.model_input(batch["video"], device)
           video, soft_target = soft_targets(video, batch["label"].to(device))

@@ -65,6 +65,7 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> Vide
         backend=backend,
         decoder_threads=threads,
         class_names=class_names,
+        seed=cfg.RNG_SEED if split == "train" else None,
     )
 
 

@@ -6,9 +6,12 @@ import math
 import multiprocessing
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from pytorchvideo.data.clip_sampling import ClipSampler, RandomClipSampler
 from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
@@ -115,6 +118,10 @@ class VideoDataset(torch.utils.data.Dataset):
     `class_names` names the labels (by index), None when the list names no classes.
     In training an unusable video is replaced by a random other one (up to MAX_TRAIN_DRAWS
     tries); otherwise the item has no views and names the video in "skipped".
+    With `seed`, every random choice an item makes (clip start, augmentation, replacement
+    video) comes from generators seeded by (seed, `epoch`, index): an epoch's clips are the same
+    whichever process or loader worker makes them, in whatever order, and a run resumed in the
+    middle of an epoch makes the rest of it exactly as an uninterrupted run would.
     """
 
     def __init__(
@@ -126,8 +133,11 @@ class VideoDataset(torch.utils.data.Dataset):
         backend: str = "pyav",
         decoder_threads: int = 1,
         class_names: list[str] | None = None,
+        seed: int | None = None,
     ) -> None:
         self.videos = videos
+        self.seed = seed
+        self.epoch = 0
         self.class_names = class_names
         self.clips = clips
         self.views_per_video = clips.views_per_video
@@ -157,6 +167,12 @@ class VideoDataset(torch.utils.data.Dataset):
         return self._progress
 
     def __getitem__(self, index: int) -> dict:
+        if self.seed is None:
+            return self._make_item(index)
+        with _generators_seeded_by(self.seed, self.epoch, index):
+            return self._make_item(index)
+
+    def _make_item(self, index: int) -> dict:
         skipped = []
         draws = MAX_TRAIN_DRAWS if self.training else 1
         for draw in range(draws):
@@ -201,6 +217,21 @@ class VideoDataset(torch.utils.data.Dataset):
         if self._progress is not None and worker is not None:
             self._progress[2 * worker.id] = os.getpid()
             self._progress[2 * worker.id + 1] = index
+
+
+@contextmanager
+def _generators_seeded_by(*key: int) -> Iterator[None]:
+    """Python's and torch's CPU generators seeded from `key` inside, as they were after."""
+    # SeedSequence mixes the key: items next to each other get unrelated streams.
+    seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0])
+    python_state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
 
 
 def _reason(err: Exception) -> str:

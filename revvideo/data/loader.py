@@ -119,22 +119,30 @@ class VideoLoader(DataLoader):
         self.name = name
         self.normalize = normalize
         self._skipped: dict[int, SkippedVideo] = {}
+        self._first_batch = 0
         super().__init__(
             dataset,
             batch_sampler=self._batches,
             num_workers=num_workers,
             collate_fn=collate_videos,
             pin_memory=pin_memory,
+            # Workers' seeds come from here, so that starting an epoch never draws from the
+            # global generator (dropout, mixup). Training items seed themselves (VideoDataset).
+            generator=torch.Generator().manual_seed(0),
         )
 
     def model_input(self, video: torch.Tensor, device: torch.device) -> torch.Tensor:
         """A batch's "video" on `device`, normalised as the model takes it."""
         return self.normalize.model_input(video, device)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffles the training order (DistributedSampler); call before each epoch."""
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Call before each epoch: reshuffles the training order (DistributedSampler) and
+        seeds the epoch's items (VideoDataset). The next iteration starts at `first_batch` (a
+        run resumed mid-epoch), without loading the batches before it."""
         if isinstance(self._batches.sampler, DistributedSampler):
             self._batches.sampler.set_epoch(epoch)
+        self.dataset.epoch = epoch
+        self._first_batch = first_batch
 
     @property
     def skipped(self) -> list[SkippedVideo]:
@@ -156,7 +164,8 @@ class VideoLoader(DataLoader):
         self._skipped = {}
         self.dataset.excluded = set()
         batches = [list(batch) for batch in BatchSampler.__iter__(self._batches)]
-        delivered = restarts = 0
+        delivered, self._first_batch = self._first_batch, 0
+        restarts = 0
         while delivered < len(batches):
             self._batches.remaining = batches[delivered:]
             try:

@@ -1,11 +1,12 @@
 """The training loop: mixed precision, gradient accumulation, DDP, checkpoints, resume, signals.
 
 Determinism: the initial weights come from RNG_SEED on every process; each process then draws
-from RNG_SEED + rank. The training order is a function of the epoch (the loader's
-DistributedSampler) and loader workers are seeded from the main process's generator when an
-epoch starts, so restoring every process's generator states at an epoch boundary reproduces
-the rest of the run exactly: a run killed and resumed from its last checkpoint ends with the
-same weights as one never stopped.
+from RNG_SEED + rank (dropout, drop path, mixup). The training order is a function of the epoch
+(the loader's DistributedSampler), and each video's clip and augmentation a function of
+(RNG_SEED, epoch, video), whichever loader worker makes it. So restoring every process's
+generator states reproduces the rest of the run exactly, from an epoch's end or from the middle
+of one: a run killed and resumed from its last checkpoint, or stopped by a signal and resumed,
+ends with the same weights as one never stopped.
 
 Stopping: SIGTERM or SIGINT (Ctrl-C) lets the current optimizer step finish, saves a
 checkpoint (mid-epoch if need be; resuming skips the batches already trained on) and ends the
@@ -300,10 +301,10 @@ class Trainer:
         Returns early, with epoch_steps_done < steps_per_epoch, when a process got a signal.
         """
         self.train_model.train()
-        self.train_loader.set_epoch(epoch)
         first_batch = self.epoch_steps_done * self.accumulation
+        self.train_loader.set_epoch(epoch, first_batch)
         batches = itertools.islice(
-            self.train_loader, first_batch, self.steps_per_epoch * self.accumulation
+            self.train_loader, self.steps_per_epoch * self.accumulation - first_batch
         )
         # Sums over the epoch (all processes): loss x clips, clips, correct clips.
         epoch_sums = [0.0, 0.0, 0.0]

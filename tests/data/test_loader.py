@@ -65,6 +65,48 @@ def test_train_batches_follow_the_contract(small_cfg, small_dataset):
     assert loader.skipped == [] and loader.summary() == ""
 
 
+def _augmented(cfg):
+    """Every random choice on: clip start, resized crop, flip, RandAugment, erasing, 2 samples."""
+    cfg.AUG.ENABLE = True
+    cfg.AUG.NUM_SAMPLE = 2
+    cfg.AUG.RE_PROB = 0.5
+    cfg.DATA.RANDOM_FLIP = True
+    return cfg
+
+
+def test_an_epochs_training_clips_depend_only_on_the_seed_epoch_and_video(small_cfg, small_dataset):
+    dataset = build_dataset(_augmented(small_cfg), "train")
+    dataset.epoch = 3
+    first = dataset[4]["video"]
+    torch.manual_seed(123)  # other global generator states change nothing
+    before = torch.get_rng_state()
+    assert torch.equal(dataset[4]["video"], first)
+    assert torch.equal(torch.get_rng_state(), before), "an item leaves the generators as found"
+    assert not torch.equal(first[0], first[1]), "the two samples are augmented apart"
+    dataset.epoch = 4
+    assert not torch.equal(dataset[4]["video"], first), "another epoch, another clip"
+    small_cfg.RNG_SEED += 1
+    other_seed = build_dataset(small_cfg, "train")
+    other_seed.epoch = 3
+    assert not torch.equal(other_seed[4]["video"], first)
+
+
+def test_loader_workers_and_a_mid_epoch_start_make_the_same_batches(small_cfg, small_dataset):
+    small_cfg.TRAIN.BATCH_SIZE = 1
+    in_process = build_loader(_augmented(small_cfg), "train")
+    in_process.set_epoch(2)
+    expected = all_batches(in_process)
+    small_cfg.DATA_LOADER.NUM_WORKERS = 2
+    with_workers = build_loader(small_cfg, "train")
+    with_workers.set_epoch(2, first_batch=4)
+    rest = all_batches(with_workers)
+    assert len(rest) == len(expected) - 4
+    for batch, wanted in zip(rest, expected[4:], strict=True):
+        assert torch.equal(batch["video_index"], wanted["video_index"])
+        assert torch.equal(batch["video"], wanted["video"])
+    assert len(all_batches(with_workers)) == len(expected), "the start applies to one epoch"
+
+
 @pytest.mark.parametrize(("fps", "step"), [(15, 2), (30, 4)])
 def test_train_clip_takes_every_sampling_rate_frame_at_target_fps(tmp_path, small_cfg, fps, step):
     write_indexed_video(tmp_path / "v.mp4", count=36, fps=fps)
@@ -72,7 +114,8 @@ def test_train_clip_takes_every_sampling_rate_frame_at_target_fps(tmp_path, smal
     small_cfg.TRAIN.BATCH_SIZE = 1
     dataset = build_dataset(plain_train(small_cfg), "train")
     starts = set()
-    for _ in range(12):
+    for epoch in range(12):
+        dataset.epoch = epoch
         indices = clip_indices(dataset[0]["video"][0], small_cfg)
         assert np.diff(indices).tolist() == [step] * 3
         starts.add(indices[0])

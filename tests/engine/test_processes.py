@@ -90,9 +90,22 @@ def test_a_run_killed_and_restarted_ends_with_the_weights_of_an_uninterrupted_ru
 def test_a_signal_saves_a_checkpoint_and_the_same_command_resumes(
     tiny_dataset, tmp_path, signal_number, status
 ):
-    # One video per step: 12 steps per epoch, so the signal arrives in the middle of one.
-    cfg = tiny_cfg(tiny_dataset, tmp_path / "out", TRAIN__BATCH_SIZE=1, SOLVER__MAX_EPOCH=2)
-    cfg_file = write_cfg(cfg, tmp_path / "cfg.yaml")
+    # One video per step: 12 steps per epoch, so the signal arrives in the middle of one. Random
+    # crops and flips in a loader worker, dropout and drop path: the resumed half-epoch must
+    # draw what an uninterrupted run draws.
+    settings = dict(
+        TRAIN__BATCH_SIZE=1,
+        SOLVER__MAX_EPOCH=2,
+        DATA__RANDOM_FLIP=True,
+        DATA_LOADER__NUM_WORKERS=1,
+        MODEL__DROPOUT_RATE=0.5,
+        MVIT__DROPPATH_RATE=0.2,
+    )
+    cfg_file = write_cfg(
+        tiny_cfg(tiny_dataset, tmp_path / "out", **settings), tmp_path / "cfg.yaml"
+    )
+    uninterrupted = tiny_cfg(tiny_dataset, tmp_path / "uninterrupted", **settings)
+    _assert_ran(run_net(write_cfg(uninterrupted, tmp_path / "uninterrupted.yaml")))
     log = tmp_path / "out" / "log.jsonl"
     process = _start(cfg_file)
     _wait_for(lambda: log.exists() and '"kind": "step"' in log.read_text(), process)
@@ -114,6 +127,8 @@ def test_a_signal_saves_a_checkpoint_and_the_same_command_resumes(
     assert "_step_" not in " ".join(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
     # Each step logged once: the stopped run's steps, then the resumed run's.
     assert [r["step"] for r in records(tmp_path / "out", "step")] == list(range(1, 25))
+    expected, resumed = epoch_weights(tmp_path / "uninterrupted", 2), final["model_state"]
+    assert max((expected[k] - resumed[k]).abs().max().item() for k in expected) <= 1e-6
 
 
 def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp_path):
