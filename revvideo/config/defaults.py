@@ -209,6 +209,7 @@ _C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
 # Where the run writes its config, log.jsonl, tensorboard/, checkpoints/, plots and test results.
 _C.OUTPUT_DIR = "output"
 # Seed of process `rank` is RNG_SEED + rank; the initial weights come from RNG_SEED on every rank.
+# A training video's clip and augmentation in an epoch come from (RNG_SEED, epoch, video).
 _C.RNG_SEED = 1
 # A progress line in log.jsonl (and tensorboard) every LOG_PERIOD optimizer steps.
 _C.LOG_PERIOD = 10
@@ -333,6 +334,25 @@ IGNORED_KEYS = {
     "LOG_MODEL_INFO": "the model's parameter count is always logged",
     "TENSORBOARD": "scalars always go to OUTPUT_DIR/tensorboard",
 }
+# PySlowFast's other sections (its other models, datasets and tools; BN and TENSORBOARD are
+# ignored above). Setting one is an error like any unknown key, but no misspelling of a
+# revvideo section: the error suggests no key of ours for it (DETECTION.ENABLE is not
+# TEST.ENABLE).
+PYSLOWFAST_SECTIONS = frozenset(
+    {
+        "AVA",
+        "BENCHMARK",
+        "CONTRASTIVE",
+        "DEMO",
+        "DETECTION",
+        "MASK",
+        "MULTIGRID",
+        "NONLOCAL",
+        "RESNET",
+        "SLOWFAST",
+        "X3D",
+    }
+)
 
 
 # The value of TRAIN.BATCH_SIZE and MVIT.REV.STORED_LAYERS that asks the engine to search the
