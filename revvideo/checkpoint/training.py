@@ -112,6 +112,7 @@ def save_training_state(
     *,
     epochs_done: int,
     steps_done: int,
+    steps_per_epoch: int,
     rng_states: list[dict[str, Any]],
     cfg: CfgNode,
     class_names: list[str],
@@ -120,7 +121,8 @@ def save_training_state(
 ) -> None:
     """Everything a resumed run needs to continue as if never stopped, and what makes the file
     a self-describing model (config, class names, provenance: `source` the run started from,
-    after `optimizer_steps` steps). `rng_states` has one entry per process (rank order)."""
+    after `optimizer_steps` steps). `rng_states` has one entry per process (rank order);
+    `steps_per_epoch` lets a resumed run check that its epochs have the same steps."""
     save_checkpoint(
         path,
         model,
@@ -129,6 +131,7 @@ def save_training_state(
         scaler_state=scaler.state_dict(),
         epoch=epochs_done,
         epoch_step=steps_done,
+        steps_per_epoch=steps_per_epoch,
         rng_states=rng_states,
         **model_entries(cfg, class_names, source=source, epoch=epochs_done, step=optimizer_steps),
     )

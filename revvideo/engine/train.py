@@ -32,7 +32,12 @@ from fvcore.common.config import CfgNode
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from revvideo.checkpoint import checkpoint_file, load_fine_tuning_state, read_checkpoint
+from revvideo.checkpoint import (
+    checkpoint_file,
+    load_fine_tuning_state,
+    read_checkpoint,
+    stored_config,
+)
 from revvideo.checkpoint.training import (
     checkpoint_path,
     latest_checkpoint,
@@ -83,6 +88,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _global_batch(train: CfgNode) -> str:
+    """Videos per optimizer step and the keys that make it, e.g. "8 (TRAIN.BATCH_SIZE 4 x
+    TRAIN.ACCUMULATION_STEPS 2)"."""
+    return (
+        f"{train.BATCH_SIZE * train.ACCUMULATION_STEPS} (TRAIN.BATCH_SIZE {train.BATCH_SIZE} x "
+        f"TRAIN.ACCUMULATION_STEPS {train.ACCUMULATION_STEPS})"
+    )
 
 
 class StopRequest:
@@ -197,6 +211,7 @@ class Trainer:
                 "counts only where there is nothing to resume)"
             ) from None
         self._check_resumed_classes(checkpoint, stored_class_names(state))
+        self._check_resumed_steps_per_epoch(checkpoint, state)
         self.source = (state.get("provenance") or {}).get("source", self.source)
         self.epochs_done, self.epoch_steps_done = state["epoch"], state["epoch_step"]
         self.last_checkpoint = checkpoint
@@ -235,6 +250,36 @@ class Trainer:
             f"{' (the same classes in another order)' if same else ''}: resuming would train "
             "its head on other labels; train into another OUTPUT_DIR (with TRAIN."
             f"CHECKPOINT_FILE_PATH {checkpoint} to start from its weights)"
+        )
+
+    def _check_resumed_steps_per_epoch(self, checkpoint: Path, state: dict) -> None:
+        """ConfigError where this config's epochs have other optimizer steps than the run's
+        (another global batch, training set or process count): the schedule counts steps and
+        would no longer follow the epochs, and a half-done epoch would be cut elsewhere."""
+        trained = state.get("steps_per_epoch")
+        if trained is None or trained == self.steps_per_epoch:
+            return
+        then, now = stored_config(state, checkpoint).TRAIN, self.cfg.TRAIN
+        if (then.BATCH_SIZE, then.ACCUMULATION_STEPS) != (now.BATCH_SIZE, now.ACCUMULATION_STEPS):
+            change = (
+                f"steps of a global batch of {_global_batch(then)}; this config has "
+                f"{self.steps_per_epoch} of {_global_batch(now)}"
+            )
+            remedy = (
+                "set the batch back (or split the same global batch otherwise, e.g. half the "
+                "TRAIN.BATCH_SIZE and twice the TRAIN.ACCUMULATION_STEPS)"
+            )
+        else:
+            change = (
+                f"steps; this config has {self.steps_per_epoch} ({len(self.train_loader.dataset)} "
+                f"training videos on {self.world_size} process(es))"
+            )
+            remedy = "train on the same videos with as many processes"
+        raise ConfigError(
+            f"{checkpoint} was trained with epochs of {trained} {change}, and the learning-rate "
+            f"schedule would no longer follow the epochs: {remedy}, or train into another "
+            f"OUTPUT_DIR with TRAIN.CHECKPOINT_FILE_PATH {checkpoint} to start a new schedule "
+            "from its weights"
         )
 
     def _load_initial_weights(self, source: str) -> None:
@@ -499,6 +544,7 @@ class Trainer:
             self.precision.scaler,
             epochs_done=self.epochs_done,
             steps_done=self.epoch_steps_done,
+            steps_per_epoch=self.steps_per_epoch,
             rng_states=rng_states,
             cfg=self.cfg,
             class_names=self.class_names.names,

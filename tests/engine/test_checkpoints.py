@@ -81,6 +81,7 @@ def _save(path, objects, epochs_done):
         *objects,
         epochs_done=epochs_done,
         steps_done=0,
+        steps_per_epoch=5,
         rng_states=[rng_state()],
         cfg=get_cfg(),
         class_names=["a", "b"],
@@ -100,7 +101,7 @@ def test_training_state_round_trip(tmp_path):
 
     restored = _training_objects()
     extra = load_training_state(path, *restored)
-    assert extra["epoch"] == 1
+    assert (extra["epoch"], extra["epoch_step"], extra["steps_per_epoch"]) == (1, 0, 5)
     assert extra["class_names"] == ["a", "b"]
     assert extra["provenance"] == {"source": "pretrained.pyth", "epoch": 1, "step": 5}
     assert get_cfg().dump() == extra["cfg"]
