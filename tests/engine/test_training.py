@@ -190,6 +190,35 @@ def test_a_run_to_resume_that_the_config_does_not_fit_is_named(trained_run, tiny
     assert (output_dir / "config.yaml").read_text() == config
 
 
+def test_a_run_resumed_with_another_global_batch_stops_and_names_the_batch(
+    trained_run, tiny_dataset, tmp_path
+):
+    output_dir = tmp_path / "run"
+    shutil.copytree(trained_run, output_dir)
+    cfg = tiny_cfg(tiny_dataset, output_dir, SOLVER__MAX_EPOCH=3, TRAIN__BATCH_SIZE=2)
+    with pytest.raises(ConfigError) as raised:
+        run(cfg)
+    assert (
+        "was trained with epochs of 3 steps of a global batch of 4 (TRAIN.BATCH_SIZE 4 x "
+        "TRAIN.ACCUMULATION_STEPS 1); this config has 6 of 2 (TRAIN.BATCH_SIZE 2 x "
+        "TRAIN.ACCUMULATION_STEPS 1), and the learning-rate schedule would no longer follow the "
+        "epochs: set the batch back"
+    ) in str(raised.value)
+    assert len(list((output_dir / "checkpoints").iterdir())) == 2
+
+
+def test_a_run_resumes_with_its_global_batch_split_into_accumulation_steps(
+    trained_run, tiny_dataset, tmp_path
+):
+    # Short of memory on another machine: half the batch, twice the steps, the same schedule.
+    output_dir = tmp_path / "run"
+    shutil.copytree(trained_run, output_dir)
+    split = dict(TRAIN__BATCH_SIZE=2, TRAIN__ACCUMULATION_STEPS=2, TEST__ENABLE=False)
+    assert run(tiny_cfg(tiny_dataset, output_dir, SOLVER__MAX_EPOCH=3, **split)) == 0
+    third = read_checkpoint(output_dir / "checkpoints" / "checkpoint_epoch_00003.pyth")
+    assert third["scheduler_state"]["step_count"] == 9
+
+
 def test_gradient_accumulation_equals_the_larger_batch(tiny_dataset, tmp_path):
     common = dict(FIXED_CLIPS, SOLVER__MAX_EPOCH=1, TEST__ENABLE=False)
     common["SOLVER__OPTIMIZING_METHOD"] = "sgd"
