@@ -48,6 +48,26 @@ def test_base_files_merge_first(tmp_path):
             [],
             r"unknown config key MVIT.DEPHT in .*did you mean MVIT.DEPTH\?",
         ),
+        # A misspelt section is named by its key, which the suggestion corrects.
+        (
+            "SOLVR:\n  MAX_EPOCH: 3\n  BASE_LR: 0.1\n",
+            [],
+            r"unknown config key SOLVR\.MAX_EPOCH in .*bad\.yaml; did you mean SOLVER\.MAX_EPOCH\?$",
+        ),
+        (
+            "",
+            ["SOLVR.MAX_EPOCH", "3"],
+            r"^unknown config key SOLVR\.MAX_EPOCH in the command line; did you mean "
+            r"SOLVER\.MAX_EPOCH\?$",
+        ),
+        (
+            "",
+            ["MVIT.RVE.ENABLE", "True"],
+            r"unknown config key MVIT\.RVE\.ENABLE .*; did you mean MVIT\.REV\.ENABLE\?$",
+        ),
+        # PySlowFast's sections are no misspelling of ours (DETECTION.ENABLE is not TEST.ENABLE).
+        ("DETECTION:\n  ENABLE: False\n", [], r"unknown config key DETECTION in .*bad\.yaml$"),
+        ("", ["RESNET.DEPTH", "50"], r"^unknown config key RESNET in the command line$"),
         ("", ["MVIT.DEPTH", "deep"], r"MVIT.DEPTH in the command line must be int"),
         ("", ["MVIT.DEPTH"], r"KEY VALUE pairs"),
         ("MVIT: 3\n", [], r"MVIT .* must be a section"),
@@ -72,6 +92,11 @@ def test_base_files_merge_first(tmp_path):
     ],
     ids=[
         "typo",
+        "section-typo",
+        "section-typo-override",
+        "subsection-typo",
+        "pyslowfast-section",
+        "pyslowfast-section-override",
         "wrong-type",
         "odd-overrides",
         "not-a-section",

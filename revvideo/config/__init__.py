@@ -49,7 +49,7 @@ def _merge(tree: dict, node: CfgNode, source: str, prefix: str = "") -> None:
             logger.warning("ignoring config key %s from %s: %s", key, source, IGNORED_KEYS[key])
             continue
         if name not in node:
-            raise unknown_key_error(key, source)
+            raise unknown_key_error(key, source, value)
         current = node[name]
         if isinstance(current, CfgNode):
             if not isinstance(value, dict):

@@ -21,12 +21,12 @@ import difflib
 import functools
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 from fvcore.common.config import CfgNode
 
-from revvideo.config.defaults import AUTO, AUTO_KEYS, get_cfg
+from revvideo.config.defaults import AUTO, AUTO_KEYS, PYSLOWFAST_SECTIONS, get_cfg
 from revvideo.utils.errors import ConfigError
 
 __all__ = ["check_type", "config_items", "unknown_key_error", "validate_config"]
@@ -290,10 +290,18 @@ def _defaults() -> dict[str, Any]:
     return dict(config_items(get_cfg()))
 
 
-def unknown_key_error(key: str, source: str = "") -> ConfigError:
-    """The error for a key revvideo does not have, suggesting the closest one."""
-    close = difflib.get_close_matches(key, list(_defaults()), n=1, cutoff=0.6)
+def unknown_key_error(key: str, source: str = "", value: Any = None) -> ConfigError:
+    """The error for a key revvideo does not have (`value`: what it was given), suggesting the
+    closest one. An unknown section is named by its first key, SOLVR.MAX_EPOCH rather than
+    SOLVR, so that a misspelt section finds the key meant; one of PySlowFast's sections that
+    revvideo does not have is no misspelling and gets no suggestion."""
     where = f" in {source}" if source else ""
+    if key.split(".")[0] in PYSLOWFAST_SECTIONS:
+        return ConfigError(f"unknown config key {key}{where}")
+    while isinstance(value, Mapping) and value:
+        name, value = next(iter(value.items()))
+        key = f"{key}.{name}"
+    close = difflib.get_close_matches(key, list(_defaults()), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else ""
     return ConfigError(f"unknown config key {key}{where}{hint}")
 
