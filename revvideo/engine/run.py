@@ -16,6 +16,7 @@ from revvideo.checkpoint import (
     head_classes,
     load_model_state,
     read_checkpoint,
+    stored_config,
 )
 from revvideo.checkpoint.training import CHECKPOINT_DIR, latest_checkpoint
 from revvideo.classes import (
@@ -247,7 +248,7 @@ def resolve_num_classes(cfg: CfgNode, tested: tuple[Path, dict] | None) -> None:
 
 def checkpoint_to_test(cfg: CfgNode) -> tuple[Path, dict]:
     """TEST.CHECKPOINT_FILE_PATH (a file or a release name), or else the run's newest
-    checkpoint, read."""
+    checkpoint, read and checked against the clips this run tests (check_clip_size)."""
     source = cfg.TEST.CHECKPOINT_FILE_PATH
     if source:
         path = checkpoint_file(source, "TEST.CHECKPOINT_FILE_PATH")
@@ -258,7 +259,58 @@ def checkpoint_to_test(cfg: CfgNode) -> tuple[Path, dict]:
             f"nothing to test: no checkpoint in {Path(cfg.OUTPUT_DIR) / CHECKPOINT_DIR}; set "
             "TEST.CHECKPOINT_FILE_PATH, or train first (TRAIN.ENABLE True)"
         )
-    return path, read_checkpoint(path)
+    checkpoint = read_checkpoint(path)
+    check_clip_size(cfg, path, checkpoint)
+    return path, checkpoint
+
+
+def _clip_size(cfg: CfgNode) -> dict[str, int]:
+    """The keys that size the clips of a model, with their values."""
+    data = cfg.DATA
+    return {
+        "DATA.NUM_FRAMES": data.NUM_FRAMES,
+        "DATA.TRAIN_CROP_SIZE": data.TRAIN_CROP_SIZE,
+        "DATA.TEST_CROP_SIZE": data.TEST_CROP_SIZE,
+    }
+
+
+def _clips(size: dict[str, int], crop_key: str) -> str:
+    """Frames x height x width, e.g. 16x224x224."""
+    return f"{size['DATA.NUM_FRAMES']}x{size[crop_key]}x{size[crop_key]}"
+
+
+def _key_values(size: dict[str, int], keys: list[str]) -> str:
+    return ", ".join(f"{key} {size[key]}" for key in keys)
+
+
+def check_clip_size(cfg: CfgNode, path: Path, checkpoint: dict) -> None:
+    """ConfigError naming the keys whose values differ from the config stored in `checkpoint`,
+    when this run would test it on clips of another size than it was trained and tested on.
+    Its position embeddings are laid out for its training clips: with another training size
+    they do not load, and another test size would resize them, so that the test no longer
+    measures the checkpoint as it was trained (fine-tuning, TRAIN.CHECKPOINT_FILE_PATH, is what
+    adapts it to other clips). A checkpoint without a revvideo config (a PySlowFast release,
+    bare weights) has only its weights checked, when they are loaded."""
+    try:
+        stored = stored_config(checkpoint, path)
+    except ConfigError:
+        return  # PySlowFast's config: its keys are not ours
+    if stored is None:
+        return
+    trained, tested = _clip_size(stored), _clip_size(cfg)
+    differ = [key for key in trained if tested[key] != trained[key]]
+    if not differ:
+        return
+    trained_on = _clips(trained, "DATA.TRAIN_CROP_SIZE")
+    tested_on = _clips(trained, "DATA.TEST_CROP_SIZE")
+    also_tested = f" and tested on {tested_on}" if tested_on != trained_on else ""
+    raise ConfigError(
+        f"{path} was trained on {trained_on} clips{also_tested} "
+        f"({_key_values(trained, list(trained))}); this run tests "
+        f"{_clips(tested, 'DATA.TEST_CROP_SIZE')} clips with {_key_values(tested, differ)}: set "
+        f"{_key_values(trained, differ)} (a test takes the clips the checkpoint was trained for; "
+        "fine-tuning it with TRAIN.CHECKPOINT_FILE_PATH adapts it to others)"
+    )
 
 
 def model_to_test(

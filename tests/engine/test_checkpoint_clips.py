@@ -1,0 +1,94 @@
+"""Testing a checkpoint alone (TRAIN.ENABLE False): on the clips it was trained for, or a
+one-line error naming the keys that differ, before anything is written."""
+
+import pytest
+import torch
+
+from revvideo.checkpoint import model_entries, read_checkpoint, save_checkpoint
+from revvideo.classes import dataset_class_names
+from revvideo.config import ConfigError
+from revvideo.engine import run
+from revvideo.models import build_model
+
+from .helpers import tiny_cfg
+
+
+@pytest.fixture
+def checkpoint(tiny_dataset, tmp_path):
+    """A checkpoint of the tiny model on 4x32x32 clips, as training saves it (weights, config,
+    class names)."""
+    cfg = tiny_cfg(tiny_dataset, tmp_path / "trained")
+    path = tmp_path / "trained.pyth"
+    names = dataset_class_names(str(tiny_dataset))
+    save_checkpoint(path, build_model(cfg), **model_entries(cfg, names, source="scratch"))
+    return path
+
+
+def _test_only(tiny_dataset, output_dir, checkpoint, **overrides):
+    return tiny_cfg(
+        tiny_dataset, output_dir, TRAIN__ENABLE=False,
+        TEST__CHECKPOINT_FILE_PATH=str(checkpoint), **overrides,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            dict(DATA__NUM_FRAMES=8),
+            "this run tests 8x32x32 clips with DATA.NUM_FRAMES 8: set DATA.NUM_FRAMES 4 (a test "
+            "takes the clips the checkpoint was trained for; fine-tuning it with "
+            "TRAIN.CHECKPOINT_FILE_PATH adapts it to others)",
+        ),
+        # The model would take these clips, its position embeddings resized: not silently.
+        (
+            dict(DATA__TEST_CROP_SIZE=48),
+            "this run tests 4x48x48 clips with DATA.TEST_CROP_SIZE 48: set DATA.TEST_CROP_SIZE 32 ",
+        ),
+        (
+            dict(DATA__TRAIN_CROP_SIZE=48, DATA__TRAIN_JITTER_SCALES=[48, 56]),
+            "this run tests 4x32x32 clips with DATA.TRAIN_CROP_SIZE 48: set DATA.TRAIN_CROP_SIZE "
+            "32 ",
+        ),
+        (
+            dict(DATA__NUM_FRAMES=8, DATA__TEST_CROP_SIZE=48),
+            "this run tests 8x48x48 clips with DATA.NUM_FRAMES 8, DATA.TEST_CROP_SIZE 48: set "
+            "DATA.NUM_FRAMES 4, DATA.TEST_CROP_SIZE 32 ",
+        ),
+    ],
+    ids=["frames", "test-crop", "train-crop", "frames-and-test-crop"],
+)
+def test_other_clips_than_the_checkpoint_was_trained_on_are_named_before_writing(
+    tiny_dataset, tmp_path, checkpoint, overrides, message
+):
+    cfg = _test_only(tiny_dataset, tmp_path / "out", checkpoint, **overrides)
+    with pytest.raises(ConfigError) as info:
+        run(cfg)
+    assert str(info.value).startswith(
+        f"{checkpoint} was trained on 4x32x32 clips (DATA.NUM_FRAMES 4, DATA.TRAIN_CROP_SIZE 32, "
+        "DATA.TEST_CROP_SIZE 32); "
+    )
+    assert message in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_tested_at_another_size_than_trained_says_both(
+    tiny_dataset, tmp_path, checkpoint
+):
+    content = read_checkpoint(checkpoint)
+    stored = tiny_cfg(tiny_dataset, tmp_path / "trained", DATA__TEST_CROP_SIZE=40)
+    content["cfg"] = stored.dump()
+    torch.save(content, tmp_path / "tested_larger.pyth")
+    cfg = _test_only(tiny_dataset, tmp_path / "out", tmp_path / "tested_larger.pyth")
+    with pytest.raises(ConfigError, match=r"was trained on 4x32x32 clips and tested on 4x40x40 "):
+        run(cfg)
+
+
+def test_a_checkpoint_that_stores_pyslowfast_config_has_only_its_weights_checked(
+    tiny_dataset, tmp_path, checkpoint
+):
+    content = read_checkpoint(checkpoint)
+    content["cfg"] = "TRAIN:\n  DATASET: kinetics\n"  # PySlowFast's keys, which are not ours
+    torch.save(content, tmp_path / "slowfast.pyth")
+    cfg = _test_only(tiny_dataset, tmp_path / "out", tmp_path / "slowfast.pyth")
+    assert run(cfg) == 0
