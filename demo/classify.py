@@ -20,7 +20,8 @@ and "plot" in JSON).
 
 Exit status: 0 every input classified; 1 some input could not be (each on an `error:` line,
 then how many); 2 a mistake in the options, the config or the checkpoint, including a model
-whose scores are not finite (one `error:` line).
+whose scores are not finite (one `error:` line); 130 interrupted by Ctrl-C (one `interrupted`
+line).
 """
 
 # Only the standard library is imported here, so that --help and mistakes in the options are
@@ -32,7 +33,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from revvideo.utils.cli import OneLineErrorParser, positive_int
+from revvideo.utils.cli import OneLineErrorParser, interrupt_once, positive_int
 from revvideo.utils.errors import UserError
 
 
@@ -97,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Everything in the `try`: a Ctrl-C however early is the one `interrupted` line.
     try:
+        interrupt_once()
+        args = build_parser().parse_args(argv)
         from revvideo.demo.run import DemoOptions, classify_all
 
         return classify_all(DemoOptions(**vars(args)))

@@ -11,7 +11,8 @@ KEY VALUE pairs after the options override config keys. Exit status: 0 done; 2 a
 or a file could not be written (a full or read-only disk), or another process of a torchrun job
 stopped first (one `error:` line; the checkpoints are kept and the same command resumes from
 the newest); 130 / 143 stopped by Ctrl-C / SIGTERM after saving a checkpoint (the same command
-resumes).
+resumes); 130 also for a Ctrl-C outside training, or a second one in it (one `interrupted`
+line; further ones are ignored while the run closes).
 """
 
 import argparse
@@ -20,7 +21,7 @@ import os
 import signal
 import sys
 
-from revvideo.utils.cli import OneLineErrorParser
+from revvideo.utils.cli import OneLineErrorParser, ignore_interrupts, interrupt_once
 
 # A disk that cannot take the run's files: full, over quota, read-only or not ours.
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -44,7 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Everything in the `try`, the imports of torch and revvideo included: a Ctrl-C however early
+    # is the one `interrupted` line.
+    try:
+        interrupt_once()
+        status = _run(build_parser().parse_args(argv))
+    except KeyboardInterrupt:  # a Ctrl-C, or training's second one (see revvideo.engine.train)
+        print(f"{_rank_prefix()}interrupted", file=sys.stderr)
+        status = 128 + signal.SIGINT
+    if status > 128:  # interrupted, or training stopped by a signal (its checkpoint saved)
+        ignore_interrupts()
+    return status
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))  # set by torchrun
+
+
+def _rank_prefix() -> str:
+    """Under torchrun every process reports its own errors: this says which one speaks."""
+    rank = _rank()
+    return f"[rank {rank}] " if rank else ""
+
+
+def _run(args: argparse.Namespace) -> int:
     # Imported once the arguments are read, so that --help and usage errors answer at once.
     from revvideo.checkpoint.training import latest_checkpoint
     from revvideo.config import load_config
@@ -53,10 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     from revvideo.engine.monitor import setup_logging
     from revvideo.utils.errors import RunStopped, UserError
 
-    rank = int(os.environ.get("RANK", "0"))  # set by torchrun
-    setup_logging(rank)
-    # Under torchrun every process reports its own errors; say which one speaks.
-    prefix = f"[rank {rank}] " if rank else ""
+    setup_logging(_rank())
+    prefix = _rank_prefix()
     rank_count = int(os.environ.get("WORLD_SIZE", "1"))
     cfg = None
     try:
@@ -86,9 +108,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{prefix}stopped: another process of this run stopped first", file=sys.stderr)
             return 1
         raise
-    except KeyboardInterrupt:
-        print(f"{prefix}interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""Runs a command-line front as `python SCRIPT ARGUMENTS...` does, with Ctrl-C pressed at a
+chosen moment: SIGINT sent to the whole process group, as a terminal sends it (the data loader
+workers get it too). Started in a session of its own by tests/engine/test_interrupts.py:
+
+    python ctrl_c.py MOMENT SCRIPT [ARGUMENTS...]
+
+MOMENT: `import`, as torch starts to load; `test`, once the test's first batch is scored and
+again as the loader's workers shut down; `step`, in the middle of the first training step. The
+moment is reached by the command itself, never by a timer, so the same thing happens on any
+machine however loaded.
+"""
+
+import os
+import runpy
+import signal
+import sys
+
+
+def ctrl_c() -> None:
+    os.killpg(0, signal.SIGINT)
+
+
+def at_import() -> None:
+    class InterruptTorchImport:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch":
+                sys.meta_path.remove(self)
+                ctrl_c()
+            return None  # the usual finders load it
+
+    sys.meta_path.insert(0, InterruptTorchImport())
+
+
+def in_test() -> None:
+    from torch.utils.data import dataloader
+
+    from revvideo.engine.metrics import VideoScores
+
+    add = VideoScores.add
+    shutdown = dataloader._MultiProcessingDataLoaderIter._shutdown_workers
+
+    def add_then_interrupt(self, *arguments):
+        add(self, *arguments)
+        ctrl_c()
+
+    def interrupt_then_shut_down(self):
+        ctrl_c()
+        shutdown(self)
+
+    VideoScores.add = add_then_interrupt
+    dataloader._MultiProcessingDataLoaderIter._shutdown_workers = interrupt_then_shut_down
+
+
+def in_step() -> None:
+    from revvideo.engine.train import Trainer
+
+    forward_backward = Trainer._forward_backward
+    batches = []
+
+    def interrupt_the_first(self, *arguments):
+        batches.append(None)
+        if len(batches) == 1:
+            ctrl_c()
+        return forward_backward(self, *arguments)
+
+    Trainer._forward_backward = interrupt_the_first
+
+
+if __name__ == "__main__":
+    moment, script, *arguments = sys.argv[1:]
+    {"import": at_import, "test": in_test, "step": in_step}[moment]()
+    sys.argv = [script, *arguments]
+    runpy.run_path(script, run_name="__main__")

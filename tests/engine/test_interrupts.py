@@ -1,0 +1,86 @@
+"""Ctrl-C in tools/run_net.py and demo/classify.py, pressed at moments the commands reach
+themselves (tests/engine/ctrl_c.py): as torch loads, in the test phase and again while the
+loader's workers shut down, in the middle of a training step. Each ends with exit status 130
+and no traceback, from the command or its loader workers: one `interrupted` line, or in
+training the checkpoint that the first Ctrl-C saves."""
+
+import subprocess
+import sys
+
+import pytest
+
+from revvideo.checkpoint import model_entries, save_checkpoint
+from revvideo.checkpoint.training import latest_checkpoint
+from revvideo.classes import dataset_class_names
+from revvideo.models import build_model
+
+from .helpers import ROOT, quiet_env, tiny_cfg, write_cfg
+
+CTRL_C = ROOT / "tests" / "engine" / "ctrl_c.py"
+
+
+def _interrupted(moment: str, script: str, *arguments: str) -> subprocess.CompletedProcess:
+    """`script` run with Ctrl-C at `moment`, in a session of its own: the Ctrl-C reaches its
+    process group, not pytest."""
+    return subprocess.run(
+        [sys.executable, str(CTRL_C), moment, str(ROOT / script), *arguments],
+        capture_output=True, text=True, timeout=300, env=quiet_env(), cwd=ROOT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _assert_no_traceback(result: subprocess.CompletedProcess) -> None:
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and "Exception ignored" not in output, output
+
+
+def _assert_one_line(result: subprocess.CompletedProcess) -> None:
+    _assert_no_traceback(result)
+    assert result.returncode == 130, result.stdout + result.stderr
+    assert result.stderr == "interrupted\n", result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # The quick start, writing only under tmp_path should it ever get past the imports.
+        [
+            "tools/run_net.py", "--cfg", "configs/synthetic/REV_MVIT_XS.yaml",
+            "OUTPUT_DIR", "{tmp}/out", "DATA.PATH_TO_DATA_DIR", "{tmp}/data",
+        ],
+        ["demo/classify.py", "{tmp}/video.mp4"],
+    ],
+    ids=["run_net", "classify"],
+)  # fmt: skip
+def test_ctrl_c_while_torch_loads_is_one_line(command, tmp_path):
+    _assert_one_line(_interrupted("import", *(part.format(tmp=tmp_path) for part in command)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_in_the_test_and_again_as_its_workers_shut_down_is_one_line(tiny_dataset, tmp_path):
+    cfg = tiny_cfg(tiny_dataset, tmp_path / "trained")
+    checkpoint = tmp_path / "trained.pyth"
+    names = dataset_class_names(str(tiny_dataset))
+    save_checkpoint(checkpoint, build_model(cfg), **model_entries(cfg, names, source="scratch"))
+    test_only = tiny_cfg(
+        tiny_dataset, tmp_path / "out", TRAIN__ENABLE=False,
+        TEST__CHECKPOINT_FILE_PATH=str(checkpoint), DATA_LOADER__NUM_WORKERS=2,
+    )  # fmt: skip
+    config = write_cfg(test_only, tmp_path / "test.yaml")
+    result = _interrupted("test", "tools/run_net.py", "--cfg", str(config))
+    _assert_one_line(result)
+    assert not (tmp_path / "out" / "test_results.json").exists()
+
+
+def test_ctrl_c_to_training_and_its_workers_saves_a_checkpoint_mid_step(tiny_dataset, tmp_path):
+    # Two batches a step: after the Ctrl-C the step needs another batch from the workers.
+    cfg = tiny_cfg(
+        tiny_dataset, tmp_path / "out", TRAIN__BATCH_SIZE=2, TRAIN__ACCUMULATION_STEPS=2,
+        DATA_LOADER__NUM_WORKERS=2,
+    )  # fmt: skip
+    config = write_cfg(cfg, tmp_path / "cfg.yaml")
+    result = _interrupted("step", "tools/run_net.py", "--cfg", str(config))
+    _assert_no_traceback(result)
+    assert result.returncode == 130, result.stdout + result.stderr
+    assert "stopped by SIGINT; resume with the same command" in result.stdout
+    assert latest_checkpoint(tmp_path / "out").name == "checkpoint_epoch_00000_step_000001.pyth"
