@@ -1,10 +1,14 @@
 """tools/benchmark.py --section budget on the CPU side: which rows run, and the levers' switches
 (the CUDA runs are in tests/cuda/test_cuda_tools.py)."""
 
+import json
+from dataclasses import asdict
+
 import pytest
 import torch
 from tiny_models import tiny_rev_mvit
 
+import revvideo.benchmark
 from revvideo.benchmark import Settings, budget
 from revvideo.benchmark.budget import LEVER_NAMES, LEVERS, budget_cases
 from revvideo.models import rev_mvit_b_16x4
@@ -146,3 +150,41 @@ def test_fill_mistakes_are_one_line_option_errors(options, message, capsys):
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error
+
+
+def test_the_json_holds_the_rows_measured_so_far_after_each_row(monkeypatch, tmp_path):
+    path = tmp_path / "budget.json"
+    held = []  # the rows in the file as each row starts
+
+    def fake_row(row_function, settings, device, name, depth, dtype, levers, fill_batch):
+        held.append(json.loads(path.read_text())["budget"]["rows"] if path.exists() else None)
+        if name == "mvit_v1_b (torchvision)":
+            raise RuntimeError("the process died")
+        clips_per_s = 20.0 if name == budget.BUDGET_REFERENCE else 30.0
+        return dict(
+            model=" + ".join((name, *levers)), depth=depth, dtype=dtype, largest_batch=8,
+            timed_batch=8, clips_per_s=clips_per_s, peak_gib=1.0, reserved_gib=1.5, card="a card",
+        )  # fmt: skip
+
+    monkeypatch.setattr(budget, "in_fresh_process", fake_row)
+    monkeypatch.setattr(revvideo.benchmark, "_has_cuda", lambda device, section: True)
+    settings = _settings(
+        "--device", "cuda", "--budget-dtypes", "fp32", "--budget-depths",
+        "--budget-levers", "overlap", "--json", str(path),
+    )  # fmt: skip
+    result = revvideo.benchmark.run(settings)
+
+    # The end of the run writes what it always wrote, and only that file is left.
+    figures = dict(settings=asdict(settings) | {"json": None}, budget=result["budget"])
+    assert path.read_text() == json.dumps(figures, indent=2)
+    assert [file.name for file in tmp_path.iterdir()] == ["budget.json"]
+    rows = json.loads(path.read_text())["budget"]["rows"]
+    assert [row["model"] for row in rows] == [
+        "Rev-MViT-B", "MViT-B (revvideo)", "mvit_v1_b (torchvision)", "Rev-MViT-B + overlap",
+    ]  # fmt: skip
+    assert rows[0]["x_reference"] == 1.5 and "the process died" in rows[2]["error"]
+    # Before each row, the file held every row before it: Rev-MViT-B's speed against MViT-B's
+    # once that was timed.
+    assert held[0] is None
+    assert held[1] == [{key: value for key, value in rows[0].items() if key != "x_reference"}]
+    assert held[2:] == [rows[:2], rows[:3]]

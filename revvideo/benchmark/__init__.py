@@ -11,6 +11,7 @@ alone), `peak` (what is alive at a training step's peak, by the line that alloca
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 
 import torch
@@ -31,7 +32,9 @@ def run(settings: Settings) -> dict:
         result["models"] = models.run_models(settings, device)
         models.print_models(result["models"], settings, device)
     if settings.section in ("budget", "all") and _has_cuda(device, "memory-budget"):
-        result["budget"] = budget.run_budget(settings, device)
+        result["budget"] = budget.run_budget(
+            settings, device, lambda figures: _write_json(settings, result | {"budget": figures})
+        )
         budget.print_budget(result["budget"], settings)
     if settings.section == "peak":
         result["peak"] = peak.run_peak(settings, device)
@@ -49,10 +52,19 @@ def run(settings: Settings) -> dict:
     if settings.section == "paper":
         result["paper"] = paper.run_paper(settings, device)
         paper.print_paper(result["paper"], settings, device)
-    if settings.json:
-        figures = dict(settings=asdict(settings) | {"json": None}, **result)
-        settings.json.write_text(json.dumps(figures, indent=2))
+    _write_json(settings, result)
     return result
+
+
+def _write_json(settings: Settings, result: dict) -> None:
+    """Writes the figures to `settings.json`, if set: to a file next to it, then renamed over
+    it, so that a run cut off meanwhile leaves the figures written last, whole."""
+    if not settings.json:
+        return
+    figures = dict(settings=asdict(settings) | {"json": None}, **result)
+    partial = settings.json.with_name(f".{settings.json.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(figures, indent=2))
+    os.replace(partial, settings.json)
 
 
 def _has_cuda(device: torch.device, section: str) -> bool:

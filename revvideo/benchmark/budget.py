@@ -200,7 +200,13 @@ def _fill_batch(rows: list[dict], depth: int, dtype: str) -> int:
     raise RuntimeError(f"{FILL} trains at the batch of {BUDGET_REFERENCE}, which has none")
 
 
-def run_budget(settings: Settings, device: torch.device) -> dict:
+def run_budget(
+    settings: Settings,
+    device: torch.device,
+    measured: Callable[[dict], None] = lambda figures: None,
+) -> dict:
+    """The section's figures; `measured` is given the figures so far after each row (a run cut
+    off by a time limit keeps what it measured)."""
     rows = []
     for model, depth, dtype, levers in budget_cases(settings):
         try:
@@ -216,14 +222,24 @@ def run_budget(settings: Settings, device: torch.device) -> dict:
             model = " + ".join((model, *levers))
             rows.append(dict(model=model, depth=depth, dtype=dtype, error=repr(error)))
             print(f"  failed {model}, depth {depth}, {dtype}: {error!r}", file=sys.stderr)
+        measured(_budget_figures(settings, rows))
+    return _budget_figures(settings, rows)
+
+
+def _budget_figures(settings: Settings, rows: list[dict]) -> dict:
+    """The section's figures from `rows`: each timed row with its speed against the reference
+    model of its depth and dtype, once that has been timed."""
     reference = {
         (row["depth"], row["dtype"]): row["clips_per_s"]
         for row in rows
         if row["model"] == BUDGET_REFERENCE and "clips_per_s" in row
     }
-    for row in rows:
-        if "clips_per_s" in row and (row["depth"], row["dtype"]) in reference:
-            row["x_reference"] = row["clips_per_s"] / reference[row["depth"], row["dtype"]]
+    rows = [
+        row | dict(x_reference=row["clips_per_s"] / reference[row["depth"], row["dtype"]])
+        if "clips_per_s" in row and (row["depth"], row["dtype"]) in reference
+        else row
+        for row in rows
+    ]
     card = next((row["card"] for row in rows if "card" in row), "no card answered")
     return dict(card=card, budget_gib=settings.memory_budget, rows=rows)
 
