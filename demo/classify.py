@@ -29,11 +29,10 @@ line).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
 
-from revvideo.utils.cli import OneLineErrorParser, interrupt_once, positive_int
+from revvideo.utils.cli import OneLineErrorParser, positive_int, run_interruptibly
 from revvideo.utils.errors import UserError
 
 
@@ -98,19 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Everything in the `try`: a Ctrl-C however early is the one `interrupted` line.
-    try:
-        interrupt_once()
-        args = build_parser().parse_args(argv)
-        from revvideo.demo.run import DemoOptions, classify_all
+    return run_interruptibly(lambda: _classify(build_parser().parse_args(argv)))
 
+
+def _classify(args: argparse.Namespace) -> int:
+    from revvideo.demo.run import DemoOptions, classify_all
+
+    try:
         return classify_all(DemoOptions(**vars(args)))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

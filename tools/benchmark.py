@@ -64,7 +64,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from revvideo.utils.cli import OneLineErrorParser, positive_int
+from revvideo.utils.cli import OneLineErrorParser, positive_int, run_interruptibly
 
 SECTIONS = ("models", "data", "budget", "paper", "pipeline", "peak", "all")
 # The pairs of the paper's ImageNet table (revvideo.benchmark.paper.PAPER_PAIRS).
@@ -268,7 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_interruptibly(lambda: _benchmark(build_parser().parse_args(argv)))
+
+
+def _benchmark(args: argparse.Namespace) -> int:
     from revvideo.benchmark import Settings, run
 
     run(Settings(**vars(args)))

@@ -18,13 +18,14 @@ optimizer's parameter groups.
 Before it finishes, the converted file is loaded into a fresh model and its logits on a random
 clip are compared with the source's (for torchvision weights: torchvision's own MViT with the
 original tensors). Exit status: 0 converted and equal; 1 the outputs differ (the file is
-removed); 2 a mistake in the options, the config or the checkpoint (one `error:` line).
+removed); 2 a mistake in the options, the config or the checkpoint (one `error:` line); 130
+interrupted by Ctrl-C (one `interrupted` line).
 """
 
 import argparse
 import sys
 
-from revvideo.utils.cli import OneLineErrorParser
+from revvideo.utils.cli import OneLineErrorParser, run_interruptibly
 
 # The layouts it writes, as in revvideo.checkpoint.convert (not imported before the arguments
 # are read, so that --help and option mistakes answer at once).
@@ -47,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_interruptibly(lambda: _convert(build_parser().parse_args(argv)))
+
+
+def _convert(args: argparse.Namespace) -> int:
     from revvideo.checkpoint.convert import ConversionMismatch, convert
     from revvideo.utils.errors import UserError
 

@@ -4,7 +4,7 @@ python tools/make_synthetic_dataset.py data/synthetic [--seed 0] [--classes up,d
 
 The quick start makes it on first use (DATA.GENERATE_SYNTHETIC); this command writes it anywhere,
 with other classes or sizes. Exit status: 0 written; 2 a mistake in the options (one `error:`
-line).
+line); 130 interrupted by Ctrl-C (one `interrupted` line; the next run replaces what it left).
 """
 
 import argparse
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 # Light (numpy and PyAV, no torch), so that --help answers at once.
 from revvideo.data import synthetic
-from revvideo.utils.cli import OneLineErrorParser
+from revvideo.utils.cli import OneLineErrorParser, run_interruptibly
 from revvideo.utils.errors import DataError, UserError
 
 
@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_interruptibly(lambda: _make(build_parser().parse_args(argv)))
+
+
+def _make(args: argparse.Namespace) -> int:
     classes = [name.strip() for name in args.classes.split(",") if name.strip()]
     try:
         unknown = sorted(set(classes) - set(synthetic.MOTIONS))

@@ -26,7 +26,8 @@ then set DATA.PATH_TO_DATA_DIR to <output>.
 A video whose path holds a newline or control character would split its row: it is skipped and
 counted. A class name that cannot be a folder name ('/', '..', a newline) is an error. Inputs are
 never written: the lists must not replace an annotation CSV, and with --resize <output>/videos
-must lie outside --videos. Exit status: 0 done; 2 a user mistake (one `error:` line).
+must lie outside --videos. Exit status: 0 done; 2 a user mistake (one `error:` line); 130
+interrupted by Ctrl-C (one `interrupted` line; the lists are written only once all is done).
 """
 
 import argparse
@@ -37,7 +38,7 @@ from collections import Counter
 # Light: the parser needs them. The data pipeline is imported once the arguments are read, so
 # that --help and option mistakes answer at once.
 from revvideo.classes import DEFAULT_SPLIT, SPLITS
-from revvideo.utils.cli import OneLineErrorParser
+from revvideo.utils.cli import OneLineErrorParser, run_interruptibly
 from revvideo.utils.errors import DataError, UserError
 
 
@@ -94,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    kept = (
+        " (the videos re-encoded so far are kept: the same command goes on)" if args.resize else ""
+    )
+    return run_interruptibly(lambda: _prepare_and_report(args), f"interrupted{kept}")
+
+
+def _prepare_and_report(args: argparse.Namespace) -> int:
     try:
         found = _prepare(args)
     except UserError as err:

@@ -18,10 +18,9 @@ line; further ones are ignored while the run closes).
 import argparse
 import errno
 import os
-import signal
 import sys
 
-from revvideo.utils.cli import OneLineErrorParser, ignore_interrupts, interrupt_once
+from revvideo.utils.cli import OneLineErrorParser, run_interruptibly
 
 # A disk that cannot take the run's files: full, over quota, read-only or not ours.
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -45,17 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Everything in the `try`, the imports of torch and revvideo included: a Ctrl-C however early
-    # is the one `interrupted` line.
-    try:
-        interrupt_once()
-        status = _run(build_parser().parse_args(argv))
-    except KeyboardInterrupt:  # a Ctrl-C, or training's second one (see revvideo.engine.train)
-        print(f"{_rank_prefix()}interrupted", file=sys.stderr)
-        status = 128 + signal.SIGINT
-    if status > 128:  # interrupted, or training stopped by a signal (its checkpoint saved)
-        ignore_interrupts()
-    return status
+    # A Ctrl-C, or training's second one (see revvideo.engine.train), is one `interrupted` line.
+    return run_interruptibly(
+        lambda: _run(build_parser().parse_args(argv)), f"{_rank_prefix()}interrupted"
+    )
 
 
 def _rank() -> int:

@@ -17,6 +17,7 @@ from torch import nn
 from revvideo.benchmark.settings import Settings
 from revvideo.models import mvit_b_16x4, rev_mvit_b_16x4
 from revvideo.models.reversible import StageTransition
+from revvideo.utils.cli import interrupts_ignored
 from revvideo.utils.complexity import count_gflops, count_parameters
 from revvideo.utils.memory import SavedTensorCounter, peak_bytes
 from revvideo.utils.table import format_table
@@ -222,10 +223,18 @@ def _depth_row(settings: Settings, device: torch.device, depth: int) -> dict:
 
 def in_fresh_process(fn: Callable, *arguments: object) -> dict:
     """Runs one measurement in its own process, so no allocator state (or fragmentation) of
-    one model carries over to the next."""
+    one model carries over to the next. That process ignores Ctrl-C: on one, this process
+    ends it."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(fn, *arguments).result()
+        with interrupts_ignored():  # the process starts here, within submit
+            future = pool.submit(fn, *arguments)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            for process in multiprocessing.active_children():
+                process.kill()
+            raise
 
 
 def run_models(settings: Settings, device: torch.device) -> dict:

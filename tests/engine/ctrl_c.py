@@ -4,8 +4,9 @@ workers get it too). Started in a session of its own by tests/engine/test_interr
 
     python ctrl_c.py MOMENT SCRIPT [ARGUMENTS...]
 
-MOMENT: `import`, as torch starts to load; `test`, once the test's first batch is scored and
-again as the loader's workers shut down; `step`, in the middle of the first training step. The
+MOMENT: `import`, as torch or PyAV (the first heavy import) starts to load; `test`, once the test's first batch is scored and
+again as the loader's workers shut down; `step`, in the middle of the first training step;
+`measure`, while the benchmark waits for its first measuring process. The
 moment is reached by the command itself, never by a timer, so the same thing happens on any
 machine however loaded.
 """
@@ -21,14 +22,14 @@ def ctrl_c() -> None:
 
 
 def at_import() -> None:
-    class InterruptTorchImport:
+    class InterruptHeavyImport:
         def find_spec(self, name, path=None, target=None):
-            if name == "torch":
+            if name in ("torch", "av"):
                 sys.meta_path.remove(self)
                 ctrl_c()
             return None  # the usual finders load it
 
-    sys.meta_path.insert(0, InterruptTorchImport())
+    sys.meta_path.insert(0, InterruptHeavyImport())
 
 
 def in_test() -> None:
@@ -66,8 +67,22 @@ def in_step() -> None:
     Trainer._forward_backward = interrupt_the_first
 
 
+def in_measurement() -> None:
+    from concurrent.futures import Future
+
+    result = Future.result
+
+    def interrupt_then_wait(self, *arguments):
+        Future.result = result
+        ctrl_c()
+        return result(self, *arguments)
+
+    Future.result = interrupt_then_wait
+
+
 if __name__ == "__main__":
     moment, script, *arguments = sys.argv[1:]
-    {"import": at_import, "test": in_test, "step": in_step}[moment]()
+    moments = {"import": at_import, "test": in_test, "step": in_step, "measure": in_measurement}
+    moments[moment]()
     sys.argv = [script, *arguments]
     runpy.run_path(script, run_name="__main__")

@@ -4,8 +4,10 @@ loader's workers shut down, in the middle of a training step. Each ends with exi
 and no traceback, from the command or its loader workers: one `interrupted` line, or in
 training the checkpoint that the first Ctrl-C saves."""
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -49,12 +51,17 @@ def _assert_one_line(result: subprocess.CompletedProcess) -> None:
             "OUTPUT_DIR", "{tmp}/out", "DATA.PATH_TO_DATA_DIR", "{tmp}/data",
         ],
         ["demo/classify.py", "{tmp}/video.mp4"],
+        ["tools/prepare_kinetics.py", "{tmp}/lists", "--videos", "{tmp}"],
+        ["tools/convert_checkpoint.py", "{tmp}/a.pyth", "{tmp}/b.pyth"],
+        ["tools/benchmark.py", "--frames", "2", "--size", "32", "--json", "{tmp}/b.json"],
+        ["tools/make_synthetic_dataset.py", "{tmp}/synthetic"],
     ],
-    ids=["run_net", "classify"],
+    ids=["run_net", "classify", "prepare_kinetics", "convert", "benchmark", "synthetic"],
 )  # fmt: skip
-def test_ctrl_c_while_torch_loads_is_one_line(command, tmp_path):
+def test_ctrl_c_while_torch_or_pyav_loads_is_one_line(command, tmp_path):
     _assert_one_line(_interrupted("import", *(part.format(tmp=tmp_path) for part in command)))
-    assert list(tmp_path.iterdir()) == []
+    # Nothing written, but the synthetic dataset's lock file (an empty file for flock).
+    assert {path.name for path in tmp_path.iterdir()} <= {"synthetic.lock"}
 
 
 def test_ctrl_c_in_the_test_and_again_as_its_workers_shut_down_is_one_line(tiny_dataset, tmp_path):
@@ -84,3 +91,37 @@ def test_ctrl_c_to_training_and_its_workers_saves_a_checkpoint_mid_step(tiny_dat
     assert result.returncode == 130, result.stdout + result.stderr
     assert "stopped by SIGINT; resume with the same command" in result.stdout
     assert latest_checkpoint(tmp_path / "out").name == "checkpoint_epoch_00000_step_000001.pyth"
+
+
+def test_ctrl_c_to_the_benchmark_ends_its_measuring_process_too(tmp_path):
+    command = [
+        "tools/benchmark.py",
+        "--frames",
+        "2",
+        "--size",
+        "32",
+        "--json",
+        f"{tmp_path}/b.json",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, str(CTRL_C), "measure", str(ROOT / command[0]), *command[1:]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=quiet_env(), cwd=ROOT,
+        start_new_session=True,
+    )  # fmt: skip
+    stdout, stderr = process.communicate(timeout=300)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    _assert_one_line(result)
+    assert not (tmp_path / "b.json").exists()
+    # The measuring process (spawned, in the same process group) is gone too.
+    deadline = time.monotonic() + 60
+    while _group_alive(process.pid):
+        assert time.monotonic() < deadline, "a measuring process outlived the benchmark"
+        time.sleep(0.1)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
