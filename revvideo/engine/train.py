@@ -15,13 +15,14 @@ at once. A non-finite loss stops the run before the optimizer step, with NonFini
 the checkpoints untouched.
 """
 
+import contextlib
 import itertools
 import logging
 import math
 import random
 import signal
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,17 +103,40 @@ def _global_batch(train: CfgNode) -> str:
 class StopRequest:
     """Within `with`, SIGTERM and SIGINT only set `signal_number`; the loop stops when it can.
 
-    A second SIGINT raises KeyboardInterrupt at once, for a user who does not want to wait.
+    A second SIGINT raises KeyboardInterrupt at once, for a user who does not want to wait, and
+    later ones are ignored while the run closes; while `closing` closes an iterator, it waits
+    until that is done.
     """
 
     def __init__(self) -> None:
         self.signal_number: int | None = None
         self._previous: dict[int, object] = {}
+        self._aborted = self._holding_back = False
 
     def _handle(self, signal_number: int, frame) -> None:
         if self.signal_number == signal.SIGINT and signal_number == signal.SIGINT:
-            raise KeyboardInterrupt
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self._aborted = True
+            if not self._holding_back:
+                raise KeyboardInterrupt
+            return
         self.signal_number = signal_number
+
+    @contextlib.contextmanager
+    def closing(self, iterator: Iterator) -> Iterator[Iterator]:
+        """`iterator` (a generator), closed on leaving. A data loader's workers shut down as it
+        closes; a KeyboardInterrupt there, inside torch's destructor, would only print a
+        traceback and be lost, so a second Ctrl-C meanwhile takes effect once it is closed."""
+        try:
+            yield iterator
+        finally:
+            aborted_before, self._holding_back = self._aborted, True
+            try:
+                iterator.close()
+            finally:
+                self._holding_back = False
+            if self._aborted and not aborted_before:
+                raise KeyboardInterrupt
 
     def __enter__(self) -> "StopRequest":
         for number in (signal.SIGTERM, signal.SIGINT):
@@ -121,7 +145,8 @@ class StopRequest:
 
     def __exit__(self, *exc) -> None:
         for number, handler in self._previous.items():
-            signal.signal(number, handler)
+            if not (number == signal.SIGINT and self._aborted):
+                signal.signal(number, handler)
 
 
 @dataclass
@@ -257,7 +282,8 @@ class Trainer:
         (another global batch, training set or process count): the schedule counts steps and
         would no longer follow the epochs, and a half-done epoch would be cut elsewhere."""
         trained = state.get("steps_per_epoch")
-        if trained is None or trained == self.steps_per_epoch:
+        nothing_to_train = state["epoch"] >= self.max_epoch
+        if trained is None or trained == self.steps_per_epoch or nothing_to_train:
             return
         then, now = stored_config(state, checkpoint).TRAIN, self.cfg.TRAIN
         if (then.BATCH_SIZE, then.ACCUMULATION_STEPS) != (now.BATCH_SIZE, now.ACCUMULATION_STEPS):
@@ -267,7 +293,8 @@ class Trainer:
             )
             remedy = (
                 "set the batch back (or split the same global batch otherwise, e.g. half the "
-                "TRAIN.BATCH_SIZE and twice the TRAIN.ACCUMULATION_STEPS)"
+                "TRAIN.BATCH_SIZE and twice the TRAIN.ACCUMULATION_STEPS; with TRAIN.BATCH_SIZE "
+                "auto, whose memory search chose this batch, set both numbers)"
             )
         else:
             change = (
@@ -348,17 +375,20 @@ class Trainer:
         self.train_model.train()
         first_batch = self.epoch_steps_done * self.accumulation
         self.train_loader.set_epoch(epoch, first_batch)
-        batches = itertools.islice(
-            self.train_loader, self.steps_per_epoch * self.accumulation - first_batch
-        )
         # Sums over the epoch (all processes): loss x clips, clips, correct clips.
         epoch_sums = [0.0, 0.0, 0.0]
         group_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         started = time.perf_counter()
         description = f"epoch {epoch + 1}/{self.max_epoch}"
-        with progress_bar(
-            self.steps_per_epoch, description, self.main, initial=self.epoch_steps_done
-        ) as bar:
+        with (
+            stop.closing(iter(self.train_loader)) as epoch_batches,
+            progress_bar(
+                self.steps_per_epoch, description, self.main, initial=self.epoch_steps_done
+            ) as bar,
+        ):
+            batches = itertools.islice(
+                epoch_batches, self.steps_per_epoch * self.accumulation - first_batch
+            )
             for micro_step, batch in enumerate(batches, start=first_batch + 1):
                 group_sums += self._forward_backward(batch, micro_step % self.accumulation == 0)
                 if micro_step % self.accumulation:
@@ -401,7 +431,7 @@ class Trainer:
         label = batch["label"].to(self.device, non_blocking=True)
         video, target = self.soft_targets(video, label)
         no_sync = self.world_size > 1 and not synchronize
-        with self.train_model.no_sync() if no_sync else nullcontext():
+        with self.train_model.no_sync() if no_sync else contextlib.nullcontext():
             with self.precision.autocast():
                 logits = self.train_model(video)
             loss = soft_target_cross_entropy(logits, target)

@@ -6,7 +6,8 @@ workers get it too). Started in a session of its own by tests/engine/test_interr
 
 MOMENT: `import`, as torch or PyAV (the first heavy import) starts to load; `test`, once the test's first batch is scored and
 again as the loader's workers shut down; `step`, in the middle of the first training step;
-`measure`, while the benchmark waits for its first measuring process. The
+`step-twice`, the same and again as the epoch's loader workers shut down; `measure`, while the
+benchmark waits for its first measuring process. The
 moment is reached by the command itself, never by a timer, so the same thing happens on any
 machine however loaded.
 """
@@ -67,6 +68,19 @@ def in_step() -> None:
     Trainer._forward_backward = interrupt_the_first
 
 
+def in_step_and_worker_shutdown() -> None:
+    from torch.utils.data import dataloader
+
+    in_step()
+    shutdown = dataloader._MultiProcessingDataLoaderIter._shutdown_workers
+
+    def interrupt_then_shut_down(self):
+        ctrl_c()
+        shutdown(self)
+
+    dataloader._MultiProcessingDataLoaderIter._shutdown_workers = interrupt_then_shut_down
+
+
 def in_measurement() -> None:
     from concurrent.futures import Future
 
@@ -82,7 +96,13 @@ def in_measurement() -> None:
 
 if __name__ == "__main__":
     moment, script, *arguments = sys.argv[1:]
-    moments = {"import": at_import, "test": in_test, "step": in_step, "measure": in_measurement}
+    moments = {
+        "import": at_import,
+        "test": in_test,
+        "step": in_step,
+        "step-twice": in_step_and_worker_shutdown,
+        "measure": in_measurement,
+    }
     moments[moment]()
     sys.argv = [script, *arguments]
     runpy.run_path(script, run_name="__main__")

@@ -93,6 +93,21 @@ def test_ctrl_c_to_training_and_its_workers_saves_a_checkpoint_mid_step(tiny_dat
     assert latest_checkpoint(tmp_path / "out").name == "checkpoint_epoch_00000_step_000001.pyth"
 
 
+def test_a_second_ctrl_c_as_the_loader_workers_shut_down_stops_training(tiny_dataset, tmp_path):
+    # The first Ctrl-C ends the epoch's loop; the second lands in the workers' shutdown, where an
+    # exception would be printed and lost: it stops the run once they are down, unsaved.
+    cfg = tiny_cfg(
+        tiny_dataset, tmp_path / "out", TRAIN__BATCH_SIZE=2, TRAIN__ACCUMULATION_STEPS=2,
+        DATA_LOADER__NUM_WORKERS=2,
+    )  # fmt: skip
+    config = write_cfg(cfg, tmp_path / "cfg.yaml")
+    result = _interrupted("step-twice", "tools/run_net.py", "--cfg", str(config))
+    _assert_no_traceback(result)
+    assert result.returncode == 130, result.stdout + result.stderr
+    assert result.stderr.endswith("interrupted\n"), result.stderr
+    assert latest_checkpoint(tmp_path / "out") is None
+
+
 def test_ctrl_c_to_the_benchmark_ends_its_measuring_process_too(tmp_path):
     command = [
         "tools/benchmark.py",
