@@ -227,7 +227,9 @@ def _generators_seeded_by(*key: int) -> Iterator[None]:
     python_state = random.getstate()
     with torch.random.fork_rng(devices=[]):
         random.seed(seed)
-        torch.manual_seed(seed)
+        # Not torch.manual_seed: that also reseeds the GPUs, whose generators (dropout) are
+        # the training process's own.
+        torch.default_generator.manual_seed(seed)
         try:
             yield
         finally:

@@ -74,11 +74,17 @@ def _augmented(cfg):
     return cfg
 
 
-def test_an_epochs_training_clips_depend_only_on_the_seed_epoch_and_video(small_cfg, small_dataset):
+def test_an_epochs_training_clips_depend_only_on_the_seed_epoch_and_video(
+    small_cfg, small_dataset, monkeypatch
+):
+    def reseeds_the_gpus(seed):
+        raise AssertionError("an item reseeded the GPUs' generators (dropout in training)")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeds_the_gpus)
     dataset = build_dataset(_augmented(small_cfg), "train")
     dataset.epoch = 3
     first = dataset[4]["video"]
-    torch.manual_seed(123)  # other global generator states change nothing
+    torch.default_generator.manual_seed(123)  # other global generator states change nothing
     before = torch.get_rng_state()
     assert torch.equal(dataset[4]["video"], first)
     assert torch.equal(torch.get_rng_state(), before), "an item leaves the generators as found"
