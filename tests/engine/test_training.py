@@ -207,6 +207,13 @@ def test_a_run_resumed_with_another_global_batch_stops_and_names_the_batch(
     assert len(list((output_dir / "checkpoints").iterdir())) == 2
 
 
+def test_a_finished_run_is_tested_again_with_another_batch(trained_run, tiny_dataset, tmp_path):
+    output_dir = tmp_path / "run"
+    shutil.copytree(trained_run, output_dir)
+    assert run(tiny_cfg(tiny_dataset, output_dir, TRAIN__BATCH_SIZE=2)) == 0  # nothing to train
+    assert len(records(output_dir, "test")) == 2
+
+
 def test_a_run_resumes_with_its_global_batch_split_into_accumulation_steps(
     trained_run, tiny_dataset, tmp_path
 ):
