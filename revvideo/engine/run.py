@@ -100,6 +100,8 @@ def check_inputs(cfg: CfgNode) -> tuple[Path, dict] | None:
     tested = None
     if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE:
         tested = checkpoint_to_test(cfg)
+    elif cfg.TEST.ENABLE and cfg.TEST.CHECKPOINT_FILE_PATH:
+        checkpoint_to_test(cfg)  # tested after training: its file and clips checked before it
     resolve_num_classes(cfg, tested)
     if tested is not None:
         # The test would stop on classes that differ: better before anything is written.
@@ -298,7 +300,14 @@ def check_clip_size(cfg: CfgNode, path: Path, checkpoint: dict) -> None:
     if stored is None:
         return
     trained, tested = _clip_size(stored), _clip_size(cfg)
-    differ = [key for key in trained if tested[key] != trained[key]]
+    # Testing at the training crop is testing the model as trained, whatever its own test crop.
+    crop_size_trained = (trained["DATA.TEST_CROP_SIZE"], trained["DATA.TRAIN_CROP_SIZE"])
+    differ = [
+        key
+        for key in trained
+        if tested[key] != trained[key]
+        and not (key == "DATA.TEST_CROP_SIZE" and tested[key] in crop_size_trained)
+    ]
     if not differ:
         return
     trained_on = _clips(trained, "DATA.TRAIN_CROP_SIZE")

@@ -1,4 +1,4 @@
-"""Testing a checkpoint alone (TRAIN.ENABLE False): on the clips it was trained for, or a
+"""Testing a checkpoint (TEST.CHECKPOINT_FILE_PATH): on the clips it was trained for, or a
 one-line error naming the keys that differ, before anything is written."""
 
 import pytest
@@ -72,16 +72,38 @@ def test_other_clips_than_the_checkpoint_was_trained_on_are_named_before_writing
     assert not (tmp_path / "out").exists()
 
 
-def test_a_checkpoint_tested_at_another_size_than_trained_says_both(
+def test_a_checkpoint_tested_at_another_size_than_trained_takes_either_size(
     tiny_dataset, tmp_path, checkpoint
 ):
     content = read_checkpoint(checkpoint)
     stored = tiny_cfg(tiny_dataset, tmp_path / "trained", DATA__TEST_CROP_SIZE=40)
     content["cfg"] = stored.dump()
     torch.save(content, tmp_path / "tested_larger.pyth")
-    cfg = _test_only(tiny_dataset, tmp_path / "out", tmp_path / "tested_larger.pyth")
+    for name, crop in (("at_training_size", 32), ("at_its_test_size", 40)):
+        cfg = _test_only(
+            tiny_dataset,
+            tmp_path / name,
+            tmp_path / "tested_larger.pyth",
+            DATA__TEST_CROP_SIZE=crop,
+        )
+        assert run(cfg) == 0
+    cfg = _test_only(
+        tiny_dataset, tmp_path / "out", tmp_path / "tested_larger.pyth", DATA__TEST_CROP_SIZE=48
+    )
     with pytest.raises(ConfigError, match=r"was trained on 4x32x32 clips and tested on 4x40x40 "):
         run(cfg)
+
+
+def test_a_checkpoint_to_test_after_training_is_checked_before_training(
+    tiny_dataset, tmp_path, checkpoint
+):
+    cfg = tiny_cfg(
+        tiny_dataset, tmp_path / "out", TEST__CHECKPOINT_FILE_PATH=str(checkpoint),
+        DATA__NUM_FRAMES=8,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"this run tests 8x32x32 clips with DATA.NUM_FRAMES 8"):
+        run(cfg)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_checkpoint_that_stores_pyslowfast_config_has_only_its_weights_checked(
