@@ -68,6 +68,13 @@ def test_base_files_merge_first(tmp_path):
         # PySlowFast's sections are no misspelling of ours (DETECTION.ENABLE is not TEST.ENABLE).
         ("DETECTION:\n  ENABLE: False\n", [], r"unknown config key DETECTION in .*bad\.yaml$"),
         ("", ["RESNET.DEPTH", "50"], r"^unknown config key RESNET in the command line$"),
+        ("", ["VIS_MASK.ENABLE", "True"], r"^unknown config key VIS_MASK in the command line$"),
+        # Within one of our sections, only its keys are suggested.
+        (
+            "",
+            ["MODEL.DETECTION.ENABLE", "True"],
+            r"^unknown config key MODEL\.DETECTION\.ENABLE in the command line$",
+        ),
         ("", ["MVIT.DEPTH", "deep"], r"MVIT.DEPTH in the command line must be int"),
         ("", ["MVIT.DEPTH"], r"KEY VALUE pairs"),
         ("MVIT: 3\n", [], r"MVIT .* must be a section"),
@@ -97,6 +104,8 @@ def test_base_files_merge_first(tmp_path):
         "subsection-typo",
         "pyslowfast-section",
         "pyslowfast-section-override",
+        "pyslowfast-vis-mask",
+        "unknown-subsection",
         "wrong-type",
         "odd-overrides",
         "not-a-section",

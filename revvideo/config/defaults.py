@@ -350,6 +350,7 @@ PYSLOWFAST_SECTIONS = frozenset(
         "NONLOCAL",
         "RESNET",
         "SLOWFAST",
+        "VIS_MASK",
         "X3D",
     }
 )

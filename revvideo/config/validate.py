@@ -294,14 +294,19 @@ def unknown_key_error(key: str, source: str = "", value: Any = None) -> ConfigEr
     """The error for a key revvideo does not have (`value`: what it was given), suggesting the
     closest one. An unknown section is named by its first key, SOLVR.MAX_EPOCH rather than
     SOLVR, so that a misspelt section finds the key meant; one of PySlowFast's sections that
-    revvideo does not have is no misspelling and gets no suggestion."""
+    revvideo does not have is no misspelling and gets no suggestion. Within one of our
+    sections, only its own keys are suggested."""
     where = f" in {source}" if source else ""
-    if key.split(".")[0] in PYSLOWFAST_SECTIONS:
+    section = key.split(".")[0]
+    if section in PYSLOWFAST_SECTIONS:
         return ConfigError(f"unknown config key {key}{where}")
     while isinstance(value, Mapping) and value:
         name, value = next(iter(value.items()))
         key = f"{key}.{name}"
-    close = difflib.get_close_matches(key, list(_defaults()), n=1, cutoff=0.6)
+    known = list(_defaults())
+    if "." in key and any(name.startswith(f"{section}.") for name in known):
+        known = [name for name in known if name.startswith(f"{section}.")]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else ""
     return ConfigError(f"unknown config key {key}{where}{hint}")
 
