@@ -26,37 +26,39 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+# Whether processes forked now ignore Ctrl-C: while a command runs (see run_interruptibly).
+_forks_ignore_interrupts = False
+
+
 def run_interruptibly(command: Callable[[], int], interrupted: str = "interrupted") -> int:
     """`command()`'s exit status, where a Ctrl-C at any moment of it, its imports included, is
     the one line `interrupted` on stderr and status 130. A command's `main` is this call, with
-    the argument parsing and the heavy imports inside `command`."""
+    the argument parsing and the heavy imports inside `command`.
+
+    Meanwhile the first Ctrl-C raises KeyboardInterrupt and later ones are ignored, and processes
+    forked (data loader workers) ignore it: a terminal sends Ctrl-C to the whole process group,
+    and the command stops its workers itself, whereas a worker that stopped on its own could
+    print a traceback, or starve the step that training finishes on its first Ctrl-C (training
+    handles SIGINT itself meanwhile: revvideo.engine.train.StopRequest). A command that ends
+    interrupted, or stopped by a signal, ignores Ctrl-C from then on: all it has left to do is
+    close down, which a Ctrl-C would only break into with tracebacks. Otherwise the caller's
+    handling is back (a test or notebook that called `main`)."""
+    global _forks_ignore_interrupts
+    previous = signal.getsignal(signal.SIGINT)
     try:
-        _interrupt_once()
+        signal.signal(signal.SIGINT, _interrupt)
+        _forks_ignore_interrupts = True
+        _register_fork_hook()
         status = command()
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         status = 128 + signal.SIGINT
-    if status > 128:  # interrupted, or stopped by a signal: the rest is closing down
-        _ignore_interrupts()
+    if status > 128:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGINT, previous)
+        _forks_ignore_interrupts = False
     return status
-
-
-def _interrupt_once() -> None:
-    """From now on in this process, the first Ctrl-C (SIGINT) raises KeyboardInterrupt, which
-    the command reports as one `interrupted` line, and later ones are ignored (_ignore_interrupts).
-    Processes forked from now on (data loader workers) ignore it: a terminal sends Ctrl-C to the
-    whole process group, and the command stops its workers itself, whereas a worker that stopped
-    on its own could print a traceback, or starve the step that training finishes on its first
-    Ctrl-C. Training handles SIGINT itself meanwhile (revvideo.engine.train.StopRequest)."""
-    signal.signal(signal.SIGINT, _interrupt)
-    _forked_processes__ignore_interrupts()
-
-
-def _ignore_interrupts() -> None:
-    """No more Ctrl-C in this process, once a command is interrupted or stopped by a signal: all
-    it has left to do is what that sets off (data loader workers shutting down, files closing,
-    the interpreter's exit), which a Ctrl-C would only break into with tracebacks."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -72,10 +74,15 @@ def interrupts_ignored() -> Iterator[None]:
 
 
 def _interrupt(signal_number: int, frame: object) -> None:
-    _ignore_interrupts()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
+def _ignore_interrupts_in_a_command_fork() -> None:
+    if _forks_ignore_interrupts:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @functools.cache  # once per process, however many commands run in it (tests call main())
-def _forked_processes__ignore_interrupts() -> None:
-    os.register_at_fork(after_in_child=_ignore_interrupts)
+def _register_fork_hook() -> None:
+    os.register_at_fork(after_in_child=_ignore_interrupts_in_a_command_fork)
