@@ -79,16 +79,22 @@ def test_ctrl_c_in_the_test_and_again_as_its_workers_shut_down_is_one_line(tiny_
     assert not (tmp_path / "out" / "test_results.json").exists()
 
 
-def test_ctrl_c_to_training_and_its_workers_saves_a_checkpoint_mid_step(tiny_dataset, tmp_path):
-    # Two batches a step: after the Ctrl-C the step needs another batch from the workers.
+def _interrupted_training(moment: str, dataset, tmp_path) -> subprocess.CompletedProcess:
+    """Training into tmp_path/out with two loader workers, two batches a step (after a Ctrl-C
+    in a step, it needs another batch from the workers), Ctrl-C at `moment`."""
     cfg = tiny_cfg(
-        tiny_dataset, tmp_path / "out", TRAIN__BATCH_SIZE=2, TRAIN__ACCUMULATION_STEPS=2,
+        dataset, tmp_path / "out", TRAIN__BATCH_SIZE=2, TRAIN__ACCUMULATION_STEPS=2,
         DATA_LOADER__NUM_WORKERS=2,
     )  # fmt: skip
     config = write_cfg(cfg, tmp_path / "cfg.yaml")
-    result = _interrupted("step", "tools/run_net.py", "--cfg", str(config))
+    result = _interrupted(moment, "tools/run_net.py", "--cfg", str(config))
     _assert_no_traceback(result)
     assert result.returncode == 130, result.stdout + result.stderr
+    return result
+
+
+def test_ctrl_c_to_training_and_its_workers_saves_a_checkpoint_mid_step(tiny_dataset, tmp_path):
+    result = _interrupted_training("step", tiny_dataset, tmp_path)
     assert "stopped by SIGINT; resume with the same command" in result.stdout
     assert latest_checkpoint(tmp_path / "out").name == "checkpoint_epoch_00000_step_000001.pyth"
 
@@ -96,14 +102,7 @@ def test_ctrl_c_to_training_and_its_workers_saves_a_checkpoint_mid_step(tiny_dat
 def test_a_second_ctrl_c_as_the_loader_workers_shut_down_stops_training(tiny_dataset, tmp_path):
     # The first Ctrl-C ends the epoch's loop; the second lands in the workers' shutdown, where an
     # exception would be printed and lost: it stops the run once they are down, unsaved.
-    cfg = tiny_cfg(
-        tiny_dataset, tmp_path / "out", TRAIN__BATCH_SIZE=2, TRAIN__ACCUMULATION_STEPS=2,
-        DATA_LOADER__NUM_WORKERS=2,
-    )  # fmt: skip
-    config = write_cfg(cfg, tmp_path / "cfg.yaml")
-    result = _interrupted("step-twice", "tools/run_net.py", "--cfg", str(config))
-    _assert_no_traceback(result)
-    assert result.returncode == 130, result.stdout + result.stderr
+    result = _interrupted_training("step-twice", tiny_dataset, tmp_path)
     assert result.stderr.endswith("interrupted\n"), result.stderr
     assert latest_checkpoint(tmp_path / "out") is None
 
