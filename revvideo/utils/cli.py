@@ -45,6 +45,7 @@ def run_interruptibly(command: Callable[[], int], interrupted: str = "interrupte
     handling is back (a test or notebook that called `main`)."""
     global _forks_ignore_interrupts
     previous = signal.getsignal(signal.SIGINT)
+    status = None
     try:
         signal.signal(signal.SIGINT, _interrupt)
         _forks_ignore_interrupts = True
@@ -53,11 +54,12 @@ def run_interruptibly(command: Callable[[], int], interrupted: str = "interrupte
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         status = 128 + signal.SIGINT
-    if status > 128:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    else:
-        signal.signal(signal.SIGINT, previous)
-        _forks_ignore_interrupts = False
+    finally:
+        if status is not None and status > 128:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:  # done, or an exception (a usage error's SystemExit) on its way to the caller
+            signal.signal(signal.SIGINT, previous)
+            _forks_ignore_interrupts = False
     return status
 
 
