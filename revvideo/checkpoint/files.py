@@ -11,7 +11,6 @@ torchvision's `mvit_v1_b` parameter names. Files are unpickled with `weights_onl
 checkpoint can never run code; every problem with a file is a one-line `CheckpointError`.
 """
 
-import contextlib
 import math
 import os
 import re
@@ -28,6 +27,7 @@ from torch import nn
 
 from revvideo.config import config_from_mapping, load_config
 from revvideo.utils.errors import CheckpointError, ConfigError
+from revvideo.utils.files import WriteError, written_whole
 
 __all__ = [
     "from_torchvision_mvit",
@@ -113,44 +113,46 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
-    """Writes `{"model_state": model.state_dict(), **extra}` to `path` atomically.
+    """Writes `{"model_state": model.state_dict(), **extra}` to `path`, whole or not at all.
 
     `extra` holds plain data (tensors, numbers, strings, lists, dicts, state dicts) so that
     `weights_only` loading accepts it: store a config as `cfg.dump()`. A (Distributed)
-    DataParallel wrapper is not saved. The file is written next to `path` and renamed over it
-    only once complete, so a crash or a full disk never leaves a partial checkpoint or
-    destroys the previous one.
+    DataParallel wrapper is not saved. A crash or a full disk never leaves a partial
+    checkpoint or destroys the previous one; a failed write is a CheckpointError that says why
+    (for a full disk, the room the file needs).
     """
     if MODEL_STATE in extra:
         raise TypeError(f"{MODEL_STATE!r} is taken from `model`; pass it no other way")
     path = Path(path)
-    # Hidden, so that tools listing checkpoints never pick up a partial file; one per process,
-    # so that two writers never share it. Not tempfile.mkstemp: its 0600 mode would stick.
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     checkpoint = {MODEL_STATE: _unwrap(model).state_dict(), **extra}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-        # The rename itself is durable only once the directory entry reaches the disk.
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except (OSError, RuntimeError) as err:
-        # torch.save reports a full disk as a RuntimeError from its zip writer.
-        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
-        kept = f"; {path} is unchanged" if path.exists() else ""
-        raise CheckpointError(f"cannot write checkpoint {path}: {reason}{kept}") from err
-    finally:
-        # The write's own error is the one to report: a failed cleanup (read-only folder)
-        # must not replace it.
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
+        with written_whole(path, size=lambda: _saved_size(checkpoint)) as partial:
+            # A Python file, not a path: torch's writer then raises from the OSError that
+            # names the reason.
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+    except WriteError as err:
+        raise CheckpointError(str(err)) from err
+    except OSError as err:
+        raise CheckpointError(f"cannot write {path}: {err.strerror}") from err
+
+
+class _ByteCounter:
+    size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _saved_size(checkpoint: dict[str, Any]) -> int:
+    counter = _ByteCounter()
+    torch.save(checkpoint, counter)
+    return counter.size
 
 
 def _unpickle(path: Path, map_location: str | torch.device | None) -> Any:

@@ -58,7 +58,7 @@ def remove_partial_checkpoints(output_dir: str | Path) -> int:
     """Deletes the partial files a killed writer left in the run's checkpoint folder (only call
     this while holding the run's OUTPUT_DIR, when no writer can be at work); returns how many."""
     folder = Path(output_dir) / CHECKPOINT_DIR
-    partial = list(folder.glob(".*.pyth.*.tmp")) if folder.is_dir() else []
+    partial = list(folder.glob(".*.pyth.*.tmp.pyth")) if folder.is_dir() else []
     for path in partial:
         path.unlink(missing_ok=True)
     return len(partial)
