@@ -3,6 +3,7 @@ and the atomic write."""
 
 import builtins
 import dataclasses
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -280,7 +281,13 @@ def test_bad_checkpoint_is_a_one_line_error(tmp_path, write, message):
 # --- atomic writes ---------------------------------------------------------------------------
 
 
+_real_save = torch.save
+
+
 def failing_save(obj, file, *args, **kwargs):
+    """torch.save onto a disk that fills after a few bytes; sizing a file in memory still works."""
+    if not hasattr(file, "fileno"):
+        return _real_save(obj, file, *args, **kwargs)
     file.write(b"half a checkpoint")
     raise OSError(28, "No space left on device")
 
@@ -293,12 +300,40 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     with pytest.raises(
         CheckpointError,
-        match=r"cannot write checkpoint .*: No space left on device; .* is unchanged$",
+        match=r"^cannot write .*checkpoint.pyth: the disk is full \(the file needs [\d.]+ MiB, "
+        r"[\d.]+ MiB free\); .*checkpoint.pyth is unchanged$",
     ):
         save_checkpoint(path, tiny_mvit(), epoch=2)
 
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pyth"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB file system (a tmpfs; mounting needs root, as on CI)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)])
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_is_named_with_the_room_the_checkpoint_needs(tmp_path, small_disk):
+    model = nn.Linear(1000, 1000)  # 3.8 MiB of weights, on a 1 MiB disk
+    save_checkpoint(tmp_path / "fits.pyth", model, epoch=1)
+    needed = (tmp_path / "fits.pyth").stat().st_size / 2**20
+
+    with pytest.raises(CheckpointError) as error:
+        save_checkpoint(small_disk / "run" / "x.pyth", model, epoch=1)
+
+    assert str(error.value) == (
+        f"cannot write {small_disk / 'run' / 'x.pyth'}: the disk is full (the file needs "
+        f"{needed:.1f} MiB, 1.0 MiB free)"
+    )
+    assert list((small_disk / "run").iterdir()) == []
 
 
 def test_failed_first_save_leaves_no_file(tmp_path, monkeypatch):
@@ -338,7 +373,5 @@ def test_a_read_only_destination_reports_the_write_error_not_the_cleanup(tmp_pat
 
     monkeypatch.setattr(builtins, "open", read_only)
     monkeypatch.setattr(Path, "unlink", read_only)
-    with pytest.raises(
-        CheckpointError, match=r"^cannot write checkpoint .*: Read-only file system$"
-    ):
+    with pytest.raises(CheckpointError, match=r"^cannot write .*x.pyth: Read-only file system$"):
         save_checkpoint(tmp_path / "x.pyth", tiny_mvit())

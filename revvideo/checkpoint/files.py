@@ -127,11 +127,13 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     checkpoint = {MODEL_STATE: _unwrap(model).state_dict(), **extra}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with written_whole(path, size=lambda: _saved_size(checkpoint)) as partial:
-            # A Python file, not a path: torch's writer then raises from the OSError that
-            # names the reason.
-            with open(partial, "wb") as file:
-                torch.save(checkpoint, file)
+        # A Python file, not a path: torch's writer then raises from the OSError that names
+        # the reason.
+        with (
+            written_whole(path, size=lambda: _saved_size(checkpoint)) as partial,
+            open(partial, "wb") as file,
+        ):
+            torch.save(checkpoint, file)
     except WriteError as err:
         raise CheckpointError(str(err)) from err
     except OSError as err:

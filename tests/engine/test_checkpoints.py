@@ -34,7 +34,7 @@ def test_names_and_order(tmp_path):
         "checkpoint_epoch_00002.pyth",
         "checkpoint_epoch_00010_step_000005.pyth",
         "checkpoint_epoch_00009_step_000100.pyth",
-        ".checkpoint_epoch_00011.pyth.123.tmp",  # a partial write: never a checkpoint
+        ".checkpoint_epoch_00011.pyth.123.tmp.pyth",  # a partial write: never a checkpoint
         "notes.txt",
     ):
         (folder / name).write_bytes(b"")
