@@ -11,13 +11,13 @@ alone), `peak` (what is alive at a training step's peak, by the line that alloca
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 
 import torch
 
 from revvideo.benchmark import budget, data, models, paper, peak, pipeline
 from revvideo.benchmark.settings import Settings
+from revvideo.utils.files import written_whole
 from revvideo.utils.table import format_table
 
 __all__ = ["Settings", "run"]
@@ -57,14 +57,13 @@ def run(settings: Settings) -> dict:
 
 
 def _write_json(settings: Settings, result: dict) -> None:
-    """Writes the figures to `settings.json`, if set: to a file next to it, then renamed over
-    it, so that a run cut off meanwhile leaves the figures written last, whole."""
+    """Writes the figures to `settings.json`, if set, whole: a run cut off meanwhile leaves the
+    figures written last."""
     if not settings.json:
         return
     figures = dict(settings=asdict(settings) | {"json": None}, **result)
-    partial = settings.json.with_name(f".{settings.json.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(figures, indent=2))
-    os.replace(partial, settings.json)
+    with written_whole(settings.json) as partial:
+        partial.write_text(json.dumps(figures, indent=2))
 
 
 def _has_cuda(device: torch.device, section: str) -> bool:
