@@ -7,6 +7,7 @@ and ImageNet-1k's names come from torchvision's weight metadata, offline.
 
     names = resolve_class_names(num_classes, checkpoint=entries, data_dir=cfg.DATA.PATH_TO_DATA_DIR)
     match = match_classes(model_names, dataset_names, shared_only=False)
+    rows = match_head_rows(checkpoint_names, dataset_names)  # fine-tuning a head
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ __all__ = [
     "CLASSNAMES_FILE",
     "ClassMatch",
     "ClassNames",
+    "HeadRows",
     "dataset_class_names",
     "imagenet1k_class_names",
     "kinetics400_class_names",
     "match_classes",
+    "match_head_rows",
     "normalized_name",
     "read_classnames_file",
     "resolve_class_names",
@@ -266,3 +269,75 @@ def match_classes(
         f"scoring only the {len(dataset) - len(unknown)} classes the model and the dataset "
         f"share: {'; '.join(differences)}",
     )
+
+
+@dataclass(frozen=True)
+class HeadRows:
+    """Which row of a checkpoint's classification head each output of a model starts from.
+
+    `rows[i]` is the checkpoint's row for the model's output `i`, or -1 for a class the
+    checkpoint does not have (a freshly initialised row); `rows` is None when the head is
+    re-initialised whole. `notice` says what was done, "" when every row is kept in place.
+    """
+
+    rows: list[int] | None
+    notice: str
+
+
+def match_head_rows(checkpoint: ClassNames, model: ClassNames) -> HeadRows:
+    """Lines up the rows of a checkpoint's head with the outputs of a model fine-tuned from it.
+
+    - both name their classes: by (normalised) name, the model's order kept; a class new to
+      the checkpoint gets a fresh row, one the model lacks is dropped, and when none is
+      shared the head is re-initialised;
+    - either names none (placeholders): by position when the counts match, with a notice
+      saying so; else re-initialised.
+    """
+    old, new = len(checkpoint.names), len(model.names)
+    if not (checkpoint.named and model.named):
+        if old != new:
+            return HeadRows(
+                None, f"re-initialised the classification head ({old} -> {new} classes)"
+            )
+        unnamed = (
+            "neither the checkpoint nor the dataset names its classes, so the checkpoint's "
+            f"{old} rows are taken as the labels"
+            if not (checkpoint.named or model.named)
+            else f"the checkpoint names no classes, so its {old} rows are taken as the "
+            "dataset's classes"
+            if model.named
+            else f"the dataset names no classes, so the checkpoint's {old} rows are taken as "
+            "its labels"
+        )
+        return HeadRows(list(range(new)), f"classification head: {unnamed} by position")
+    position: dict[str, int] = {}
+    for i, name in enumerate(checkpoint.names):
+        position.setdefault(normalized_name(name), i)
+    rows = [position.get(normalized_name(name), -1) for name in model.names]
+    if rows == list(range(old)):
+        return HeadRows(rows, "")
+    kept = [row for row in rows if row >= 0]
+    assumed = (
+        f" (the checkpoint's {old} classes taken as Kinetics-400's, which it does not name)"
+        if checkpoint.source == "kinetics400"
+        else ""
+    )
+    if not kept:
+        return HeadRows(
+            None,
+            f"re-initialised the classification head ({old} -> {new} classes): the checkpoint "
+            f"has none of the dataset's classes{assumed}",
+        )
+    added = [name for name, row in zip(model.names, rows, strict=True) if row < 0]
+    shared = set(kept)
+    dropped = [name for i, name in enumerate(checkpoint.names) if i not in shared]
+    parts = [
+        f"{len(kept)} classes kept by name{' (reordered)' if kept != sorted(kept) else ''}",
+        *([f"{len(added)} new ({first_names(added)})"] if added else []),
+        *(
+            [f"{len(dropped)} of the checkpoint's dropped ({first_names(dropped)})"]
+            if dropped
+            else []
+        ),
+    ]
+    return HeadRows(rows, f"classification head: {', '.join(parts)}{assumed}")

@@ -6,8 +6,10 @@ import pytest
 
 from revvideo.classes import (
     ClassNames,
+    HeadRows,
     dataset_class_names,
     match_classes,
+    match_head_rows,
     read_classnames_file,
     resolve_class_names,
     write_classnames_file,
@@ -118,3 +120,30 @@ def test_a_latin1_file_is_an_error_naming_file_and_line(tmp_path):
     path.write_bytes(json.dumps({"up": 0}).encode() + b"\n" + "{é}".encode("latin-1"))
     with pytest.raises(DataError, match=r"classnames\.json, line 2: not UTF-8 text"):
         read_classnames_file(path)
+
+
+def test_head_rows_follow_names_and_go_by_position_only_where_a_side_names_none():
+    checkpoint = ClassNames(["a", "b", "c", "d"], "checkpoint")
+    rows = match_head_rows(checkpoint, ClassNames(["D", "x", "b"], "dataset"))
+    assert rows == HeadRows(
+        [3, -1, 1],
+        "classification head: 2 classes kept by name (reordered), 1 new ('x'), 2 of the "
+        "checkpoint's dropped ('a', 'c')",
+    )
+    assert match_head_rows(checkpoint, ClassNames(["a", "b", "c", "d"], "dataset")).notice == ""
+    none_shared = match_head_rows(checkpoint, ClassNames(["x"], "dataset"))
+    assert none_shared.rows is None and none_shared.notice.startswith(
+        "re-initialised the classification head (4 -> 1 classes): the checkpoint has none"
+    )
+    placeholders = resolve_class_names(4)
+    assert match_head_rows(placeholders, checkpoint).rows == [0, 1, 2, 3]
+    assert "the checkpoint names no classes" in match_head_rows(placeholders, checkpoint).notice
+    assert match_head_rows(placeholders, ClassNames(["a"], "dataset")) == HeadRows(
+        None, "re-initialised the classification head (4 -> 1 classes)"
+    )
+    # A bare 400-class head is taken as Kinetics-400's, as everywhere; the line says so.
+    kinetics = match_head_rows(resolve_class_names(400), ClassNames(["zumba", "mine"], "dataset"))
+    assert kinetics.rows == [399, -1]
+    assert kinetics.notice.endswith(
+        "(the checkpoint's 400 classes taken as Kinetics-400's, which it does not name)"
+    )

@@ -12,8 +12,15 @@ from revvideo.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from revvideo.classes import ClassNames
 from revvideo.models import rev_mvit_b_16x4
 from revvideo.utils.errors import CheckpointError
+
+# Said whenever rows go by position, here where neither side names its classes.
+UNNAMED = (
+    "classification head: neither the checkpoint nor the dataset names its classes, so the "
+    "checkpoint's {} rows are taken as the labels by position"
+)
 
 
 def _saved(tmp_path, model):
@@ -45,7 +52,7 @@ def test_the_same_model_loads_unchanged(tmp_path):
     path, checkpoint = _saved(tmp_path, pretrained)
     model = tiny_rev_mvit(num_classes=6)
 
-    assert load_fine_tuning_state(model, checkpoint, path) == []
+    assert load_fine_tuning_state(model, checkpoint, path) == [UNNAMED.format(6)]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in pretrained.state_dict().items())
 
 
@@ -63,6 +70,7 @@ def test_separable_position_embeddings_follow_frames_and_crop(tmp_path):
     changes = load_fine_tuning_state(model, checkpoint, path)
 
     assert changes == [
+        UNNAMED.format(6),
         "resized pos_embed_spatial (64 -> 256 positions)",
         "resized pos_embed_temporal (2 -> 4 positions)",
     ]
@@ -85,7 +93,7 @@ def test_a_joint_position_embedding_is_resized_over_its_grid(tmp_path):
 
     changes = load_fine_tuning_state(model, checkpoint, path)
 
-    assert changes == ["resized pos_embed (32 -> 128 positions)"]
+    assert changes == [UNNAMED.format(5), "resized pos_embed (32 -> 128 positions)"]
     old = pretrained.pos_embed.reshape(2, 4, 4, -1)
     new = model.pos_embed.reshape(2, 8, 8, -1)
     # Each frame's grid is resized on its own: the mean of a frame's positions is kept.
@@ -128,3 +136,114 @@ def test_a_release_name_fine_tunes_into_other_classes_and_frames(tmp_path, monke
     ]
     patch = "patch_embed.proj.weight"
     assert torch.equal(model.state_dict()[patch], published.state_dict()[patch])
+
+
+# Classes travel by name: the head's rows follow the dataset's class names, not their indices.
+HEAD_KEYS = ("head.projection.weight", "head.projection.bias")
+
+
+def _named_checkpoint(tmp_path, names, seed=0):
+    torch.manual_seed(seed)
+    pretrained = tiny_rev_mvit(num_classes=len(names))
+    path = tmp_path / "named.pyth"
+    save_checkpoint(path, pretrained, class_names=list(names))
+    return pretrained.state_dict(), path, read_checkpoint(path)
+
+
+def _fresh(num_classes, seed=1):
+    torch.manual_seed(seed)
+    model = tiny_rev_mvit(num_classes=num_classes)
+    return model, {key: model.state_dict()[key].clone() for key in HEAD_KEYS}
+
+
+def test_the_same_classes_in_another_order_keep_their_rows_by_name(tmp_path):
+    old = ["up", "down", "still"]
+    pretrained, path, checkpoint = _named_checkpoint(tmp_path, old)
+    model, _ = _fresh(3)
+    order = ["still", "up", "down"]
+
+    changes = load_fine_tuning_state(model, checkpoint, path, ClassNames(order, "dataset"))
+
+    assert changes == ["classification head: 3 classes kept by name (reordered)"]
+    for key in HEAD_KEYS:
+        expected = torch.stack([pretrained[key][old.index(name)] for name in order])
+        assert torch.equal(model.state_dict()[key], expected)
+
+
+def test_new_classes_get_fresh_rows_and_the_checkpoints_others_are_dropped(tmp_path):
+    old = ["a", "b", "c", "d", "Air drumming"]
+    pretrained, path, checkpoint = _named_checkpoint(tmp_path, old)
+    model, fresh = _fresh(5)
+    order = ["air_drumming", "x", "a", "y", "c"]  # names match as everywhere: normalised
+
+    changes = load_fine_tuning_state(model, checkpoint, path, ClassNames(order, "dataset"))
+
+    assert changes == [
+        "classification head: 3 classes kept by name (reordered), 2 new ('x', 'y'), 2 of the "
+        "checkpoint's dropped ('b', 'd')"
+    ]
+    loaded = model.state_dict()
+    for key in HEAD_KEYS:
+        for row, source in enumerate([4, None, 0, None, 2]):
+            # A new class's row is the one the model initialised it with.
+            expected = fresh[key][row] if source is None else pretrained[key][source]
+            assert torch.equal(loaded[key][row], expected), (key, row)
+
+
+def test_fewer_classes_in_the_same_order_are_kept_without_reordering(tmp_path):
+    pretrained, path, checkpoint = _named_checkpoint(tmp_path, ["a", "b", "c", "d"])
+    model, _ = _fresh(2)
+
+    changes = load_fine_tuning_state(model, checkpoint, path, ClassNames(["b", "d"], "dataset"))
+
+    assert changes == [
+        "classification head: 2 classes kept by name, 2 of the checkpoint's dropped ('a', 'c')"
+    ]
+    assert torch.equal(model.head.projection.bias, pretrained["head.projection.bias"][[1, 3]])
+
+
+def test_the_same_count_of_other_classes_is_a_new_head(tmp_path):
+    _, path, checkpoint = _named_checkpoint(tmp_path, ["a", "b", "c"])
+    model, fresh = _fresh(3)
+
+    changes = load_fine_tuning_state(
+        model, checkpoint, path, ClassNames(["x", "y", "z"], "dataset")
+    )
+
+    assert changes == [
+        "re-initialised the classification head (3 -> 3 classes): the checkpoint has none of "
+        "the dataset's classes"
+    ]
+    assert all(torch.equal(model.state_dict()[key], fresh[key]) for key in HEAD_KEYS)
+
+
+def test_the_same_classes_in_the_same_order_load_unchanged(tmp_path):
+    pretrained, path, checkpoint = _named_checkpoint(tmp_path, ["a", "b"])
+    model, _ = _fresh(2)
+
+    assert load_fine_tuning_state(model, checkpoint, path, ClassNames(["a", "b"], "dataset")) == []
+    assert all(torch.equal(model.state_dict()[key], pretrained[key]) for key in HEAD_KEYS)
+
+
+def test_unnamed_classes_are_matched_by_position_and_said_so(tmp_path):
+    torch.manual_seed(0)
+    pretrained = tiny_rev_mvit(num_classes=3)
+    path, checkpoint = _saved(tmp_path, pretrained)  # a bare state dict: no class names
+    model, _ = _fresh(3)
+
+    changes = load_fine_tuning_state(
+        model, checkpoint, path, ClassNames(["c", "a", "b"], "dataset")
+    )
+
+    assert changes == [
+        "classification head: the checkpoint names no classes, so its 3 rows are taken as the "
+        "dataset's classes by position"
+    ]
+    assert all(torch.equal(model.state_dict()[k], pretrained.state_dict()[k]) for k in HEAD_KEYS)
+
+    _, path, checkpoint = _named_checkpoint(tmp_path, ["a", "b", "c"])
+    unnamed = ClassNames(["class_0", "class_1", "class_2"], "unnamed")
+    assert load_fine_tuning_state(_fresh(3)[0], checkpoint, path, unnamed) == [
+        "classification head: the dataset names no classes, so the checkpoint's 3 rows are "
+        "taken as its labels by position"
+    ]

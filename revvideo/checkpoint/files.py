@@ -25,6 +25,7 @@ import yaml
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from revvideo.classes import ClassNames, match_head_rows, resolve_class_names
 from revvideo.config import config_from_mapping, load_config
 from revvideo.utils.errors import CheckpointError, ConfigError
 from revvideo.utils.files import WriteError, written_whole
@@ -383,30 +384,73 @@ def _resized_position_embedding(
     return torch.cat([value[:, :class_positions], volume.flatten(2).transpose(1, 2)], dim=1)
 
 
+def _fit_head(
+    state: StateDict,
+    expected: StateDict,
+    checkpoint: Mapping[str, Any],
+    class_names: ClassNames | None,
+) -> str:
+    """Puts into `state` the classification head the model starts from (match_head_rows):
+    the checkpoint's rows of the model's classes, in the model's order, and the model's own
+    freshly initialised rows (in `expected`) for the others. Returns the notice ("" when the
+    head loads as it is). A head that does not fit the model otherwise (another width) is left
+    for _check_fit to name."""
+    head = [key for key in expected if key.startswith(HEAD_PREFIX)]
+    old = head_classes(checkpoint)
+    new = expected[HEAD_PREFIX + "weight"].shape[0] if HEAD_PREFIX + "weight" in expected else None
+    if not head or old is None or new is None:
+        return ""
+    fits = all(
+        key in state
+        and state[key].ndim == expected[key].ndim
+        and state[key].shape[0] == old
+        and state[key].shape[1:] == expected[key].shape[1:]
+        for key in head
+    )
+    if not fits:
+        return ""
+    model = class_names or ClassNames([f"class_{i}" for i in range(new)], "unnamed")
+    if len(model.names) != new:
+        raise ValueError(f"{len(model.names)} class names for a head of {new} classes")
+    match = match_head_rows(resolve_class_names(old, checkpoint=checkpoint), model)
+    for key in head:
+        fitted = expected[key].clone()
+        for output, row in enumerate(match.rows or []):
+            if row >= 0:
+                fitted[output] = state[key][row]
+        state[key] = fitted
+    return match.notice
+
+
 def load_fine_tuning_state(
-    model: nn.Module, checkpoint: Mapping[str, Any], path: str | os.PathLike
+    model: nn.Module,
+    checkpoint: Mapping[str, Any],
+    path: str | os.PathLike,
+    class_names: ClassNames | None = None,
 ) -> list[str]:
     """Loads the weights of `checkpoint` into `model` for fine-tuning: every tensor that fits;
-    the classification head left as initialised when the class count differs; position
-    embeddings interpolated to another frame count or crop size.
+    the classification head's rows by class name; position embeddings interpolated to another
+    frame count or crop size.
 
-    Returns what was re-initialised or resized (empty when everything fitted). Raises
-    CheckpointError naming the first mismatches when the rest of the model does not fit.
+    `class_names` names the model's outputs (the dataset's classes, in its order); None when
+    nothing names them. When both it and the checkpoint name their classes (see
+    `resolve_class_names`), each class keeps the checkpoint's row for it, reordered into the
+    model's order, a class new to the checkpoint keeps the row the model was initialised with,
+    and the checkpoint's other rows are dropped; when either names none, rows go by position
+    if the counts match, else the head is left as initialised (see `match_head_rows`).
+
+    Returns what was re-initialised, re-ordered, matched by position or resized (empty when
+    everything fitted as it was). Raises CheckpointError naming the first mismatches when the
+    rest of the model does not fit.
     """
     path = Path(path)
     model = _unwrap(model)
     expected = model.state_dict()
     state = dict(checkpoint[MODEL_STATE])
     changes = []
-    head = {key for key in expected if key.startswith(HEAD_PREFIX)}
-    if any(key in state and state[key].shape != expected[key].shape for key in head):
-        old = head_classes(checkpoint)
-        for key in head:
-            state[key] = expected[key]
-        changes.append(
-            f"re-initialised the classification head ({old} -> "
-            f"{expected[HEAD_PREFIX + 'weight'].shape[0]} classes)"
-        )
+    notice = _fit_head(state, expected, checkpoint, class_names)
+    if notice:
+        changes.append(notice)
     for key in sorted(expected):
         resize = key.startswith("pos_embed") and key in state
         if resize and state[key].shape != expected[key].shape:

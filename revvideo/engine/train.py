@@ -274,7 +274,8 @@ class Trainer:
             f"{self.cfg.DATA.PATH_TO_DATA_DIR} has {first_names(dataset.names)}"
             f"{' (the same classes in another order)' if same else ''}: resuming would train "
             "its head on other labels; train into another OUTPUT_DIR (with TRAIN."
-            f"CHECKPOINT_FILE_PATH {checkpoint} to start from its weights)"
+            f"CHECKPOINT_FILE_PATH {checkpoint} to start from its weights, its head's rows "
+            "kept by class name)"
         )
 
     def _check_resumed_steps_per_epoch(self, checkpoint: Path, state: dict) -> None:
@@ -310,10 +311,13 @@ class Trainer:
         )
 
     def _load_initial_weights(self, source: str) -> None:
-        """Fine-tuning: the weights of `source` (a file or a release name) that fit the model;
-        one line says what did not (a new head, resized position embeddings)."""
+        """Fine-tuning: the weights of `source` (a file or a release name) that fit the model,
+        the head's rows by class name; one line says what did not fit as it was (the head's
+        classes kept, new and dropped, resized position embeddings)."""
         path = checkpoint_file(source, "TRAIN.CHECKPOINT_FILE_PATH")
-        changes = load_fine_tuning_state(self.model, read_checkpoint(path), path)
+        changes = load_fine_tuning_state(
+            self.model, read_checkpoint(path), path, class_names=self.class_names
+        )
         self.source = source
         logger.info("initial weights: %s%s", source, f" ({'; '.join(changes)})" if changes else "")
 
