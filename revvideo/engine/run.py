@@ -30,7 +30,7 @@ from revvideo.classes import (
 )
 from revvideo.config.validate import validate_config
 from revvideo.data.loader import dead_loader_worker
-from revvideo.data.paths import video_list_source
+from revvideo.data.paths import VideoList, read_video_entries, video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
 from revvideo.engine.distributed import (
     barrier,
@@ -166,7 +166,10 @@ def prepare_output_dir(output_dir: Path) -> None:
 
 
 def check_video_lists(cfg: CfgNode) -> None:
-    """DataError, with the way to make them, when the lists this run needs are missing."""
+    """DataError, with the way to make them, when the lists this run needs are missing; one
+    line naming the file, the video, its labels and lines when a list gives a video two labels.
+    One warning each (main process) for videos listed twice with one label (they count twice)
+    and for classes without training videos (the model cannot learn them)."""
     splits = _splits(cfg)
     root = cfg.DATA.PATH_TO_DATA_DIR
     lists = ", ".join(f"{split}.csv" for split in splits)
@@ -181,6 +184,35 @@ def check_video_lists(cfg: CfgNode) -> None:
                 f"{os.path.join(root, f'{split}.csv')} not found: DATA.PATH_TO_DATA_DIR must "
                 f"hold {lists} (lines `path label`); {PREPARE_HINT}"
             )
+    for split in splits:
+        listed = read_video_entries(
+            root, split, cfg.DATA.PATH_PREFIX, cfg.DATA.PATH_LABEL_SEPARATOR
+        )
+        warnings = [listed.repeats_notice()]
+        if split == "train":
+            warnings.append(_unlearned_classes_notice(cfg, listed))
+        for warning in filter(None, warnings):
+            if is_main_process():
+                logger.warning("%s", warning)
+
+
+def _unlearned_classes_notice(cfg: CfgNode, train: VideoList) -> str:
+    """One line naming the classes of the dataset that no training video shows, or ""."""
+    names = dataset_class_names(cfg.DATA.PATH_TO_DATA_DIR)
+    count = len(names) if names else cfg.MODEL.NUM_CLASSES
+    unseen = sorted(set(range(count)) - {entry.label for entry in train.entries})
+    if not unseen:
+        return ""
+    if names:
+        named = first_names([names[label] for label in unseen], 5)
+    else:
+        named = ", ".join(f"label {label}" for label in unseen[:5])
+        named += ", ..." if len(unseen) > 5 else ""
+    one = len(unseen) == 1
+    return (
+        f"{len(unseen)} of the {count} classes {'has' if one else 'have'} no video in "
+        f"{train.source}, so the model cannot learn {'it' if one else 'them'}: {named}"
+    )
 
 
 def prepare_data(cfg: CfgNode) -> None:

@@ -4,7 +4,7 @@ import pytest
 
 from revvideo.classes import folder_class_names
 from revvideo.data import build_dataset
-from revvideo.data.paths import read_video_list
+from revvideo.data.paths import read_video_entries, read_video_list
 from revvideo.utils.errors import ConfigError, DataError
 
 
@@ -118,3 +118,28 @@ def test_unusable_settings_name_the_key(small_cfg, small_dataset, key, value, me
 def test_pyslowfast_torchvision_backend_reads_as_pyav(small_cfg, small_dataset):
     small_cfg.DATA.DECODING_BACKEND = "torchvision"
     assert build_dataset(small_cfg, "val").backend == "pyav"
+
+
+def test_a_video_listed_with_two_labels_names_the_file_the_video_both_labels_and_lines(tmp_path):
+    write(tmp_path / "train.csv", "a.mp4 0\nb.mp4 1\n\n./a.mp4 2\n")
+    with pytest.raises(DataError) as error:
+        read_video_list(str(tmp_path), "train", num_classes=3)
+    assert str(error.value) == (
+        f"{tmp_path / 'train.csv'}: {tmp_path / 'a.mp4'} is listed with label 0 at line 1 and "
+        "with label 2 at line 4, and a video has one class: correct or remove one of the lines"
+    )
+
+
+def test_a_video_listed_twice_with_one_label_is_read_and_counted_twice(tmp_path):
+    write(tmp_path / "train.csv", "a.mp4 0\nb.mp4 1\na.mp4 0\nb.mp4 1\nb.mp4 1\n")
+    videos = read_video_list(str(tmp_path), "train", num_classes=2)
+    assert len(videos) == 5
+    listed = read_video_entries(str(tmp_path), "train")
+    assert [entry.label for entry in listed.entries] == [0, 1, 0, 1, 1]
+    assert listed.repeats_notice() == (
+        f"{tmp_path / 'train.csv'}: 2 videos are listed more than once with the same label, so "
+        f"they count more than once: {tmp_path / 'a.mp4'} (lines 1, 3), {tmp_path / 'b.mp4'} "
+        "(lines 2, 4, 5)"
+    )
+    write(tmp_path / "val.csv", "a.mp4 0\nb.mp4 1\n")
+    assert read_video_entries(str(tmp_path), "val").repeats_notice() == ""
