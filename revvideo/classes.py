@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from revvideo.utils.errors import DataError
+from revvideo.utils.files import is_hidden, written_whole
 from revvideo.utils.text import read_text
 
 __all__ = [
@@ -97,19 +98,24 @@ def read_classnames_file(path: str | os.PathLike) -> list[str]:
 
 
 def write_classnames_file(path: str | os.PathLike, names: Sequence[str]) -> None:
-    """Writes `{name: index}` in index order (UTF-8, names unescaped)."""
-    with open(path, "w", encoding="utf-8") as file:
+    """Writes `{name: index}` in index order (UTF-8, names unescaped), whole or not at all."""
+    with written_whole(path) as partial, open(partial, "w", encoding="utf-8") as file:
         json.dump({name: i for i, name in enumerate(names)}, file, indent=1, ensure_ascii=False)
         file.write("\n")
 
 
 def folder_class_names(data_dir: str | os.PathLike) -> list[str]:
-    """Sorted class folder names found under `<dir>/train`, `<dir>/val` and `<dir>/test`."""
+    """Sorted class folder names found under `<dir>/train`, `<dir>/val` and `<dir>/test`
+    (hidden folders, such as .thumbnails, are none)."""
     names = set()
     for split in SPLITS:
         folder = os.path.join(data_dir, split)
         if os.path.isdir(folder):
-            names.update(entry.name for entry in os.scandir(folder) if entry.is_dir())
+            names.update(
+                entry.name
+                for entry in os.scandir(folder)
+                if entry.is_dir() and not is_hidden(entry.name)
+            )
     return sorted(names)
 
 

@@ -23,8 +23,10 @@ sorted class names. Writes <output>/{train,val,test}.csv (one `path label` row p
 notice names a split left without videos), classnames.json, missing_<split>.txt and failed.txt;
 then set DATA.PATH_TO_DATA_DIR to <output>.
 
-A video whose path holds a newline or control character would split its row: it is skipped and
-counted. A class name that cannot be a folder name ('/', '..', a newline) is an error. Inputs are
+Hidden files and folders (names starting with '.': .DS_Store, .git, macOS's ._a.mp4) are skipped
+and counted. A video whose path holds a newline or control character would split its row, and
+one whose name is not valid UTF-8 cannot be written in the lists: it is skipped and counted. A
+class name that cannot be a folder name ('/', '..', a newline) or is not valid UTF-8 is an error. Inputs are
 never written: the lists must not replace an annotation CSV, and with --resize <output>/videos
 must lie outside --videos. Exit status: 0 done; 2 a user mistake (one `error:` line); 130
 interrupted by Ctrl-C (one `interrupted` line; the lists are written only once all is done).
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _prepare_and_report(args: argparse.Namespace) -> int:
     try:
-        found = _prepare(args)
+        found, hidden = _prepare(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -114,7 +116,11 @@ def _prepare_and_report(args: argparse.Namespace) -> int:
         print(f"notice: {notice}")
     per_split = Counter(video.split for video in found.videos)
     counts = ", ".join(f"{split} {per_split[split]}" for split in SPLITS if per_split[split])
-    print(f"{args.output}: {counts} videos of {len(found.class_names)} classes")
+    skipped = f"; {hidden} hidden files and folders skipped (names starting with '.')"
+    print(
+        f"{args.output}: {counts} videos of {len(found.class_names)} classes"
+        f"{skipped if hidden else ''}"
+    )
     for split, rows in found.missing.items():
         print(f"{len(rows)} {split} clips not downloaded: {args.output}/missing_{split}.txt")
     return 0
@@ -122,9 +128,11 @@ def _prepare_and_report(args: argparse.Namespace) -> int:
 
 def _prepare(args):
     """Reads the layout of args.videos, re-encodes if asked, writes the lists; returns what
-    was found, its `notices` extended with the failures to re-encode."""
+    was found, its `notices` extended with the failures to re-encode, and how many hidden files
+    and folders were skipped."""
     from revvideo.data.kinetics import (
         check_outputs,
+        count_hidden,
         folder_layout,
         reencode_all,
         videos_from_annotations,
@@ -180,7 +188,7 @@ def _prepare(args):
             f"{', '.join(f'{args.output}/{split}.csv' for split in unlisted)}: training "
             "(tools/run_net.py) needs train.csv and val.csv, testing needs test.csv"
         )
-    return found
+    return found, count_hidden(args.videos)
 
 
 def _annotation_files(pairs):

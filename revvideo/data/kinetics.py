@@ -8,7 +8,9 @@ Used by tools/prepare_kinetics.py, which reads three layouts:
   `<youtube_id>_<start:06d>_<end:06d>.<ext>` or `<youtube_id>.<ext>`, often inside label folders.
 
 Paths built from data stay inside the output folder: class names that are folder names are
-checked (check_class_name), and video paths that cannot be one `path label` row are skipped.
+checked (check_class_name), and video paths that cannot be one `path label` row of a UTF-8 list
+are skipped. Hidden files and folders (".DS_Store", ".git", macOS's "._a.mp4") are neither
+classes nor videos (count_hidden counts them).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from revvideo.classes import (
 from revvideo.data.decoding import display_rotation, scaled_size
 from revvideo.data.paths import VIDEO_EXTENSIONS, video_files
 from revvideo.utils.errors import DataError
+from revvideo.utils.files import is_hidden, written_whole
 from revvideo.utils.text import read_text
 
 ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
@@ -106,12 +109,42 @@ def choose_class_names(found: Iterable[str], kinetics400: bool | None = None) ->
 
 def check_class_name(name: str, where: str) -> None:
     """DataError (naming `where`) unless `name` is safe as one folder name inside the output
-    folder: not empty, `.` or `..`, without `/` or `\\`, and one printable line."""
+    folder and in the UTF-8 lists: valid UTF-8, not empty, `.` or `..`, without `/` or `\\`,
+    and one printable line."""
+    if not is_utf8(name):
+        raise DataError(
+            f"{where}: the name {escaped(name)} is not valid UTF-8, which the lists are written "
+            "in; rename it"
+        )
     if name in ("", ".", "..") or "/" in name or "\\" in name or not name.isprintable():
         raise DataError(
             f"{where}: class name {name!r} cannot be a folder name (it must not be empty, "
             "'.' or '..', or hold '/', '\\', a newline or a control character); rename it"
         )
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a file name read from the disk was valid UTF-8 (Python keeps other bytes as
+    surrogates, which no UTF-8 text can hold)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escaped(name: str) -> str:
+    """A file name as its bytes, with the ones that are not UTF-8 as escapes: caf\\xe9."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def count_hidden(folder: str) -> int:
+    """How many hidden files and folders `folder` holds (not counting what hidden folders hold)."""
+    count = 0
+    for _, folders, names in os.walk(folder):
+        count += sum(map(is_hidden, folders + names))
+        folders[:] = [name for name in folders if not is_hidden(name)]
+    return count
 
 
 def folder_layout(root: str) -> str:
@@ -199,7 +232,7 @@ def videos_from_class_folders(
     empty = sorted(
         entry.name
         for entry in os.scandir(root)
-        if entry.is_dir() and entry.name not in folders and not entry.name.startswith(".")
+        if entry.is_dir() and entry.name not in folders and not is_hidden(entry.name)
     )
     empty_notice = (
         f"{len(empty)} of {len(empty) + len(folders)} class folders in {root} hold no videos "
@@ -270,10 +303,13 @@ def _checked_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
 
 
 def _class_folders(root: str, exclude: Sequence[str]) -> dict[str, list[str]]:
-    """{folder name: its video files, sorted} for the sub-folders of `root` holding videos."""
+    """{folder name: its video files, sorted} for the sub-folders of `root` holding videos
+    (hidden ones are none)."""
     folders = {}
     for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
-        if entry.is_dir() and entry.name not in exclude and (paths := video_files(entry.path)):
+        if is_hidden(entry.name) or not entry.is_dir() or entry.name in exclude:
+            continue
+        if paths := video_files(entry.path):
             folders[entry.name] = paths
     return folders
 
@@ -362,8 +398,9 @@ def _seconds(text: str, column: str, where: str) -> int:
 def _listable(paths: Iterable[str], skipped: list[str]) -> list[str]:
     """The paths that can be one `path label` row of a list; the others are added to `skipped`.
 
-    A list is read line by line (str.splitlines, which also breaks at \\r, \\x1c, \\u2028 ...),
-    so a newline or other control character in a path would split its row.
+    A list is UTF-8 text read line by line (str.splitlines, which also breaks at \\r, \\x1c,
+    \\u2028 ...): a path must be valid UTF-8, and a newline or other control character in it
+    would split its row.
     """
     listable = []
     for path in paths:
@@ -372,12 +409,24 @@ def _listable(paths: Iterable[str], skipped: list[str]) -> list[str]:
 
 
 def _skipped_notice(skipped: Sequence[str]) -> list[str]:
-    if not skipped:
-        return []
-    return [
-        f"{len(skipped)} video files skipped: their paths hold a newline or control character, "
-        f"which would split their row of the list ({first_names(skipped)}); rename them to list them"
-    ]
+    """One notice per reason the `skipped` paths (_listable) cannot be a row."""
+    not_utf8 = [path for path in skipped if not is_utf8(path)]
+    split = [path for path in skipped if is_utf8(path)]
+    notices = []
+    if split:
+        notices.append(
+            f"{len(split)} video files skipped: their paths hold a newline or control "
+            f"character, which would split their row of the list ({first_names(split)}); "
+            "rename them to list them"
+        )
+    if not_utf8:
+        shown = ", ".join(escaped(path) for path in not_utf8[:3])
+        more = ", ..." if len(not_utf8) > 3 else ""
+        notices.append(
+            f"{len(not_utf8)} video files skipped: their paths are not valid UTF-8, which the "
+            f"lists are written in ({shown}{more}); rename them to list them"
+        )
+    return notices
 
 
 def check_outputs(
@@ -420,7 +469,7 @@ def write_lists(
     failed: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Writes <split>.csv (paths relative to out_dir), classnames.json, missing_<split>.txt and
-    failed.txt into out_dir (UTF-8).
+    failed.txt into out_dir (UTF-8), each whole or not at all (WriteError when one cannot be).
 
     A list this dataset leaves empty is removed: one left by an earlier run would otherwise
     mix another split (or another dataset) into this one.
@@ -437,7 +486,7 @@ def write_lists(
     for name, rows in lines.items():
         path = os.path.join(out_dir, name)
         if rows:
-            with open(path, "w", encoding="utf-8") as file:
+            with written_whole(path) as partial, open(partial, "w", encoding="utf-8") as file:
                 file.writelines(rows)
         elif os.path.exists(path):
             os.remove(path)

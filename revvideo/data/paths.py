@@ -10,6 +10,7 @@ from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
 
 from revvideo.classes import SPLITS, folder_class_names
 from revvideo.utils.errors import DataError
+from revvideo.utils.files import is_hidden
 from revvideo.utils.text import read_text
 
 # Containers PyAV and decord read; other files in a class folder are ignored.
@@ -165,7 +166,7 @@ def _read_folder(path_to_data_dir: str, split: str) -> list[ListedVideo]:
     entries = []
     for name in sorted(os.listdir(folder)):
         class_folder = os.path.join(folder, name)
-        if hidden(name) or not os.path.isdir(class_folder):
+        if is_hidden(name) or not os.path.isdir(class_folder):
             continue
         for root, _, files in sorted(_walk_visible(class_folder)):
             for file in sorted(files):
@@ -195,13 +196,8 @@ def video_files(folder: str, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> 
     )
 
 
-def hidden(name: str) -> bool:
-    """Whether a file or folder name is hidden (starts with "."): .DS_Store, .git, ._a.mp4."""
-    return name.startswith(".")
-
-
 def _walk_visible(folder: str):
     """os.walk(folder) without hidden files and folders (nor what hidden folders hold)."""
     for root, folders, names in os.walk(folder):
-        folders[:] = [name for name in folders if not hidden(name)]
-        yield root, folders, [name for name in names if not hidden(name)]
+        folders[:] = [name for name in folders if not is_hidden(name)]
+        yield root, folders, [name for name in names if not is_hidden(name)]

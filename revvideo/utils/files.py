@@ -16,6 +16,12 @@ class WriteError(UserError):
     """A file that could not be written: the message names it, the reason, and what was kept."""
 
 
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder name is hidden (starts with "."): what systems and tools leave
+    beside one's files (.DS_Store, .git, .thumbnails, macOS's ._a.mp4), and partial files."""
+    return name.startswith(".")
+
+
 def partial_path(path: str | os.PathLike) -> Path:
     """Where `path` is written before it is complete: hidden, so that listings skip it; one per
     process, so that two writers never share it; ending in `path`'s suffix, because writers
