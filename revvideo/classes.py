@@ -305,16 +305,15 @@ def match_head_rows(checkpoint: ClassNames, model: ClassNames) -> HeadRows:
             return HeadRows(
                 None, f"re-initialised the classification head ({old} -> {new} classes)"
             )
-        unnamed = (
-            "neither the checkpoint nor the dataset names its classes, so the checkpoint's "
-            f"{old} rows are taken as the labels"
-            if not (checkpoint.named or model.named)
-            else f"the checkpoint names no classes, so its {old} rows are taken as the "
-            "dataset's classes"
-            if model.named
-            else f"the dataset names no classes, so the checkpoint's {old} rows are taken as "
-            "its labels"
-        )
+        if model.named:
+            unnamed = f"the checkpoint names no classes, so its {old} rows are taken as the "
+            unnamed += "dataset's classes"
+        elif checkpoint.named:
+            unnamed = f"the dataset names no classes, so the checkpoint's {old} rows are taken "
+            unnamed += "as its labels"
+        else:
+            unnamed = "neither the checkpoint nor the dataset names its classes, so the "
+            unnamed += f"checkpoint's {old} rows are taken as the labels"
         return HeadRows(list(range(new)), f"classification head: {unnamed} by position")
     position: dict[str, int] = {}
     for i, name in enumerate(checkpoint.names):

@@ -397,18 +397,16 @@ def _fit_head(
     for _check_fit to name."""
     head = [key for key in expected if key.startswith(HEAD_PREFIX)]
     old = head_classes(checkpoint)
-    new = expected[HEAD_PREFIX + "weight"].shape[0] if HEAD_PREFIX + "weight" in expected else None
-    if not head or old is None or new is None:
-        return ""
-    fits = all(
+    fits = old is not None and all(
         key in state
         and state[key].ndim == expected[key].ndim
         and state[key].shape[0] == old
         and state[key].shape[1:] == expected[key].shape[1:]
         for key in head
     )
-    if not fits:
+    if not head or not fits:
         return ""
+    new = expected[HEAD_PREFIX + "weight"].shape[0]
     model = class_names or ClassNames([f"class_{i}" for i in range(new)], "unnamed")
     if len(model.names) != new:
         raise ValueError(f"{len(model.names)} class names for a head of {new} classes")
