@@ -18,10 +18,17 @@ name without its extension: <name>.mp4 (an image keeps its own extension) / <nam
 image, the checkpoint or the config); each file written is reported with its input ("output"
 and "plot" in JSON).
 
-Exit status: 0 every input classified; 1 some input could not be (each on an `error:` line,
-then how many); 2 a mistake in the options, the config or the checkpoint, including a model
-whose scores are not finite (one `error:` line); 130 interrupted by Ctrl-C (one `interrupted`
-line).
+Every input gets a verdict: its result, or one `error:` line (then the next input); an output
+that cannot be written is an `error:` line beside the input's result ("output_error" and
+"plot_error" in JSON). Files are written whole or not at all (a hidden partial file, renamed
+when complete); one that replaces an existing file says so in a warning. File names that are
+not UTF-8 are shown, in text and JSON, with their other bytes as \\xNN escapes.
+
+Exit status: 0 every input classified and every output written; 1 some input could not be
+classified or some output written (each on an `error:` line, then how many); 2 a mistake in
+the options, the config or the checkpoint, including a model whose scores are not finite (one
+`error:` line; in JSON the results so far, the inputs left with that error); 130 interrupted by
+Ctrl-C (one `interrupted` line).
 """
 
 # Only the standard library is imported here, so that --help and mistakes in the options are
@@ -35,12 +42,20 @@ from collections.abc import Sequence
 from revvideo.utils.cli import OneLineErrorParser, positive_int, run_interruptibly
 from revvideo.utils.errors import UserError
 
+# Views (clips x crops) per input at most: each is a forward pass, and all are held in memory
+# at once (10 MB each for a 16-frame 224 px clip on the CPU); the usual test takes 30 (10x3).
+MAX_VIEWS = 300
+
 
 def _views(text: str) -> tuple[int, int]:
     clips, _, crops = text.lower().partition("x")
     if not (clips.isdigit() and crops.isdigit() and int(clips) > 0 and int(crops) > 0):
         raise argparse.ArgumentTypeError(
             f"--views takes <clips>x<crops> such as 5x1 or 10x3, got {text!r}"
+        )
+    if int(clips) * int(crops) > MAX_VIEWS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_VIEWS} views (clips x crops) per input, got {text!r}"
         )
     return int(clips), int(crops)
 
@@ -72,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--views",
         type=_views,
-        help="<clips>x<crops> per video, e.g. 5x1 or 10x3; for an image model <frames>x1 "
+        help=f"<clips>x<crops> per video, e.g. 5x1 or 10x3, at most {MAX_VIEWS} views; for an "
+        "image model <frames>x1; a video gets at most one clip per frame a clip can start at "
         "(default: the checkpoint's test views, 1x1 for the ImageNet releases)",
     )
     parser.add_argument(
@@ -101,12 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from revvideo.demo.run import DemoOptions, classify_all
+    from revvideo.demo.run import DemoOptions, classify_all, say
 
     try:
         return classify_all(DemoOptions(**vars(args)))
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        say(f"error: {err}", sys.stderr)
         return 2
 
 

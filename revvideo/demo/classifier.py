@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -239,21 +239,23 @@ def _decodable_duration(path: str) -> float:
     return last_time
 
 
-def _decode_views(path: str, clips: TestClips, until: float | None = None):
+def _decode_views(path: str, make_clips: Callable[[float], TestClips], until: float | None = None):
     """Views of `path` (only of its first `until` seconds when given), the seconds they cover
-    and warnings. A video whose frames stop early is cut to the part that decodes."""
+    and warnings; `make_clips(seconds)` cuts a video of that length. A video whose frames stop
+    early is cut to the part that decodes."""
     try:
         video = open_video(path)
         try:
             if until is not None:
-                return clips(_DecodablePart(video, until)), until, []
+                return make_clips(until)(_DecodablePart(video, until)), until, []
             try:
-                return clips(video), video.duration, []
+                return make_clips(video.duration)(video), video.duration, []
             except VideoDecodeError as err:
                 usable = _decodable_duration(path)
                 if usable <= 0:
                     raise
                 warning = f"{path}: {err}; classified from its first {usable:.2f} s, which decode"
+                clips = make_clips(usable)
                 return clips(_DecodablePart(video, usable)), usable, [warning]
         finally:
             video.close()
@@ -261,18 +263,55 @@ def _decode_views(path: str, clips: TestClips, until: float | None = None):
         raise DataError(f"{path}: {err}") from None
 
 
+def _frame_rate(path: str) -> float | None:
+    """Frames per second of the video stream of `path`, None when it does not say."""
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+    except (av.FFmpegError, IndexError):
+        return None  # Reading the video says why (see open_video).
+    return float(rate) if rate else None
+
+
+def distinct_clips(duration: float, clip_length: float, frame_rate: float | None) -> int | None:
+    """How many clips of `clip_length` seconds can start at different frames of a video of
+    `duration` seconds at `frame_rate` (None when it is not known): more clips spread over it
+    would repeat frames, adding nothing."""
+    if frame_rate is None:
+        return None
+    spare = max(0.0, duration - clip_length)
+    return math.floor(spare * frame_rate + 1e-6) + 1
+
+
 def classify_video(
     classifier: Classifier, path: str, views: tuple[int, int] | None = None
 ) -> VideoResult:
     """Scores `path` on `views` (K temporal clips, S crops; default: the classifier's).
 
-    Raises DataError (one line) for a file that cannot be classified; a video whose frames
-    stop early is classified from the part that decodes, with a warning.
+    K is at most one clip per frame a clip can start at (see distinct_clips): a short video
+    gets fewer, said in a warning when `views` was asked. Raises DataError (one line) for a
+    file that cannot be classified; a video whose frames stop early is classified from the
+    part that decodes, with a warning.
     """
     started = time.perf_counter()
+    asked = views
     views = views or classifier.views
-    clips = classifier.test_clips(*views)
-    frames, duration, warnings = _decode_views(path, clips)
+    frame_rate = _frame_rate(path)
+    used = views
+
+    def make_clips(duration: float) -> TestClips:
+        nonlocal used
+        most = distinct_clips(duration, float(classifier.clip_duration), frame_rate)
+        used = (views[0] if most is None else min(views[0], most), views[1])
+        return classifier.test_clips(*used)
+
+    frames, duration, warnings = _decode_views(path, make_clips)
+    if asked is not None and used != views:
+        warnings.append(
+            f"{path}: --views {views[0]}x{views[1]}: its frames make only {used[0]} different "
+            f"clips: classified on {used[0]}x{used[1]} views"
+        )
     if duration < classifier.clip_duration:
         warnings.append(
             f"{path}: shorter than a clip ({duration:.2f} s < {float(classifier.clip_duration):.2f}"
@@ -284,7 +323,7 @@ def classify_video(
     return VideoResult(
         path=path,
         probabilities=scores.normalized()[0].float(),
-        views=views,
+        views=used,
         seconds=time.perf_counter() - started,
         duration=duration,
         warnings=warnings,
@@ -337,6 +376,6 @@ def running_scores(classifier: Classifier, result: VideoResult) -> RunningScores
     length = float(classifier.clip_duration)
     count = max(1, math.ceil(WINDOWS_PER_CLIP * result.duration / length) - 1)
     clips = classifier.test_clips(count, 1)
-    frames, _, _ = _decode_views(result.path, clips, until=result.duration)
+    frames, _, _ = _decode_views(result.path, lambda _: clips, until=result.duration)
     starts = torch.tensor([float(start) for start in clip_starts(clips.sampler, result.duration)])
     return RunningScores(starts, length, classifier.probabilities(frames))

@@ -40,17 +40,40 @@ def short_side_for(crop_size: int) -> int:
 
 
 def read_image(path: str) -> Image.Image:
-    """The RGB picture in `path`, upright as viewers show it (its EXIF orientation applied).
+    """The 8-bit RGB picture in `path` (see rgb_picture), upright as viewers show it (its EXIF
+    orientation applied).
 
     Raises DataError (one line) for a file that is not a readable image.
     """
     try:
         with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return rgb_picture(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image, or a damaged one") from None
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: cannot read the image: {err}") from None
+
+
+# Modes whose samples are not 0-255, and the sample value that is white: PIL's convert("RGB")
+# would clip them at 255 (a 16-bit PNG all but white). "I" (32-bit) is how PIL may give a
+# 16-bit greyscale PNG, the deepest grey the demo's formats hold; "F" (32-bit float) is taken
+# as float pictures usually are, 0.0 black to 1.0 white.
+_WHITE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def rgb_picture(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB, whatever its mode: samples scaled from the mode's range (a 16-bit
+    value v becomes round(v / 257)); alpha dropped, as PIL's convert and PySlowFast's ImageNet
+    loader drop it; palette, 1-bit, CMYK, ... converted by PIL. PIL reads 16-bit colour PNGs as
+    8-bit RGB(A) itself (their high bytes: v / 256, rounded down)."""
+    white = _WHITE.get(image.mode)
+    if white is None:
+        if image.mode == "La":  # premultiplied grey: PIL converts it only to LA
+            image = image.convert("LA")
+        return image.convert("RGB")
+    samples = np.asarray(image, dtype=np.float64)
+    grey = np.clip(np.rint(samples * (255 / white)), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ object-oriented API (Agg, no display needed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from revvideo.data.decoding import FrameClock, display_rotation, quarter_turns
+from revvideo.utils.files import written_whole
 
 TopClasses = Sequence[tuple[str, float]]
 
@@ -41,8 +43,15 @@ def write_annotated_video(
 ) -> int:
     """Re-encodes the first `until` seconds of `source` (its audio too) into `destination` with
     `labels_at(seconds)` drawn on each frame: at most `lines` of them, each one of `names`
-    (which sizes the font). Returns the number of frames written."""
+    (which sizes the font). Returns the number of frames written.
+
+    Every frame is scaled to the size of the first (a stream whose size changes midway keeps
+    one picture size). `destination` appears whole or not at all (utils.files.written_whole);
+    a write that fails raises WriteError, and a damaged source ends the video where its
+    decoding stops."""
     destination = Path(destination)
+    if not destination.suffix:
+        raise ValueError(f"{destination} has no extension to choose the video format by (.mp4)")
     options = (
         {"movflags": "+faststart"} if destination.suffix.lower() in _FASTSTART_SUFFIXES else {}
     )
@@ -52,14 +61,18 @@ def write_annotated_video(
         sound = reader.streams.audio[0] if reader.streams.audio else None
         clock = FrameClock(stream)
         rate = stream.average_rate or stream.guessed_rate or 30
+        source_width, source_height = _picture_size(source, stream)
         # yuv420p stores colour for 2x2 pixel blocks, so the encoder needs even sides.
-        coded_width = max(2, stream.codec_context.width // 2 * 2)
-        coded_height = max(2, stream.codec_context.height // 2 * 2)
+        coded_width = max(2, source_width // 2 * 2)
+        coded_height = max(2, source_height // 2 * 2)
         # Labels are drawn on the upright picture, as players show it.
         turns = quarter_turns(display_rotation(reader, stream))
         width, height = (coded_height, coded_width) if turns % 2 else (coded_width, coded_height)
         font = label_font(width, height, names, lines)
-        with av.open(str(destination), "w", options=options) as writer:
+        with (
+            written_whole(destination) as partial,
+            av.open(str(partial), "w", options=options) as writer,
+        ):
             encoded = writer.add_stream("libx264", rate=rate)
             encoded.width, encoded.height, encoded.pix_fmt = width, height, "yuv420p"
             encoded.options = {"crf": "20", "preset": "veryfast"}
@@ -67,30 +80,57 @@ def write_annotated_video(
             if sound is not None:
                 audio = _AudioTrack(sound, writer, float(clock.start_pts * clock.time_base), until)
             video_done = False
-            try:
-                for packet in reader.demux(*([stream] if audio is None else [stream, sound])):
-                    if packet.stream.type == "audio":
-                        audio.add(packet)
-                    elif not video_done:
-                        for frame in packet.decode():
-                            time_point = clock.time_of(frame)
-                            if time_point > until:
-                                video_done = True
-                                break
-                            image = frame.to_image(width=coded_width, height=coded_height)
-                            if turns:
-                                image = image.rotate(90 * turns, expand=True)
-                            draw_labels(image, labels_at(time_point), font)
-                            writer.mux(encoded.encode(av.VideoFrame.from_image(image)))
-                            written += 1
-                    if video_done and (audio is None or audio.done):
-                        break
-            except av.FFmpegError:
-                pass  # A damaged stream ends the video where decoding stops.
+            # Only reading errors are caught: the writer's (a full disk) are the write's failure.
+            for packet in _readable(
+                reader.demux(*([stream] if audio is None else [stream, sound]))
+            ):
+                if packet.stream.type == "audio":
+                    audio.add(packet)
+                elif not video_done:
+                    try:
+                        frames = packet.decode()
+                    except av.FFmpegError:
+                        break  # A damaged stream ends the video where decoding stops.
+                    for frame in frames:
+                        time_point = clock.time_of(frame)
+                        if time_point > until:
+                            video_done = True
+                            break
+                        # Scaled to the first frame's size, whatever this one's.
+                        image = frame.to_image(width=coded_width, height=coded_height)
+                        if turns:
+                            image = image.rotate(90 * turns, expand=True)
+                        draw_labels(image, labels_at(time_point), font)
+                        writer.mux(encoded.encode(av.VideoFrame.from_image(image)))
+                        written += 1
+                if video_done and (audio is None or audio.done):
+                    break
             writer.mux(encoded.encode())
             if audio is not None:
                 audio.close()
     return written
+
+
+def _readable(packets: Iterator[av.Packet]) -> Iterator[av.Packet]:
+    """`packets` up to the first that cannot be read (a damaged file ends there)."""
+    while True:
+        try:
+            packet = next(packets)
+        except (StopIteration, av.FFmpegError):
+            return
+        yield packet
+
+
+def _picture_size(source: str, stream: av.video.stream.VideoStream) -> tuple[int, int]:
+    """(width, height) of the stream's first frame: its header's, else (a header that does not
+    say) the first decoded frame's."""
+    context = stream.codec_context
+    if context.width and context.height:
+        return context.width, context.height
+    with av.open(source) as container, contextlib.suppress(av.FFmpegError, StopIteration):
+        frame = next(container.decode(video=0))
+        return frame.width, frame.height
+    return 2, 2
 
 
 class _AudioTrack:
@@ -135,10 +175,16 @@ class _AudioTrack:
 
 
 def write_annotated_image(image: Image.Image, destination: str | Path, top: TopClasses) -> None:
-    """Saves `image` with the labels `top` drawn on (the format follows the file name)."""
+    """Saves `image` with the labels `top` drawn on (the format follows the file name), whole
+    or not at all (see write_annotated_video)."""
+    destination = Path(destination)
+    image_format = Image.registered_extensions().get(destination.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"{destination} has no image extension to choose the format by")
     labelled = image.copy()
     draw_labels(labelled, top, label_font(*image.size, [name for name, _ in top], len(top)))
-    labelled.save(destination)
+    with written_whole(destination) as partial:
+        labelled.save(partial, format=image_format)
 
 
 def _label_text(top: TopClasses) -> str:
@@ -190,7 +236,8 @@ def draw_labels(image: Image.Image, top: TopClasses, font: ImageFont.FreeTypeFon
 
 
 def plot_top_classes(top: TopClasses, title: str, destination: str | Path) -> None:
-    """A horizontal bar chart of `top` (best first, drawn at the top) saved as an image."""
+    """A horizontal bar chart of `top` (best first, drawn at the top) saved as an image, whole
+    or not at all (see write_annotated_video)."""
     names = [name for name, _ in reversed(top)]
     values = [probability for _, probability in reversed(top)]
     figure = Figure(figsize=(6.4, 1.2 + 0.4 * len(top)), layout="constrained")
@@ -201,4 +248,8 @@ def plot_top_classes(top: TopClasses, title: str, destination: str | Path) -> No
     axes.set_xlim(0, 1.15)
     axes.set_xlabel("probability")
     axes.set_title(title)
-    figure.savefig(destination, dpi=120)
+    # The format follows the file name (PNG without an extension), named here: the partial
+    # file's name ends in .tmp when the destination's has no extension.
+    image_format = Path(destination).suffix[1:].lower() or "png"
+    with written_whole(destination) as partial:
+        figure.savefig(partial, dpi=120, format=image_format)

@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import torch
 
 from revvideo.checkpoint import RELEASES
@@ -28,7 +27,8 @@ from revvideo.demo.classifier import (
 )
 from revvideo.demo.images import IMAGE_EXTENSIONS, is_image, read_image
 from revvideo.demo.render import plot_top_classes, write_annotated_image, write_annotated_video
-from revvideo.utils.errors import DataError, UserError
+from revvideo.utils.errors import CheckpointError, ConfigError, UserError
+from revvideo.utils.files import WriteError
 
 # The README's quick start; its OUTPUT_DIR is where the default checkpoint is looked for.
 QUICK_START_CONFIG = Path("configs/synthetic/REV_MVIT_XS.yaml")
@@ -36,10 +36,6 @@ QUICK_START_CONFIG = Path("configs/synthetic/REV_MVIT_XS.yaml")
 
 class UsageError(UserError):
     """A mistake in the command-line options."""
-
-
-class OutputError(UserError):
-    """An output of one input that cannot be written."""
 
 
 @dataclass
@@ -118,19 +114,28 @@ def find_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
 
 
 def output_paths(
-    option: str | None, inputs: Sequence[str], suffix: Callable[[str], str]
+    option: str | None,
+    inputs: Sequence[str],
+    suffix: Callable[[str], str],
+    count: int | None = None,
 ) -> dict[str, Path]:
     """Where each input's --output / --plot goes: the path itself for one input, else
-    `<folder>/<input name><suffix(input)>` (numbered when two inputs share a name)."""
-    if option is None:
+    `<folder>/<input name><suffix(input)>` (numbered when two inputs share a name). `count`
+    (default: those given) is how many inputs the run has, those that give no file (a missing
+    one) included: a name that is not there does not turn the folder meant into a file."""
+    count = len(inputs) if count is None else count
+    if option is None or not inputs:
         return {}
     path = Path(option)
-    if len(inputs) == 1 and not path.is_dir():
+    if count == 1 and not path.is_dir():
+        _refuse_file_on_the_way(option, path.parent)
         return {inputs[0]: path}
+    # Refused before anything is classified: every output would fail.
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} is a file but there are {count} inputs; name a folder")
     if path.suffix and not path.is_dir():
-        raise UsageError(
-            f"{option} names one file but there are {len(inputs)} inputs; name a folder"
-        )
+        raise UsageError(f"{option} names one file but there are {count} inputs; name a folder")
+    _refuse_file_on_the_way(option, path)
     paths: dict[str, Path] = {}
     # Names compared case-blind: on macOS and Windows "A.mp4" and "a.mp4" are one file.
     taken: set[str] = set()
@@ -143,6 +148,15 @@ def output_paths(
         taken.add(target.name.casefold())
         paths[file] = target
     return paths
+
+
+def _refuse_file_on_the_way(option: str, folder: Path) -> None:
+    """UsageError if a file stands where `folder` (or a folder above it) would be made."""
+    for above in (folder, *folder.parents):
+        if above.exists() or above.is_symlink():
+            if not above.is_dir():
+                raise UsageError(f"cannot write {option}: {above} is a file, not a folder")
+            return
 
 
 def _annotated_suffix(path: str) -> str:
@@ -198,74 +212,147 @@ def _annotate(classifier: Classifier, result: VideoResult, topk: int, destinatio
     )
 
 
-def _classify_one(
-    classifier: Classifier,
-    path: str,
-    options: DemoOptions,
-    annotated: Path | None,
-    plot: Path | None,
-) -> tuple[VideoResult, dict[str, Path]]:
-    """Classifies `path` and writes the outputs asked for; the result and the files written
-    ("output", "plot"). UserError for what fails."""
+# UserErrors that concern every input, not the one at hand (a model whose scores are not
+# finite): they stop the run. Every other error of an input is that input's alone.
+_RUN_ERRORS = (CheckpointError, ConfigError, UsageError)
+
+
+def _classify_one(classifier: Classifier, path: str, views: tuple[int, int] | None) -> VideoResult:
     if is_image(path):
-        result = classify_image(classifier, path)
-    else:
-        result = classify_video(classifier, path, options.views)
+        return classify_image(classifier, path)
+    return classify_video(classifier, path, views)
+
+
+def _write_outputs(
+    classifier: Classifier, result: VideoResult, options: DemoOptions, targets: dict[str, Path]
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Writes the outputs of `result` asked for (`targets`: "output" / "plot" -> file), each
+    whole or not at all; the files written and, for each that could not be, why (one line
+    naming the input). One that replaces a file says so in `result.warnings`."""
     written: dict[str, Path] = {}
+    failures: dict[str, str] = {}
+    for key, target in targets.items():
+        existed = target.exists()
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if key == "output":
+                _annotate(classifier, result, options.topk, target)
+            else:
+                clips, crops = result.views
+                title = f"{printable(Path(result.path).name)} ({clips}x{crops} views)"
+                plot_top_classes(result.top(options.topk, classifier.class_names), title, target)
+        except _RUN_ERRORS:
+            raise
+        except WriteError as err:
+            failures[key] = f"{result.path}: {err}"
+        except Exception as err:
+            failures[key] = f"{result.path}: cannot write {target}: {_reason(err)}"
+        else:
+            written[key] = target
+            if existed:
+                result.warnings.append(f"{target}: replaced the file that was there")
+    return written, failures
+
+
+def _reason(err: Exception) -> str:
+    """One line for an error: an OSError's reason, else the first line of the message; an
+    error no one foresaw is named by its type."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    lines = str(err).strip().splitlines()
+    message = lines[0] if lines else ""
+    if isinstance(err, (UserError, OSError, ValueError)):
+        return message or type(err).__name__
+    return f"unexpected {type(err).__name__}" + (f": {message}" if message else "")
+
+
+def _input_failure(path: str, err: Exception) -> str:
+    """The one line that says why `path` could not be classified."""
+    if isinstance(err, UserError) and str(err).startswith(f"{path}:"):
+        return str(err)
+    return f"{path}: {_reason(err)}"
+
+
+def printable(text: str) -> str:
+    """`text` as it is shown: the bytes of a file name that are not UTF-8 (which Python holds as
+    lone surrogates, "surrogateescape") as \\xNN escapes, so that every line and the JSON are
+    valid Unicode; a real name containing "\\xff" looks the same, a price worth paying."""
     try:
-        if annotated is not None:
-            annotated.parent.mkdir(parents=True, exist_ok=True)
-            _annotate(classifier, result, options.topk, annotated)
-            written["output"] = annotated
-        if plot is not None:
-            plot.parent.mkdir(parents=True, exist_ok=True)
-            clips, crops = result.views
-            title = f"{Path(path).name} ({clips}x{crops} views)"
-            plot_top_classes(result.top(options.topk, classifier.class_names), title, plot)
-            written["plot"] = plot
-    except (OSError, ValueError, av.FFmpegError) as err:
-        reason = getattr(err, "strerror", None) or err
-        raise OutputError(f"{path}: cannot write its output: {reason}") from None
-    return result, written
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that surrogateescape did not make
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def say(line: str, file=None) -> None:
+    """Prints `line` (see printable) on `file` (stdout by default); characters that the
+    stream's encoding lacks (a class name on an ASCII terminal) as backslash escapes."""
+    file = sys.stdout if file is None else file
+    line = printable(line)
+    encoding = getattr(file, "encoding", None) or "utf-8"
+    print(line.encode(encoding, "backslashreplace").decode(encoding), file=file)
 
 
 def _print_result(
     result: VideoResult, top: list[tuple[str, float]], written: dict[str, Path]
 ) -> None:
     clips, crops = result.views
-    print(f"{result.path}: {clips}x{crops} views, {result.seconds:.2f} s")
+    say(f"{result.path}: {clips}x{crops} views, {result.seconds:.2f} s")
     width = max(len(name) for name, _ in top)
     for rank, (name, probability) in enumerate(top, start=1):
-        print(f"  {rank}. {name:<{width}}  {probability:6.1%}")
+        say(f"  {rank}. {name:<{width}}  {probability:6.1%}")
     for path in written.values():
-        print(f"  wrote {path}")
+        say(f"  wrote {path}")
 
 
 def _json_entry(
-    result: VideoResult, top: list[tuple[str, float]], written: dict[str, Path]
+    result: VideoResult,
+    top: list[tuple[str, float]],
+    written: dict[str, Path],
+    failures: dict[str, str],
 ) -> dict:
     clips, crops = result.views
-    return {
-        "path": result.path,
-        "top_k": [{"class": name, "probability": round(p, 6)} for name, p in top],
-        "seconds": round(result.seconds, 4),
-        "views": f"{clips}x{crops}",
-        "warnings": result.warnings,
-    } | {key: str(path) for key, path in written.items()}
+    return (
+        {
+            "path": printable(result.path),
+            "top_k": [{"class": name, "probability": round(p, 6)} for name, p in top],
+            "seconds": round(result.seconds, 4),
+            "views": f"{clips}x{crops}",
+            "warnings": [printable(warning) for warning in result.warnings],
+        }
+        | {key: printable(str(path)) for key, path in written.items()}
+        | {f"{key}_error": printable(reason) for key, reason in failures.items()}
+    )
+
+
+def _error_entry(path: str, problem: str) -> dict:
+    return {"path": printable(path), "error": printable(problem)}
+
+
+def _print_json(entries: list[dict]) -> None:
+    # No NaN or Infinity, which are not JSON: every number here has been checked finite. Paths
+    # that are not UTF-8 are shown with \xNN escapes (printable), so the document is valid.
+    json.dump(entries, sys.stdout, indent=1, allow_nan=False)
+    print()
 
 
 def classify_all(options: DemoOptions) -> int:
-    """Classifies every input of `options`; the exit status (see demo/classify.py)."""
+    """Classifies every input of `options`; the exit status (see demo/classify.py).
+
+    Every input gets a verdict: its result, or one `error:` line for it (also for an error no
+    one foresaw), after which the next input is classified; an output that cannot be written
+    is reported without losing the result. Only errors that concern every input (the model's
+    scores are not finite) stop the run; the results so far are kept (in JSON, with the inputs
+    left given that error)."""
     device = _device(options.device)
     inputs = find_inputs(options.inputs)
     files = [file for file, problem in inputs if problem is None]
-    annotated_paths = output_paths(options.output, files, _annotated_suffix)
-    plot_paths = output_paths(options.plot, files, lambda _: ".png")
+    annotated_paths = output_paths(options.output, files, _annotated_suffix, len(inputs))
+    plot_paths = output_paths(options.plot, files, lambda _: ".png", len(inputs))
     if files:
         checkpoint = options.checkpoint
         if checkpoint is None:
             checkpoint = quick_start_checkpoint()
-            print(f"using {checkpoint}", file=sys.stderr)
+            say(f"using {checkpoint}", sys.stderr)
         refuse_overwrites(
             {"--output": annotated_paths, "--plot": plot_paths},
             [*files, str(checkpoint), *([options.cfg] if options.cfg else [])],
@@ -273,33 +360,44 @@ def classify_all(options: DemoOptions) -> int:
         classifier = load_classifier(checkpoint, options.cfg, device)
         _check_views(classifier, options.views or classifier.views)
     entries: list[dict] = []
-    failed = 0
-    for file, problem in inputs:
+    failed = unwritten = outputs = 0
+    for index, (file, problem) in enumerate(inputs):
         if problem is None:
             try:
-                result, written = _classify_one(
-                    classifier, file, options, annotated_paths.get(file), plot_paths.get(file)
-                )
-            # Only this input's own failures are counted; others (a checkpoint whose scores
-            # are not finite) concern every input and stop the run.
-            except (DataError, OutputError) as err:
-                problem = str(err)
+                result = _classify_one(classifier, file, options.views)
+                targets = {
+                    key: paths[file]
+                    for key, paths in (("output", annotated_paths), ("plot", plot_paths))
+                    if file in paths
+                }
+                written, failures = _write_outputs(classifier, result, options, targets)
+            except _RUN_ERRORS as err:
+                if options.json and entries:
+                    left = [(name, why or str(err)) for name, why in inputs[index:]]
+                    _print_json(entries + [_error_entry(name, why) for name, why in left])
+                raise
+            except Exception as err:
+                problem = _input_failure(file, err)
         if problem is not None:
-            print(f"error: {problem}", file=sys.stderr)
-            entries.append({"path": file, "error": problem})
+            say(f"error: {problem}", sys.stderr)
+            entries.append(_error_entry(file, problem))
             failed += 1
             continue
         for warning in result.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+            say(f"warning: {warning}", sys.stderr)
+        for reason in failures.values():
+            say(f"error: {reason}", sys.stderr)
+        outputs += len(targets)
+        unwritten += len(failures)
         top = result.top(options.topk, classifier.class_names)
         if options.json:
-            entries.append(_json_entry(result, top, written))
+            entries.append(_json_entry(result, top, written, failures))
         else:
             _print_result(result, top, written)
     if options.json:
-        # No NaN or Infinity, which are not JSON: every number here has been checked finite.
-        json.dump(entries, sys.stdout, indent=1, allow_nan=False)
-        print()
+        _print_json(entries)
     if failed and len(inputs) > 1:
-        print(f"error: {failed} of {len(inputs)} inputs could not be classified", file=sys.stderr)
-    return 1 if failed else 0
+        say(f"error: {failed} of {len(inputs)} inputs could not be classified", sys.stderr)
+    if unwritten and len(inputs) > 1:
+        say(f"error: {unwritten} of {outputs} output files could not be written", sys.stderr)
+    return 1 if failed or unwritten else 0

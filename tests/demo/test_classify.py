@@ -443,15 +443,14 @@ def test_one_output_file_for_several_videos_is_refused(trained, videos, capsys):
     assert err == ["error: a.mp4 names one file but there are 2 inputs; name a folder"]
 
 
-def test_unwritable_output_is_an_error_line(trained, videos, tmp_path, capsys):
+def test_unwritable_output_is_refused_before_classifying(trained, videos, tmp_path, capsys):
     (tmp_path / "file").write_text("a file, not a folder")
+    target = tmp_path / "file" / "top.png"
 
-    status, _, err = run_main(
-        capsys, videos["red"], "--checkpoint", trained[0], "--plot", tmp_path / "file" / "top.png"
-    )
+    status, out, err = run_main(capsys, videos["red"], "--checkpoint", trained[0], "--plot", target)
 
-    assert status == 1
-    assert err == [f"error: {videos['red']}: cannot write its output: File exists"]
+    assert status == 2 and out == ""
+    assert err == [f"error: cannot write {target}: {tmp_path / 'file'} is a file, not a folder"]
 
 
 def test_a_config_that_does_not_fit_suggests_the_checkpoints_own(trained, videos, tmp_path, capsys):

@@ -3,6 +3,8 @@ releases' real architecture from the hub cache), images and videos mixed, and ba
 
 import json
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from PIL import Image
 from torchvision import transforms
 
 from revvideo.checkpoint import RELEASES, save_checkpoint
-from revvideo.demo.images import read_image
+from revvideo.demo.images import read_image, rgb_picture
 from revvideo.models import rev_vit_s
 from revvideo_demo import classify
 
@@ -224,3 +226,138 @@ def test_help_names_real_releases():
     help_text = classify.build_parser().format_help()
     for name in ("rev_mvit_b_16x4_k400", "rev_vit_b_in1k"):
         assert name in help_text and name in RELEASES
+
+
+# --- bit depths and modes ---------------------------------------------------------------------
+
+SIXTEEN_BIT = np.array([[0, 257, 1000, 32896], [40000, 65280, 65534, 65535]], dtype=np.uint16)
+
+
+def write_png16(path, samples):
+    """A 16-bit PNG of `samples` (uint16: (H, W) grey, (H, W, 2) grey and alpha, (H, W, 3) RGB,
+    (H, W, 4) RGBA), written byte by byte: PIL writes 16 bits only for grey."""
+    samples = np.asarray(samples, dtype=">u2")
+    if samples.ndim == 2:
+        samples = samples[..., None]
+    height, width, channels = samples.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = b"".join(b"\0" + row.tobytes() for row in samples.reshape(height, -1))
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    Path(path).write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    return str(path)
+
+
+def grey(values):
+    """(H, W, 3) uint8 of the grey `values`."""
+    return np.repeat(np.asarray(values, dtype=np.uint8)[..., None], 3, axis=2)
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "grey16.png"
+    Image.fromarray(SIXTEEN_BIT).save(path)  # PIL writes mode I;16 as a 16-bit PNG
+    with Image.open(path) as written:
+        assert written.mode == "I;16"
+
+    picture = read_image(str(path))
+
+    assert picture.mode == "RGB"
+    expected = np.rint(SIXTEEN_BIT / 257)  # 0, 1, 4, 128, 156, 254, 255, 255
+    assert np.array_equal(np.asarray(picture), grey(expected))
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4], ids=["LA", "RGB", "RGBA"])
+def test_16_bit_colour_pngs_are_scaled(tmp_path, channels):
+    samples = np.stack([SIXTEEN_BIT, 65535 - SIXTEEN_BIT, SIXTEEN_BIT // 2, SIXTEEN_BIT], axis=2)
+    samples = samples[..., [0, 3]] if channels == 2 else samples[..., :channels]
+    picture = read_image(write_png16(tmp_path / "colour16.png", samples))
+
+    colour = samples[..., :1].repeat(3, axis=2) if channels == 2 else samples[..., :3]
+    # PIL keeps the high byte of each sample: v / 256 rounded down, within 1 of v / 257.
+    assert np.abs(np.asarray(picture, dtype=float) - colour / 257).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (Image.fromarray(SIXTEEN_BIT.astype(np.int32)), grey(np.rint(SIXTEEN_BIT / 257))),
+        # 32-bit integers beyond the 16-bit range are clipped to it.
+        (Image.fromarray(np.array([[-5, 70000]], dtype=np.int32)), grey([[0, 255]])),
+        (
+            Image.fromarray(np.array([[0.0, 0.25, 0.5, 1.0, 1.5, -0.5]], dtype=np.float32)),
+            grey([[0, 64, 128, 255, 255, 0]]),
+        ),
+        (Image.fromarray(np.array([[True, False]])), grey([[255, 0]])),
+        (Image.fromarray(np.array([[7, 200]], dtype=np.uint8)), grey([[7, 200]])),
+        (Image.new("LA", (2, 1), (90, 0)), grey([[90, 90]])),  # alpha dropped
+        (Image.new("RGBA", (1, 1), (10, 20, 30, 40)), np.array([[[10, 20, 30]]])),
+        (Image.new("CMYK", (1, 1), (255, 0, 0, 0)), np.array([[[0, 255, 255]]])),
+        (Image.new("CMYK", (1, 1), (0, 0, 0, 0)), np.array([[[255, 255, 255]]])),
+        (Image.new("La", (1, 1), (100, 255)), grey([[100]])),
+    ],
+    ids=["I", "I clipped", "F", "1", "L", "LA", "RGBA", "CMYK cyan", "CMYK white", "La"],
+)
+def test_every_mode_becomes_8_bit_rgb(image, expected):
+    picture = rgb_picture(image)
+
+    assert picture.mode == "RGB"
+    assert np.array_equal(np.asarray(picture), expected)
+
+
+def test_a_palette_image_shows_its_colours(tmp_path):
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([200, 10, 20, 5, 250, 30] + [0] * 762)
+    palette.putpixel((1, 0), 1)
+    palette.save(tmp_path / "palette.png")
+
+    picture = read_image(str(tmp_path / "palette.png"))
+
+    assert np.asarray(picture).tolist() == [[[200, 10, 20], [5, 250, 30]]]
+
+
+@pytest.mark.parametrize("mode", ["I", "F", "CMYK"])
+def test_images_of_deep_modes_are_read_from_their_files(tmp_path, mode):
+    """TIFF holds 32-bit integer and float pictures (a .png PIL would refuse to write)."""
+    values = {
+        "I": Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.int32)),
+        "F": Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)),
+        "CMYK": Image.frombytes("CMYK", (3, 1), bytes([0, 0, 0, 255, 0, 0, 0, 127, 0, 0, 0, 0])),
+    }[mode]
+    values.save(tmp_path / "deep.tiff")
+    with Image.open(tmp_path / "deep.tiff") as written:
+        assert written.mode == mode
+
+    assert np.asarray(read_image(str(tmp_path / "deep.tiff"))).tolist() == [
+        [[0, 0, 0], [128, 128, 128], [255, 255, 255]]
+    ]
+
+
+def test_the_demo_annotates_a_16_bit_png_in_its_own_greys(trained_images, tmp_path, capsys):
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (48, 1))
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+
+    status, _, err = run_main(
+        capsys,
+        tmp_path / "ramp.png",
+        "--checkpoint",
+        trained_images[0],
+        "--output",
+        tmp_path / "annotated.png",
+    )
+
+    assert status == 0, err
+    with Image.open(tmp_path / "annotated.png") as annotated:
+        drawn = np.asarray(annotated.convert("RGB"), dtype=float)
+    below_labels = drawn[len(drawn) // 2 :, :, 0]
+    assert np.abs(below_labels - np.rint(ramp[0] / 257)).max() <= 1
+    assert (below_labels == 255).mean() < 0.05

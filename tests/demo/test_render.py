@@ -1,13 +1,20 @@
 """The annotated video: drawn on the picture as players show it, labels sized to the picture,
 --topk of them, and the source's audio kept."""
 
+import errno
+import os
+import signal
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from revvideo.data.synthetic import write_video
 from revvideo.demo import render
 from revvideo.demo.render import label_font, write_annotated_video
+from revvideo.utils.files import WriteError
 from revvideo_demo import classify
 
 from .conftest import write_video_with_audio
@@ -111,3 +118,134 @@ def test_the_demo_draws_topk_labels_and_keeps_the_sound(trained, tmp_path, monke
     assert drawn[0][0][0] == "green"
     with av.open(str(tmp_path / "a.mp4")) as container:
         assert container.streams.audio[0].codec_context.name == "aac"
+
+
+# --- whole or not at all ----------------------------------------------------------------------
+
+
+def interrupt_after(count, real):
+    """`real`, which raises KeyboardInterrupt (a Ctrl-C) on its call number `count` + 1."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > count:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("before", [None, b"the earlier file"], ids=["new", "replacing"])
+def test_an_interrupted_video_leaves_no_partial_file(tmp_path, monkeypatch, before):
+    source = tmp_path / "in" / "source.mp4"
+    source.parent.mkdir()
+    write_video(str(source), np.full((90, 48, 64, 3), 120, dtype=np.uint8), fps=15)
+    output = tmp_path / "out.mp4"
+    if before is not None:
+        output.write_bytes(before)
+    drawn = []
+    # Past the encoder's lookahead: packets have been written when the Ctrl-C comes.
+    monkeypatch.setattr(
+        render, "draw_labels", interrupt_after(60, lambda *args: drawn.append(args))
+    )
+
+    with pytest.raises(KeyboardInterrupt):
+        write_annotated_video(str(source), output, lambda _: [("a", 1.0)], 10.0, ["a"], 1)
+
+    assert len(drawn) == 60, "interrupted midway"
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left == ["in"] + ([] if before is None else ["out.mp4"])
+    if before is not None:
+        assert output.read_bytes() == before
+
+
+def test_ctrl_c_while_the_demo_writes_its_video(trained, tmp_path, monkeypatch, capsys):
+    source = write_video_with_audio(tmp_path / "tone.mp4", colour="green", seconds=4)
+    monkeypatch.setattr(render, "draw_labels", interrupt_after(45, render.draw_labels))
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        status = classify.main(
+            [source, "--checkpoint", str(trained[0]), "--output", str(tmp_path / "out" / "a.mp4")]
+        )
+    finally:
+        # An interrupted command ignores Ctrl-C from then on; this process goes on.
+        signal.signal(signal.SIGINT, handler)
+
+    assert status == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_interrupted_plot_or_image_leaves_no_file(tmp_path, monkeypatch):
+    def half_written(self, path, **kwargs):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(render.Figure, "savefig", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        render.plot_top_classes([("a", 0.7), ("b", 0.3)], "title", tmp_path / "top.png")
+
+    monkeypatch.setattr(render.Image.Image, "save", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        render.write_annotated_image(Image.new("RGB", (64, 48)), tmp_path / "a.jpg", [("a", 1.0)])
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_keeps_the_earlier_file(tmp_path, monkeypatch):
+    source = tmp_path / "source.mp4"
+    write_video(str(source), np.full((30, 48, 64, 3), 120, dtype=np.uint8), fps=15)
+    output = tmp_path / "out.mp4"
+    output.write_bytes(b"the earlier file")
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(render, "draw_labels", full_disk)
+
+    with pytest.raises(WriteError, match=r"cannot write .*out\.mp4: the disk is full \(the file"):
+        write_annotated_video(str(source), output, lambda _: [("a", 1.0)], 10.0, ["a"], 1)
+
+    assert output.read_bytes() == b"the earlier file"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.mp4", "source.mp4"]
+
+
+def test_a_video_without_an_extension_is_one_line():
+    with pytest.raises(ValueError, match="out has no extension to choose the video format by"):
+        write_annotated_video("in.mp4", "out", lambda _: [], 1.0, ["a"], 1)
+
+
+# --- a frame size that changes ----------------------------------------------------------------
+
+
+def test_a_video_whose_frame_size_changes_keeps_the_first_size(tmp_path):
+    # Two MPEG-TS files of different sizes, one after the other: one stream whose frames grow
+    # from 64 x 48 (red) to 96 x 80 (blue) midway, as a broadcast recording may.
+    parts = []
+    for name, (height, width), colour in (
+        ("a.ts", (48, 64), (220, 30, 30)),
+        ("b.ts", (80, 96), (30, 40, 220)),
+    ):
+        frames = np.empty((15, height, width, 3), dtype=np.uint8)
+        frames[:] = colour
+        write_video(str(tmp_path / name), frames, fps=15, codec="mpeg2video")
+        parts.append((tmp_path / name).read_bytes())
+    source = tmp_path / "grows.ts"
+    source.write_bytes(b"".join(parts))
+    with av.open(str(source)) as container:
+        sizes = [(frame.width, frame.height) for frame in container.decode(video=0)]
+    assert set(sizes) == {(64, 48), (96, 80)}
+
+    written = write_annotated_video(
+        str(source), tmp_path / "out.mp4", lambda _: [("x", 1.0)], 100.0, ["x"], 1
+    )
+
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        pictures = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(pictures) == written
+    assert {picture.shape for picture in pictures} == {(48, 64, 3)}
+    # The larger frames are scaled to the first size, not cut: blue up to the corner.
+    assert pictures[-1][-4:, -4:].mean(axis=(0, 1)) == pytest.approx((30, 40, 220), abs=25)
+    assert pictures[0][-4:, -4:].mean(axis=(0, 1)) == pytest.approx((220, 30, 30), abs=25)
