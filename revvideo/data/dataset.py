@@ -17,7 +17,13 @@ from pytorchvideo.data.clip_sampling import ClipSampler, RandomClipSampler
 from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
 
 from revvideo.data.clip_sampling import EvenClipsPerVideoSampler, clip_starts, frame_times
-from revvideo.data.decoding import VideoDecodeError, VideoReader, open_video
+from revvideo.data.decoding import (
+    VideoDecodeError,
+    VideoReader,
+    fallback_record,
+    open_video,
+    share_fallbacks,
+)
 from revvideo.data.transforms import MultiViewCrops, TrainAugmentation
 
 # A training item tries this many videos (the one asked for, then random others) before giving up.
@@ -117,7 +123,9 @@ class VideoDataset(torch.utils.data.Dataset):
       "skipped": list of SkippedVideo met while making the item.
     `class_names` names the labels (by index), None when the list names no classes.
     In training an unusable video is replaced by a random other one (up to MAX_TRAIN_DRAWS
-    tries); otherwise the item has no views and names the video in "skipped".
+    tries); otherwise the item has no views and names the video in "skipped". Videos are opened
+    with revvideo.data.decoding.open_video, where `backend` "decord" falls back to PyAV for a
+    video decord cannot read (counted in decoding.fallbacks(), each fault logged once).
     With `seed`, every random choice an item makes (clip start, augmentation, replacement
     video) comes from generators seeded by (seed, `epoch`, index): an epoch's clips are the same
     whichever process or loader worker makes them, in whatever order, and a run resumed in the
@@ -148,6 +156,9 @@ class VideoDataset(torch.utils.data.Dataset):
         self.excluded: set[int] = set()
         # Per worker: (pid, index of the video being decoded or -1), read after a worker dies.
         self._progress = None
+        # The main process's count of videos decord could not read (see decoding.fallbacks),
+        # for workers that are not forked from it.
+        self._fallbacks = None
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -161,10 +172,21 @@ class VideoDataset(torch.utils.data.Dataset):
     def track_progress(self, num_workers: int):
         """Shared memory where each worker notes (its pid, the video it decodes or -1).
 
-        Made before the workers start; VideoLoader reads it when a worker dies.
+        Made before the workers start; VideoLoader reads it when a worker dies. The workers
+        also count their decord fallbacks into this process's record (see __setstate__).
         """
         self._progress = multiprocessing.RawArray("q", [-1] * (2 * num_workers))
+        if self.backend == "decord":
+            self._fallbacks = fallback_record()
         return self._progress
+
+    def __setstate__(self, state: dict) -> None:
+        # A worker started by spawn or forkserver gets the dataset pickled, and a record of its
+        # own with the decoding module: it counts into the main process's instead, so that a
+        # decord fault is logged once for all workers (forked workers share it already).
+        self.__dict__.update(state)
+        if getattr(self, "_fallbacks", None) is not None:
+            share_fallbacks(self._fallbacks)
 
     def __getitem__(self, index: int) -> dict:
         if self.seed is None:

@@ -11,17 +11,48 @@ whole video to RGB on opening. `read_frames` decodes the span once, converts onl
 returns, and can scale them while converting.
 
 Frames are chosen by timestamp: the frame shown at time t is the last one starting at or before
-t. Variable frame rates therefore need nothing special, and times past the end of a short video
-repeat its last frame. Frames come upright: a rotation in the container's display matrix (phones
-store portrait video as landscape frames plus a rotation) is applied, as players do.
+t, on the clock of the video stream (0 at its start time, which is not 0 in MPEG program and
+transport streams). Variable frame rates therefore need nothing special, and times past the end
+of a short video repeat its last frame. Frames come upright: a rotation in the container's display
+matrix (phones store portrait video as landscape frames plus a rotation) is applied, as players
+do.
+
+A seek is checked, never trusted: `read_frames` returns the frames a decode of the whole stream
+from its first frame gives. FFmpeg has no index to seek by in MPEG program and transport streams:
+it searches the file for a packet near the time asked for, which is seldom a keyframe, and the
+decoder then skips to the next keyframe, past the time asked for; asked for the stream's start
+there, it lands on the second keyframe (so the first GOP, half a second, showed one frozen frame).
+So after a seek, frames count only from the first keyframe that has a timestamp, and only if that
+keyframe starts at or before the first time wanted; otherwise the reader seeks further back, and
+in the end reads from the first frame of the freshly opened file, which needs no seek at all.
+Recordings joined byte-wise (`cat a.ts b.ts`, valid MPEG-TS) start their timestamps again at
+each join: their parts are shown one after the other (FrameClock), as players show them, and such
+a file is read from its first frame, since a timestamp there names a frame in every part.
+
+A stream whose frame size changes midway (MPEG program and transport streams allow it, and joined
+recordings do it) is read at one size: every frame is scaled, while it is converted, to the size
+the stream's header declares (that of its first frames). The declared size is known before
+decoding and is the same whichever part of the video a read starts at, so all the clips of a video
+have one size in training, testing and the demo; the first frame a read decodes would differ
+between reads that start on either side of the change.
+
+decord is a second backend (DATA.DECODING_BACKEND decord). It is used only where it is right: a
+video that decord cannot read, or cannot be trusted with (a container without an index, in which
+its seeks and frame times are wrong), is read with PyAV instead. `fallbacks()` counts such videos
+by fault, across the loader's worker processes, and each fault is logged once.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import math
+import multiprocessing
 import os
 import re
-from collections.abc import Sequence
+import stat
+import threading
+from collections.abc import Iterator, Sequence
 
 import av
 import numpy as np
@@ -30,9 +61,11 @@ import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 from pytorchvideo.data.encoded_video_decord import EncodedVideoDecord
 
+logger = logging.getLogger(__name__)
+
 BACKENDS = ("pyav", "decord")
 
-# FFmpeg demuxers whose headers state a reliable duration.
+# FFmpeg demuxers whose headers state a reliable duration, and that seek by an index.
 _INDEXED_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "flv"})
 
 # Timestamps closer than this (seconds) are the same instant; absorbs float rounding of pts.
@@ -40,6 +73,18 @@ _TIME_EPS = 1e-3
 # A stream ending this much (seconds, or 3 frame intervals if longer) before the duration in its
 # header is reported as truncated.
 _TRUNCATION_TOLERANCE = 0.25
+# When a seek lands after the time wanted, the next one aims this many seconds earlier, then
+# twice as many, and so on.
+_SEEK_LEAD = 1.0
+
+# What a path that is there but not a regular file is, by its stat.S_IS* test.
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class VideoDecodeError(Exception):
@@ -50,17 +95,27 @@ def open_video(path: str, backend: str = "pyav", threads: int = 1) -> VideoReade
     """Opens `path` with "pyav" or "decord", raising VideoDecodeError with the reason it is unusable.
 
     `threads` is the decoder's thread count (0: automatic); loader workers use 1 so that several
-    workers do not compete for the same cores.
+    workers do not compete for the same cores. With "decord", a video decord cannot read is read
+    with PyAV (see DecordVideo).
     """
-    if not os.path.exists(path):
-        raise VideoDecodeError("missing file")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown decoding backend {backend!r}; expected one of {BACKENDS}")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise VideoDecodeError("missing file") from None
+    except OSError as err:
+        raise VideoDecodeError(f"cannot open: {err.strerror or err}") from None
+    if not stat.S_ISREG(mode):
+        # Opening a FIFO or a capture device would wait for a writer or stream forever; either is
+        # a source of frames, not a video file.
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+        raise VideoDecodeError(f"not a regular file ({kind})")
     if os.path.getsize(path) == 0:
         raise VideoDecodeError("empty file")
     if backend == "pyav":
         return PyAVVideo(path, threads)
-    if backend == "decord":
-        return DecordVideo(path, threads)
-    raise ValueError(f"unknown decoding backend {backend!r}; expected one of {BACKENDS}")
+    return DecordVideo(path, threads)
 
 
 def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -74,25 +129,37 @@ class FrameClock:
     """When each frame of a video stream is shown, in seconds from the stream's start.
 
     A frame without a timestamp follows the previous one by one frame interval (the average
-    frame rate's, else 1/30 s); call `restart()` after seeking.
+    frame rate's, else 1/30 s). In a stream of `joined` recordings (see PyAVVideo), so does a
+    frame whose timestamp goes back, where a part starts its timestamps again: the parts are
+    shown one after the other. Call `restart()` after seeking.
     """
 
-    def __init__(self, stream: av.VideoStream) -> None:
+    def __init__(self, stream: av.VideoStream, joined: bool = False) -> None:
         self.start_pts = stream.start_time or 0
         self.time_base = stream.time_base
         rate = stream.average_rate or stream.guessed_rate
         self.frame_interval = 1.0 / float(rate) if rate else 1.0 / 30
+        self.joined = joined
         self.restart()
 
     def restart(self) -> None:
         self._time = -self.frame_interval
+        self._offset = 0.0  # added to the timestamps of the part being shown
 
     def time_of(self, frame: av.VideoFrame) -> float:
         if frame.pts is None:
             self._time += self.frame_interval
-        else:
-            self._time = float((frame.pts - self.start_pts) * self.time_base)
-        return self._time
+            return self._time
+        time = float((frame.pts - self.start_pts) * self.time_base) + self._offset
+        if self.joined and time < self._time - _TIME_EPS:
+            self._offset += self._time + self.frame_interval - time
+            time = self._time + self.frame_interval
+        self._time = time
+        return time
+
+    def pts_at(self, seconds: float) -> int:
+        """The stream timestamp (in its time base) of `seconds` on this clock, rounded down."""
+        return self.start_pts + math.floor(seconds / self.time_base)
 
 
 class PyAVVideo:
@@ -101,61 +168,106 @@ class PyAVVideo:
     def __init__(self, path: str, threads: int = 1) -> None:
         # Not pytorchvideo's EncodedVideoPyAV: its constructor copies the file into memory and,
         # when the stream has no duration, decodes every frame to RGB to find one.
+        self._path = path
         self._video_name = os.path.basename(path)
         self._threads = threads
+        # Whether the file is recordings joined byte-wise (see _header_duration).
+        self._joined = False
+        self._open()
+        self.duration = self._header_duration()
+        codec = self._stream.codec_context
+        # Every frame is scaled to this (height, width) (see the module's doc); the first
+        # converted frame's when the header states none.
+        self._size = (codec.height, codec.width) if codec.height and codec.width else None
+        # One converter for all frames: FFmpeg then reuses its scaling context.
+        self._reformatter = VideoReformatter()
+
+    def _open(self) -> None:
+        """Opens the file; decoding then starts at its first frame (`_fresh`)."""
         try:
-            self._container = av.open(path)
+            container = av.open(self._path)
         except av.FFmpegError as err:
             raise VideoDecodeError(f"cannot open: {_ffmpeg_reason(err)}") from None
-        if not self._container.streams.video:
-            self._container.close()
+        if not container.streams.video:
+            container.close()
             raise VideoDecodeError("no video stream")
-        container_format = self._container.format
+        container_format = container.format
         if container_format.flags & av.format.Flags.no_timestamps.value:
             # An elementary stream (.h264, .hevc, .m4v): FFmpeg makes up a frame rate (25 fps)
             # and every packet's timestamp is unset, so clips would be cut at wrong times.
-            self._container.close()
+            container.close()
             mp4 = os.path.splitext(self._video_name)[0] + ".mp4"
             raise VideoDecodeError(
                 f"{container_format.long_name} without a container, so its frames have no "
                 f"times: wrap it in one with `ffmpeg -framerate <its frame rate> -i "
                 f"{self._video_name} -c copy {mp4}`"
             )
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_count = threads
-        if threads != 1:
+        self._container = container
+        self._stream = container.streams.video[0]
+        self._stream.thread_count = self._threads
+        if self._threads != 1:
             self._stream.thread_type = "AUTO"
-        self._clock = FrameClock(self._stream)
-        self.duration = self._header_duration()
-        # One converter for all frames: FFmpeg then reuses its scaling context.
-        self._reformatter = VideoReformatter()
+        self._clock = FrameClock(self._stream, self._joined)
+        self._fresh = True
 
     def close(self) -> None:
         self._container.close()
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the container has an index (duration in its header, seeks by its index)."""
+        return not _INDEXED_FORMATS.isdisjoint(self._container.format.name.split(","))
+
+    @property
+    def format_name(self) -> str:
+        """The container format's name, as FFmpeg writes it out (MPEG-TS (MPEG-2 Transport
+        Stream))."""
+        return self._container.format.long_name
+
+    @property
+    def declared_size(self) -> tuple[int, int] | None:
+        """(height, width) the stream's header states for its frames, before any rotation."""
+        return self._size
 
     def _header_duration(self) -> float:
         """Seconds from the first frame to the end of the last.
 
         Taken from the headers of indexed containers; MPEG program/transport streams only
-        estimate it from the bit rate, so their packet timestamps are read instead.
+        estimate it from the bit rate, so their packet timestamps are read instead (from a
+        second opening of the file, so that this one still starts at the first frame). Where
+        they start again (recordings joined byte-wise), the file is `_joined`: its parts are
+        laid end to end, as its FrameClock shows them, and it is never read by seeking, since a
+        timestamp there names a frame in every part.
         """
-        indexed = not _INDEXED_FORMATS.isdisjoint(self._container.format.name.split(","))
-        if indexed and self._stream.duration:
+        if self.indexed and self._stream.duration:
             return float(self._stream.duration * self._clock.time_base)
-        if indexed and self._container.duration:
+        if self.indexed and self._container.duration:
             return self._container.duration / av.time_base
-        end = 0
+        # [first timestamp, end] of each part; the first part is timed from the stream's start.
+        parts: list[list[int]] = []
+        last_dts = None
         try:
-            for packet in self._container.demux(self._stream):
-                if packet.pts is not None:
-                    end = max(end, packet.pts + (packet.duration or 0))
-            if not end:
-                # Checked before seeking back, whose failure would hide this reason.
-                raise VideoDecodeError("no timestamps and no duration")
-            self._container.seek(self._clock.start_pts, stream=self._stream)
+            with av.open(self._path) as scan:
+                stream = scan.streams.video[0]
+                for packet in scan.demux(stream):
+                    if packet.pts is None:
+                        continue
+                    # Decoding timestamps only rise within a stream (presentation ones follow
+                    # B-frames about).
+                    dts = packet.pts if packet.dts is None else packet.dts
+                    if not parts or dts < last_dts:
+                        start = self._clock.start_pts if not parts else packet.pts
+                        parts.append([start, packet.pts])
+                    last_dts = dts
+                    part = parts[-1]
+                    part[0] = min(part[0], packet.pts)
+                    part[1] = max(part[1], packet.pts + (packet.duration or 0))
         except av.FFmpegError as err:
             raise VideoDecodeError(f"cannot read: {_ffmpeg_reason(err)}") from None
-        return float((end - self._clock.start_pts) * self._clock.time_base)
+        if not parts:
+            raise VideoDecodeError("no timestamps and no duration")
+        self._joined = self._clock.joined = len(parts) > 1
+        return float(sum(end - start for start, end in parts) * self._clock.time_base)
 
     def read_frames(
         self, times: Sequence[float], short_side: int | None = None
@@ -163,8 +275,8 @@ class PyAVVideo:
         """The frames shown at `times` (seconds from the start, ascending), decoded in one pass.
 
         Returns uint8 (N, H, W, 3) RGB, each distinct frame once, and for every time the row of
-        its frame. With `short_side` the frames are scaled (while converting to RGB) so that
-        their short side has that length.
+        its frame. Frames are scaled (while converting to RGB) to the stream's declared size, or
+        with `short_side` so that their short side has that length.
         """
         rows: list[int] = []
         frames: list[np.ndarray] = []
@@ -202,30 +314,66 @@ class PyAVVideo:
             rows.extend([len(frames) - 1] * (len(times) - len(rows)))
         return torch.from_numpy(np.stack(frames)), rows
 
-    def _decode_from(self, start: float):
-        """(frame, seconds from the start) from the last keyframe at or before `start` on."""
-        if start > _TIME_EPS:
-            target = self._clock.start_pts + int(start / self._clock.time_base)
-            self._container.seek(target, stream=self._stream, backward=True)
-            frames = self._timed_frames()
+    def _decode_from(self, start: float) -> Iterator[tuple[av.VideoFrame, float]]:
+        """(frame, seconds from the start) in display order, from the frame shown at `start` (or
+        the first frame) on: the frames, and times, of a decode from the first frame."""
+        lead = 0.0
+        while not self._joined and start - lead > _TIME_EPS:
+            frames = self._frames_after_seek(start - lead)
             first = next(frames, None)
-            if first is None or first[1] <= start + _TIME_EPS:
-                if first is not None:
-                    yield first
+            if first is not None and first[1] <= start + _TIME_EPS:
+                yield first
                 yield from frames
                 return
-            # The seek landed after `start` (imprecise index): read from the beginning instead.
+            # Landed after `start`, or on no keyframe at all: aim earlier.
             frames.close()
-        self._container.seek(self._clock.start_pts, stream=self._stream, backward=True)
-        yield from self._timed_frames()
+            lead = max(2 * lead, _SEEK_LEAD)
+        yield from self._frames_from_first()
 
-    def _timed_frames(self):
+    def _frames_after_seek(self, time: float) -> Iterator[tuple[av.VideoFrame, float]]:
+        """Frames from the first keyframe with a timestamp after a seek to `time` (seconds).
+
+        Frames before it may lack the frames they are predicted from, and one without a
+        timestamp cannot be placed, so they are dropped; nothing comes if the seek fails or
+        the decoder fails before that keyframe.
+        """
+        self._fresh = False
+        self._clock.restart()
+        try:
+            self._container.seek(self._clock.pts_at(time), stream=self._stream, backward=True)
+        except av.FFmpegError:
+            return
+        frames = self._container.decode(self._stream)
+        try:
+            for frame in frames:
+                if frame.key_frame and frame.pts is not None:
+                    break
+            else:
+                return
+        except av.FFmpegError:
+            return
+        yield frame, self._clock.time_of(frame)
+        for frame in frames:
+            yield frame, self._clock.time_of(frame)
+
+    def _frames_from_first(self) -> Iterator[tuple[av.VideoFrame, float]]:
+        """Every frame from the first, as decoding the file from its start gives them.
+
+        No seek leads there in every container (see the module's doc; AVI also refuses to seek
+        before its first timestamp), so a file already read from is opened again.
+        """
+        if not self._fresh:
+            self._container.close()
+            self._open()
+        self._fresh = False
         self._clock.restart()
         for frame in self._container.decode(self._stream):
             yield frame, self._clock.time_of(frame)
 
     def _to_rgb(self, frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
-        height, width = frame.height, frame.width
+        if self._size is None:
+            self._size = (frame.height, frame.width)
+        height, width = self._size
         if short_side is not None:
             height, width = scaled_size(height, width, short_side)
         rgb = self._reformatter.reformat(
@@ -234,74 +382,249 @@ class PyAVVideo:
         return np.rot90(rgb.to_ndarray(), quarter_turns(frame.rotation))
 
 
-class DecordVideo(EncodedVideoDecord):
-    """A video file read with decord (which applies the display rotation itself); audio is never
-    decoded."""
+class _DecordFault(Exception):
+    """decord cannot read a video, or cannot be trusted with it; PyAV may still read it."""
 
-    def __init__(self, path: str, threads: int = 1) -> None:
-        # decord indexes only the frames it finds, so a truncated file looks like a short
-        # video; the container's header (read with PyAV, without decoding) tells the length.
-        header = PyAVVideo(path)
-        stated_duration = header.duration
-        header.close()
+
+class _DecordFrames(EncodedVideoDecord):
+    """decord's reader of one video (which applies the display rotation itself), checked
+    against what PyAV's reader of the same file (`header`) states about it."""
+
+    def __init__(self, path: str, threads: int, header: PyAVVideo) -> None:
+        if not header.indexed:
+            raise _DecordFault(
+                f"decord: no frame index in {header.format_name}, where its seeks and frame "
+                "times are wrong"
+            )
         try:
             super().__init__(path, os.path.basename(path), decode_audio=False, num_threads=threads)
         except RuntimeError as err:
-            raise VideoDecodeError(_decord_reason(err)) from None
+            raise _DecordFault(_decord_reason(err)) from None
         num_frames = len(self._av_reader)
         if num_frames == 0:
-            raise VideoDecodeError("no frame could be decoded")
+            raise _DecordFault("decord: no frame could be decoded")
         starts = self._av_reader.get_frame_timestamp(list(range(num_frames)))[:, 0]
-        # In some containers (MPEG program streams) decord's frame index is broken: garbage
-        # timestamps, and seeks that land on the wrong frames. Such files are timed by the
-        # average frame rate and read from their first frame, without seeking.
-        self._index_is_sound = bool(
-            np.all(np.isfinite(starts)) and np.all(np.diff(starts) >= 0) and starts[0] >= 0
-        )
-        if not self._index_is_sound:
-            starts = np.arange(num_frames) / self._fps
+        if not (np.all(np.isfinite(starts)) and np.all(np.diff(starts) >= 0)):
+            raise _DecordFault("decord: frame times out of order")
+        frame_interval = 1.0 / self._fps
+        tolerance = max(_TRUNCATION_TOLERANCE, 3 * frame_interval)
+        # Its clock must be PyAV's: starting at the stream's start, ending by its duration.
+        if not 0 <= starts[0] <= tolerance:
+            raise _DecordFault(f"decord: first frame at {starts[0]:.2f} s")
+        if starts[-1] > header.duration + tolerance:
+            raise _DecordFault(
+                f"decord: frame times run to {starts[-1]:.2f} s of {header.duration:.2f} s"
+            )
+        # decord indexes only the frames it finds, so a truncated file looks like a short
+        # video; the container's header tells the length. That is the file's fault, not
+        # decord's: PyAV would find the same.
+        _raise_if_truncated(float(starts[-1]), math.inf, header.duration, frame_interval)
         self._frame_starts = starts
-        _raise_if_truncated(float(starts[-1]), math.inf, stated_duration, 1.0 / self._fps)
-        # pytorchvideo's duration, frames / average frame rate, is short for a variable frame
-        # rate; the header's is the PyAV reader's, so both backends cut the same clips.
-        self._duration = stated_duration
+        self._declared_size = header.declared_size
 
     def read_frames(
         self, times: Sequence[float], short_side: int | None = None
     ) -> tuple[torch.Tensor, list[int]]:
-        """Same contract as PyAVVideo.read_frames; scaling is done with torch after decoding."""
         wanted = np.asarray(times, dtype=np.float64) + _TIME_EPS
         indices = np.searchsorted(self._frame_starts, wanted, side="right") - 1
         indices = np.clip(indices, 0, len(self._frame_starts) - 1)
         distinct, rows = np.unique(indices, return_inverse=True)
-        wanted = distinct if self._index_is_sound else np.arange(distinct[-1] + 1)
         try:
-            batch = self._av_reader.get_batch(wanted.tolist())
+            batch = self._av_reader.get_batch(distinct.tolist())
         except Exception as err:  # decord raises its own DECORDError and RuntimeError types.
-            raise VideoDecodeError(_decord_reason(err)) from None
+            raise _DecordFault(_decord_reason(err)) from None
         frames = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch.asnumpy())
-        if not self._index_is_sound:
-            frames = frames[torch.from_numpy(distinct)]
+        size = tuple(frames.shape[1:3])
+        if self._declared_size is not None and size not in (
+            self._declared_size,
+            self._declared_size[::-1],
+        ):
+            height, width = self._declared_size
+            raise _DecordFault(
+                f"decord: frames of {size[1]}x{size[0]} from a stream of {width}x{height}"
+            )
         if short_side is not None:
             frames = _resize_frames(frames, short_side)
         return frames, rows.tolist()
+
+
+class DecordVideo:
+    """A video file read with decord, or with PyAV where decord cannot read it.
+
+    The file is opened with PyAV first: its header gives the duration (decord's, frames /
+    average frame rate, is short for a variable frame rate and for truncated files), and a
+    file PyAV cannot open is unusable whatever decord says. decord reads the frames unless it
+    fails on the file, when opening it or on any read, or is not to be trusted with it (see
+    _DecordFrames); PyAV's reader then reads it. Such a video is counted and its fault logged
+    the first time that fault is met (`fallbacks()`); if PyAV cannot read it either, PyAV's
+    reason is the one reported.
+    """
+
+    def __init__(self, path: str, threads: int = 1) -> None:
+        self._path = path
+        self._pyav = PyAVVideo(path, threads)
+        self.duration = self._pyav.duration
+        self._fault: str | None = None
+        self._decord: _DecordFrames | None = None
+        try:
+            self._decord = _DecordFrames(path, threads, self._pyav)
+        except _DecordFault as fault:
+            self._fault = str(fault)
+        except VideoDecodeError:
+            self._pyav.close()
+            raise
+
+    def close(self) -> None:
+        self._pyav.close()
+        if self._decord is not None:
+            self._decord.close()
+
+    def read_frames(
+        self, times: Sequence[float], short_side: int | None = None
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Same contract as PyAVVideo.read_frames; decord's frames are scaled with torch after
+        decoding."""
+        if self._decord is not None:
+            try:
+                return self._decord.read_frames(times, short_side)
+            except _DecordFault as fault:
+                self._fault = str(fault)
+                self._decord.close()
+                self._decord = None
+        frames = self._pyav.read_frames(times, short_side)
+        if self._fault is not None:
+            _FALLBACKS.note(self._path, self._fault)
+            self._fault = None  # Counted once per video.
+        return frames
 
 
 # What open_video returns: both have duration, read_frames(times, short_side) and close().
 VideoReader = PyAVVideo | DecordVideo
 
 
+class _FallbackRecord:
+    """Videos read with PyAV because decord could not read them, counted by fault; each fault
+    is logged the first time it is counted.
+
+    A fault is decord's reason with its numbers left out (frame sizes, times), so the same
+    defect met on videos of other sizes is one fault. A `shared` record is in shared memory, so
+    that loader workers count into their parent's record and log a fault once in all: forked
+    workers inherit it, and VideoDataset hands it to workers started otherwise.
+    """
+
+    SLOTS = 32
+    TEXT_BYTES = 200
+
+    def __init__(self, shared: bool = False) -> None:
+        if shared:
+            # The default context's, which is the loader workers'.
+            self._lock = multiprocessing.Lock()
+            self._counts = multiprocessing.RawArray("q", self.SLOTS)
+            self._texts = multiprocessing.RawArray("c", self.SLOTS * self.TEXT_BYTES)
+        else:
+            self._lock = threading.Lock()
+            self._counts = (ctypes.c_longlong * self.SLOTS)()
+            self._texts = (ctypes.c_char * (self.SLOTS * self.TEXT_BYTES))()
+        self.shared = shared
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if getattr(self._lock, "_is_fork_ctx", False):
+            # A lock made for forked workers cannot go to a spawned one, which then goes without
+            # (two workers meeting a new fault at the same instant might both log it).
+            state["_lock"] = None
+        return state
+
+    def note(self, path: str, reason: str) -> None:
+        """Counts a video read with PyAV after decord's `reason`; logs the fault if it is new."""
+        key = re.sub(r"\d+(\.\d+)?", "N", reason).encode()[: self.TEXT_BYTES - 1]
+        new = True
+        # A timeout, not a wait: a worker killed while holding the lock must not hang the rest.
+        locked = self._lock is not None and self._lock.acquire(timeout=1)
+        try:
+            for slot in range(self.SLOTS):
+                text = self._text(slot)
+                if not text:
+                    begin = slot * self.TEXT_BYTES
+                    self._texts[begin : begin + len(key)] = key
+                elif text != key:
+                    continue
+                new = not text
+                self._counts[slot] += 1
+                break
+            # More faults than slots: each logged, none counted.
+        finally:
+            if locked:
+                self._lock.release()
+        if new:
+            logger.warning(
+                "%s: %s; read with PyAV, as is every video decord fails on in this way "
+                "(logged once)",
+                path,
+                reason,
+            )
+
+    def counts(self) -> dict[str, int]:
+        result = {}
+        for slot in range(self.SLOTS):
+            text = self._text(slot)
+            if not text:
+                break
+            result[text.decode(errors="replace")] = self._counts[slot]
+        return result
+
+    def copy_to(self, other: _FallbackRecord) -> None:
+        other._counts[:] = self._counts[:]
+        other._texts[:] = self._texts[:]
+
+    def _text(self, slot: int) -> bytes:
+        return self._texts[slot * self.TEXT_BYTES : (slot + 1) * self.TEXT_BYTES].rstrip(b"\0")
+
+
+# This process's record (see fallback_record for when it is shared).
+_FALLBACKS = _FallbackRecord()
+
+
+def fallbacks() -> dict[str, int]:
+    """How many videos were read with PyAV because decord could not read them, by fault (decord's
+    reason, its numbers written N), in this process and its loader workers."""
+    return _FALLBACKS.counts()
+
+
+def fallback_record() -> _FallbackRecord:
+    """This process's record of fallbacks, moved to shared memory if it is not there yet.
+
+    Called before loader workers start (VideoDataset.track_progress), so that they count into
+    it; see share_fallbacks.
+    """
+    global _FALLBACKS
+    if not _FALLBACKS.shared:
+        shared = _FallbackRecord(shared=True)
+        _FALLBACKS.copy_to(shared)
+        _FALLBACKS = shared
+    return _FALLBACKS
+
+
+def share_fallbacks(record: _FallbackRecord) -> None:
+    """Counts this process's fallbacks in `record`, a parent process's (a loader worker that was
+    not forked from it has a record of its own otherwise)."""
+    global _FALLBACKS
+    _FALLBACKS = record
+
+
 def display_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
     """Degrees counterclockwise by which `stream`'s first frame is shown rotated (0 if none
-    decodes); the container is left at the stream's start.
+    decodes); `container` is left as it was, at the start of its file.
 
-    PyAV exposes the display matrix on decoded frames only, so this decodes one frame.
+    PyAV exposes the display matrix on decoded frames only, so this decodes one frame, from a
+    second opening of the file: seeking `container` back to the start afterwards would land on
+    the second keyframe in MPEG program and transport streams (see the module's doc).
     """
     try:
-        frame = next(container.decode(stream), None)
-    except av.FFmpegError:
+        with av.open(container.name) as peek:
+            frame = next(peek.decode(peek.streams[stream.index]), None)
+    except (av.FFmpegError, OSError):
         frame = None
-    container.seek(stream.start_time or 0, stream=stream, backward=True)
     return frame.rotation if frame is not None else 0
 
 

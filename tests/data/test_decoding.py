@@ -1,3 +1,6 @@
+import os
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,7 @@ def test_times_past_the_end_repeat_the_last_frame(tmp_path, backend):
     assert indices == [3, 5, 5, 5, 5]
 
 
-@pytest.mark.parametrize("extension", ["mp4", "avi", "mkv", "webm", "mpg"])
+@pytest.mark.parametrize("extension", ["mp4", "avi", "mkv", "webm", "mpg", "ts"])
 def test_common_containers_and_codecs(tmp_path, backend, extension):
     path = write_indexed_video(tmp_path / f"v.{extension}", count=30, fps=15)
     video = open_video(path, backend)
@@ -110,7 +113,13 @@ def test_a_raw_stream_says_how_to_put_it_in_a_container(tmp_path, backend):
 
 def broken_file(tmp_path, kind):
     path = tmp_path / f"{kind}.mp4"
-    if kind == "empty":
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        return os.devnull
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
         path.write_bytes(b"")
     elif kind == "garbage":
         path.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
@@ -139,13 +148,34 @@ def broken_file(tmp_path, kind):
         ("truncated", ""),
         ("truncated_faststart", ""),
         ("audio_only", "no video stream"),
+        # Opening a pipe or a capture device would wait for a writer or stream on: neither is a
+        # video file, and neither is empty.
+        ("fifo", "not a regular file (a FIFO)"),
+        ("device", "not a regular file (a character device)"),
+        ("directory", "not a regular file (a directory)"),
     ],
 )
 def test_unusable_files_raise_a_short_reason(tmp_path, backend, kind, reason):
     path = broken_file(tmp_path, kind)
-    with pytest.raises(VideoDecodeError) as error:
+    with pytest.raises(VideoDecodeError) as error, no_hang():
         video = open_video(path, backend)
         video.read_frames([i / 15 for i in range(0, 60, 4)])
     message = str(error.value)
     assert reason in message
     assert "\n" not in message and 0 < len(message) < 200
+
+
+@contextmanager
+def no_hang(seconds=30):
+    """Fails instead of hanging (opening a FIFO waits for a writer)."""
+
+    def fail(*_):
+        raise TimeoutError("hung")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
