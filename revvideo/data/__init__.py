@@ -21,7 +21,9 @@ A batch is a dict whose rows are clips:
   "label":       int64 (B,) class index;
   "video_index": int64 (B,) row of the video in the split's CSV (or folder listing);
   "view_index":  int64 (B,) which view of that video the clip is;
-  "skipped":     list of SkippedVideo(video_index, path, reason) met while making the batch.
+  "skipped":     list of SkippedVideo(video_index, path, reason) met while making the batch;
+  "fallbacks":   list of FallbackVideo(video_index, path, fault): videos read with PyAV because
+                 decord could not read them.
 Train: B = videos per batch x AUG.NUM_SAMPLE; the AUG.NUM_SAMPLE clips of a video are
 consecutive rows (view_index 0..NUM_SAMPLE-1), all cut from one random window. Each rank loads
 TRAIN.BATCH_SIZE / world size videos per batch (DistributedSampler: shards are shuffled every

@@ -17,13 +17,7 @@ from pytorchvideo.data.clip_sampling import ClipSampler, RandomClipSampler
 from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
 
 from revvideo.data.clip_sampling import EvenClipsPerVideoSampler, clip_starts, frame_times
-from revvideo.data.decoding import (
-    VideoDecodeError,
-    VideoReader,
-    fallback_record,
-    open_video,
-    share_fallbacks,
-)
+from revvideo.data.decoding import VideoDecodeError, VideoReader, open_video
 from revvideo.data.transforms import MultiViewCrops, TrainAugmentation
 
 # A training item tries this many videos (the one asked for, then random others) before giving up.
@@ -36,6 +30,15 @@ class SkippedVideo(NamedTuple):
     video_index: int
     path: str
     reason: str
+
+
+class FallbackVideo(NamedTuple):
+    """A video read with PyAV because decord could not read it: its row, its path and decord's
+    reason."""
+
+    video_index: int
+    path: str
+    fault: str
 
 
 class TrainClips:
@@ -120,12 +123,12 @@ class VideoDataset(torch.utils.data.Dataset):
         normalised clips, or uint8 test views for a GPU (see MultiViewCrops);
       "label": int; "video_index": int (row in the list);
       "view_index": int64 (V,): the repeated-augmentation index (train) or k * S + s (test);
-      "skipped": list of SkippedVideo met while making the item.
+      "skipped": list of SkippedVideo met while making the item;
+      "fallbacks": list of FallbackVideo (only with `backend` "decord", see
+        decoding.DecordVideo).
     `class_names` names the labels (by index), None when the list names no classes.
     In training an unusable video is replaced by a random other one (up to MAX_TRAIN_DRAWS
-    tries); otherwise the item has no views and names the video in "skipped". Videos are opened
-    with revvideo.data.decoding.open_video, where `backend` "decord" falls back to PyAV for a
-    video decord cannot read (counted in decoding.fallbacks(), each fault logged once).
+    tries); otherwise the item has no views and names the video in "skipped".
     With `seed`, every random choice an item makes (clip start, augmentation, replacement
     video) comes from generators seeded by (seed, `epoch`, index): an epoch's clips are the same
     whichever process or loader worker makes them, in whatever order, and a run resumed in the
@@ -156,9 +159,6 @@ class VideoDataset(torch.utils.data.Dataset):
         self.excluded: set[int] = set()
         # Per worker: (pid, index of the video being decoded or -1), read after a worker dies.
         self._progress = None
-        # The main process's count of videos decord could not read (see decoding.fallbacks),
-        # for workers that are not forked from it.
-        self._fallbacks = None
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -172,21 +172,10 @@ class VideoDataset(torch.utils.data.Dataset):
     def track_progress(self, num_workers: int):
         """Shared memory where each worker notes (its pid, the video it decodes or -1).
 
-        Made before the workers start; VideoLoader reads it when a worker dies. The workers
-        also count their decord fallbacks into this process's record (see __setstate__).
+        Made before the workers start; VideoLoader reads it when a worker dies.
         """
         self._progress = multiprocessing.RawArray("q", [-1] * (2 * num_workers))
-        if self.backend == "decord":
-            self._fallbacks = fallback_record()
         return self._progress
-
-    def __setstate__(self, state: dict) -> None:
-        # A worker started by spawn or forkserver gets the dataset pickled, and a record of its
-        # own with the decoding module: it counts into the main process's instead, so that a
-        # decord fault is logged once for all workers (forked workers share it already).
-        self.__dict__.update(state)
-        if getattr(self, "_fallbacks", None) is not None:
-            share_fallbacks(self._fallbacks)
 
     def __getitem__(self, index: int) -> dict:
         if self.seed is None:
@@ -195,14 +184,14 @@ class VideoDataset(torch.utils.data.Dataset):
             return self._make_item(index)
 
     def _make_item(self, index: int) -> dict:
-        skipped = []
+        skipped, fallbacks = [], []
         draws = MAX_TRAIN_DRAWS if self.training else 1
         for draw in range(draws):
             if draw:
                 index = random.randrange(len(self))
             path = self.path(index)
             try:
-                views = self._decode(index, path)
+                views = self._decode(index, path, fallbacks)
             except Exception as err:  # Any failure on one video skips it, never the epoch.
                 skipped.append(SkippedVideo(index, path, _reason(err)))
                 continue
@@ -212,6 +201,7 @@ class VideoDataset(torch.utils.data.Dataset):
                 "video_index": index,
                 "view_index": torch.arange(len(views)),
                 "skipped": skipped,
+                "fallbacks": fallbacks,
             }
         return {
             "video": torch.empty(0),
@@ -219,18 +209,22 @@ class VideoDataset(torch.utils.data.Dataset):
             "video_index": index,
             "view_index": torch.empty(0, dtype=torch.long),
             "skipped": skipped,
+            "fallbacks": fallbacks,
         }
 
-    def _decode(self, index: int, path: str) -> torch.Tensor:
+    def _decode(self, index: int, path: str, fallbacks: list[FallbackVideo]) -> torch.Tensor:
         if index in self.excluded:
             raise VideoDecodeError("crashed a loader worker earlier this epoch")
         self._note_progress(index)
         try:
             video = open_video(path, self.backend, self.decoder_threads)
             try:
-                return self.clips(video)
+                views = self.clips(video)
             finally:
                 video.close()
+            if getattr(video, "fallback", None):
+                fallbacks.append(FallbackVideo(index, path, video.fallback))
+            return views
         finally:
             self._note_progress(-1)
 

@@ -38,20 +38,16 @@ between reads that start on either side of the change.
 
 decord is a second backend (DATA.DECODING_BACKEND decord). It is used only where it is right: a
 video that decord cannot read, or cannot be trusted with (a container without an index, in which
-its seeks and frame times are wrong), is read with PyAV instead. `fallbacks()` counts such videos
-by fault, across the loader's worker processes, and each fault is logged once.
+its seeks and frame times are wrong), is read with PyAV instead, and its reader's `fallback` says
+why (the loader counts such videos and logs each fault once).
 """
 
 from __future__ import annotations
 
-import ctypes
-import logging
 import math
-import multiprocessing
 import os
 import re
 import stat
-import threading
 from collections.abc import Iterator, Sequence
 
 import av
@@ -60,8 +56,6 @@ import torch
 import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 from pytorchvideo.data.encoded_video_decord import EncodedVideoDecord
-
-logger = logging.getLogger(__name__)
 
 BACKENDS = ("pyav", "decord")
 
@@ -455,21 +449,19 @@ class DecordVideo:
     average frame rate, is short for a variable frame rate and for truncated files), and a
     file PyAV cannot open is unusable whatever decord says. decord reads the frames unless it
     fails on the file, when opening it or on any read, or is not to be trusted with it (see
-    _DecordFrames); PyAV's reader then reads it. Such a video is counted and its fault logged
-    the first time that fault is met (`fallbacks()`); if PyAV cannot read it either, PyAV's
-    reason is the one reported.
+    _DecordFrames); PyAV's reader then reads it, and `fallback` says why (None while decord
+    reads). If PyAV cannot read it either, PyAV's reason is the one reported.
     """
 
     def __init__(self, path: str, threads: int = 1) -> None:
-        self._path = path
         self._pyav = PyAVVideo(path, threads)
         self.duration = self._pyav.duration
-        self._fault: str | None = None
+        self.fallback: str | None = None
         self._decord: _DecordFrames | None = None
         try:
             self._decord = _DecordFrames(path, threads, self._pyav)
         except _DecordFault as fault:
-            self._fault = str(fault)
+            self.fallback = str(fault)
         except VideoDecodeError:
             self._pyav.close()
             raise
@@ -488,128 +480,14 @@ class DecordVideo:
             try:
                 return self._decord.read_frames(times, short_side)
             except _DecordFault as fault:
-                self._fault = str(fault)
+                self.fallback = str(fault)
                 self._decord.close()
                 self._decord = None
-        frames = self._pyav.read_frames(times, short_side)
-        if self._fault is not None:
-            _FALLBACKS.note(self._path, self._fault)
-            self._fault = None  # Counted once per video.
-        return frames
+        return self._pyav.read_frames(times, short_side)
 
 
 # What open_video returns: both have duration, read_frames(times, short_side) and close().
 VideoReader = PyAVVideo | DecordVideo
-
-
-class _FallbackRecord:
-    """Videos read with PyAV because decord could not read them, counted by fault; each fault
-    is logged the first time it is counted.
-
-    A fault is decord's reason with its numbers left out (frame sizes, times), so the same
-    defect met on videos of other sizes is one fault. A `shared` record is in shared memory, so
-    that loader workers count into their parent's record and log a fault once in all: forked
-    workers inherit it, and VideoDataset hands it to workers started otherwise.
-    """
-
-    SLOTS = 32
-    TEXT_BYTES = 200
-
-    def __init__(self, shared: bool = False) -> None:
-        if shared:
-            # The default context's, which is the loader workers'.
-            self._lock = multiprocessing.Lock()
-            self._counts = multiprocessing.RawArray("q", self.SLOTS)
-            self._texts = multiprocessing.RawArray("c", self.SLOTS * self.TEXT_BYTES)
-        else:
-            self._lock = threading.Lock()
-            self._counts = (ctypes.c_longlong * self.SLOTS)()
-            self._texts = (ctypes.c_char * (self.SLOTS * self.TEXT_BYTES))()
-        self.shared = shared
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        if getattr(self._lock, "_is_fork_ctx", False):
-            # A lock made for forked workers cannot go to a spawned one, which then goes without
-            # (two workers meeting a new fault at the same instant might both log it).
-            state["_lock"] = None
-        return state
-
-    def note(self, path: str, reason: str) -> None:
-        """Counts a video read with PyAV after decord's `reason`; logs the fault if it is new."""
-        key = re.sub(r"\d+(\.\d+)?", "N", reason).encode()[: self.TEXT_BYTES - 1]
-        new = True
-        # A timeout, not a wait: a worker killed while holding the lock must not hang the rest.
-        locked = self._lock is not None and self._lock.acquire(timeout=1)
-        try:
-            for slot in range(self.SLOTS):
-                text = self._text(slot)
-                if not text:
-                    begin = slot * self.TEXT_BYTES
-                    self._texts[begin : begin + len(key)] = key
-                elif text != key:
-                    continue
-                new = not text
-                self._counts[slot] += 1
-                break
-            # More faults than slots: each logged, none counted.
-        finally:
-            if locked:
-                self._lock.release()
-        if new:
-            logger.warning(
-                "%s: %s; read with PyAV, as is every video decord fails on in this way "
-                "(logged once)",
-                path,
-                reason,
-            )
-
-    def counts(self) -> dict[str, int]:
-        result = {}
-        for slot in range(self.SLOTS):
-            text = self._text(slot)
-            if not text:
-                break
-            result[text.decode(errors="replace")] = self._counts[slot]
-        return result
-
-    def copy_to(self, other: _FallbackRecord) -> None:
-        other._counts[:] = self._counts[:]
-        other._texts[:] = self._texts[:]
-
-    def _text(self, slot: int) -> bytes:
-        return self._texts[slot * self.TEXT_BYTES : (slot + 1) * self.TEXT_BYTES].rstrip(b"\0")
-
-
-# This process's record (see fallback_record for when it is shared).
-_FALLBACKS = _FallbackRecord()
-
-
-def fallbacks() -> dict[str, int]:
-    """How many videos were read with PyAV because decord could not read them, by fault (decord's
-    reason, its numbers written N), in this process and its loader workers."""
-    return _FALLBACKS.counts()
-
-
-def fallback_record() -> _FallbackRecord:
-    """This process's record of fallbacks, moved to shared memory if it is not there yet.
-
-    Called before loader workers start (VideoDataset.track_progress), so that they count into
-    it; see share_fallbacks.
-    """
-    global _FALLBACKS
-    if not _FALLBACKS.shared:
-        shared = _FallbackRecord(shared=True)
-        _FALLBACKS.copy_to(shared)
-        _FALLBACKS = shared
-    return _FALLBACKS
-
-
-def share_fallbacks(record: _FallbackRecord) -> None:
-    """Counts this process's fallbacks in `record`, a parent process's (a loader worker that was
-    not forked from it has a record of its own otherwise)."""
-    global _FALLBACKS
-    _FALLBACKS = record
 
 
 def display_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from revvideo.data.dataset import SkippedVideo, VideoDataset
+from revvideo.data.dataset import FallbackVideo, SkippedVideo, VideoDataset
 from revvideo.data.transforms import Normalize
 from revvideo.utils.errors import DataError
 
@@ -56,7 +56,8 @@ def collate_videos(items: Sequence[dict]) -> dict:
 
     "video": float32 (B, 3, T, H, W), or uint8 test views for a GPU (pass it through
     VideoLoader.model_input); "label", "video_index", "view_index": int64 (B,);
-    "skipped": every SkippedVideo of the items. Items without views add only to "skipped".
+    "skipped", "fallbacks": every SkippedVideo and FallbackVideo of the items. Items without
+    views add only to those.
     """
     used = [item for item in items if len(item["view_index"])]
     counts = torch.tensor([len(item["view_index"]) for item in used], dtype=torch.long)
@@ -77,6 +78,7 @@ def collate_videos(items: Sequence[dict]) -> dict:
         if used
         else torch.empty(0, dtype=torch.long),
         "skipped": [skip for item in items for skip in item["skipped"]],
+        "fallbacks": [video for item in items for video in item["fallbacks"]],
     }
 
 
@@ -97,7 +99,10 @@ class VideoLoader(DataLoader):
     Unusable videos are reported in each batch's "skipped" list, logged once per epoch as a
     warning, and gathered in `skipped` (this epoch's, by video) and `summary()`. If a worker
     process dies (a decoder crash), the loader names the video it was decoding as skipped and
-    carries on with new workers from the first batch not yet delivered. torch may instead
+    carries on with new workers from the first batch not yet delivered. Videos read with PyAV
+    because decord could not read them are gathered in `fallbacks` (by fault: decord's reason
+    with its numbers written N, so that one defect met on videos of many sizes is one fault),
+    and each fault is logged once. torch may instead
     report the death from its SIGCHLD handler while the caller's code runs; it then raises its
     own RuntimeError there (no hang either way), which `dead_loader_worker` recognises.
     """
@@ -119,6 +124,7 @@ class VideoLoader(DataLoader):
         self.name = name
         self.normalize = normalize
         self._skipped: dict[int, SkippedVideo] = {}
+        self._fallbacks: dict[str, set[int]] = {}
         self._first_batch = 0
         super().__init__(
             dataset,
@@ -149,6 +155,11 @@ class VideoLoader(DataLoader):
         """Videos skipped (training) or left unscored (test) in the current or last epoch."""
         return list(self._skipped.values())
 
+    @property
+    def fallbacks(self) -> dict[str, int]:
+        """How many videos were read with PyAV because decord could not read them, by fault."""
+        return {fault: len(videos) for fault, videos in self._fallbacks.items()}
+
     def summary(self) -> str:
         """One line naming this epoch's skipped videos and why, or "" if there were none."""
         if not self._skipped:
@@ -172,6 +183,7 @@ class VideoLoader(DataLoader):
                 for batch in super().__iter__():
                     delivered += 1
                     self._note_skipped(batch["skipped"])
+                    self._note_fallbacks(batch["fallbacks"])
                     if len(batch["label"]):
                         yield batch
                     elif self.dataset.training:
@@ -189,6 +201,20 @@ class VideoLoader(DataLoader):
             if skip.video_index not in self._skipped:
                 self._skipped[skip.video_index] = skip
                 logger.warning("%s: skipping %s: %s", self.name, skip.path, skip.reason)
+
+    def _note_fallbacks(self, fallbacks: list[FallbackVideo]) -> None:
+        for video in fallbacks:
+            fault = re.sub(r"\d+(\.\d+)?", "N", video.fault)
+            if fault not in self._fallbacks:
+                self._fallbacks[fault] = set()
+                logger.warning(
+                    "%s: %s: %s; read with PyAV, as is every video decord fails on in this way "
+                    "(logged once)",
+                    self.name,
+                    video.path,
+                    video.fault,
+                )
+            self._fallbacks[fault].add(video.video_index)
 
     def _recover_from_dead_worker(self, err: RuntimeError, restarts: int) -> None:
         """Marks the video a dead worker was decoding as skipped; re-raises any other error."""

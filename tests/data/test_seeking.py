@@ -11,14 +11,8 @@ import av
 import pytest
 import torch
 
-from revvideo.data import build_dataset, decoding
-from revvideo.data.decoding import (
-    BACKENDS,
-    display_rotation,
-    fallbacks,
-    open_video,
-    scaled_size,
-)
+from revvideo.data import build_dataset, build_loader
+from revvideo.data.decoding import BACKENDS, display_rotation, open_video, scaled_size
 
 from .videos import (
     frame_number,
@@ -203,29 +197,38 @@ def test_training_and_testing_read_a_video_whose_size_changes(tmp_path, small_cf
             assert item["video"].shape[1:] == (3, 4, 32, 32)
 
 
-def test_decord_falls_back_once_per_fault(tmp_path, caplog, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decord_falls_back_to_pyav_counted_and_logged_once_per_fault(
+    tmp_path, small_cfg, caplog, workers
+):
     # decord 0.6 cannot copy out frames 72 wide ("The size must exactly match"), whatever their
     # height; it cannot time MPEG program streams. Each video is read with PyAV and counted;
-    # each fault is logged once.
-    monkeypatch.setattr(decoding, "_FALLBACKS", decoding._FallbackRecord())
-    paths = [
-        write_numbered_video(
-            tmp_path / f"v{height}.mp4", "libx264", count=10, height=height, width=72
-        )
-        for height in (54, 96, 120)
-    ]
-    paths += [
-        write_numbered_video(tmp_path / f"v{n}.mpg", "mpeg2video", count=10) for n in range(2)
-    ]
-    with caplog.at_level("WARNING", logger="revvideo.data.decoding"):
-        for path in paths:
-            video = open_video(path, "decord")
-            assert numbers_read(video, [0.0, 0.2]) == [0, 5]
-            assert numbers_read(video, [0.3]) == [7], "read on with PyAV"
-            video.close()
-    counts = fallbacks()
+    # each fault is logged once, whichever loader worker met it.
+    names = [f"v{height}.mp4" for height in (54, 96, 120)] + [f"v{n}.mpg" for n in range(2)]
+    for name in names[:3]:
+        height = int(name[1:-4])
+        write_numbered_video(tmp_path / name, "libx264", count=10, height=height, width=72)
+    for name in names[3:]:
+        write_numbered_video(tmp_path / name, "mpeg2video", count=10)
+    for name in names:
+        video = open_video(str(tmp_path / name), "decord")
+        assert numbers_read(video, [0.0, 0.2]) == [0, 5]
+        assert numbers_read(video, [0.3]) == [7], "read on with PyAV"
+        assert video.fallback
+        video.close()
+    small_cfg.DATA.PATH_TO_DATA_DIR = write_dataset(tmp_path, {"test": [(n, 0) for n in names]})
+    small_cfg.DATA.DECODING_BACKEND = "decord"
+    small_cfg.DATA_LOADER.NUM_WORKERS = workers
+    small_cfg.TEST.BATCH_SIZE = 3
+    loader = build_loader(small_cfg, "test")
+    with caplog.at_level("WARNING", logger="revvideo.data.loader"):
+        batches = list(loader)
+    assert sum(len(batch["video_index"]) for batch in batches) == 5 * 3
+    counts = loader.fallbacks
     assert sorted(counts.values()) == [2, 3] and len(counts) == 2, counts
     assert any("size must exactly match" in fault for fault in counts)
     logged = [record.getMessage() for record in caplog.records]
-    assert len(logged) == 2 and all("read with PyAV" in message for message in logged)
-    assert str(paths[0]) in logged[0] and str(paths[3]) in logged[1]
+    assert len(logged) == 2 and all("read with PyAV" in message for message in logged), logged
+    named = [[name for name in names if f"/{name}:" in line] for line in logged]
+    assert sorted(len(line) for line in named) == [1, 1]
+    assert {line[0].split(".")[1] for line in named} == {"mp4", "mpg"}
