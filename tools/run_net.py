@@ -10,9 +10,18 @@ KEY VALUE pairs after the options override config keys. Exit status: 0 done; 2 a
 (printed as one `error:` line); 1 a data loader worker died where the loader could not recover,
 or a file could not be written (a full or read-only disk), or another process of a torchrun job
 stopped first (one `error:` line; the checkpoints are kept and the same command resumes from
-the newest); 130 / 143 stopped by Ctrl-C / SIGTERM after saving a checkpoint (the same command
-resumes); 130 also for a Ctrl-C outside training, or a second one in it (one `interrupted`
-line; further ones are ignored while the run closes).
+the newest); 130 / 143 stopped by Ctrl-C / SIGTERM in training or validation after saving a
+checkpoint (the same command resumes); 130 / 143 also for a Ctrl-C / SIGTERM outside them (the
+test writes no results then), or a second Ctrl-C in them (one `interrupted` / `interrupted by
+SIGTERM` line, naming the newest checkpoint kept; further signals are ignored while the run
+closes).
+
+Where the results go: a run that trains writes its config.yaml, log and checkpoints into
+OUTPUT_DIR, and its test results (test_results.json, predictions.csv, confusion.png) there too,
+over the run's own earlier ones only; an evaluation-only run (TRAIN.ENABLE False) writes its
+config, log and test results into a new folder of its own, OUTPUT_DIR/test/<checkpoint>[-N]/.
+A file a run did not write is never replaced: test results then go to such a folder, and a
+training run whose OUTPUT_DIR holds another config.yaml stops before writing anything.
 """
 
 import argparse
@@ -44,9 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # A Ctrl-C, or training's second one (see revvideo.engine.train), is one `interrupted` line.
+    # A Ctrl-C or SIGTERM outside training, or training's second Ctrl-C (see
+    # revvideo.engine.stopping), is one `interrupted` line naming the checkpoint kept.
+    loaded: dict = {}
     return run_interruptibly(
-        lambda: _run(build_parser().parse_args(argv)), f"{_rank_prefix()}interrupted"
+        lambda: _run(build_parser().parse_args(argv), loaded),
+        f"{_rank_prefix()}interrupted",
+        kept=lambda: _kept(loaded.get("cfg")),
+    )
+
+
+def _kept(cfg) -> str:
+    """What a run stopped by a signal keeps: the newest checkpoint of a training run."""
+    if cfg is None or not cfg.TRAIN.ENABLE:
+        return ""
+    from revvideo.checkpoint.training import latest_checkpoint
+
+    newest = latest_checkpoint(cfg.OUTPUT_DIR)
+    return (
+        f"; the newest checkpoint, {newest}, is kept (the same command goes on from it)"
+        if (newest)
+        else ""
     )
 
 
@@ -60,7 +87,7 @@ def _rank_prefix() -> str:
     return f"[rank {rank}] " if rank else ""
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, loaded: dict) -> int:
     # Imported once the arguments are read, so that --help and usage errors answer at once.
     from revvideo.checkpoint.training import latest_checkpoint
     from revvideo.config import load_config
@@ -74,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     rank_count = int(os.environ.get("WORLD_SIZE", "1"))
     cfg = None
     try:
-        cfg = load_config(args.cfg_file, args.opts)
+        cfg = loaded["cfg"] = load_config(args.cfg_file, args.opts)
         return run(cfg)
     except UserError as err:
         print(f"{prefix}error: {err}", file=sys.stderr)

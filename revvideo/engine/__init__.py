@@ -9,6 +9,8 @@ OUTPUT_DIR:
   curves.png             training loss, learning rate and validation top-1
   checkpoints/           checkpoint_epoch_NNNNN.pyth (see revvideo.checkpoint.training), resumed automatically
   test_results.json, predictions.csv, confusion.png    the multi-view test (see evaluate.py)
+  test/<checkpoint>[-N]/ an evaluation-only run's config, log and test results, one folder each
+A run replaces no file there that a run did not write (see outputs.py).
 """
 
 from revvideo.engine.evaluate import multiview_test, validate

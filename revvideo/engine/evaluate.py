@@ -2,7 +2,7 @@
 
 The test scores every view of every video (TEST.NUM_ENSEMBLE_VIEWS clips x
 TEST.NUM_SPATIAL_CROPS crops), combines the views' softmax scores per video (DATA.ENSEMBLE_METHOD)
-and writes into OUTPUT_DIR:
+and writes into the folder it is given (where: revvideo.engine.outputs), each file whole:
   test_results.json  top1_acc, top5_acc, mean_class_acc (percent), num_videos (scored),
                      num_views (per video), num_unscored, the unscored videos and why, the
                      class names scored, ...
@@ -11,11 +11,16 @@ and writes into OUTPUT_DIR:
 
 The model's classes are matched to the dataset's by name (revvideo.classes.match_classes):
 another order is remapped, other classes are an error unless TEST.SHARED_CLASSES_ONLY.
+
+Both stop after the batch at hand on a stop request (revvideo.engine.stopping.StopRequest):
+validation returns no top-1, the test raises Interrupted before writing anything.
 """
 
+import contextlib
 import csv
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +34,10 @@ from revvideo.data import VideoDataset, VideoLoader, build_loader
 from revvideo.engine.distributed import all_gather_objects, all_reduce, is_main_process
 from revvideo.engine.metrics import VideoScores, classification_metrics
 from revvideo.engine.monitor import progress_bar
+from revvideo.engine.outputs import written_by_the_run
 from revvideo.engine.plots import plot_confusion
 from revvideo.engine.precision import MixedPrecision
+from revvideo.engine.stopping import StopRequest, stopping
 from revvideo.utils.errors import DataError, UserError
 
 logger = logging.getLogger(__name__)
@@ -40,21 +47,35 @@ PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion.png"
 
 
+RESULT_FILES = (RESULTS_FILE, PREDICTIONS_FILE, CONFUSION_FILE)
+
+
 @torch.no_grad()
 def validate(
-    model: nn.Module, loader: VideoLoader, device: torch.device, precision: MixedPrecision
+    model: nn.Module,
+    loader: VideoLoader,
+    device: torch.device,
+    precision: MixedPrecision,
+    stop: StopRequest | None = None,
 ) -> float | None:
-    """Top-1 (percent) of single centre clips over all processes; None if nothing decoded."""
+    """Top-1 (percent) of single centre clips over all processes; None if nothing decoded, or
+    if `stop` was requested on any process (it then is on every process: `stop.requested`)."""
     model.eval()
-    counts = torch.zeros(2, dtype=torch.long, device=device)
-    for batch in loader:
-        with precision.autocast():
-            logits = model(loader.model_input(batch["video"], device))
-        labels = batch["label"].to(device)
-        counts[0] += (logits.argmax(dim=1) == labels).sum()
-        counts[1] += len(labels)
+    counts = torch.zeros(3, dtype=torch.long, device=device)  # correct, clips, stopped
+    with stopping(stop, iter(loader)) as batches:
+        for batch in batches:
+            with precision.autocast():
+                logits = model(loader.model_input(batch["video"], device))
+            labels = batch["label"].to(device)
+            counts[0] += (logits.argmax(dim=1) == labels).sum()
+            counts[1] += len(labels)
+            if stop is not None and stop.requested:
+                counts[2] = 1
+                break
     model.train()
-    correct, total = all_reduce(counts).tolist()
+    correct, total, stopped = all_reduce(counts).tolist()
+    if stop is not None and stop.agree(stopped > 0):
+        return None
     return 100.0 * correct / total if total else None
 
 
@@ -67,12 +88,17 @@ def multiview_test(
     *,
     checkpoint: str,
     class_names: ClassNames,
+    output_dir: str | os.PathLike | None = None,
+    stop: StopRequest | None = None,
 ) -> dict[str, Any]:
-    """Scores the test split view by view and returns (and on rank 0 writes) the results.
+    """Scores the test split view by view and returns (and on rank 0 writes into `output_dir`,
+    by default OUTPUT_DIR) the results.
 
     `checkpoint` names the weights being tested, for the record; `class_names` are the
     model's. Raises DataError when no video at all can be scored, and when the model's classes
-    and the dataset's differ (see the module doc).
+    and the dataset's differ (see the module doc); Interrupted, with nothing written, when
+    `stop` is requested on any process while the views are scored. The files are written with
+    a Ctrl-C held back (`stop.held`): all three or, on an error, none new.
     """
     loader = build_loader(cfg, "test", views_for_gpu=device.type == "cuda")
     dataset = loader.dataset
@@ -81,7 +107,7 @@ def multiview_test(
     )
     if match.notice and is_main_process():
         logger.warning("%s", match.notice)
-    scores, reasons = _score_views(model, loader, device, precision, cfg)
+    scores, reasons = _score_views(model, loader, device, precision, cfg, stop)
     videos = _video_results(dataset, match, scores, reasons, checkpoint)
     metrics = classification_metrics(
         videos.probabilities[videos.scored], videos.labels[videos.scored]
@@ -102,10 +128,9 @@ def multiview_test(
         "unscored": videos.unscored,
     }
     if is_main_process():
-        output_dir = Path(cfg.OUTPUT_DIR)
-        _write_results(output_dir / RESULTS_FILE, results)
-        _write_predictions(output_dir / PREDICTIONS_FILE, dataset, videos)
-        plot_confusion(metrics.confusion, videos.names, output_dir / CONFUSION_FILE)
+        folder = Path(cfg.OUTPUT_DIR if output_dir is None else output_dir)
+        with stop.held() if stop is not None else contextlib.nullcontext():
+            _write_files(folder, results, dataset, videos, metrics.confusion)
     if videos.unscored:
         logger.warning(
             "%d test videos are not scored (each listed in %s with the reason)",
@@ -121,17 +146,28 @@ def _score_views(
     device: torch.device,
     precision: MixedPrecision,
     cfg: CfgNode,
+    stop: StopRequest | None = None,
 ) -> tuple[VideoScores, dict[int, tuple[str, str]]]:
     """Every view's softmax scores combined per video over all processes, and the videos
-    skipped on any process: video index -> (path, reason)."""
+    skipped on any process: video index -> (path, reason). Interrupted when `stop` is
+    requested on any process (after the batch at hand on this one)."""
     scores = VideoScores(len(loader.dataset), cfg.MODEL.NUM_CLASSES, cfg.DATA.ENSEMBLE_METHOD)
     model.eval()
-    with progress_bar(len(loader), "test", is_main_process(), unit="batch") as bar:
-        for batch in loader:
+    with (
+        stopping(stop, iter(loader)) as batches,
+        progress_bar(len(loader), "test", is_main_process(), unit="batch") as bar,
+    ):
+        for batch in batches:
             with precision.autocast():
                 logits = model(loader.model_input(batch["video"], device))
             scores.add(logits.float().softmax(dim=1), batch["video_index"])
             bar.update()
+            if stop is not None and stop.requested:
+                break
+    if stop is not None:
+        stopped = all_reduce(torch.tensor([float(stop.requested)], device=device)).item()
+        if stop.agree(stopped > 0):
+            stop.interrupt()
     scores.all_reduce(device)
     reasons = {
         skip.video_index: (skip.path, skip.reason)
@@ -207,6 +243,25 @@ def _in_dataset_classes(
     labels = torch.tensor([position.get(dataset.label(i), -1) for i in range(len(dataset))])
     columns = torch.tensor([match.model_index[label] for label in scored])
     return labels, probabilities[:, columns], [match.names[label] for label in scored]
+
+
+def _write_files(
+    folder: Path,
+    results: dict[str, Any],
+    dataset: VideoDataset,
+    videos: _VideoResults,
+    confusion: torch.Tensor,
+) -> None:
+    """The three result files, each written whole (revvideo.utils.files.written_whole) and
+    all three before any replaces its name: where one cannot be written, none is."""
+    writers = {
+        RESULTS_FILE: lambda path: _write_results(path, results),
+        PREDICTIONS_FILE: lambda path: _write_predictions(path, dataset, videos),
+        CONFUSION_FILE: lambda path: plot_confusion(confusion, videos.names, path),
+    }
+    with contextlib.ExitStack() as files:
+        for name, write in writers.items():
+            write(files.enter_context(written_by_the_run(folder, name)))
 
 
 def _write_results(path: Path, results: dict[str, Any]) -> None:

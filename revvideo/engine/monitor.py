@@ -13,6 +13,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from revvideo.utils.files import written_whole
+
 LOG_FILE = "log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -69,7 +71,8 @@ class RunLog:
         purge_step = None
         if resume_step is not None:
             kept = [record for record in read_log(output_dir) if record["step"] <= resume_step]
-            self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+            with written_whole(self.path) as partial:
+                partial.write_text("".join(json.dumps(record) + "\n" for record in kept))
             # Tensorboard hides the events an earlier run wrote from this step on.
             purge_step = resume_step + 1
         from torch.utils.tensorboard import SummaryWriter  # slow import, main process only

@@ -1,11 +1,12 @@
 """`run(cfg)`: what tools/run_net.py does: prepare, train, multi-view test, tell the user where
-everything is."""
+everything is (where each file goes: revvideo.engine.outputs)."""
 
 import contextlib
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from revvideo.config.validate import validate_config
 from revvideo.data.loader import dead_loader_worker
 from revvideo.data.paths import VideoList, read_video_entries, video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
+from revvideo.engine import outputs
 from revvideo.engine.distributed import (
     barrier,
     distributed_rank_and_world_size,
@@ -39,13 +41,15 @@ from revvideo.engine.distributed import (
     is_main_process,
     shutdown_distributed,
 )
-from revvideo.engine.evaluate import RESULTS_FILE, multiview_test
+from revvideo.engine.evaluate import RESULT_FILES, RESULTS_FILE, multiview_test
 from revvideo.engine.memory_fit import resolve_auto_settings
 from revvideo.engine.monitor import RunLog
 from revvideo.engine.output_lock import output_dir_lock
 from revvideo.engine.precision import MixedPrecision
+from revvideo.engine.stopping import StopRequest
 from revvideo.engine.train import Trainer
 from revvideo.models import build_model
+from revvideo.models.common import patch_grid
 from revvideo.utils.errors import ConfigError, DataError, RunStopped, UserError
 
 logger = logging.getLogger(__name__)
@@ -60,9 +64,11 @@ PREPARE_HINT = (
 def run(cfg: CfgNode) -> int:
     """Trains (TRAIN.ENABLE) and tests (TEST.ENABLE) as `cfg` says; returns the exit status.
 
-    0 when done; 128 + signal number when a signal stopped training (its checkpoint saved).
-    User mistakes raise UserError (one-line message); a data loader worker that died where the
-    loader could not recover raises RunStopped. Works as one process or under torchrun.
+    0 when done; 128 + signal number when a signal stopped training or validation (its
+    checkpoint saved); a signal in the test raises revvideo.utils.cli.Interrupted, with no
+    results written. User mistakes raise UserError (one-line message); a data loader worker
+    that died where the loader could not recover raises RunStopped. Works as one process or
+    under torchrun.
     """
     device = init_distributed()
     try:
@@ -96,6 +102,9 @@ def check_inputs(cfg: CfgNode) -> tuple[Path, dict] | None:
     """Checks everything the run reads before it writes anything; returns the checkpoint to
     test (path, content) when the run only tests. Raises UserError (one line)."""
     validate_config(cfg, world_size=distributed_rank_and_world_size()[1])
+    if cfg.TRAIN.ENABLE:
+        check_test_crop(cfg)
+        check_config_file(cfg)
     prepare_data(cfg)
     tested = None
     if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE:
@@ -117,13 +126,43 @@ def check_inputs(cfg: CfgNode) -> tuple[Path, dict] | None:
 
 def train_and_test(cfg: CfgNode, device: torch.device, tested: tuple[Path, dict] | None) -> int:
     """The run itself, once its inputs are checked and it owns OUTPUT_DIR (see `run`)."""
+    if cfg.TRAIN.ENABLE or not is_main_process():
+        return _train_and_test(cfg, device, tested, None)
+    # An evaluation: its config and results in a folder of its own, removed if it fails.
+    folder = outputs.new_folder(Path(cfg.OUTPUT_DIR), tested[0].stem)
+    logger.info(
+        "this evaluation writes into a new folder, %s (each evaluation gets its own: nothing in "
+        "OUTPUT_DIR is replaced)",
+        folder,
+    )
+    with _removed_unless_tested(folder):
+        return _train_and_test(cfg, device, tested, folder)
+
+
+@contextlib.contextmanager
+def _removed_unless_tested(folder: Path | None) -> Iterator[None]:
+    """Removes `folder` (a new one, outputs.new_folder) with what the run wrote into it where
+    the block fails or is interrupted before the test results are complete (test_results.json
+    is the last of them to take its name)."""
+    try:
+        yield
+    except BaseException:
+        if folder is not None and not (folder / RESULTS_FILE).exists():
+            outputs.remove_folder(folder)
+        raise
+
+
+def _train_and_test(
+    cfg: CfgNode, device: torch.device, tested: tuple[Path, dict] | None, folder: Path | None
+) -> int:
+    """train_and_test, where `folder` is an evaluation's own (on the main process)."""
     set_cpu_threads(cfg, device)
     model, checkpoint, steps, names = None, None, 0, None
     if cfg.TRAIN.ENABLE:
         trainer = Trainer(cfg, device)
     if is_main_process():
         # Once the run can start (a checkpoint it resumes fits): the config of its checkpoints.
-        (Path(cfg.OUTPUT_DIR) / CONFIG_FILE).write_text(cfg.dump())
+        write_config_file(cfg, folder or Path(cfg.OUTPUT_DIR))
     if cfg.TRAIN.ENABLE:
         outcome = trainer.fit()
         if outcome.stop_signal is not None:
@@ -135,7 +174,7 @@ def train_and_test(cfg: CfgNode, device: torch.device, tested: tuple[Path, dict]
             model, checkpoint, steps, names = model_to_test(
                 cfg, device, tested or checkpoint_to_test(cfg)
             )
-        test(cfg, model, device, checkpoint, steps, names)
+        test(cfg, model, device, checkpoint, steps, names, folder)
     if is_main_process() and checkpoint is not None:
         logger.info("final checkpoint: %s", checkpoint)
         # The installed command where the run came from one (no demo/ folder outside a checkout).
@@ -163,6 +202,43 @@ def prepare_output_dir(output_dir: Path) -> None:
             pass
     except OSError as err:
         raise UserError(f"OUTPUT_DIR {output_dir} is not writable: {err.strerror or err}") from None
+
+
+def check_config_file(cfg: CfgNode) -> None:
+    """UserError where a training run's OUTPUT_DIR holds a config.yaml that no run wrote
+    there (a user's own, or one edited since), which writing the run's config would replace."""
+    output_dir = Path(cfg.OUTPUT_DIR)
+    if _config_file_owner(output_dir) == "another":
+        raise UserError(
+            f"{output_dir / CONFIG_FILE} was not written by a run here (the run keeps its config "
+            "under that name): move it away, or choose another OUTPUT_DIR"
+        )
+
+
+def _config_file_owner(output_dir: Path) -> str:
+    """Whose OUTPUT_DIR/config.yaml is: "none" (no file), "run" (a run's, recorded), "old run"
+    (a run's from before runs recorded their files: the config stored in its newest
+    checkpoint, to the letter) or "another"."""
+    path = output_dir / CONFIG_FILE
+    if not os.path.lexists(path):
+        return "none"
+    if outputs.written_by_a_run(output_dir, CONFIG_FILE):
+        return "run"
+    newest = latest_checkpoint(output_dir)
+    try:
+        if newest is not None and read_checkpoint(newest).get("cfg") == path.read_text():
+            return "old run"
+    except (UserError, OSError, UnicodeDecodeError):
+        pass
+    return "another"
+
+
+def write_config_file(cfg: CfgNode, folder: Path) -> None:
+    """folder/config.yaml, the run's config, written whole (checked by check_config_file)."""
+    if _config_file_owner(folder) == "old run":
+        outputs.adopt(folder, CONFIG_FILE)
+    with outputs.written_by_the_run(folder, CONFIG_FILE) as partial:
+        partial.write_text(cfg.dump())
 
 
 def check_video_lists(cfg: CfgNode) -> None:
@@ -317,6 +393,46 @@ def _key_values(size: dict[str, int], keys: list[str]) -> str:
     return ", ".join(f"{key} {size[key]}" for key in keys)
 
 
+def check_test_crop(cfg: CfgNode) -> None:
+    """The crops a model is validated and tested on while it trains; ConfigError (one line,
+    naming the keys) for another, checked before anything is written.
+
+    The rule: DATA.TEST_CROP_SIZE gives the model the token grid of DATA.TRAIN_CROP_SIZE (the
+    grid its position embeddings are laid out for, so that they are used as trained), or lies
+    within the training scales, DATA.TRAIN_JITTER_SCALES (training resizes frames' short side
+    into that range before cropping; without DATA.TRAIN_JITTER_SCALES_RELATIVE): frames at a
+    scale the model was trained on, PySlowFast's test at 256 of a model trained on 224 crops
+    of frames scaled to [256, 320]. The model takes those crops by resizing its position
+    embeddings (revvideo.models.common.position_embedding), as it would any other: a crop far
+    from the training grid would measure a model it never was, at a cost growing with the
+    square of its tokens. A checkpoint is later tested on its training crop or this one
+    (check_clip_size)."""
+    data = cfg.DATA
+    train, test = data.TRAIN_CROP_SIZE, data.TEST_CROP_SIZE
+    scales = None if data.TRAIN_JITTER_SCALES_RELATIVE else list(data.TRAIN_JITTER_SCALES)
+    if _token_grid(cfg, test) == _token_grid(cfg, train):
+        return
+    if scales is not None and scales[0] <= test <= scales[1]:
+        return
+    within = f", or to a size within DATA.TRAIN_JITTER_SCALES {scales}" if scales else ""
+    raise ConfigError(
+        f"DATA.TEST_CROP_SIZE {test} for validation and test of a model trained on "
+        f"DATA.TRAIN_CROP_SIZE {train} crops: set DATA.TEST_CROP_SIZE to {train}{within} (its "
+        "position embeddings are laid out for the training crop; fine-tune at another size "
+        "with TRAIN.CHECKPOINT_FILE_PATH)"
+    )
+
+
+def _token_grid(cfg: CfgNode, crop: int) -> tuple[int, int]:
+    """The (height, width) of the token grid the patch embedding makes of `crop` pixels."""
+    mvit = cfg.MVIT
+    kernel, stride, padding = (
+        list(values)[-2:] for values in (mvit.PATCH_KERNEL, mvit.PATCH_STRIDE, mvit.PATCH_PADDING)
+    )
+    _, height, width = patch_grid((1, crop, crop), [1, *kernel], [1, *stride], [0, *padding])
+    return height, width
+
+
 def check_clip_size(cfg: CfgNode, path: Path, checkpoint: dict) -> None:
     """ConfigError naming the keys whose values differ from the config stored in `checkpoint`,
     when this run would test it on clips of another size than it was trained and tested on.
@@ -375,24 +491,58 @@ def test(
     checkpoint: Path,
     steps: int,
     class_names: ClassNames,
+    folder: Path | None = None,
 ) -> None:
-    """Runs the multi-view test and reports it on the console and in log.jsonl (at `steps`)."""
+    """Runs the multi-view test and reports it on the console and in log.jsonl (at `steps`):
+    all into `folder` (an evaluation's own), or else the results into OUTPUT_DIR where they
+    replace no file the run did not write (results_folder) and the log record into OUTPUT_DIR.
+    A stop request ends it with Interrupted before any result is written; one that comes as
+    they are written lets them be written, and the run ends with them."""
     precision = MixedPrecision(cfg.TRAIN.MIXED_PRECISION, device)
-    results = multiview_test(
-        cfg, model, device, precision, checkpoint=str(checkpoint), class_names=class_names
-    )
+    log_folder = folder or Path(cfg.OUTPUT_DIR)
+    results_in, new = folder, None
+    if results_in is None and is_main_process():
+        results_in = results_folder(Path(cfg.OUTPUT_DIR), checkpoint)
+        new = results_in if results_in != Path(cfg.OUTPUT_DIR) else None
+    with _removed_unless_tested(new), StopRequest() as stop:
+        results = multiview_test(
+            cfg, model, device, precision, checkpoint=str(checkpoint), class_names=class_names,
+            output_dir=results_in, stop=stop,
+        )  # fmt: skip
+        logger.info(
+            "test: top-1 %.2f %%, top-5 %.2f %%, mean class accuracy %.2f %% on %d videos x %d "
+            "views (%d unscored); results in %s",
+            results["top1_acc"],
+            results["top5_acc"],
+            results["mean_class_acc"],
+            results["num_videos"],
+            results["num_views"],
+            results["num_unscored"],
+            results_in,
+        )
+        with stop.held():
+            log = RunLog(log_folder, resume_step=None, enabled=is_main_process())
+            scalars = ("top1_acc", "top5_acc", "mean_class_acc", "num_videos", "num_unscored")
+            log.write("test", steps, **{key: results[key] for key in scalars})
+            log.close()
+    if stop.requested:
+        logger.info("stopped by %s as the test results were written: they are complete", stop.name)
+
+
+def results_folder(output_dir: Path, checkpoint: Path) -> Path:
+    """Where a training run's test results go (one line says so where it is not plainly
+    OUTPUT_DIR): OUTPUT_DIR, where no file of their names is there but the run's own; else a
+    new folder, OUTPUT_DIR/test/<checkpoint stem>[-N] (revvideo.engine.outputs)."""
+    there = [name for name in RESULT_FILES if os.path.lexists(output_dir / name)]
+    others = [name for name in there if not outputs.written_by_a_run(output_dir, name)]
+    if not others:
+        if there:
+            logger.info("test results in %s, over this run's earlier ones", output_dir)
+        return output_dir
+    folder = outputs.new_folder(output_dir, checkpoint.stem)
     logger.info(
-        "test: top-1 %.2f %%, top-5 %.2f %%, mean class accuracy %.2f %% on %d videos x %d "
-        "views (%d unscored); results in %s",
-        results["top1_acc"],
-        results["top5_acc"],
-        results["mean_class_acc"],
-        results["num_videos"],
-        results["num_views"],
-        results["num_unscored"],
-        Path(cfg.OUTPUT_DIR) / RESULTS_FILE,
+        "%s was not written by a run here: it is kept, and this test writes into a new folder, %s",
+        output_dir / others[0],
+        folder,
     )
-    log = RunLog(cfg.OUTPUT_DIR, resume_step=None, enabled=is_main_process())
-    scalars = ("top1_acc", "top5_acc", "mean_class_acc", "num_videos", "num_unscored")
-    log.write("test", steps, **{key: results[key] for key in scalars})
-    log.close()
+    return folder

@@ -11,8 +11,10 @@ ends with the same weights as one never stopped.
 Stopping: SIGTERM or SIGINT (Ctrl-C) lets the current optimizer step finish, saves a
 checkpoint (mid-epoch if need be; resuming skips the batches already trained on) and ends the
 run with exit status 128 + the signal's number (143, 130), like a shell; a second Ctrl-C aborts
-at once. A non-finite loss stops the run before the optimizer step, with NonFiniteLossError and
-the checkpoints untouched.
+at once (revvideo.engine.stopping). During validation, the batch at hand finishes: the epoch is
+trained, so it is logged without a validation top-1 and its checkpoint saved, and the run ends
+the same way; resuming goes on with the next epoch. A non-finite loss stops the run before the
+optimizer step, with NonFiniteLossError and the checkpoints untouched.
 """
 
 import contextlib
@@ -20,9 +22,7 @@ import itertools
 import logging
 import math
 import random
-import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,9 +66,11 @@ from revvideo.engine.monitor import RunLog, format_duration, progress_bar, read_
 from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer
 from revvideo.engine.plots import plot_curves
 from revvideo.engine.precision import MixedPrecision
+from revvideo.engine.stopping import StopRequest
 from revvideo.models import build_model
 from revvideo.models.reversible import compile_branches
 from revvideo.utils.errors import CheckpointError, ConfigError, DataError, UserError
+from revvideo.utils.files import written_whole
 
 logger = logging.getLogger(__name__)
 
@@ -98,55 +100,6 @@ def _global_batch(train: CfgNode) -> str:
         f"{train.BATCH_SIZE * train.ACCUMULATION_STEPS} (TRAIN.BATCH_SIZE {train.BATCH_SIZE} x "
         f"TRAIN.ACCUMULATION_STEPS {train.ACCUMULATION_STEPS})"
     )
-
-
-class StopRequest:
-    """Within `with`, SIGTERM and SIGINT only set `signal_number`; the loop stops when it can.
-
-    A second SIGINT raises KeyboardInterrupt at once, for a user who does not want to wait, and
-    later ones are ignored while the run closes; while `closing` closes an iterator, it waits
-    until that is done.
-    """
-
-    def __init__(self) -> None:
-        self.signal_number: int | None = None
-        self._previous: dict[int, object] = {}
-        self._aborted = self._holding_back = False
-
-    def _handle(self, signal_number: int, frame) -> None:
-        if self.signal_number == signal.SIGINT and signal_number == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            self._aborted = True
-            if not self._holding_back:
-                raise KeyboardInterrupt
-            return
-        self.signal_number = signal_number
-
-    @contextlib.contextmanager
-    def closing(self, iterator: Iterator) -> Iterator[Iterator]:
-        """`iterator` (a generator), closed on leaving. A data loader's workers shut down as it
-        closes; a KeyboardInterrupt there, inside torch's destructor, would only print a
-        traceback and be lost, so a second Ctrl-C meanwhile takes effect once it is closed."""
-        try:
-            yield iterator
-        finally:
-            aborted_before, self._holding_back = self._aborted, True
-            try:
-                iterator.close()
-            finally:
-                self._holding_back = False
-            if self._aborted and not aborted_before:
-                raise KeyboardInterrupt
-
-    def __enter__(self) -> "StopRequest":
-        for number in (signal.SIGTERM, signal.SIGINT):
-            self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self._previous.items():
-            if not (number == signal.SIGINT and self._aborted):
-                signal.signal(number, handler)
 
 
 @dataclass
@@ -352,13 +305,10 @@ class Trainer:
                 for epoch in range(self.epochs_done, self.max_epoch):
                     epoch_stats = self._train_epoch(epoch, stop)
                     if self.epoch_steps_done == self.steps_per_epoch:
-                        self._end_epoch(epoch, epoch_stats)
+                        self._end_epoch(epoch, epoch_stats, stop)
                     if self._agree_to_stop(stop):
                         self._save_checkpoint()
-                        logger.info(
-                            "stopped by %s; resume with the same command",
-                            signal.Signals(stop.signal_number or signal.SIGTERM).name,
-                        )
+                        logger.info("stopped by %s; resume with the same command", stop.name)
                         return TrainingOutcome(self.last_checkpoint, stop.signal_number)
         finally:
             self.log.close()
@@ -366,10 +316,8 @@ class Trainer:
 
     def _agree_to_stop(self, stop: StopRequest) -> bool:
         """Whether any process received a stop signal (all processes get the same answer)."""
-        flag = torch.tensor([float(stop.signal_number is not None)], device=self.device)
-        if all_reduce(flag).item() and stop.signal_number is None:
-            stop.signal_number = signal.SIGTERM
-        return stop.signal_number is not None
+        flag = torch.tensor([float(stop.requested)], device=self.device)
+        return stop.agree(all_reduce(flag).item() > 0)
 
     def _train_epoch(self, epoch: int, stop: StopRequest) -> dict[str, float]:
         """Trains the steps of `epoch` not done yet; returns the epoch's loss, top-1, clips, time.
@@ -415,7 +363,7 @@ class Trainer:
                 clips_per_second = epoch_sums[1] / (time.perf_counter() - started)
                 self._log_step(epoch, loss, lr, clips_per_second, bar)
                 if stop_requested:
-                    stop.signal_number = stop.signal_number or signal.SIGTERM
+                    stop.agree(True)
                     break
         loss_sum, clips, correct = epoch_sums
         elapsed = time.perf_counter() - started
@@ -506,13 +454,21 @@ class Trainer:
                 format_duration(eta),
             )
 
-    def _end_epoch(self, epoch: int, stats: dict[str, float]) -> None:
-        """Validation, the epoch's log line, a checkpoint and the curves, when they are due."""
+    def _end_epoch(self, epoch: int, stats: dict[str, float], stop: StopRequest) -> None:
+        """Validation, the epoch's log line, a checkpoint and the curves, when they are due.
+        A stop request ends validation early: the epoch is logged without its top-1."""
         self.epochs_done, self.epoch_steps_done = epoch + 1, 0
         last = self.epochs_done == self.max_epoch
         val_top1 = None
         if last or self.epochs_done % self.cfg.TRAIN.EVAL_PERIOD == 0:
-            val_top1 = validate(self.model, self.val_loader, self.device, self.precision)
+            val_top1 = validate(self.model, self.val_loader, self.device, self.precision, stop)
+            if stop.requested:
+                logger.info(
+                    "validation of epoch %d stopped by %s: the epoch is trained, its validation "
+                    "top-1 is not measured",
+                    self.epochs_done,
+                    stop.name,
+                )
         if self.train_loader.skipped:
             logger.warning(self.train_loader.summary())
         skipped = all_reduce(
@@ -545,7 +501,8 @@ class Trainer:
         if last or self.epochs_done % self.cfg.TRAIN.CHECKPOINT_PERIOD == 0:
             self._save_checkpoint()
         if self.main:
-            plot_curves(read_log(self.output_dir), self.output_dir / CURVES_FILE)
+            with written_whole(self.output_dir / CURVES_FILE) as partial:
+                plot_curves(read_log(self.output_dir), partial)
 
     def _save_checkpoint(self) -> None:
         """Checkpoints the current state (all processes call this; the main one writes)."""

@@ -1,13 +1,17 @@
 """Runs a command-line front as `python SCRIPT ARGUMENTS...` does, with Ctrl-C pressed at a
 chosen moment: SIGINT sent to the whole process group, as a terminal sends it (the data loader
-workers get it too). Started in a session of its own by tests/engine/test_interrupts.py:
+workers get it too); or SIGTERM sent to the command's process, as `kill PID` does. Started in a
+session of its own by tests/engine/test_interrupts.py:
 
     python ctrl_c.py MOMENT SCRIPT [ARGUMENTS...]
 
 MOMENT: `import`, as torch or PyAV (the first heavy import) starts to load; `test`, once the test's first batch is scored and
 again as the loader's workers shut down; `step`, in the middle of the first training step;
 `step-twice`, the same and again as the epoch's loader workers shut down; `measure`, while the
-benchmark waits for its first measuring process. The
+benchmark waits for its first measuring process; `validation` / `validation-sigterm`, Ctrl-C /
+SIGTERM once the first validation batch is loaded; `test-sigterm`, SIGTERM once the first test
+batch is loaded. For the last three, a batch of that split asked for after the signal prints
+`<split> went on after the stop` on stderr. The
 moment is reached by the command itself, never by a timer, so the same thing happens on any
 machine however loaded.
 """
@@ -20,6 +24,40 @@ import sys
 
 def ctrl_c() -> None:
     os.killpg(0, signal.SIGINT)
+
+
+def sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def once_loaded(split: str, send) -> None:
+    """`send()` as the first batch of `split` leaves its loader (the command then holds it); a
+    further batch asked for is reported on stderr."""
+    from revvideo.data.loader import VideoLoader
+
+    iterate = VideoLoader.__iter__
+
+    def iterate_and_signal(self):
+        batches = iterate(self)
+        if self.name != split:
+            return batches
+        return _signalled(batches, split, send)
+
+    VideoLoader.__iter__ = iterate_and_signal
+
+
+def _signalled(batches, split, send):
+    sent = False
+    try:
+        for batch in batches:
+            if sent:
+                print(f"{split} went on after the stop", file=sys.stderr)
+            else:
+                send()
+                sent = True
+            yield batch
+    finally:
+        batches.close()
 
 
 def at_import() -> None:
@@ -102,6 +140,9 @@ if __name__ == "__main__":
         "step": in_step,
         "step-twice": in_step_and_worker_shutdown,
         "measure": in_measurement,
+        "validation": lambda: once_loaded("val", ctrl_c),
+        "validation-sigterm": lambda: once_loaded("val", sigterm),
+        "test-sigterm": lambda: once_loaded("test", sigterm),
     }
     moments[moment]()
     sys.argv = [script, *arguments]

@@ -117,3 +117,14 @@ def epoch_weights(output_dir: Path, epoch: int) -> dict:
     """The model state of the run's checkpoint after `epoch`."""
     path = output_dir / "checkpoints" / f"checkpoint_epoch_{epoch:05d}.pyth"
     return read_checkpoint(path)["model_state"]
+
+
+def evaluation_folder(output_dir: Path) -> Path:
+    """The folder of the one evaluation-only run into `output_dir`: OUTPUT_DIR/test/<name>."""
+    (folder,) = (Path(output_dir) / "test").iterdir()
+    return folder
+
+
+def evaluation_results(output_dir: Path) -> dict:
+    """test_results.json of the one evaluation-only run into `output_dir`."""
+    return json.loads((evaluation_folder(output_dir) / "test_results.json").read_text())

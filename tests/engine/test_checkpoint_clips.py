@@ -114,3 +114,31 @@ def test_a_checkpoint_that_stores_pyslowfast_config_has_only_its_weights_checked
     torch.save(content, tmp_path / "slowfast.pyth")
     cfg = _test_only(tiny_dataset, tmp_path / "out", tmp_path / "slowfast.pyth")
     assert run(cfg) == 0
+
+
+@pytest.mark.parametrize(
+    ("crop", "message"),
+    [
+        (1000, "DATA.TEST_CROP_SIZE 1000 for validation and test of a model trained on "
+               "DATA.TRAIN_CROP_SIZE 32 crops: set DATA.TEST_CROP_SIZE to 32, or to a size within "
+               "DATA.TRAIN_JITTER_SCALES [32, 40]"),
+        (16, "DATA.TEST_CROP_SIZE 16 for validation and test"),
+    ],
+)  # fmt: skip
+def test_training_with_a_test_crop_the_model_does_not_take_stops_before_writing(
+    tiny_dataset, tmp_path, crop, message
+):
+    cfg = tiny_cfg(tiny_dataset, tmp_path / "out", DATA__TEST_CROP_SIZE=crop)
+    with pytest.raises(ConfigError) as info:
+        run(cfg)
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_takes_a_test_crop_within_its_training_scales(tiny_dataset, tmp_path):
+    cfg = tiny_cfg(
+        tiny_dataset, tmp_path / "out", DATA__TEST_CROP_SIZE=40, SOLVER__MAX_EPOCH=1,
+        TEST__ENABLE=False,
+    )  # fmt: skip
+    assert run(cfg) == 0

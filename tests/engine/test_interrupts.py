@@ -5,6 +5,7 @@ and no traceback, from the command or its loader workers: one `interrupted` line
 training the checkpoint that the first Ctrl-C saves."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,9 +15,12 @@ import pytest
 from revvideo.checkpoint import model_entries, save_checkpoint
 from revvideo.checkpoint.training import latest_checkpoint
 from revvideo.classes import dataset_class_names
+from revvideo.data.loader import VideoLoader
+from revvideo.engine import run
+from revvideo.engine.stopping import StopRequest
 from revvideo.models import build_model
 
-from .helpers import ROOT, quiet_env, tiny_cfg, write_cfg
+from .helpers import ROOT, epoch_weights, quiet_env, records, tiny_cfg, write_cfg
 
 CTRL_C = ROOT / "tests" / "engine" / "ctrl_c.py"
 
@@ -76,7 +80,7 @@ def test_ctrl_c_in_the_test_and_again_as_its_workers_shut_down_is_one_line(tiny_
     config = write_cfg(test_only, tmp_path / "test.yaml")
     result = _interrupted("test", "tools/run_net.py", "--cfg", str(config))
     _assert_one_line(result)
-    assert not (tmp_path / "out" / "test_results.json").exists()
+    assert [path.name for path in (tmp_path / "out").iterdir()] == [".run.lock"]
 
 
 def _interrupted_training(moment: str, dataset, tmp_path) -> subprocess.CompletedProcess:
@@ -139,3 +143,107 @@ def _group_alive(group: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _trained_checkpoint(dataset, tmp_path):
+    cfg = tiny_cfg(dataset, tmp_path / "trained")
+    checkpoint = tmp_path / "trained.pyth"
+    names = dataset_class_names(str(dataset))
+    save_checkpoint(checkpoint, build_model(cfg), **model_entries(cfg, names, source="scratch"))
+    return checkpoint
+
+
+def _assert_nothing_went_on(result: subprocess.CompletedProcess) -> None:
+    assert "went on after the stop" not in result.stderr, result.stderr
+
+
+# Validation and the test in batches of 2 clips: 3 validation batches, 6 test batches (2 views).
+SMALL_BATCHES = dict(TEST__BATCH_SIZE=2, DATA_LOADER__NUM_WORKERS=2)
+
+
+@pytest.mark.parametrize(("moment", "status"), [("validation", 130), ("validation-sigterm", 143)])
+def test_a_stop_during_validation_stops_it_and_keeps_the_epoch(
+    tiny_dataset, tmp_path, moment, status
+):
+    cfg = tiny_cfg(tiny_dataset, tmp_path / "out", **SMALL_BATCHES)
+    config = write_cfg(cfg, tmp_path / "cfg.yaml")
+    result = _interrupted(moment, "tools/run_net.py", "--cfg", str(config))
+    _assert_no_traceback(result)
+    _assert_nothing_went_on(result)
+    assert result.returncode == status, result.stdout + result.stderr
+    signal_name = "SIGINT" if status == 130 else "SIGTERM"
+    assert f"validation of epoch 1 stopped by {signal_name}" in result.stdout
+    assert f"stopped by {signal_name}; resume with the same command" in result.stdout
+    assert result.stderr == ""
+    assert latest_checkpoint(tmp_path / "out").name == "checkpoint_epoch_00001.pyth"
+    assert not (tmp_path / "out" / "test_results.json").exists()
+
+
+def test_sigterm_during_an_evaluation_is_one_line_and_writes_no_results(tiny_dataset, tmp_path):
+    checkpoint = _trained_checkpoint(tiny_dataset, tmp_path)
+    test_only = tiny_cfg(
+        tiny_dataset, tmp_path / "out", TRAIN__ENABLE=False,
+        TEST__CHECKPOINT_FILE_PATH=str(checkpoint), **SMALL_BATCHES,
+    )  # fmt: skip
+    config = write_cfg(test_only, tmp_path / "test.yaml")
+    result = _interrupted("test-sigterm", "tools/run_net.py", "--cfg", str(config))
+    _assert_no_traceback(result)
+    _assert_nothing_went_on(result)
+    assert result.returncode == 143, result.stdout + result.stderr
+    assert result.stderr == "interrupted by SIGTERM\n"
+    # Nothing but the lock of the run that had OUTPUT_DIR.
+    assert [path.name for path in (tmp_path / "out").iterdir()] == [".run.lock"]
+
+
+def test_sigterm_in_the_test_after_training_names_the_checkpoint_kept(tiny_dataset, tmp_path):
+    cfg = tiny_cfg(tiny_dataset, tmp_path / "out", SOLVER__MAX_EPOCH=1, **SMALL_BATCHES)
+    config = write_cfg(cfg, tmp_path / "cfg.yaml")
+    result = _interrupted("test-sigterm", "tools/run_net.py", "--cfg", str(config))
+    _assert_no_traceback(result)
+    _assert_nothing_went_on(result)
+    assert result.returncode == 143, result.stdout + result.stderr
+    checkpoint = tmp_path / "out" / "checkpoints" / "checkpoint_epoch_00001.pyth"
+    assert result.stderr == (
+        f"interrupted by SIGTERM; the newest checkpoint, {checkpoint}, is kept (the same command "
+        "goes on from it)\n"
+    )
+    assert not (tmp_path / "out" / "test_results.json").exists()
+
+
+def test_a_run_stopped_in_validation_resumes_to_the_weights_of_one_never_stopped(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    common = dict(TEST__ENABLE=False, TEST__BATCH_SIZE=2)
+    assert run(tiny_cfg(tiny_dataset, tmp_path / "whole", **common)) == 0
+    cfg = tiny_cfg(tiny_dataset, tmp_path / "stopped", **common)
+    iterate, validation_batches = VideoLoader.__iter__, []
+
+    def iterate_and_stop(self):
+        for batch in iterate(self):
+            if self.name == "val":
+                validation_batches.append(batch)
+                if len(validation_batches) == 1:
+                    signal.raise_signal(signal.SIGTERM)  # to training's StopRequest
+            yield batch
+
+    with monkeypatch.context() as patched:
+        patched.setattr(VideoLoader, "__iter__", iterate_and_stop)
+        assert run(cfg.clone()) == 143
+    assert len(validation_batches) == 1  # of 3
+    assert latest_checkpoint(tmp_path / "stopped").name == "checkpoint_epoch_00001.pyth"
+    assert run(cfg.clone()) == 0
+
+    epochs = records(tmp_path / "stopped", "epoch")
+    assert [(r["epoch"], r["val_top1"] is None) for r in epochs] == [(1, True), (2, False)]
+    expected, resumed = epoch_weights(tmp_path / "whole", 2), epoch_weights(tmp_path / "stopped", 2)
+    assert max((expected[k] - resumed[k]).abs().max().item() for k in expected) <= 1e-6
+
+
+def test_a_ctrl_c_after_a_sigterm_aborts_at_once():
+    with pytest.raises(KeyboardInterrupt), StopRequest() as stop:
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.signal_number == signal.SIGTERM
+        signal.raise_signal(signal.SIGINT)
+        pytest.fail("the Ctrl-C did not abort")
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # further ones, while closing
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -11,7 +11,7 @@ from revvideo.classes import read_classnames_file, write_classnames_file
 from revvideo.config import load_config
 from revvideo.data.synthetic import generate_synthetic_dataset
 
-from .helpers import ROOT, run_command, run_net
+from .helpers import ROOT, evaluation_folder, evaluation_results, run_command, run_net
 
 CONFIG = ROOT / "configs" / "synthetic" / "REV_MVIT_XS.yaml"
 # Three of the quick start's motions, named anew: fine-tuning must find them by what the
@@ -123,11 +123,12 @@ def test_fine_tuning_on_own_classes_beats_scratch_and_is_scored_by_name(quick_st
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     assert "the dataset numbers the model's 3 classes in another order" in evaluated.stdout
     assert f"{reordered} holds a dataset that is not the synthetic one" in evaluated.stdout
-    results = _test_results(tmp_path / "evaluated")
+    results = evaluation_results(tmp_path / "evaluated")
     print(f"evaluated in another class order: top-1 {results['top1_acc']:.2f} %", file=sys.stderr)
     assert results["top1_acc"] == pytest.approx(tuned_top1, abs=1e-9)
     assert results["class_names"] == order
-    predicted = (tmp_path / "evaluated" / "predictions.csv").read_text().splitlines()[1:]
+    predicted = (evaluation_folder(tmp_path / "evaluated") / "predictions.csv").read_text()
+    predicted = predicted.splitlines()[1:]
     assert {row.split(",")[1] for row in predicted} == set(order)
 
     # The demo speaks the new names, and ranks a video's classes as the test did.
@@ -165,9 +166,9 @@ def test_classes_that_differ_stop_the_test_unless_only_shared_ones_are_scored(
         "model ('fall'); 4 model classes not in the dataset ('down', 'grow', 'shrink', ...); to "
         "score only the 2 shared classes, set TEST.SHARED_CLASSES_ONLY True"
     )
-    assert not (tmp_path / "refused" / "test_results.json").exists()
+    assert not (tmp_path / "refused").exists()
     assert shared.returncode == 0, shared.stdout + shared.stderr
-    results = _test_results(tmp_path / "shared")
+    results = evaluation_results(tmp_path / "shared")
     assert results["class_names"] == ["up", "spin"]
     assert results["num_videos"] == 16 and results["num_unscored"] == 8
     assert results["top1_acc"] >= 80.0

@@ -17,7 +17,7 @@ from revvideo.engine import NonFiniteLossError, run
 from revvideo.engine.precision import MixedPrecision
 from revvideo.utils.errors import CheckpointError, DataError
 
-from .helpers import FIXED_CLIPS, epoch_weights, records, tiny_cfg
+from .helpers import FIXED_CLIPS, epoch_weights, evaluation_results, records, tiny_cfg
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_testing_a_checkpoint_alone_gives_the_same_results(trained_run, tiny_dat
         tiny_dataset, tmp_path, TRAIN__ENABLE=False, TEST__CHECKPOINT_FILE_PATH=str(checkpoint)
     )
     assert run(cfg) == 0
-    results = json.loads((tmp_path / "test_results.json").read_text())
+    results = evaluation_results(tmp_path)
     trained = json.loads((trained_run / "test_results.json").read_text())
     assert results["top1_acc"] == trained["top1_acc"]
     assert results["checkpoint"] == str(checkpoint)
@@ -113,7 +113,7 @@ def test_unreadable_test_videos_are_counted_not_scored(trained_run, tiny_dataset
     cfg = tiny_cfg(dataset, tmp_path / "out", TRAIN__ENABLE=False)
     cfg.TEST.CHECKPOINT_FILE_PATH = str(trained_run / "checkpoints" / "checkpoint_epoch_00002.pyth")
     assert run(cfg) == 0
-    results = json.loads((tmp_path / "out" / "test_results.json").read_text())
+    results = evaluation_results(tmp_path / "out")
     assert (results["num_videos"], results["num_unscored"]) == (6, 2)
     assert sorted(entry["video"].rsplit("/", 1)[1] for entry in results["unscored"]) == [
         "corrupt.mp4",
@@ -150,7 +150,7 @@ def test_videos_missing_views_are_scored_with_a_warning(
     with caplog.at_level(logging.WARNING):
         assert run(cfg) == 0
     assert "1 test videos have fewer than 2 views" in caplog.text
-    results = json.loads((tmp_path / "test_results.json").read_text())
+    results = evaluation_results(tmp_path)
     assert (results["num_videos"], results["num_missing_views"]) == (6, 1)
 
 
