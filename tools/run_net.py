@@ -16,12 +16,10 @@ test writes no results then), or a second Ctrl-C in them (one `interrupted` / `i
 SIGTERM` line, naming the newest checkpoint kept; further signals are ignored while the run
 closes).
 
-Where the results go: a run that trains writes its config.yaml, log and checkpoints into
-OUTPUT_DIR, and its test results (test_results.json, predictions.csv, confusion.png) there too,
-over the run's own earlier ones only; an evaluation-only run (TRAIN.ENABLE False) writes its
-config, log and test results into a new folder of its own, OUTPUT_DIR/test/<checkpoint>[-N]/.
-A file a run did not write is never replaced: test results then go to such a folder, and a
-training run whose OUTPUT_DIR holds another config.yaml stops before writing anything.
+Where the results go: a run that trains keeps its config.yaml, log and checkpoints in OUTPUT_DIR;
+every multi-view test (after training, or of a checkpoint alone) writes its config.yaml,
+test_results.json, predictions.csv and confusion.png into a new folder of its own,
+OUTPUT_DIR/test/<checkpoint name>, or <checkpoint name>-2, -3, ..., so nothing is replaced.
 """
 
 import argparse

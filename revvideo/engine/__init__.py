@@ -3,14 +3,13 @@
 `run(cfg)` trains (TRAIN.ENABLE) with `Trainer` and then runs the multi-view test
 (TEST.ENABLE, `multiview_test`), as one process or under torchrun (DDP). Everything lands in
 OUTPUT_DIR:
-  config.yaml            the config actually used
+  config.yaml            the config of a training run
   log.jsonl              one JSON object per logged step, per epoch and per test
   tensorboard/           the same numbers as tensorboard scalars
   curves.png             training loss, learning rate and validation top-1
   checkpoints/           checkpoint_epoch_NNNNN.pyth (see revvideo.checkpoint.training), resumed automatically
-  test_results.json, predictions.csv, confusion.png    the multi-view test (see evaluate.py)
-  test/<checkpoint>[-N]/ an evaluation-only run's config, log and test results, one folder each
-A run replaces no file there that a run did not write (see outputs.py).
+  test/<checkpoint>[-N]/ each multi-view test's config.yaml, test_results.json, predictions.csv
+                         and confusion.png, in a new folder of its own (see evaluate.py)
 """
 
 from revvideo.engine.evaluate import multiview_test, validate

@@ -2,7 +2,9 @@
 
 The test scores every view of every video (TEST.NUM_ENSEMBLE_VIEWS clips x
 TEST.NUM_SPATIAL_CROPS crops), combines the views' softmax scores per video (DATA.ENSEMBLE_METHOD)
-and writes into the folder it is given (where: revvideo.engine.outputs), each file whole:
+and writes, each file whole, into a new folder of its own (new_test_folder), so that no test
+replaces a file: OUTPUT_DIR/test/<checkpoint stem>, or <stem>-2, -3, ... where that name is taken.
+  config.yaml        the config the test ran with
   test_results.json  top1_acc, top5_acc, mean_class_acc (percent), num_videos (scored),
                      num_views (per video), num_unscored, the unscored videos and why, the
                      class names scored, ...
@@ -13,14 +15,13 @@ The model's classes are matched to the dataset's by name (revvideo.classes.match
 another order is remapped, other classes are an error unless TEST.SHARED_CLASSES_ONLY.
 
 Both stop after the batch at hand on a stop request (revvideo.engine.stopping.StopRequest):
-validation returns no top-1, the test raises Interrupted before writing anything.
+validation returns no top-1, the test raises Interrupted before making its folder.
 """
 
 import contextlib
 import csv
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,20 +35,19 @@ from revvideo.data import VideoDataset, VideoLoader, build_loader
 from revvideo.engine.distributed import all_gather_objects, all_reduce, is_main_process
 from revvideo.engine.metrics import VideoScores, classification_metrics
 from revvideo.engine.monitor import progress_bar
-from revvideo.engine.outputs import written_by_the_run
 from revvideo.engine.plots import plot_confusion
 from revvideo.engine.precision import MixedPrecision
 from revvideo.engine.stopping import StopRequest, stopping
 from revvideo.utils.errors import DataError, UserError
+from revvideo.utils.files import written_whole
 
 logger = logging.getLogger(__name__)
 
+CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "test_results.json"
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion.png"
-
-
-RESULT_FILES = (RESULTS_FILE, PREDICTIONS_FILE, CONFUSION_FILE)
+TEST_DIR = "test"
 
 
 @torch.no_grad()
@@ -88,17 +88,16 @@ def multiview_test(
     *,
     checkpoint: str,
     class_names: ClassNames,
-    output_dir: str | os.PathLike | None = None,
     stop: StopRequest | None = None,
 ) -> dict[str, Any]:
-    """Scores the test split view by view and returns (and on rank 0 writes into `output_dir`,
-    by default OUTPUT_DIR) the results.
+    """Scores the test split view by view and returns the results; rank 0 writes them into a
+    new folder (see the module doc) and logs them with its name.
 
-    `checkpoint` names the weights being tested, for the record; `class_names` are the
-    model's. Raises DataError when no video at all can be scored, and when the model's classes
-    and the dataset's differ (see the module doc); Interrupted, with nothing written, when
-    `stop` is requested on any process while the views are scored. The files are written with
-    a Ctrl-C held back (`stop.held`): all three or, on an error, none new.
+    `checkpoint` names the weights being tested, for the record and the folder; `class_names`
+    are the model's. Raises DataError when no video at all can be scored, and when the model's
+    classes and the dataset's differ (see the module doc); Interrupted, with nothing written,
+    when `stop` is requested on any process while the views are scored. The files are written
+    with a Ctrl-C held back (`stop.held`).
     """
     loader = build_loader(cfg, "test", views_for_gpu=device.type == "cuda")
     dataset = loader.dataset
@@ -128,9 +127,20 @@ def multiview_test(
         "unscored": videos.unscored,
     }
     if is_main_process():
-        folder = Path(cfg.OUTPUT_DIR if output_dir is None else output_dir)
         with stop.held() if stop is not None else contextlib.nullcontext():
-            _write_files(folder, results, dataset, videos, metrics.confusion)
+            folder = new_test_folder(cfg.OUTPUT_DIR, checkpoint)
+            _write_files(folder, cfg, results, dataset, videos, metrics.confusion)
+        logger.info(
+            "test: top-1 %.2f %%, top-5 %.2f %%, mean class accuracy %.2f %% on %d videos x %d "
+            "views (%d unscored); results in %s",
+            results["top1_acc"],
+            results["top5_acc"],
+            results["mean_class_acc"],
+            results["num_videos"],
+            results["num_views"],
+            results["num_unscored"],
+            folder,
+        )
     if videos.unscored:
         logger.warning(
             "%d test videos are not scored (each listed in %s with the reason)",
@@ -245,23 +255,41 @@ def _in_dataset_classes(
     return labels, probabilities[:, columns], [match.names[label] for label in scored]
 
 
+def new_test_folder(output_dir: str | Path, checkpoint: str) -> Path:
+    """Makes and returns OUTPUT_DIR/test/<checkpoint stem>, or <stem>-2, -3, ... where that name
+    is taken: `mkdir` fails on a taken name, so no two tests ever share a folder."""
+    parent = Path(output_dir) / TEST_DIR
+    parent.mkdir(parents=True, exist_ok=True)
+    stem = Path(checkpoint).stem
+    folder, number = parent / stem, 1
+    while True:
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            number += 1
+            folder = parent / f"{stem}-{number}"
+
+
 def _write_files(
     folder: Path,
+    cfg: CfgNode,
     results: dict[str, Any],
     dataset: VideoDataset,
     videos: _VideoResults,
     confusion: torch.Tensor,
 ) -> None:
-    """The three result files, each written whole (revvideo.utils.files.written_whole) and
-    all three before any replaces its name: where one cannot be written, none is."""
+    """The test's files, each written whole; test_results.json last, so that a folder holding
+    it holds them all."""
     writers = {
-        RESULTS_FILE: lambda path: _write_results(path, results),
+        CONFIG_FILE: lambda path: path.write_text(cfg.dump()),
         PREDICTIONS_FILE: lambda path: _write_predictions(path, dataset, videos),
         CONFUSION_FILE: lambda path: plot_confusion(confusion, videos.names, path),
+        RESULTS_FILE: lambda path: _write_results(path, results),
     }
-    with contextlib.ExitStack() as files:
-        for name, write in writers.items():
-            write(files.enter_context(written_by_the_run(folder, name)))
+    for name, write in writers.items():
+        with written_whole(folder / name) as partial:
+            write(partial)
 
 
 def _write_results(path: Path, results: dict[str, Any]) -> None:

@@ -3,8 +3,7 @@
 The main process holds an exclusive `flock` on OUTPUT_DIR/.run.lock for the whole run; the file
 names the owner (pid, host, start time) for the message a second run gets. The kernel drops the
 lock when its process dies however it dies, so a lock left by a killed run is simply taken over
-(with a notice), and the leftovers of that run (partial checkpoint and result files, an
-evaluation's folder without results: revvideo.engine.outputs.remove_leftovers) are cleaned up.
+(with a notice), and the leftovers of that run (partial checkpoint files) are cleaned up.
 """
 
 import contextlib
@@ -18,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from revvideo.checkpoint.training import remove_partial_checkpoints
-from revvideo.engine.outputs import remove_leftovers
 from revvideo.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -63,9 +61,6 @@ def output_dir_lock(output_dir: Path) -> Iterator[None]:
         removed = remove_partial_checkpoints(output_dir)
         if removed:
             logger.info("removed %d partial checkpoint files of an interrupted run", removed)
-        removed = remove_leftovers(output_dir)
-        if removed:
-            logger.info("removed %d partial result files or folders of an interrupted run", removed)
         lock.seek(0)
         lock.truncate()
         started = time.strftime("%Y-%m-%d %H:%M:%S")

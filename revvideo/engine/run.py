@@ -1,12 +1,12 @@
 """`run(cfg)`: what tools/run_net.py does: prepare, train, multi-view test, tell the user where
-everything is (where each file goes: revvideo.engine.outputs)."""
+everything is. A training run keeps its files in OUTPUT_DIR; every test writes its results into
+a new folder, OUTPUT_DIR/test/<checkpoint stem>[-N] (revvideo.engine.evaluate)."""
 
 import contextlib
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -33,7 +33,6 @@ from revvideo.config.validate import validate_config
 from revvideo.data.loader import dead_loader_worker
 from revvideo.data.paths import VideoList, read_video_entries, video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
-from revvideo.engine import outputs
 from revvideo.engine.distributed import (
     barrier,
     distributed_rank_and_world_size,
@@ -41,7 +40,7 @@ from revvideo.engine.distributed import (
     is_main_process,
     shutdown_distributed,
 )
-from revvideo.engine.evaluate import RESULT_FILES, RESULTS_FILE, multiview_test
+from revvideo.engine.evaluate import CONFIG_FILE, multiview_test
 from revvideo.engine.memory_fit import resolve_auto_settings
 from revvideo.engine.monitor import RunLog
 from revvideo.engine.output_lock import output_dir_lock
@@ -51,10 +50,10 @@ from revvideo.engine.train import Trainer
 from revvideo.models import build_model
 from revvideo.models.common import patch_grid
 from revvideo.utils.errors import ConfigError, DataError, RunStopped, UserError
+from revvideo.utils.files import written_whole
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
 PREPARE_HINT = (
     "tools/prepare_kinetics.py makes them: `python tools/prepare_kinetics.py <folder> --videos "
     "<downloaded videos>`, then set DATA.PATH_TO_DATA_DIR to <folder>"
@@ -104,7 +103,6 @@ def check_inputs(cfg: CfgNode) -> tuple[Path, dict] | None:
     validate_config(cfg, world_size=distributed_rank_and_world_size()[1])
     if cfg.TRAIN.ENABLE:
         check_test_crop(cfg)
-        check_config_file(cfg)
     prepare_data(cfg)
     tested = None
     if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE:
@@ -126,43 +124,14 @@ def check_inputs(cfg: CfgNode) -> tuple[Path, dict] | None:
 
 def train_and_test(cfg: CfgNode, device: torch.device, tested: tuple[Path, dict] | None) -> int:
     """The run itself, once its inputs are checked and it owns OUTPUT_DIR (see `run`)."""
-    if cfg.TRAIN.ENABLE or not is_main_process():
-        return _train_and_test(cfg, device, tested, None)
-    # An evaluation: its config and results in a folder of its own, removed if it fails.
-    folder = outputs.new_folder(Path(cfg.OUTPUT_DIR), tested[0].stem)
-    logger.info(
-        "this evaluation writes into a new folder, %s (each evaluation gets its own: nothing in "
-        "OUTPUT_DIR is replaced)",
-        folder,
-    )
-    with _removed_unless_tested(folder):
-        return _train_and_test(cfg, device, tested, folder)
-
-
-@contextlib.contextmanager
-def _removed_unless_tested(folder: Path | None) -> Iterator[None]:
-    """Removes `folder` (a new one, outputs.new_folder) with what the run wrote into it where
-    the block fails or is interrupted before the test results are complete (test_results.json
-    is the last of them to take its name)."""
-    try:
-        yield
-    except BaseException:
-        if folder is not None and not (folder / RESULTS_FILE).exists():
-            outputs.remove_folder(folder)
-        raise
-
-
-def _train_and_test(
-    cfg: CfgNode, device: torch.device, tested: tuple[Path, dict] | None, folder: Path | None
-) -> int:
-    """train_and_test, where `folder` is an evaluation's own (on the main process)."""
     set_cpu_threads(cfg, device)
     model, checkpoint, steps, names = None, None, 0, None
     if cfg.TRAIN.ENABLE:
         trainer = Trainer(cfg, device)
-    if is_main_process():
+    if cfg.TRAIN.ENABLE and is_main_process():
         # Once the run can start (a checkpoint it resumes fits): the config of its checkpoints.
-        write_config_file(cfg, folder or Path(cfg.OUTPUT_DIR))
+        with written_whole(Path(cfg.OUTPUT_DIR) / CONFIG_FILE) as partial:
+            partial.write_text(cfg.dump())
     if cfg.TRAIN.ENABLE:
         outcome = trainer.fit()
         if outcome.stop_signal is not None:
@@ -174,7 +143,7 @@ def _train_and_test(
             model, checkpoint, steps, names = model_to_test(
                 cfg, device, tested or checkpoint_to_test(cfg)
             )
-        test(cfg, model, device, checkpoint, steps, names, folder)
+        test(cfg, model, device, checkpoint, steps, names)
     if is_main_process() and checkpoint is not None:
         logger.info("final checkpoint: %s", checkpoint)
         # The installed command where the run came from one (no demo/ folder outside a checkout).
@@ -202,43 +171,6 @@ def prepare_output_dir(output_dir: Path) -> None:
             pass
     except OSError as err:
         raise UserError(f"OUTPUT_DIR {output_dir} is not writable: {err.strerror or err}") from None
-
-
-def check_config_file(cfg: CfgNode) -> None:
-    """UserError where a training run's OUTPUT_DIR holds a config.yaml that no run wrote
-    there (a user's own, or one edited since), which writing the run's config would replace."""
-    output_dir = Path(cfg.OUTPUT_DIR)
-    if _config_file_owner(output_dir) == "another":
-        raise UserError(
-            f"{output_dir / CONFIG_FILE} was not written by a run here (the run keeps its config "
-            "under that name): move it away, or choose another OUTPUT_DIR"
-        )
-
-
-def _config_file_owner(output_dir: Path) -> str:
-    """Whose OUTPUT_DIR/config.yaml is: "none" (no file), "run" (a run's, recorded), "old run"
-    (a run's from before runs recorded their files: the config stored in its newest
-    checkpoint, to the letter) or "another"."""
-    path = output_dir / CONFIG_FILE
-    if not os.path.lexists(path):
-        return "none"
-    if outputs.written_by_a_run(output_dir, CONFIG_FILE):
-        return "run"
-    newest = latest_checkpoint(output_dir)
-    try:
-        if newest is not None and read_checkpoint(newest).get("cfg") == path.read_text():
-            return "old run"
-    except (UserError, OSError, UnicodeDecodeError):
-        pass
-    return "another"
-
-
-def write_config_file(cfg: CfgNode, folder: Path) -> None:
-    """folder/config.yaml, the run's config, written whole (checked by check_config_file)."""
-    if _config_file_owner(folder) == "old run":
-        outputs.adopt(folder, CONFIG_FILE)
-    with outputs.written_by_the_run(folder, CONFIG_FILE) as partial:
-        partial.write_text(cfg.dump())
 
 
 def check_video_lists(cfg: CfgNode) -> None:
@@ -491,58 +423,21 @@ def test(
     checkpoint: Path,
     steps: int,
     class_names: ClassNames,
-    folder: Path | None = None,
 ) -> None:
-    """Runs the multi-view test and reports it on the console and in log.jsonl (at `steps`):
-    all into `folder` (an evaluation's own), or else the results into OUTPUT_DIR where they
-    replace no file the run did not write (results_folder) and the log record into OUTPUT_DIR.
-    A stop request ends it with Interrupted before any result is written; one that comes as
-    they are written lets them be written, and the run ends with them."""
+    """Runs the multi-view test (its files in a new folder: revvideo.engine.evaluate) and records
+    it in OUTPUT_DIR/log.jsonl (at `steps`). A stop request ends it with Interrupted before
+    anything is written; one that comes as the files are written lets them be written, and the
+    run ends with them."""
     precision = MixedPrecision(cfg.TRAIN.MIXED_PRECISION, device)
-    log_folder = folder or Path(cfg.OUTPUT_DIR)
-    results_in, new = folder, None
-    if results_in is None and is_main_process():
-        results_in = results_folder(Path(cfg.OUTPUT_DIR), checkpoint)
-        new = results_in if results_in != Path(cfg.OUTPUT_DIR) else None
-    with _removed_unless_tested(new), StopRequest() as stop:
+    with StopRequest() as stop:
         results = multiview_test(
             cfg, model, device, precision, checkpoint=str(checkpoint), class_names=class_names,
-            output_dir=results_in, stop=stop,
+            stop=stop,
         )  # fmt: skip
-        logger.info(
-            "test: top-1 %.2f %%, top-5 %.2f %%, mean class accuracy %.2f %% on %d videos x %d "
-            "views (%d unscored); results in %s",
-            results["top1_acc"],
-            results["top5_acc"],
-            results["mean_class_acc"],
-            results["num_videos"],
-            results["num_views"],
-            results["num_unscored"],
-            results_in,
-        )
         with stop.held():
-            log = RunLog(log_folder, resume_step=None, enabled=is_main_process())
+            log = RunLog(cfg.OUTPUT_DIR, resume_step=None, enabled=is_main_process())
             scalars = ("top1_acc", "top5_acc", "mean_class_acc", "num_videos", "num_unscored")
             log.write("test", steps, **{key: results[key] for key in scalars})
             log.close()
     if stop.requested:
         logger.info("stopped by %s as the test results were written: they are complete", stop.name)
-
-
-def results_folder(output_dir: Path, checkpoint: Path) -> Path:
-    """Where a training run's test results go (one line says so where it is not plainly
-    OUTPUT_DIR): OUTPUT_DIR, where no file of their names is there but the run's own; else a
-    new folder, OUTPUT_DIR/test/<checkpoint stem>[-N] (revvideo.engine.outputs)."""
-    there = [name for name in RESULT_FILES if os.path.lexists(output_dir / name)]
-    others = [name for name in there if not outputs.written_by_a_run(output_dir, name)]
-    if not others:
-        if there:
-            logger.info("test results in %s, over this run's earlier ones", output_dir)
-        return output_dir
-    folder = outputs.new_folder(output_dir, checkpoint.stem)
-    logger.info(
-        "%s was not written by a run here: it is kept, and this test writes into a new folder, %s",
-        output_dir / others[0],
-        folder,
-    )
-    return folder

@@ -184,5 +184,6 @@ def test_the_quick_start_trains_under_torchrun_on_one_gpu_in_bf16(tmp_path):
     )
     assert "on 1 process(es), cuda:0" in result.stdout
     assert "bfloat16 autocast" in result.stdout
-    results = json.loads((tmp_path / "output" / "test_results.json").read_text())
+    tested = tmp_path / "output" / "test" / "checkpoint_epoch_00001"
+    results = json.loads((tested / "test_results.json").read_text())
     assert results["num_videos"] == 72 and results["num_unscored"] == 0

@@ -119,12 +119,11 @@ def epoch_weights(output_dir: Path, epoch: int) -> dict:
     return read_checkpoint(path)["model_state"]
 
 
-def evaluation_folder(output_dir: Path) -> Path:
-    """The folder of the one evaluation-only run into `output_dir`: OUTPUT_DIR/test/<name>."""
-    (folder,) = (Path(output_dir) / "test").iterdir()
-    return folder
+def newest_test_folder(output_dir: Path) -> Path:
+    """The newest (or the only) test folder of a run into `output_dir`, OUTPUT_DIR/test/<name>."""
+    return max((Path(output_dir) / "test").iterdir(), key=lambda folder: folder.stat().st_mtime_ns)
 
 
-def evaluation_results(output_dir: Path) -> dict:
-    """test_results.json of the one evaluation-only run into `output_dir`."""
-    return json.loads((evaluation_folder(output_dir) / "test_results.json").read_text())
+def newest_test_results(output_dir: Path) -> dict:
+    """test_results.json of the newest (or the only) test into `output_dir`."""
+    return json.loads((newest_test_folder(output_dir) / "test_results.json").read_text())

@@ -176,7 +176,7 @@ def test_a_stop_during_validation_stops_it_and_keeps_the_epoch(
     assert f"stopped by {signal_name}; resume with the same command" in result.stdout
     assert result.stderr == ""
     assert latest_checkpoint(tmp_path / "out").name == "checkpoint_epoch_00001.pyth"
-    assert not (tmp_path / "out" / "test_results.json").exists()
+    assert not (tmp_path / "out" / "test").exists()
 
 
 def test_sigterm_during_an_evaluation_is_one_line_and_writes_no_results(tiny_dataset, tmp_path):
@@ -207,7 +207,7 @@ def test_sigterm_in_the_test_after_training_names_the_checkpoint_kept(tiny_datas
         f"interrupted by SIGTERM; the newest checkpoint, {checkpoint}, is kept (the same command "
         "goes on from it)\n"
     )
-    assert not (tmp_path / "out" / "test_results.json").exists()
+    assert not (tmp_path / "out" / "test").exists()
 
 
 def test_a_run_stopped_in_validation_resumes_to_the_weights_of_one_never_stopped(

@@ -2,7 +2,6 @@
 given mistakes."""
 
 import importlib
-import json
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from .helpers import (
     FIXED_CLIPS,
     ROOT,
     epoch_weights,
+    newest_test_results,
     quiet_env,
     records,
     run_command,
@@ -150,7 +150,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp
         torch.testing.assert_close(distributed[name], tensor, rtol=0, atol=1e-5, msg=name)
     losses = [[r["loss"] for r in records(tmp_path / name, "step")] for name in ("one", "two")]
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
-    results = [json.loads((tmp_path / n / "test_results.json").read_text()) for n in ("one", "two")]
+    results = [newest_test_results(tmp_path / name) for name in ("one", "two")]
     assert results[0]["num_videos"] == results[1]["num_videos"] == 6
     assert results[1]["top1_acc"] == results[0]["top1_acc"]
 

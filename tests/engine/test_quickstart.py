@@ -1,7 +1,6 @@
 """The README's quick start from nothing to a tested model, and the fine-tuning chain that starts
 from its checkpoint: other classes with new names, evaluation in another class order, the demo."""
 
-import json
 import shutil
 import sys
 
@@ -11,7 +10,7 @@ from revvideo.classes import read_classnames_file, write_classnames_file
 from revvideo.config import load_config
 from revvideo.data.synthetic import generate_synthetic_dataset
 
-from .helpers import ROOT, evaluation_folder, evaluation_results, run_command, run_net
+from .helpers import ROOT, newest_test_folder, newest_test_results, run_command, run_net
 
 CONFIG = ROOT / "configs" / "synthetic" / "REV_MVIT_XS.yaml"
 # Three of the quick start's motions, named anew: fine-tuning must find them by what the
@@ -45,7 +44,7 @@ def quick_start(tmp_path_factory):
 @pytest.mark.slow
 def test_the_embedded_default_trains_and_tests_above_90_percent(quick_start):
     result, output = quick_start
-    results = json.loads((output / "test_results.json").read_text())
+    results = newest_test_results(output)
     assert results["num_videos"] == 72 and results["num_unscored"] == 0
     assert results["top1_acc"] >= 90.0
     last_lines = result.stdout.splitlines()[-2:]
@@ -71,10 +70,6 @@ def _own_videos(root):
     return root
 
 
-def _test_results(output):
-    return json.loads((output / "test_results.json").read_text())
-
-
 @pytest.mark.slow
 def test_fine_tuning_on_own_classes_beats_scratch_and_is_scored_by_name(quick_start, tmp_path):
     pretrained = sorted((quick_start[1] / "checkpoints").glob("*.pyth"))[-1]
@@ -92,15 +87,15 @@ def test_fine_tuning_on_own_classes_beats_scratch_and_is_scored_by_name(quick_st
         f"initial weights: {pretrained} (re-initialised the classification head (6 -> 3 "
         "classes): the checkpoint has none of the dataset's classes)" in tuned.stdout
     )
-    tuned_top1 = _test_results(tmp_path / "tuned")["top1_acc"]
-    scratch_top1 = _test_results(tmp_path / "scratch")["top1_acc"]
+    tuned_top1 = newest_test_results(tmp_path / "tuned")["top1_acc"]
+    scratch_top1 = newest_test_results(tmp_path / "scratch")["top1_acc"]
     print(
         f"fine-tuned top-1 {tuned_top1:.2f} %, from scratch {scratch_top1:.2f} %", file=sys.stderr
     )
     # The backbone loaded: the same short run is far better than one from random weights.
     assert tuned_top1 >= 80.0
     assert tuned_top1 >= scratch_top1 + 30.0
-    assert _test_results(tmp_path / "tuned")["class_names"] == ["rise", "fall", "twirl"]
+    assert newest_test_results(tmp_path / "tuned")["class_names"] == ["rise", "fall", "twirl"]
 
     # The same test videos numbered in another class order: remapped by name, the same top-1.
     reordered = tmp_path / "reordered"
@@ -123,11 +118,11 @@ def test_fine_tuning_on_own_classes_beats_scratch_and_is_scored_by_name(quick_st
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     assert "the dataset numbers the model's 3 classes in another order" in evaluated.stdout
     assert f"{reordered} holds a dataset that is not the synthetic one" in evaluated.stdout
-    results = evaluation_results(tmp_path / "evaluated")
+    results = newest_test_results(tmp_path / "evaluated")
     print(f"evaluated in another class order: top-1 {results['top1_acc']:.2f} %", file=sys.stderr)
     assert results["top1_acc"] == pytest.approx(tuned_top1, abs=1e-9)
     assert results["class_names"] == order
-    predicted = (evaluation_folder(tmp_path / "evaluated") / "predictions.csv").read_text()
+    predicted = (newest_test_folder(tmp_path / "evaluated") / "predictions.csv").read_text()
     predicted = predicted.splitlines()[1:]
     assert {row.split(",")[1] for row in predicted} == set(order)
 
@@ -168,7 +163,7 @@ def test_classes_that_differ_stop_the_test_unless_only_shared_ones_are_scored(
     )
     assert not (tmp_path / "refused").exists()
     assert shared.returncode == 0, shared.stdout + shared.stderr
-    results = evaluation_results(tmp_path / "shared")
+    results = newest_test_results(tmp_path / "shared")
     assert results["class_names"] == ["up", "spin"]
     assert results["num_videos"] == 16 and results["num_unscored"] == 8
     assert results["top1_acc"] >= 80.0

@@ -1,15 +1,18 @@
-"""SIGTERM in a command is one line as Ctrl-C is; what a killed run leaves of its result files
-is cleaned up by the next run in OUTPUT_DIR, and nothing else."""
+"""SIGTERM in a command is one line as Ctrl-C is; a test stopped by one writes nothing."""
 
-import json
 import os
 import signal
 
 import pytest
 
-from revvideo.engine.output_lock import output_dir_lock
-from revvideo.engine.outputs import RECORD_FILE, TEST_DIR, _digest
-from revvideo.utils.cli import run_interruptibly
+from revvideo.checkpoint import model_entries, save_checkpoint
+from revvideo.classes import dataset_class_names
+from revvideo.data.loader import VideoLoader
+from revvideo.engine import run
+from revvideo.models import build_model
+from revvideo.utils.cli import Interrupted, run_interruptibly
+
+from .helpers import tiny_cfg
 
 
 @pytest.fixture
@@ -59,34 +62,32 @@ def test_a_process_forked_by_a_command_ignores_ctrl_c_and_dies_of_sigterm(signal
     assert run_interruptibly(command) == 0
 
 
-def test_the_next_run_removes_what_a_killed_one_left_of_its_results_and_nothing_else(tmp_path):
-    output = tmp_path
-    (output / ".test_results.json.4194303.tmp.json").write_text("half")
-    (output / ".curves.png.4194303.tmp.png").write_bytes(b"half")
-    (output / ".notes.txt.12.tmp.txt").write_text("a user's")  # not a run's name: kept
-    (output / "predictions.csv").write_text("a user's own")
-    evaluations = output / TEST_DIR
-    # Killed while testing: its config written, no results.
-    unfinished = evaluations / "ckpt"
-    unfinished.mkdir(parents=True)
-    (unfinished / "config.yaml").write_text("TRAIN: {}\n")
-    (unfinished / ".predictions.csv.4194303.tmp.csv").write_text("half")
-    (unfinished / RECORD_FILE).write_text(  # the record the run wrote
-        json.dumps({"config.yaml": _digest(unfinished / "config.yaml")})
-    )
-    finished = evaluations / "ckpt-2"
-    finished.mkdir()
-    (finished / "test_results.json").write_text("{}")
-    (finished / RECORD_FILE).write_text("{}")
-    users = evaluations / "mine"  # a user's folder: no record of a run
-    users.mkdir()
-    (users / "config.yaml").write_text("mine")
+def test_a_stopped_test_makes_no_folder_and_the_next_one_takes_its_name(
+    tiny_dataset, tmp_path, monkeypatch, signals_restored
+):
+    cfg = tiny_cfg(tiny_dataset, tmp_path / "trained")
+    checkpoint = tmp_path / "trained.pyth"
+    names = dataset_class_names(str(tiny_dataset))
+    save_checkpoint(checkpoint, build_model(cfg), **model_entries(cfg, names, source="scratch"))
+    output = tmp_path / "out"
+    cfg = tiny_cfg(
+        tiny_dataset, output, TRAIN__ENABLE=False, TEST__CHECKPOINT_FILE_PATH=str(checkpoint),
+        TEST__BATCH_SIZE=2,
+    )  # fmt: skip
+    iterate = VideoLoader.__iter__
 
-    with output_dir_lock(output):
-        pass
+    def iterate_and_stop(self):
+        for batch in iterate(self):
+            if self.name == "test":
+                signal.raise_signal(signal.SIGTERM)  # to the test's StopRequest
+            yield batch
 
-    assert sorted(p.name for p in output.iterdir()) == [
-        ".notes.txt.12.tmp.txt", ".run.lock", "predictions.csv", TEST_DIR,
-    ]  # fmt: skip
-    assert sorted(p.name for p in evaluations.iterdir()) == ["ckpt-2", "mine"]
-    assert (users / "config.yaml").read_text() == "mine"
+    with monkeypatch.context() as patched:
+        patched.setattr(VideoLoader, "__iter__", iterate_and_stop)
+        with pytest.raises(Interrupted) as raised:
+            run(cfg.clone())
+    assert raised.value.signal_number == signal.SIGTERM
+    assert [path.name for path in output.iterdir()] == [".run.lock"]
+
+    assert run(cfg.clone()) == 0
+    assert [path.name for path in (output / "test").iterdir()] == ["trained"]

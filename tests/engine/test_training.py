@@ -17,7 +17,13 @@ from revvideo.engine import NonFiniteLossError, run
 from revvideo.engine.precision import MixedPrecision
 from revvideo.utils.errors import CheckpointError, DataError
 
-from .helpers import FIXED_CLIPS, epoch_weights, evaluation_results, records, tiny_cfg
+from .helpers import (
+    FIXED_CLIPS,
+    epoch_weights,
+    newest_test_results,
+    records,
+    tiny_cfg,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,9 @@ def test_a_run_writes_everything_a_person_watches(trained_run):
     assert test_record["step"] == 6
 
     assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
-    for name in ("curves.png", "confusion.png"):
-        assert (trained_run / name).read_bytes().startswith(b"\x89PNG")
+    tested = trained_run / "test" / "checkpoint_epoch_00002"
+    for path in (trained_run / "curves.png", tested / "confusion.png"):
+        assert path.read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == [
         "checkpoint_epoch_00001.pyth",
         "checkpoint_epoch_00002.pyth",
@@ -54,13 +61,13 @@ def test_a_run_writes_everything_a_person_watches(trained_run):
     assert checkpoint["epoch"] == 2
     assert checkpoint["class_names"] == ["up", "down", "still"]
 
-    results = json.loads((trained_run / "test_results.json").read_text())
+    results = json.loads((tested / "test_results.json").read_text())
     assert results["num_videos"] == 6
     assert results["num_views"] == 2
     assert results["num_unscored"] == 0
     assert results["top1_acc"] == test_record["top1_acc"]
     assert results["top5_acc"] == 100.0  # 3 classes: the top 3
-    with open(trained_run / "predictions.csv") as file:
+    with open(tested / "predictions.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 6
     assert set(rows[0]) == {"video", "label", "top1", "top1_prob", "top2", "top2_prob"} | {
@@ -85,8 +92,8 @@ def test_testing_a_checkpoint_alone_gives_the_same_results(trained_run, tiny_dat
         tiny_dataset, tmp_path, TRAIN__ENABLE=False, TEST__CHECKPOINT_FILE_PATH=str(checkpoint)
     )
     assert run(cfg) == 0
-    results = evaluation_results(tmp_path)
-    trained = json.loads((trained_run / "test_results.json").read_text())
+    results = newest_test_results(tmp_path)
+    trained = newest_test_results(trained_run)
     assert results["top1_acc"] == trained["top1_acc"]
     assert results["checkpoint"] == str(checkpoint)
     assert not (tmp_path / "checkpoints").exists()
@@ -113,7 +120,7 @@ def test_unreadable_test_videos_are_counted_not_scored(trained_run, tiny_dataset
     cfg = tiny_cfg(dataset, tmp_path / "out", TRAIN__ENABLE=False)
     cfg.TEST.CHECKPOINT_FILE_PATH = str(trained_run / "checkpoints" / "checkpoint_epoch_00002.pyth")
     assert run(cfg) == 0
-    results = evaluation_results(tmp_path / "out")
+    results = newest_test_results(tmp_path / "out")
     assert (results["num_videos"], results["num_unscored"]) == (6, 2)
     assert sorted(entry["video"].rsplit("/", 1)[1] for entry in results["unscored"]) == [
         "corrupt.mp4",
@@ -150,7 +157,7 @@ def test_videos_missing_views_are_scored_with_a_warning(
     with caplog.at_level(logging.WARNING):
         assert run(cfg) == 0
     assert "1 test videos have fewer than 2 views" in caplog.text
-    results = evaluation_results(tmp_path)
+    results = newest_test_results(tmp_path)
     assert (results["num_videos"], results["num_missing_views"]) == (6, 1)
 
 
