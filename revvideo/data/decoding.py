@@ -94,6 +94,16 @@ def open_video(path: str, backend: str = "pyav", threads: int = 1) -> VideoReade
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown decoding backend {backend!r}; expected one of {BACKENDS}")
+    check_video_file(path)
+    if backend == "pyav":
+        return PyAVVideo(path, threads)
+    return DecordVideo(path, threads)
+
+
+def check_video_file(path: str) -> None:
+    """VideoDecodeError unless `path` is a regular, non-empty file: call it before anything
+    opens `path`, since opening a FIFO or a capture device waits for a writer or a stream
+    forever (either is a source of frames, not a video file)."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -101,15 +111,10 @@ def open_video(path: str, backend: str = "pyav", threads: int = 1) -> VideoReade
     except OSError as err:
         raise VideoDecodeError(f"cannot open: {err.strerror or err}") from None
     if not stat.S_ISREG(mode):
-        # Opening a FIFO or a capture device would wait for a writer or stream forever; either is
-        # a source of frames, not a video file.
         kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
         raise VideoDecodeError(f"not a regular file ({kind})")
     if os.path.getsize(path) == 0:
         raise VideoDecodeError("empty file")
-    if backend == "pyav":
-        return PyAVVideo(path, threads)
-    return DecordVideo(path, threads)
 
 
 def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
