@@ -7,6 +7,8 @@ import torch
 
 from revvideo.data.synthetic import generate_synthetic_dataset
 
+from .helpers import saved_checkpoint
+
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
@@ -19,6 +21,12 @@ def tiny_dataset(tmp_path_factory) -> Path:
         videos_per_class={"train": 4, "val": 2, "test": 2},
     )
     return root
+
+
+@pytest.fixture
+def checkpoint(tiny_dataset, tmp_path) -> Path:
+    """saved_checkpoint on the tiny dataset."""
+    return saved_checkpoint(tiny_dataset, tmp_path)
 
 
 @pytest.fixture(autouse=True)

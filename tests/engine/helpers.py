@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from revvideo.checkpoint import read_checkpoint
+from revvideo.checkpoint import model_entries, read_checkpoint, save_checkpoint
+from revvideo.classes import dataset_class_names
 from revvideo.config import CfgNode, load_config
+from revvideo.models import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_NET = ROOT / "tools" / "run_net.py"
@@ -79,6 +81,24 @@ def tiny_cfg(dataset: Path, output_dir: Path, **overrides) -> CfgNode:
     opts.update({key.replace("__", "."): value for key, value in overrides.items()})
     flat = [item for pair in opts.items() for item in pair]
     return load_config(None, flat)
+
+
+def saved_checkpoint(dataset: Path, tmp_path: Path) -> Path:
+    """tmp_path/trained.pyth: the tiny model on 4x32x32 clips, untrained, as training saves it
+    (weights, config, class names)."""
+    cfg = tiny_cfg(dataset, tmp_path / "trained")
+    path = tmp_path / "trained.pyth"
+    names = dataset_class_names(str(dataset))
+    save_checkpoint(path, build_model(cfg), **model_entries(cfg, names, source="scratch"))
+    return path
+
+
+def evaluation_cfg(dataset: Path, output_dir: Path, checkpoint: Path, **overrides) -> CfgNode:
+    """tiny_cfg of a run that only tests `checkpoint`."""
+    return tiny_cfg(
+        dataset, output_dir, TRAIN__ENABLE=False, TEST__CHECKPOINT_FILE_PATH=str(checkpoint),
+        **overrides,
+    )  # fmt: skip
 
 
 def write_cfg(cfg: CfgNode, path: Path) -> Path:

@@ -4,31 +4,11 @@ one-line error naming the keys that differ, before anything is written."""
 import pytest
 import torch
 
-from revvideo.checkpoint import model_entries, read_checkpoint, save_checkpoint
-from revvideo.classes import dataset_class_names
+from revvideo.checkpoint import read_checkpoint
 from revvideo.config import ConfigError
 from revvideo.engine import run
-from revvideo.models import build_model
 
-from .helpers import tiny_cfg
-
-
-@pytest.fixture
-def checkpoint(tiny_dataset, tmp_path):
-    """A checkpoint of the tiny model on 4x32x32 clips, as training saves it (weights, config,
-    class names)."""
-    cfg = tiny_cfg(tiny_dataset, tmp_path / "trained")
-    path = tmp_path / "trained.pyth"
-    names = dataset_class_names(str(tiny_dataset))
-    save_checkpoint(path, build_model(cfg), **model_entries(cfg, names, source="scratch"))
-    return path
-
-
-def _test_only(tiny_dataset, output_dir, checkpoint, **overrides):
-    return tiny_cfg(
-        tiny_dataset, output_dir, TRAIN__ENABLE=False,
-        TEST__CHECKPOINT_FILE_PATH=str(checkpoint), **overrides,
-    )  # fmt: skip
+from .helpers import evaluation_cfg, tiny_cfg
 
 
 @pytest.mark.parametrize(
@@ -61,7 +41,7 @@ def _test_only(tiny_dataset, output_dir, checkpoint, **overrides):
 def test_other_clips_than_the_checkpoint_was_trained_on_are_named_before_writing(
     tiny_dataset, tmp_path, checkpoint, overrides, message
 ):
-    cfg = _test_only(tiny_dataset, tmp_path / "out", checkpoint, **overrides)
+    cfg = evaluation_cfg(tiny_dataset, tmp_path / "out", checkpoint, **overrides)
     with pytest.raises(ConfigError) as info:
         run(cfg)
     assert str(info.value).startswith(
@@ -80,14 +60,14 @@ def test_a_checkpoint_tested_at_another_size_than_trained_takes_either_size(
     content["cfg"] = stored.dump()
     torch.save(content, tmp_path / "tested_larger.pyth")
     for name, crop in (("at_training_size", 32), ("at_its_test_size", 40)):
-        cfg = _test_only(
+        cfg = evaluation_cfg(
             tiny_dataset,
             tmp_path / name,
             tmp_path / "tested_larger.pyth",
             DATA__TEST_CROP_SIZE=crop,
         )
         assert run(cfg) == 0
-    cfg = _test_only(
+    cfg = evaluation_cfg(
         tiny_dataset, tmp_path / "out", tmp_path / "tested_larger.pyth", DATA__TEST_CROP_SIZE=48
     )
     with pytest.raises(ConfigError, match=r"was trained on 4x32x32 clips and tested on 4x40x40 "):
@@ -112,7 +92,7 @@ def test_a_checkpoint_that_stores_pyslowfast_config_has_only_its_weights_checked
     content = read_checkpoint(checkpoint)
     content["cfg"] = "TRAIN:\n  DATASET: kinetics\n"  # PySlowFast's keys, which are not ours
     torch.save(content, tmp_path / "slowfast.pyth")
-    cfg = _test_only(tiny_dataset, tmp_path / "out", tmp_path / "slowfast.pyth")
+    cfg = evaluation_cfg(tiny_dataset, tmp_path / "out", tmp_path / "slowfast.pyth")
     assert run(cfg) == 0
 
 

@@ -20,7 +20,7 @@ from revvideo.engine import run
 from revvideo.engine.stopping import StopRequest
 from revvideo.models import build_model
 
-from .helpers import ROOT, epoch_weights, quiet_env, records, tiny_cfg, write_cfg
+from .helpers import ROOT, epoch_weights, evaluation_cfg, quiet_env, records, tiny_cfg, write_cfg
 
 CTRL_C = ROOT / "tests" / "engine" / "ctrl_c.py"
 
@@ -145,14 +145,6 @@ def _group_alive(group: int) -> bool:
     return True
 
 
-def _trained_checkpoint(dataset, tmp_path):
-    cfg = tiny_cfg(dataset, tmp_path / "trained")
-    checkpoint = tmp_path / "trained.pyth"
-    names = dataset_class_names(str(dataset))
-    save_checkpoint(checkpoint, build_model(cfg), **model_entries(cfg, names, source="scratch"))
-    return checkpoint
-
-
 def _assert_nothing_went_on(result: subprocess.CompletedProcess) -> None:
     assert "went on after the stop" not in result.stderr, result.stderr
 
@@ -179,12 +171,10 @@ def test_a_stop_during_validation_stops_it_and_keeps_the_epoch(
     assert not (tmp_path / "out" / "test").exists()
 
 
-def test_sigterm_during_an_evaluation_is_one_line_and_writes_no_results(tiny_dataset, tmp_path):
-    checkpoint = _trained_checkpoint(tiny_dataset, tmp_path)
-    test_only = tiny_cfg(
-        tiny_dataset, tmp_path / "out", TRAIN__ENABLE=False,
-        TEST__CHECKPOINT_FILE_PATH=str(checkpoint), **SMALL_BATCHES,
-    )  # fmt: skip
+def test_sigterm_during_an_evaluation_is_one_line_and_writes_no_results(
+    tiny_dataset, tmp_path, checkpoint
+):
+    test_only = evaluation_cfg(tiny_dataset, tmp_path / "out", checkpoint, **SMALL_BATCHES)
     config = write_cfg(test_only, tmp_path / "test.yaml")
     result = _interrupted("test-sigterm", "tools/run_net.py", "--cfg", str(config))
     _assert_no_traceback(result)

@@ -9,36 +9,17 @@ import logging
 import pytest
 
 import revvideo.engine.evaluate
-from revvideo.checkpoint import model_entries, save_checkpoint
-from revvideo.classes import dataset_class_names
 from revvideo.engine import run
 from revvideo.engine.evaluate import new_test_folder
-from revvideo.models import build_model
 from revvideo.utils.errors import UserError
 
-from .helpers import records, tiny_cfg
+from .helpers import evaluation_cfg, records, tiny_cfg
 
 # A user's own files under the names of a test's files, in OUTPUT_DIR.
 USER_FILES = {
     name: f"the user's own {name}\n"
     for name in ("test_results.json", "predictions.csv", "confusion.png", "config.yaml")
 }
-
-
-@pytest.fixture
-def checkpoint(tiny_dataset, tmp_path):
-    cfg = tiny_cfg(tiny_dataset, tmp_path / "trained")
-    path = tmp_path / "trained.pyth"
-    names = dataset_class_names(str(tiny_dataset))
-    save_checkpoint(path, build_model(cfg), **model_entries(cfg, names, source="scratch"))
-    return path
-
-
-def _evaluation(tiny_dataset, output_dir, checkpoint, **overrides):
-    return tiny_cfg(
-        tiny_dataset, output_dir, TRAIN__ENABLE=False, TEST__CHECKPOINT_FILE_PATH=str(checkpoint),
-        **overrides,
-    )  # fmt: skip
 
 
 def _write_user_files(folder, names):
@@ -70,8 +51,10 @@ def test_each_evaluation_writes_into_a_new_folder_beside_a_users_files(
     output = tmp_path / "out"
     _write_user_files(output, USER_FILES)
     with caplog.at_level(logging.INFO):
-        assert run(_evaluation(tiny_dataset, output, checkpoint)) == 0
-        assert run(_evaluation(tiny_dataset, output, checkpoint, TEST__NUM_ENSEMBLE_VIEWS=1)) == 0
+        assert run(evaluation_cfg(tiny_dataset, output, checkpoint)) == 0
+        assert (
+            run(evaluation_cfg(tiny_dataset, output, checkpoint, TEST__NUM_ENSEMBLE_VIEWS=1)) == 0
+        )
 
     first, second = output / "test" / "trained", output / "test" / "trained-2"
     assert sorted(path.name for path in (output / "test").iterdir()) == ["trained", "trained-2"]
@@ -114,7 +97,7 @@ def test_a_failed_test_makes_no_folder(tiny_dataset, tmp_path, checkpoint, monke
     monkeypatch.setattr(revvideo.engine.evaluate, "classification_metrics", breaks)
     output = tmp_path / "out"
     with pytest.raises(UserError, match="the scores are broken"):
-        run(_evaluation(tiny_dataset, output, checkpoint))
+        run(evaluation_cfg(tiny_dataset, output, checkpoint))
     assert [path.name for path in output.iterdir()] == [".run.lock"]
 
 

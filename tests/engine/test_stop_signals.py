@@ -5,14 +5,11 @@ import signal
 
 import pytest
 
-from revvideo.checkpoint import model_entries, save_checkpoint
-from revvideo.classes import dataset_class_names
 from revvideo.data.loader import VideoLoader
 from revvideo.engine import run
-from revvideo.models import build_model
 from revvideo.utils.cli import Interrupted, run_interruptibly
 
-from .helpers import tiny_cfg
+from .helpers import evaluation_cfg
 
 
 @pytest.fixture
@@ -63,17 +60,10 @@ def test_a_process_forked_by_a_command_ignores_ctrl_c_and_dies_of_sigterm(signal
 
 
 def test_a_stopped_test_makes_no_folder_and_the_next_one_takes_its_name(
-    tiny_dataset, tmp_path, monkeypatch, signals_restored
+    tiny_dataset, tmp_path, checkpoint, monkeypatch, signals_restored
 ):
-    cfg = tiny_cfg(tiny_dataset, tmp_path / "trained")
-    checkpoint = tmp_path / "trained.pyth"
-    names = dataset_class_names(str(tiny_dataset))
-    save_checkpoint(checkpoint, build_model(cfg), **model_entries(cfg, names, source="scratch"))
     output = tmp_path / "out"
-    cfg = tiny_cfg(
-        tiny_dataset, output, TRAIN__ENABLE=False, TEST__CHECKPOINT_FILE_PATH=str(checkpoint),
-        TEST__BATCH_SIZE=2,
-    )  # fmt: skip
+    cfg = evaluation_cfg(tiny_dataset, output, checkpoint, TEST__BATCH_SIZE=2)
     iterate = VideoLoader.__iter__
 
     def iterate_and_stop(self):
