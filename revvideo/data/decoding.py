@@ -271,12 +271,24 @@ class PyAVVideo:
     def read_frames(
         self, times: Sequence[float], short_side: int | None = None
     ) -> tuple[torch.Tensor, list[int]]:
-        """The frames shown at `times` (seconds from the start, ascending), decoded in one pass.
+        """The frames shown at `times` (seconds from the start, in any order), decoded in one
+        pass.
 
         Returns uint8 (N, H, W, 3) RGB, each distinct frame once, and for every time the row of
         its frame. Frames are scaled (while converting to RGB) to the stream's declared size, or
         with `short_side` so that their short side has that length.
         """
+        wanted = _checked_times(times)
+        order = np.argsort(wanted, kind="stable")
+        frames, rows = self._read_ascending(wanted[order].tolist(), short_side)
+        rows_by_time = np.empty_like(order)
+        rows_by_time[order] = rows
+        return frames, rows_by_time.tolist()
+
+    def _read_ascending(
+        self, times: list[float], short_side: int | None
+    ) -> tuple[torch.Tensor, list[int]]:
+        """read_frames for ascending `times`."""
         rows: list[int] = []
         frames: list[np.ndarray] = []
         previous = previous_time = None
@@ -424,7 +436,7 @@ class _DecordFrames(EncodedVideoDecord):
     def read_frames(
         self, times: Sequence[float], short_side: int | None = None
     ) -> tuple[torch.Tensor, list[int]]:
-        wanted = np.asarray(times, dtype=np.float64) + _TIME_EPS
+        wanted = _checked_times(times) + _TIME_EPS
         indices = np.searchsorted(self._frame_starts, wanted, side="right") - 1
         indices = np.clip(indices, 0, len(self._frame_starts) - 1)
         distinct, rows = np.unique(indices, return_inverse=True)
@@ -514,6 +526,17 @@ def display_rotation(container: av.container.InputContainer, stream: av.VideoStr
 def quarter_turns(rotation: float) -> int:
     """Counterclockwise quarter turns (0-3) nearest to a display rotation in degrees."""
     return round(rotation / 90) % 4
+
+
+def _checked_times(times: Sequence[float]) -> np.ndarray:
+    """`times` as float64 seconds; ValueError if there are none or one is not finite."""
+    wanted = np.asarray(times, dtype=np.float64)
+    if wanted.size == 0:
+        raise ValueError("read_frames: times is empty")
+    finite = np.isfinite(wanted)
+    if not finite.all():
+        raise ValueError(f"read_frames: times must be finite seconds, not {wanted[~finite][0]}")
+    return wanted
 
 
 def _raise_if_truncated(

@@ -1,3 +1,4 @@
+import math
 import os
 import signal
 from contextlib import contextmanager
@@ -35,6 +36,25 @@ def test_times_past_the_end_repeat_the_last_frame(tmp_path, backend):
     path = write_indexed_video(tmp_path / "short.mp4", count=6, fps=15)
     indices, _ = read_indices(path, backend, [0.2, 0.35, 0.5, 1.0, 3.0])
     assert indices == [3, 5, 5, 5, 5]
+
+
+def test_times_in_any_order_get_their_frames(tmp_path, backend):
+    path = write_indexed_video(tmp_path / "v.mkv", count=30, fps=15)
+    indices, frames = read_indices(path, backend, [1.5, 0.2, 1.0, 0.2, 0.0])
+    assert indices == [22, 3, 15, 3, 0]
+    assert len(frames) == 4
+
+
+@pytest.mark.parametrize("times", [[], [math.nan], [0.0, math.inf], [-math.inf, 1.0]])
+def test_no_times_or_times_that_are_no_instant_are_a_value_error(tmp_path, backend, times):
+    # A caller's mistake, not a fault of the video: not a VideoDecodeError, which skips it.
+    path = write_indexed_video(tmp_path / "v.mp4", count=10)
+    video = open_video(path, backend)
+    try:
+        with pytest.raises(ValueError, match="times"):
+            video.read_frames(times)
+    finally:
+        video.close()
 
 
 @pytest.mark.parametrize("extension", ["mp4", "avi", "mkv", "webm", "mpg", "ts"])
