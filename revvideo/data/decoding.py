@@ -229,21 +229,26 @@ class PyAVVideo:
         return self._size
 
     def _header_duration(self) -> float:
-        """Seconds from the first frame to the end of the last.
+        """Seconds from the stream's start to the end of its last frame.
 
-        Taken from the headers of indexed containers; MPEG program/transport streams only
-        estimate it from the bit rate, so their packet timestamps are read instead (from a
-        second opening of the file, so that this one still starts at the first frame). Where
-        they start again (recordings joined byte-wise), the file is `_joined`: its parts are
-        laid end to end, as its FrameClock shows them, and it is never read by seeking, since a
-        timestamp there names a frame in every part.
+        Taken from the header of an indexed container where it counts from the stream's start:
+        a stream's own duration (mp4, mov, avi) does; a container's (Matroska, WebM, FLV) counts
+        from time 0 in Matroska and from the first decoding timestamp in FLV, so only for a
+        stream starting at 0. Otherwise, and in MPEG program/transport streams (whose headers
+        estimate it from the bit rate), the packet timestamps are read (from a second opening
+        of the file, so that this one still starts at the first frame). Where they start again
+        (recordings joined byte-wise), the file is `_joined`: its parts are laid end to end, as
+        its FrameClock shows them, and it is never read by seeking, since a timestamp there
+        names a frame in every part.
         """
         if self.indexed and self._stream.duration:
             return float(self._stream.duration * self._clock.time_base)
-        if self.indexed and self._container.duration:
+        if self.indexed and self._container.duration and self._clock.start_pts == 0:
             return self._container.duration / av.time_base
         # [first timestamp, end] of each part; the first part is timed from the stream's start.
         parts: list[list[int]] = []
+        # A packet without a duration (FLV has none) lasts one frame interval.
+        frame_ticks = round(self._clock.frame_interval / self._clock.time_base)
         last_dts = None
         try:
             with av.open(self._path) as scan:
@@ -260,7 +265,7 @@ class PyAVVideo:
                     last_dts = dts
                     part = parts[-1]
                     part[0] = min(part[0], packet.pts)
-                    part[1] = max(part[1], packet.pts + (packet.duration or 0))
+                    part[1] = max(part[1], packet.pts + (packet.duration or frame_ticks))
         except av.FFmpegError as err:
             raise VideoDecodeError(f"cannot read: {_ffmpeg_reason(err)}") from None
         if not parts:

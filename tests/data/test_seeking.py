@@ -108,6 +108,35 @@ def test_the_clock_starts_at_the_stream_start_in_mpeg_streams(videos):
 
 
 @pytest.mark.parametrize(
+    ("extension", "codec"),
+    [
+        ("mp4", "libx264"),
+        ("mov", "libx264"),
+        ("mkv", "libx264"),
+        ("webm", "libvpx-vp9"),
+        ("flv", "libx264"),
+        ("flv", "flv"),  # Sorenson H.263, whose packets have no duration
+    ],
+)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stream_starting_late_lasts_from_its_start(tmp_path, backend, extension, codec):
+    # Timestamps from 400 s on, as segments cut with `ffmpeg -copyts` keep them: Matroska's
+    # header duration counts from 0 (402 s), so reads past 2 s were called truncated.
+    times = [400 + number / 25 for number in range(50)]
+    path = write_numbered_video(tmp_path / f"late.{extension}", codec, times=times)
+    decoded = plain_decode(path)
+    video = open_video(path, backend)
+    try:
+        assert video.duration == pytest.approx(2.0)
+        wanted = [0.0, 1.0, 1.96, 2.5]
+        assert (
+            numbers_read(video, wanted) == [shown_at(decoded, t) for t in wanted] == [0, 25, 49, 49]
+        )
+    finally:
+        video.close()
+
+
+@pytest.mark.parametrize(
     ("extension", "codec", "options"),
     [("ts", "libx264", {"g": "12"}), ("ts", "mpeg2video", {"b": "2M"}), ("mpg", "mpeg2video", {})],
 )
