@@ -62,7 +62,8 @@ BACKENDS = ("pyav", "decord")
 # FFmpeg demuxers whose headers state a reliable duration, and that seek by an index.
 _INDEXED_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "flv"})
 
-# Timestamps closer than this (seconds) are the same instant; absorbs float rounding of pts.
+# Times closer than this (seconds), or than a quarter of a frame interval where that is less,
+# are the same instant: absorbs float rounding and timestamps rounded to 1 ms (Matroska's).
 _TIME_EPS = 1e-3
 # A stream ending this much (seconds, or 3 frame intervals if longer) before the duration in its
 # header is reported as truncated.
@@ -138,6 +139,7 @@ class FrameClock:
         self.time_base = stream.time_base
         rate = stream.average_rate or stream.guessed_rate
         self.frame_interval = 1.0 / float(rate) if rate else 1.0 / 30
+        self.same_instant = _same_instant(self.frame_interval)
         self.joined = joined
         self.restart()
 
@@ -150,7 +152,7 @@ class FrameClock:
             self._time += self.frame_interval
             return self._time
         time = float((frame.pts - self.start_pts) * self.time_base) + self._offset
-        if self.joined and time < self._time - _TIME_EPS:
+        if self.joined and time < self._time - self.same_instant:
             self._offset += self._time + self.frame_interval - time
             time = self._time + self.frame_interval
         self._time = time
@@ -299,13 +301,14 @@ class PyAVVideo:
         previous = previous_time = None
         previous_row = None
         decoded_time = 0.0
+        same_instant = self._clock.same_instant
         try:
             for frame, time in self._decode_from(times[0]):
                 decoded_time = time
                 if previous is not None:
                     # Every time before this frame starts shows the previous frame (times before
                     # the first frame included).
-                    while len(rows) < len(times) and times[len(rows)] < time - _TIME_EPS:
+                    while len(rows) < len(times) and times[len(rows)] < time - same_instant:
                         if previous_row is None:
                             frames.append(self._to_rgb(previous, short_side))
                             previous_row = len(frames) - 1
@@ -315,7 +318,7 @@ class PyAVVideo:
                 previous, previous_time, previous_row = frame, time, None
                 # Every time left is at this frame's start (or before the first frame): this
                 # frame is shown then, so the next one, which may not even decode, is not needed.
-                if times[-1] <= time + _TIME_EPS:
+                if times[-1] <= time + same_instant:
                     break
         except av.FFmpegError as err:
             raise VideoDecodeError(
@@ -334,10 +337,11 @@ class PyAVVideo:
         """(frame, seconds from the start) in display order, from the frame shown at `start` (or
         the first frame) on: the frames, and times, of a decode from the first frame."""
         lead = 0.0
-        while not self._joined and start - lead > _TIME_EPS:
+        same_instant = self._clock.same_instant
+        while not self._joined and start - lead > same_instant:
             frames = self._frames_after_seek(start - lead)
             first = next(frames, None)
-            if first is not None and first[1] <= start + _TIME_EPS:
+            if first is not None and first[1] <= start + same_instant:
                 yield first
                 yield from frames
                 return
@@ -436,12 +440,13 @@ class _DecordFrames(EncodedVideoDecord):
         # decord's: PyAV would find the same.
         _raise_if_truncated(float(starts[-1]), math.inf, header.duration, frame_interval)
         self._frame_starts = starts
+        self._same_instant = _same_instant(frame_interval)
         self._declared_size = header.declared_size
 
     def read_frames(
         self, times: Sequence[float], short_side: int | None = None
     ) -> tuple[torch.Tensor, list[int]]:
-        wanted = _checked_times(times) + _TIME_EPS
+        wanted = _checked_times(times) + self._same_instant
         indices = np.searchsorted(self._frame_starts, wanted, side="right") - 1
         indices = np.clip(indices, 0, len(self._frame_starts) - 1)
         distinct, rows = np.unique(indices, return_inverse=True)
@@ -531,6 +536,11 @@ def display_rotation(container: av.container.InputContainer, stream: av.VideoStr
 def quarter_turns(rotation: float) -> int:
     """Counterclockwise quarter turns (0-3) nearest to a display rotation in degrees."""
     return round(rotation / 90) % 4
+
+
+def _same_instant(frame_interval: float) -> float:
+    """Seconds within which two times are one instant (see _TIME_EPS)."""
+    return min(_TIME_EPS, frame_interval / 4)
 
 
 def _checked_times(times: Sequence[float]) -> np.ndarray:

@@ -10,7 +10,14 @@ import pytest
 from revvideo.data.decoding import BACKENDS, VideoDecodeError, open_video, scaled_size
 from revvideo.data.synthetic import write_video
 
-from .videos import frame_index, indexed_frames, write_audio_only, write_indexed_video
+from .videos import (
+    frame_index,
+    frame_number,
+    indexed_frames,
+    write_audio_only,
+    write_indexed_video,
+    write_numbered_video,
+)
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -43,6 +50,26 @@ def test_times_in_any_order_get_their_frames(tmp_path, backend):
     indices, frames = read_indices(path, backend, [1.5, 0.2, 1.0, 0.2, 0.0])
     assert indices == [22, 3, 15, 3, 0]
     assert len(frames) == 4
+
+
+def test_frames_a_millisecond_apart_are_told_apart(tmp_path, backend):
+    # At 1000 fps frame n starts at n ms: a tolerance of 1 ms took a time for the next frame.
+    path = write_numbered_video(tmp_path / "fast.mkv", "libx264", count=100, fps=1000)
+    video = open_video(path, backend)
+    try:
+        frames, rows = video.read_frames([0.0, 0.02, 0.05, 0.0505, 0.099])
+    finally:
+        video.close()
+    assert [frame_number(frames[row]) for row in rows] == [0, 20, 50, 50, 99]
+
+
+@pytest.mark.parametrize("fps", [15, 30000 / 1001])
+def test_a_time_at_a_frame_start_rounded_to_the_millisecond_gets_that_frame(tmp_path, backend, fps):
+    # Matroska stores times in whole milliseconds: frame 1 of 15 fps starts at 0.067 s, after
+    # the 1 / 15 s asked for.
+    path = write_indexed_video(tmp_path / "v.mkv", count=30, fps=fps)
+    indices, _ = read_indices(path, backend, [number / fps for number in range(30)])
+    assert indices == list(range(30))
 
 
 @pytest.mark.parametrize("times", [[], [math.nan], [0.0, math.inf], [-math.inf, 1.0]])
