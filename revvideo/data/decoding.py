@@ -38,8 +38,9 @@ between reads that start on either side of the change.
 
 decord is a second backend (DATA.DECODING_BACKEND decord). It is used only where it is right: a
 video that decord cannot read, or cannot be trusted with (a container without an index, in which
-its seeks and frame times are wrong), is read with PyAV instead, and its reader's `fallback` says
-why (the loader counts such videos and logs each fault once).
+its seeks and frame times are wrong; a stream with open GOPs, in which its seeks skip frames), is
+read with PyAV instead, and its reader's `fallback` says why (the loader counts such videos and
+logs each fault once).
 """
 
 from __future__ import annotations
@@ -408,7 +409,13 @@ class _DecordFault(Exception):
 
 class _DecordFrames(EncodedVideoDecord):
     """decord's reader of one video (which applies the display rotation itself), checked
-    against what PyAV's reader of the same file (`header`) states about it."""
+    against what PyAV's reader of the same file (`header`) states about it.
+
+    decord reaches a frame by seeking to the last keyframe before it in display order. In an
+    open GOP (x265's default, MPEG-2's) the frames just before a keyframe are decoded after it,
+    so after that seek the decoder drops them and decord's frames slip: such streams are not
+    decord's (`_check_closed_gops`).
+    """
 
     def __init__(self, path: str, threads: int, header: PyAVVideo) -> None:
         if not header.indexed:
@@ -439,6 +446,7 @@ class _DecordFrames(EncodedVideoDecord):
         # video; the container's header tells the length. That is the file's fault, not
         # decord's: PyAV would find the same.
         _raise_if_truncated(float(starts[-1]), math.inf, header.duration, frame_interval)
+        _check_closed_gops(path)
         self._frame_starts = starts
         self._same_instant = _same_instant(frame_interval)
         self._declared_size = header.declared_size
@@ -467,6 +475,21 @@ class _DecordFrames(EncodedVideoDecord):
         if short_side is not None:
             frames = _resize_frames(frames, short_side)
         return frames, rows.tolist()
+
+
+def _check_closed_gops(path: str) -> None:
+    """_DecordFault if a keyframe of the video stream is followed, in decoding order, by a
+    frame shown before it (an open GOP), or if its packets cannot all be read to tell."""
+    try:
+        with av.open(path) as scan:
+            keyframe_pts = None
+            for packet in scan.demux(scan.streams.video[0]):
+                if packet.is_keyframe:
+                    keyframe_pts = packet.pts
+                elif None not in (packet.pts, keyframe_pts) and packet.pts < keyframe_pts:
+                    raise _DecordFault("decord: open GOPs, in which its seeks skip frames")
+    except av.FFmpegError as err:
+        raise _DecordFault(f"decord: GOPs unchecked: {_ffmpeg_reason(err)}") from None
 
 
 class DecordVideo:

@@ -136,6 +136,40 @@ def test_a_stream_starting_late_lasts_from_its_start(tmp_path, backend, extensio
         video.close()
 
 
+# x265 makes open GOPs by default; MPEG-2's are open unless the encoder closes them.
+X265_OPEN = {"x265-params": "log-level=none:keyint=24"}
+X265_CLOSED = {"x265-params": "log-level=none:keyint=24:open-gop=0"}
+
+
+@pytest.mark.parametrize(
+    ("extension", "codec", "options", "open_gops"),
+    [
+        ("mp4", "libx265", X265_OPEN, True),
+        ("mkv", "libx265", X265_OPEN, True),
+        ("mkv", "mpeg2video", {"g": "12", "bf": "2", "b": "2M"}, True),
+        ("mp4", "libx265", X265_CLOSED, False),
+    ],
+)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frames_shown_before_the_keyframe_they_follow_are_read(
+    tmp_path, backend, extension, codec, options, open_gops
+):
+    # In an open GOP the frames just before a keyframe are decoded after it; a seek to that
+    # keyframe skips them, and decord returned frames 3 on from the ones asked for.
+    path = write_numbered_video(tmp_path / f"gops.{extension}", codec, count=72, options=options)
+    decoded = plain_decode(path)
+    assert [number for _, number, _ in decoded] == list(range(72))
+    times = [0.92, 0.96, 1.0, 1.88, 2.4]
+    numbers, fallbacks = [], set()
+    for time in times:
+        video = open_video(path, backend)
+        numbers.append(numbers_read(video, [time])[0])
+        fallbacks.add(bool(getattr(video, "fallback", None)))
+        video.close()
+    assert numbers == [shown_at(decoded, time) for time in times]
+    assert fallbacks == {backend == "decord" and open_gops}, "decord reads closed GOPs"
+
+
 @pytest.mark.parametrize(
     ("extension", "codec", "options"),
     [("ts", "libx264", {"g": "12"}), ("ts", "mpeg2video", {"b": "2M"}), ("mpg", "mpeg2video", {})],
