@@ -25,6 +25,9 @@ VIDEO_EXTENSIONS = (
     ".mpeg",
     ".flv",
     ".3gp",
+    ".ts",
+    ".m2ts",
+    ".mts",
 )
 
 

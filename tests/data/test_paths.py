@@ -4,7 +4,7 @@ import pytest
 
 from revvideo.classes import folder_class_names
 from revvideo.data import build_dataset
-from revvideo.data.paths import read_video_entries, read_video_list
+from revvideo.data.paths import read_video_entries, read_video_list, video_files
 from revvideo.utils.errors import ConfigError, DataError
 
 
@@ -83,6 +83,15 @@ def test_folder_tree_numbers_classes_over_all_splits(tmp_path):
         (str(tmp_path / "test/run/deeper/b.MKV"), 1),
         (str(tmp_path / "test/walk/a.mp4"), 2),
     ]
+
+
+def test_mpeg_transport_streams_in_a_folder_are_videos(tmp_path):
+    # Camcorders write .mts and Blu-ray .m2ts; both are MPEG-TS, which the decoder reads.
+    for name in ("a.ts", "b.M2TS", "c.mts", "d.tsv"):
+        write(tmp_path / "test" / "walk" / name, "")
+    expected = [str(tmp_path / "test/walk" / name) for name in ("a.ts", "b.M2TS", "c.mts")]
+    assert [path for path, _ in entries(read_video_list(str(tmp_path), "test", 1))] == expected
+    assert video_files(str(tmp_path)) == expected
 
 
 def test_unset_data_dir_and_bad_backend_are_config_errors(small_cfg, small_dataset):
