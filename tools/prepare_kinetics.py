@@ -21,7 +21,8 @@ would get one name (a.mp4, a.avi) are both kept: a.mp4 and a-2.mp4.
 Class indices follow Kinetics-400's order when every class is a Kinetics-400 class, else the
 sorted class names. Writes <output>/{train,val,test}.csv (one `path label` row per video; a
 notice names a split left without videos), classnames.json, missing_<split>.txt and failed.txt;
-then set DATA.PATH_TO_DATA_DIR to <output>.
+then set DATA.PATH_TO_DATA_DIR to <output>. A clip annotated more than once is listed once, in
+its last split of train, val, test (so that no clip evaluated is trained on), with a notice.
 
 Hidden files and folders (names starting with '.': .DS_Store, .git, macOS's ._a.mp4) are skipped
 and counted. A video whose path holds a newline or control character would split its row, and
@@ -197,6 +198,11 @@ def _annotation_files(pairs):
         split, _, path = pair.partition("=")
         if split not in SPLITS or not path:
             raise DataError(f"--annotations takes SPLIT=CSV with SPLIT in {SPLITS}, got {pair!r}")
+        if split in files:
+            raise DataError(
+                f"--annotations gives {split} twice ({files[split]}, {path}): give one CSV "
+                "per split"
+            )
         files[split] = path
     return files
 

@@ -330,22 +330,36 @@ def videos_from_annotations(
     files, skipped = {}, []
     for path in _listable(video_files(videos_dir), skipped):
         files.setdefault(os.path.splitext(os.path.basename(path))[0], path)
-    videos, missing = [], {}
-    for split, split_rows in rows.items():
-        for row in split_rows:
+    videos, missing, annotated = {}, {}, {}
+    for split in SPLITS:
+        for row in rows.get(split, ()):
             key = f"{row.youtube_id}_{row.start:06d}_{row.end:06d}"
             path = files.get(key) or files.get(row.youtube_id)
             if path is None:
                 missing.setdefault(split, []).append(f"{key} {row.label}")
             else:
-                videos.append(Video(split, index[normalized_name(row.label)], path))
+                # Listed once, where its last row puts it: a clip evaluated must not be trained on.
+                videos.pop(path, None)
+                videos[path] = Video(split, index[normalized_name(row.label)], path)
+                annotated.setdefault(path, []).append(split)
     if not videos:
         raise DataError(
             f"none of the {sum(map(len, rows.values()))} annotated clips is in {videos_dir}: "
             "clips are found by the names <youtube_id>_<start:06d>_<end:06d>.<ext> or "
             "<youtube_id>.<ext>"
         )
-    return FoundVideos(videos, names, missing, _skipped_notice(skipped))
+    notices = _skipped_notice(skipped)
+    if repeated := {path: splits for path, splits in annotated.items() if len(splits) > 1}:
+        shown = ", ".join(
+            f"{os.path.basename(path)} ({' and '.join(splits)})"
+            for path, splits in list(repeated.items())[:3]
+        )
+        notices.append(
+            f"{len(repeated)} clips are annotated more than once ({shown}"
+            f"{', ...' if len(repeated) > 3 else ''}): each is listed once, in the last of its "
+            f"rows in the order {', '.join(SPLITS)}, so that no clip evaluated is trained on"
+        )
+    return FoundVideos(list(videos.values()), names, missing, notices)
 
 
 class _Annotation(NamedTuple):

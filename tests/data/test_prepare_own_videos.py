@@ -324,3 +324,33 @@ def test_outputs_never_land_on_inputs(tmp_path, prepare):
         check_outputs(str(tmp_path / "out"), str(root), [str(labels)])
     with pytest.raises(DataError, match="is a file"):
         check_outputs(str(labels), str(root))
+
+
+def test_a_split_given_twice_is_an_error_and_a_clip_annotated_twice_is_listed_once(
+    tmp_path, prepare
+):
+    os.makedirs(tmp_path / "dl")
+    for name in ("aaa", "bbb", "ccc", "ddd"):
+        (tmp_path / "dl" / f"{name}_000010_000020.mp4").touch()
+    first = annotations(tmp_path / "a.csv", "cooking,aaa,10,20,train", "dancing,bbb,10,20,train")
+    second = annotations(tmp_path / "b.csv", "cooking,ccc,10,20,train", "dancing,ddd,10,20,train")
+    val = annotations(tmp_path / "v.csv", "cooking,aaa,10,20,val", "dancing,ddd,10,20,val")
+    out = tmp_path / "out"
+    result = prepare(
+        out, "--videos", tmp_path / "dl", "--annotations", f"train={first}", f"train={second}"
+    )
+    assert_user_error(result, f"--annotations gives train twice ({first}, {second})")
+    assert not out.exists()
+    # A clip evaluated must not be trained on: it stays in val only.
+    result = prepare(
+        out, "--videos", tmp_path / "dl", "--annotations", f"train={second}", f"val={val}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "notice: 1 clips are annotated more than once (ddd_000010_000020.mp4 (train and val)): "
+        "each is listed once, in the last of its rows in the order train, val, test"
+    ) in result.stdout
+    assert (out / "train.csv").read_text() == "../dl/ccc_000010_000020.mp4 0\n"
+    assert (out / "val.csv").read_text() == (
+        "../dl/aaa_000010_000020.mp4 0\n../dl/ddd_000010_000020.mp4 1\n"
+    )
