@@ -20,9 +20,12 @@ partial files of a killed run are removed; failures in failed.txt). Two videos o
 would get one name (a.mp4, a.avi) are both kept: a.mp4 and a-2.mp4.
 Class indices follow Kinetics-400's order when every class is a Kinetics-400 class, else the
 sorted class names. Writes <output>/{train,val,test}.csv (one `path label` row per video; a
-notice names a split left without videos), classnames.json, missing_<split>.txt and failed.txt;
-then set DATA.PATH_TO_DATA_DIR to <output>. A clip annotated more than once is listed once, in
-its last split of train, val, test (so that no clip evaluated is trained on), with a notice.
+notice names a split left without videos), classnames.json, missing_<split>.txt and failed.txt,
+removes those of an earlier run that this one leaves empty, and says which; then set
+DATA.PATH_TO_DATA_DIR to <output>. It records what it wrote in prepare_kinetics.json, and
+replaces or removes no list that it did not write (or that was changed since) unless given
+--overwrite. A clip annotated more than once is listed once, in its last split of train, val,
+test (so that no clip evaluated is trained on), with a notice.
 
 Hidden files and folders (names starting with '.': .DS_Store, .git, macOS's ._a.mp4) are skipped
 and counted. A video whose path holds a newline or control character would split its row, and
@@ -88,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-encode to this short side, e.g. 320 (default: no re-encoding)",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace or remove lists in the output folder that this tool did not write, or "
+        "that were changed since (default: stop with an error naming them)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=os.cpu_count(),
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _prepare_and_report(args: argparse.Namespace) -> int:
     try:
-        found, hidden = _prepare(args)
+        found, hidden, done = _prepare(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -124,13 +133,15 @@ def _prepare_and_report(args: argparse.Namespace) -> int:
     )
     for split, rows in found.missing.items():
         print(f"{len(rows)} {split} clips not downloaded: {args.output}/missing_{split}.txt")
+    for line in done:
+        print(line)
     return 0
 
 
 def _prepare(args):
     """Reads the layout of args.videos, re-encodes if asked, writes the lists; returns what
-    was found, its `notices` extended with the failures to re-encode, and how many hidden files
-    and folders were skipped."""
+    was found, its `notices` extended with the failures to re-encode, how many hidden files
+    and folders were skipped, and lines saying what was written and removed."""
     from revvideo.data.kinetics import (
         check_outputs,
         count_hidden,
@@ -161,7 +172,7 @@ def _prepare(args):
             f"--split {shown}: training (tools/run_net.py) needs train and val videos, so the "
             "train and val fractions must be above 0 (e.g. --split 0.7 0.15 0.15)"
         )
-    check_outputs(args.output, args.videos, annotations.values(), reencoding=bool(args.resize))
+    check_outputs(args.output, args.videos, annotations.values(), bool(args.resize), args.overwrite)
     if annotations:
         found = videos_from_annotations(annotations, args.videos, args.kinetics400)
     elif layout == "splits":
@@ -174,12 +185,17 @@ def _prepare(args):
             args.kinetics400,
             min_classes=2,  # a classifier of one class has nothing to learn
         )
-    failed = []
+    failed, done = [], []
     if args.resize:
         found.videos, failed = reencode_all(
             found.videos, args.output, found.class_names, args.resize, args.jobs
         )
-    write_lists(args.output, found.videos, found.class_names, found.missing, failed)
+    written, removed = write_lists(
+        args.output, found.videos, found.class_names, found.missing, failed
+    )
+    done.append(f"{args.output}: wrote {', '.join(written)}")
+    if removed:
+        done[-1] += f"; removed {', '.join(removed)}, which this dataset leaves empty"
     if failed:
         found.notices.append(f"{len(failed)} videos failed to re-encode: {args.output}/failed.txt")
     listed = {video.split for video in found.videos}
@@ -189,7 +205,7 @@ def _prepare(args):
             f"{', '.join(f'{args.output}/{split}.csv' for split in unlisted)}: training "
             "(tools/run_net.py) needs train.csv and val.csv, testing needs test.csv"
         )
-    return found, count_hidden(args.videos)
+    return found, count_hidden(args.videos), done
 
 
 def _annotation_files(pairs):

@@ -10,8 +10,10 @@ import pytest
 
 from revvideo.classes import folder_class_names, read_classnames_file
 from revvideo.data.kinetics import (
+    RECORD_FILE,
     Video,
     check_class_name,
+    check_outputs,
     videos_from_class_folders,
     videos_from_folders,
     write_lists,
@@ -132,21 +134,26 @@ def _lists(out, names):
     return [Video("train", label, str(out / f"{name}.mp4")) for label, name in enumerate(names)]
 
 
+def _list_contents(out):
+    return {path.name: path.read_bytes() for path in out.iterdir() if path.name != RECORD_FILE}
+
+
 def test_a_list_that_cannot_be_written_whole_leaves_the_earlier_one(tmp_path, monkeypatch):
     out = tmp_path / "out"
     write_lists(str(out), _lists(out, ["a", "b"]), ["a", "b"])
-    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    before = _list_contents(out)
 
     # A row that cannot be written (its path is not UTF-8) stops the write half-way.
     cut = [*_lists(out, ["c", "d"]), Video("train", 1, os.fsdecode(bytes(out) + b"/\xe9.mp4"))]
     with pytest.raises(UnicodeEncodeError):
         write_lists(str(out), cut, ["c", "d"])
-    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert _list_contents(out) == before
+    check_outputs(str(out), str(tmp_path))  # The lists are still the tool's own.
 
     def disk_full(handle):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(WriteError, match=r"cannot write .*train\.csv: the disk is full"):
+    with pytest.raises(WriteError, match=r"cannot write .*: the disk is full"):
         write_lists(str(out), _lists(out, ["c", "d"]), ["c", "d"])
-    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert _list_contents(out) == before

@@ -200,9 +200,17 @@ def test_help_shows_the_three_layouts_and_every_default():
         "--annotations train=",
     ):
         assert layout in text
-    for option in ("--split", "--seed", "--kinetics400", "--resize", "--jobs", "--annotations"):
+    for option in (
+        "--split",
+        "--seed",
+        "--kinetics400",
+        "--resize",
+        "--jobs",
+        "--annotations",
+        "--overwrite",
+    ):
         assert option in text
-    assert text.count("(default:") == 6
+    assert text.count("(default:") == 7
 
 
 def test_option_mistakes_are_one_line(tmp_path, prepare):
@@ -324,6 +332,38 @@ def test_outputs_never_land_on_inputs(tmp_path, prepare):
         check_outputs(str(tmp_path / "out"), str(root), [str(labels)])
     with pytest.raises(DataError, match="is a file"):
         check_outputs(str(labels), str(root))
+
+
+def test_lists_it_did_not_write_are_replaced_or_removed_only_when_asked(tmp_path, prepare):
+    root = class_tree(tmp_path / "mine", {"cooking": 10, "dancing": 10})
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "train.csv").write_text("my/own.mp4 3\n")
+    (out / "test.csv").write_text("my/test.mp4 1\n")
+    (out / "notes.txt").write_text("mine\n")
+    mine = {path.name: path.read_text() for path in out.iterdir()}
+    assert_user_error(
+        prepare(out, "--videos", root),
+        f"{out} holds lists that this tool did not write, or that were changed since "
+        "(train.csv, test.csv)",
+        "--overwrite",
+    )
+    assert {path.name: path.read_text() for path in out.iterdir()} == mine
+    # Asked to, it replaces them and says what it wrote and removed.
+    result = prepare(out, "--videos", root, "--split", 0.8, 0.2, 0, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"{out}: wrote train.csv, val.csv, classnames.json; removed test.csv, which this "
+        "dataset leaves empty"
+    ) in result.stdout
+    assert (out / "notes.txt").read_text() == "mine\n"
+    # Its own lists it replaces without asking; a list changed since is someone else's.
+    result = prepare(out, "--videos", root)
+    assert result.returncode == 0, result.stderr
+    assert f"{out}: wrote train.csv, val.csv, test.csv, classnames.json\n" in result.stdout
+    with open(out / "val.csv", "a") as lines:
+        lines.write("my/extra.mp4 0\n")
+    assert_user_error(prepare(out, "--videos", root), "(val.csv)")
 
 
 def test_a_split_given_twice_is_an_error_and_a_clip_annotated_twice_is_listed_once(
