@@ -15,9 +15,10 @@ It reads three layouts, found by looking into --videos:
      python tools/prepare_kinetics.py data/k400 --videos /downloads/k400 \\
          --annotations train=kinetics400/train.csv val=kinetics400/validate.csv
 
-Add --resize 320 --jobs 8 to re-encode to short side 320 into <output>/videos/ (resumable; the
-partial files of a killed run are removed; failures in failed.txt). Two videos of a class that
-would get one name (a.mp4, a.avi) are both kept: a.mp4 and a-2.mp4.
+Add --resize 320 --jobs 8 to re-encode to short side 320 into <output>/videos/<path under
+--videos>.mp4 (failures, with the reason, in failed.txt). Each file records its source's path,
+size and modification time and the short side: a later run reuses it only where all match, and
+encodes the others again (so a killed run goes on where it stopped).
 Class indices follow Kinetics-400's order when every class is a Kinetics-400 class, else the
 sorted class names. Writes <output>/{train,val,test}.csv (one `path label` row per video; a
 notice names a split left without videos), classnames.json, missing_<split>.txt and failed.txt,
@@ -143,6 +144,8 @@ def _prepare(args):
     was found, its `notices` extended with the failures to re-encode, how many hidden files
     and folders were skipped, and lines saying what was written and removed."""
     from revvideo.data.kinetics import (
+        FAILED_FILE,
+        REENCODED_DIR,
         check_outputs,
         count_hidden,
         folder_layout,
@@ -187,8 +190,12 @@ def _prepare(args):
         )
     failed, done = [], []
     if args.resize:
-        found.videos, failed = reencode_all(
-            found.videos, args.output, found.class_names, args.resize, args.jobs
+        reencoding = reencode_all(found.videos, args.videos, args.output, args.resize, args.jobs)
+        found.videos, failed = reencoding.videos, reencoding.failed
+        replaced = f" ({reencoding.replaced} replacing files of other sources or sizes)"
+        done.append(
+            f"{args.output}/{REENCODED_DIR}: {reencoding.encoded} videos re-encoded"
+            f"{replaced if reencoding.replaced else ''}, {reencoding.reused} reused"
         )
     written, removed = write_lists(
         args.output, found.videos, found.class_names, found.missing, failed
@@ -197,7 +204,11 @@ def _prepare(args):
     if removed:
         done[-1] += f"; removed {', '.join(removed)}, which this dataset leaves empty"
     if failed:
-        found.notices.append(f"{len(failed)} videos failed to re-encode: {args.output}/failed.txt")
+        path, reason = failed[0]
+        found.notices.append(
+            f"{len(failed)} videos failed to re-encode (the first: {path}: {reason}); all with "
+            f"the reason in {args.output}/{FAILED_FILE}"
+        )
     listed = {video.split for video in found.videos}
     if unlisted := [split for split in SPLITS if split not in listed]:
         found.notices.append(

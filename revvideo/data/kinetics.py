@@ -24,6 +24,7 @@ import math
 import multiprocessing
 import os
 import random
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -42,17 +43,25 @@ from revvideo.classes import (
     normalized_name,
     write_classnames_file,
 )
-from revvideo.data.decoding import display_rotation, scaled_size
+from revvideo.data.decoding import (
+    FrameClock,
+    VideoDecodeError,
+    check_video_file,
+    display_rotation,
+    scaled_size,
+)
 from revvideo.data.paths import VIDEO_EXTENSIONS, video_files
-from revvideo.utils.errors import DataError
+from revvideo.utils.errors import DataError, UserError
 from revvideo.utils.files import is_hidden, written_whole
 from revvideo.utils.text import read_text
 
 ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
-# Suffix of a file being re-encoded; renamed to its final name when complete.
-PARTIAL_SUFFIX = ".partial.mp4"
-# Where re-encoded videos go inside the output folder: <split>/<class>/<name>.mp4.
+# Where re-encoded videos go inside the output folder: <path under the videos folder>.mp4.
 REENCODED_DIR = "videos"
+_ENCODER, _ENCODER_OPTIONS = "libx264", {"crf": "23", "preset": "fast"}
+# The MP4 metadata tag a re-encoding records its source and settings in: MP4 keeps only a few
+# named tags, and this one holds any text.
+_PROVENANCE_TAG = "comment"
 FAILED_FILE = "failed.txt"
 # The lists write_lists writes besides classnames.json (each only when it has rows).
 LIST_FILES = (
@@ -564,94 +573,132 @@ def _digest(path: str) -> str:
         return hashlib.sha256(file.read()).hexdigest()
 
 
-def reencode_all(
-    videos: Sequence[Video],
-    out_dir: str,
-    class_names: Sequence[str],
-    short_side: int = 320,
-    jobs: int = 1,
-) -> tuple[list[Video], list[tuple[str, str]]]:
-    """Re-encodes every video (H.264 .mp4, short side at most `short_side`, no audio) into
-    out_dir/videos/<split>/<class>/, in `jobs` processes with a progress bar.
+class Reencoding(NamedTuple):
+    """What reencode_all did: the videos with their re-encoded paths, the (path, reason) that
+    failed, how many files it encoded, how many of those replaced a file (of another source or
+    short side), and how many earlier re-encodings it reused."""
 
-    Resumable: finished files are kept and skipped (each is written as <name>.partial.mp4 and
-    renamed when complete; the partial files of a killed run are removed first). Videos that
-    would share a name in one folder (a.mp4 and a.avi) each get their own file: in path order
-    the first is a.mp4, the next a-2.mp4, ... Returns the re-encoded videos and the
-    (path, reason) that failed.
+    videos: list[Video]
+    failed: list[tuple[str, str]]
+    encoded: int
+    replaced: int
+    reused: int
+
+
+def reencode_all(
+    videos: Sequence[Video], videos_dir: str, out_dir: str, short_side: int = 320, jobs: int = 1
+) -> Reencoding:
+    """Re-encodes every video (H.264 .mp4, short side at most `short_side`, no audio) into
+    out_dir/videos/<its path under videos_dir>.mp4, in `jobs` processes with a progress bar.
+
+    Each file records its source (path, size, modification time) and the short side in its
+    metadata, and is reused only where these match; any other file of that name is encoded
+    again. So a run goes on where a killed one stopped (whose partial files are removed first),
+    and never takes another source's or another size's file for a video's.
     """
     folder = os.path.join(out_dir, REENCODED_DIR)
     _remove_partials(folder)
-    work = [
-        (video, output, short_side)
-        for video, output in _output_paths(sorted(set(videos)), folder, class_names)
-    ]
-    done, failed = [], []
+    outputs, failed, named = {}, [], {}
+    for source in sorted({video.path for video in videos}):
+        output = os.path.join(folder, os.path.relpath(source, videos_dir) + ".mp4")
+        # On a case-insensitive disk both would be one file, holding either video.
+        other = named.setdefault(output.casefold(), source)
+        if other == source:
+            outputs[source] = output
+        else:
+            failed.append(
+                (
+                    source,
+                    f"its re-encoding's name differs only in case from that of {other}, and "
+                    "case-insensitive disks take both for one file: rename one",
+                )
+            )
+    work = [(source, output, short_side) for source, output in outputs.items()]
+    outcomes = Counter()
     with contextlib.ExitStack() as stack:
         if jobs > 1:
             pool = stack.enter_context(multiprocessing.Pool(jobs))
             results = pool.imap_unordered(_reencode_one, work, chunksize=4)
         else:
             results = map(_reencode_one, work)
-        for video, output, reason in tqdm(
+        for source, outcome, reason in tqdm(
             results, total=len(work), desc="re-encoding", unit="video"
         ):
-            if reason is None:
-                done.append(video._replace(path=output))
-            else:
-                failed.append((video.path, reason))
-    return sorted(done), sorted(failed)
+            outcomes[outcome] += 1
+            if reason is not None:
+                failed.append((source, reason))
+                del outputs[source]
+    done = [video._replace(path=outputs[video.path]) for video in videos if video.path in outputs]
+    return Reencoding(
+        sorted(done),
+        sorted(failed),
+        outcomes["encoded"] + outcomes["replaced"],
+        outcomes["replaced"],
+        outcomes["reused"],
+    )
 
 
 def _remove_partials(folder: str) -> None:
     for root, _, names in os.walk(folder):
         for name in names:
-            if name.endswith(PARTIAL_SUFFIX):
+            # written_whole's partial files (files.partial_path): hidden, ending in .tmp.mp4.
+            if is_hidden(name) and name.endswith(".tmp.mp4"):
                 os.remove(os.path.join(root, name))
 
 
-def _output_paths(
-    videos: Sequence[Video], folder: str, class_names: Sequence[str]
-) -> list[tuple[Video, str]]:
-    """(video, its re-encoded file) for `videos` in their order, every file a different one.
-
-    Names are compared case-folded, as on case-insensitive file systems; a name ending in
-    .partial.mp4 is never given, as those are the unfinished files.
-    """
-    taken = set()
-    paths = []
-    for video in videos:
-        class_folder = os.path.join(folder, video.split, class_names[video.label])
-        stem = os.path.splitext(os.path.basename(video.path))[0]
-        name, number = f"{stem}.mp4", 1
-        while os.path.join(class_folder, name).casefold() in taken or name.endswith(PARTIAL_SUFFIX):
-            number += 1
-            name = f"{stem}-{number}.mp4"
-        taken.add(os.path.join(class_folder, name).casefold())
-        paths.append((video, os.path.join(class_folder, name)))
-    return paths
-
-
-def _reencode_one(job: tuple[Video, str, int]) -> tuple[Video, str, str | None]:
-    video, output, short_side = job
-    if os.path.exists(output):
-        return video, output, None
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    partial = output + PARTIAL_SUFFIX
+def _reencode_one(job: tuple[str, str, int]) -> tuple[str, str, str | None]:
+    """(source, what was done: "encoded", "replaced", "reused" or "failed", why it failed)."""
+    source, output, short_side = job
     try:
-        reencode(video.path, partial, short_side)
-    except Exception as err:  # Any failure is listed and the rest carries on.
-        if os.path.exists(partial):
-            os.remove(partial)
-        return video, output, f"{type(err).__name__}: {err}".replace("\n", " ")
-    os.replace(partial, output)
-    return video, output, None
+        check_video_file(source)  # before opening it: a FIFO would wait for a writer forever
+        provenance = _provenance(source, short_side)
+        if _recorded_provenance(output) == provenance:
+            return source, "reused", None
+        existed = os.path.exists(output)
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+        with written_whole(output) as partial:
+            reencode(source, str(partial), short_side, provenance)
+    except (UserError, VideoDecodeError) as err:
+        return source, "failed", str(err)
+    except Exception as err:  # Any other failure is listed too, and the rest carries on.
+        return source, "failed", f"{type(err).__name__}: {err}".replace("\n", " ")
+    return source, "replaced" if existed else "encoded", None
 
 
-def reencode(source: str, output: str, short_side: int = 320) -> None:
-    """H.264 copy of `source`'s video stream, short side shrunk to `short_side` if longer,
-    keeping every frame's timestamp."""
-    with av.open(source) as reader:
+def _provenance(source: str, short_side: int) -> str:
+    """What a re-encoding of `source` records in its metadata: the same text in a file means
+    the same source file, short side and encoder settings."""
+    stat = os.stat(source)
+    return json.dumps(
+        {
+            "source": os.path.abspath(source),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "short_side": short_side,
+            "encoder": [_ENCODER, _ENCODER_OPTIONS],
+        }
+    )
+
+
+def _recorded_provenance(path: str) -> str | None:
+    """The provenance `path` records; None when it is missing or is no re-encoding of ours."""
+    try:
+        with av.open(path) as container:
+            return container.metadata.get(_PROVENANCE_TAG)
+    except (OSError, av.FFmpegError):
+        return None
+
+
+def reencode(source: str, output: str, short_side: int = 320, provenance: str = "") -> None:
+    """H.264 copy of `source`'s video stream, short side shrunk to `short_side` if longer and
+    sizes made even (H.264 in yuv420p needs even sizes, 2 at least), with `provenance` in its
+    metadata. Frames keep their times as players show them (FrameClock): recordings joined
+    byte-wise play one after the other, and of frames with one timestamp the first is kept.
+
+    DataError saying what failed: opening or decoding `source`, or the encoder refusing.
+    """
+    reader = _stage("cannot open it as a video", av.open, source)
+    with reader:
         if not reader.streams.video:
             raise DataError("no video stream")
         stream = reader.streams.video[0]
@@ -659,20 +706,40 @@ def reencode(source: str, output: str, short_side: int = 320) -> None:
         height, width = stream.codec_context.height, stream.codec_context.width
         if min(height, width) > short_side:
             height, width = scaled_size(height, width, short_side)
-        # yuv420p needs even sizes.
-        height, width = height - height % 2, width - width % 2
+        height, width = max(2, height - height % 2), max(2, width - width % 2)
         with av.open(output, "w", format="mp4") as writer:
+            writer.metadata[_PROVENANCE_TAG] = provenance
             rate = stream.average_rate or stream.guessed_rate or 30
-            encoded = writer.add_stream(
-                "libx264", rate=rate, options={"crf": "23", "preset": "fast"}
-            )
+            encoded = writer.add_stream(_ENCODER, rate=rate, options=_ENCODER_OPTIONS)
             encoded.width, encoded.height, encoded.pix_fmt = width, height, "yuv420p"
             encoded.codec_context.time_base = stream.time_base
             encoded.set_display_rotation(display_rotation(reader, stream))
             # One reformatter for all frames, so that FFmpeg reuses its scaling context.
             reformatter = VideoReformatter()
-            for frame in reader.decode(stream):
+            refused = f"the H.264 encoder refuses it at {width}x{height}"
+
+            def encode(frame: av.VideoFrame, pts: int) -> list[av.Packet]:
                 scaled = reformatter.reformat(frame, width=width, height=height, format="yuv420p")
-                scaled.pts, scaled.time_base = frame.pts, frame.time_base
-                writer.mux(encoded.encode(scaled))
-            writer.mux(encoded.encode())
+                scaled.pts, scaled.time_base = pts, stream.time_base
+                return encoded.encode(scaled)
+
+            clock = FrameClock(stream, joined=True)
+            frames = reader.decode(stream)
+            last = None
+            while (frame := _stage("cannot decode it", next, frames, None)) is not None:
+                pts = round(clock.time_of(frame) / stream.time_base)
+                if last is None or pts > last:
+                    writer.mux(_stage(refused, encode, frame, pts))
+                    last = pts
+            writer.mux(_stage(refused, encoded.encode))
+
+
+def _stage(failure: str, call, *args):
+    """`call(*args)`, an FFmpeg error of which is a DataError: `failure` and FFmpeg's reason."""
+    try:
+        return call(*args)
+    except av.FFmpegError as err:
+        error = DataError(f"{failure}: {err.strerror or err}")
+    # Raised outside the except block: chained to an OSError, written_whole would take it for
+    # a failure to write.
+    raise error

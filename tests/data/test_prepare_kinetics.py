@@ -4,6 +4,8 @@ import random
 import subprocess
 import sys
 
+import av
+import numpy as np
 import pytest
 
 from revvideo.classes import kinetics400_class_names, read_classnames_file
@@ -12,13 +14,14 @@ from revvideo.data.kinetics import (
     reencode_all,
     split_sizes,
     videos_from_annotations,
+    videos_from_class_folders,
     videos_from_folders,
     write_lists,
 )
 from revvideo.data.paths import read_video_list
 from revvideo.utils.errors import DataError
 
-from .videos import write_indexed_video
+from .videos import plain_decode, write_indexed_video, write_joined, write_numbered_video
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "prepare_kinetics.py")
 
@@ -82,11 +85,15 @@ def test_reencoding_shrinks_resumes_and_lists_failures(tmp_path):
     write_indexed_video(source / "train" / "a" / "two.mp4", count=12, fps=12, height=64, width=48)
     write_indexed_video(source / "train" / "a" / "turned.mp4", count=12, fps=12, rotation=-90)
     (source / "train" / "a" / "bad.mp4").write_bytes(b"not a video")
-    found = videos_from_folders(str(source))
-    videos, names = found.videos, found.class_names
+    videos = videos_from_folders(str(source)).videos
     out = str(tmp_path / "out")
-    done, failed = reencode_all(videos, out, names, short_side=32, jobs=1)
-    assert [os.path.basename(path) for path, _ in failed] == ["bad.mp4"]
+    done, failed, *_ = reencode_all(videos, str(source), out, short_side=32, jobs=1)
+    assert failed == [
+        (
+            str(source / "train" / "a" / "bad.mp4"),
+            "cannot open it as a video: Invalid data found when processing input",
+        )
+    ]
     sizes = {}
     for video in done:
         reader = open_video(video.path)
@@ -95,10 +102,11 @@ def test_reencoding_shrinks_resumes_and_lists_failures(tmp_path):
         assert reader.duration == pytest.approx(1.0, abs=0.05)
         reader.close()
     # The display rotation is kept: the turned video still shows upright, in portrait.
-    assert sizes == {"one.mp4": (32, 42), "two.mp4": (42, 32), "turned.mp4": (42, 32)}
+    assert sizes == {"one.avi.mp4": (32, 42), "two.mp4.mp4": (42, 32), "turned.mp4.mp4": (42, 32)}
     written = {video.path: os.path.getmtime(video.path) for video in done}
-    again, _ = reencode_all(videos, out, names, short_side=32, jobs=2)
-    assert {video.path: os.path.getmtime(video.path) for video in again} == written
+    again = reencode_all(videos, str(source), out, short_side=32, jobs=2)
+    assert {video.path: os.path.getmtime(video.path) for video in again.videos} == written
+    assert (again.encoded, again.reused, len(again.failed)) == (0, 3, 1)
 
 
 def test_command_line(tmp_path):
@@ -212,3 +220,114 @@ def test_empty_class_folders_leaving_one_class_stop_the_tool(tmp_path, tool, cap
     status, _, err = run_tool(tool, capsys, tmp_path / "out", "--videos", videos)
     assert_one_line_error(status, err, "fewer than 2 classes", "left out: 'b'")
     assert not (tmp_path / "out").exists()
+
+
+def durations(out, split):
+    """{listed path relative to out: its duration} of out/<split>.csv."""
+    listed = read_video_list(str(out), split, num_classes=2)
+    found = {}
+    for i in range(len(listed)):
+        reader = open_video(listed[i][0])
+        found[os.path.relpath(listed[i][0], out)] = round(reader.duration, 2)
+        reader.close()
+    return found
+
+
+def test_a_reencoding_is_reused_only_for_its_own_source_and_short_side(tmp_path, tool, capsys):
+    # Told apart by their frame counts at 12 fps: 6 frames last 0.5 s.
+    source = tmp_path / "src"
+    for split, name, count in [
+        ("train", "a", 6),
+        ("train", "b", 9),
+        ("val", "a", 6),
+        ("val", "b", 9),
+    ]:
+        os.makedirs(source / split / name)
+        write_indexed_video(source / split / name / "x.mp4", count=count, fps=12)
+    out = tmp_path / "out"
+    status, printed, err = run_tool(
+        tool, capsys, out, "--videos", source, "--resize", 32, "--jobs", 1
+    )
+    assert status == 0, err
+    assert f"{out}/videos: 4 videos re-encoded, 0 reused" in printed
+    # Another short side: every file is encoded again.
+    status, printed, err = run_tool(
+        tool, capsys, out, "--videos", source, "--resize", 24, "--jobs", 1
+    )
+    assert status == 0, err
+    assert (
+        f"{out}/videos: 4 videos re-encoded (4 replacing files of other sources or sizes)"
+        in printed
+    )
+    for video in out.rglob("*.mp4"):
+        reader = open_video(str(video))
+        assert min(reader.read_frames([0.0])[0].shape[1:3]) == 24
+        reader.close()
+    # A second video of one name beside the first, and a first changed since: each listed with
+    # its own frames, the others reused.
+    write_indexed_video(source / "train" / "a" / "x.avi", count=18, fps=12)
+    write_indexed_video(source / "train" / "b" / "x.mp4", count=12, fps=12)
+    status, printed, err = run_tool(
+        tool, capsys, out, "--videos", source, "--resize", 24, "--jobs", 1
+    )
+    assert status == 0, err
+    assert (
+        f"{out}/videos: 2 videos re-encoded (1 replacing files of other sources or sizes), 3 reused"
+        in printed
+    )
+    assert durations(out, "train") == {
+        "videos/train/a/x.mp4.mp4": 0.5,
+        "videos/train/a/x.avi.mp4": 1.5,
+        "videos/train/b/x.mp4.mp4": 1.0,
+    }
+
+
+def test_reencoding_keeps_frames_as_players_show_them_at_sizes_the_encoder_takes(tmp_path):
+    source = tmp_path / "src" / "a"
+    os.makedirs(source)
+    # Two recordings joined byte-wise, each starting its timestamps again.
+    write_joined(
+        source / "joined.mpg", "mpeg2video", [(25, 48, 64), (25, 48, 64)], options={"b": "4M"}
+    )
+    # Frames 1 and 2 share a timestamp, as do 4 and 5.
+    times = [0, 0.04, 0.04, 0.08, 0.12, 0.12, 0.16, 0.2]
+    write_numbered_video(
+        source / "repeated.mkv", "libx264", count=8, times=times, height=48, width=64
+    )
+    # One pixel: H.264 in yuv420p needs even sizes.
+    with av.open(str(source / "dot.mkv"), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 1, 1, "yuv444p"
+        for index in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((1, 1, 3), 200, np.uint8), format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    found = videos_from_class_folders(str(tmp_path / "src"), (1, 0, 0), kinetics400=False)
+    done, failed, *_ = reencode_all(found.videos, str(tmp_path / "src"), str(tmp_path / "out"), 32)
+    assert failed == []
+    encoded = {os.path.basename(video.path): video.path for video in done}
+    joined = plain_decode(encoded["joined.mpg.mp4"])
+    assert [number for _, number, _ in joined] == list(range(50))
+    assert joined[-1][0] == pytest.approx(49 / 25)
+    repeated = plain_decode(encoded["repeated.mkv.mp4"])
+    assert [number for _, number, _ in repeated] == [0, 1, 3, 4, 6, 7]
+    assert [start for start, _, _ in repeated] == pytest.approx([0, 0.04, 0.08, 0.12, 0.16, 0.2])
+    with av.open(encoded["dot.mkv.mp4"]) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 10 and frames[0].shape == (2, 2, 3)
+
+
+def test_videos_whose_reencodings_differ_only_in_case_are_not_mixed_up(tmp_path):
+    # On a case-insensitive disk (macOS, Windows) X.mp4.mp4 and x.mp4.mp4 are one file.
+    for name in ("X.mp4", "x.mp4"):
+        touch(tmp_path / "src" / "a" / name)
+    found = videos_from_class_folders(str(tmp_path / "src"), (1, 0, 0), kinetics400=False)
+    done = reencode_all(found.videos, str(tmp_path / "src"), str(tmp_path / "out"), 32)
+    assert [(os.path.basename(path), reason.split(",")[0]) for path, reason in done.failed] == [
+        ("X.mp4", "empty file"),
+        (
+            "x.mp4",
+            f"its re-encoding's name differs only in case from that of {tmp_path}/src/a/X.mp4",
+        ),
+    ]

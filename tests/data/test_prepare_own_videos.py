@@ -288,26 +288,32 @@ def test_reencoding_keeps_inputs_that_share_a_name_and_cleans_up_partial_files(t
     for name, count in [("a.avi", 6), ("a.mp4", 9), ("sub/a.mp4", 12), ("x.partial.mp4", 3)]:
         write_indexed_video(source / name, count=count, fps=12, height=32, width=32)
     out = tmp_path / "out"
+    # What a killed run leaves: written_whole's partial files.
     leftovers = [
-        out / "videos/train/cooking/a.mp4.partial.mp4",
-        out / "videos/train/gone/b.partial.mp4",
+        out / "videos/cooking/.a.mp4.mp4.4194303.tmp.mp4",
+        out / "videos/gone/.b.mp4.mp4.4194303.tmp.mp4",
     ]
     for path in leftovers:
         os.makedirs(path.parent, exist_ok=True)
         path.write_bytes(b"cut short")
     found = videos_from_class_folders(str(tmp_path / "mine"), (1, 0, 0))
-    done, failed = reencode_all(found.videos, str(out), found.class_names, short_side=32)
+    done, failed, *_ = reencode_all(found.videos, str(tmp_path / "mine"), str(out), short_side=32)
     assert failed == [] and not any(path.exists() for path in leftovers)
     seconds = {}
     for video in done:
         reader = open_video(video.path)
-        seconds[os.path.relpath(video.path, out / "videos/train/cooking")] = reader.duration
+        seconds[os.path.relpath(video.path, out / "videos/cooking")] = reader.duration
         reader.close()
-    expected = {"a.mp4": 0.5, "a-2.mp4": 0.75, "a-3.mp4": 1.0, "x.partial-2.mp4": 0.25}
+    expected = {
+        "a.avi.mp4": 0.5,
+        "a.mp4.mp4": 0.75,
+        "sub/a.mp4.mp4": 1.0,
+        "x.partial.mp4.mp4": 0.25,
+    }
     assert seconds == pytest.approx(expected, abs=0.05)
     written = {video.path: os.path.getmtime(video.path) for video in done}
-    again, _ = reencode_all(found.videos, str(out), found.class_names, short_side=32)
-    assert {video.path: os.path.getmtime(video.path) for video in again} == written
+    again = reencode_all(found.videos, str(tmp_path / "mine"), str(out), short_side=32)
+    assert {video.path: os.path.getmtime(video.path) for video in again.videos} == written
 
 
 def test_outputs_never_land_on_inputs(tmp_path, prepare):
