@@ -29,7 +29,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from revvideo.classes import CLASSNAMES_FILE, write_classnames_file
+from revvideo.classes import CLASSNAMES_FILE, first_names, write_classnames_file
 from revvideo.utils.errors import DataError
 
 FORMAT_VERSION = 1
@@ -253,9 +253,9 @@ def generate_synthetic_dataset(
                     # Lossless: x264's decisions (so its lossy output) vary from run to run even
                     # single-threaded, while lossless frames decode to exactly what was drawn.
                     options = {"qp": "0"}
-                    name, codec = f"{split}_{number:04d}.mp4", "libx264"
+                    name, codec = _video_name(split, number, ".mp4"), "libx264"
                 else:
-                    name, codec, options = f"{split}_{number:04d}.avi", "mpeg4", {"b": "2M"}
+                    name, codec, options = _video_name(split, number, ".avi"), "mpeg4", {"b": "2M"}
                 write_video(os.path.join(folder, name), frames, fps, codec, options=options)
                 lines.append(f"videos/{split}/{motion}/{name} {label}\n")
         with open(os.path.join(root, f"{split}.csv"), "w") as csv:
@@ -265,17 +265,23 @@ def generate_synthetic_dataset(
         json.dump(_description(seed, classes, videos_per_class), marker, indent=1)
 
 
+def _video_name(split: str, number: int, extension: str) -> str:
+    return f"{split}_{number:04d}{extension}"
+
+
 def ensure_synthetic_dataset(
     path_to_data_dir: str,
     seed: int = 0,
     classes: Sequence[str] = DEFAULT_CLASSES,
     videos_per_class: dict[str, int] | None = None,
-) -> str:
+) -> bool:
     """Generates the synthetic dataset in `path_to_data_dir` unless it is already there.
 
     Idempotent and safe to call from several processes at once (a file lock serialises them);
-    the dataset appears complete or not at all. A folder holding anything else is never
-    touched: DataError. Returns whether it generated the dataset (False: already there).
+    the dataset appears complete or not at all. A synthetic dataset of other settings is
+    replaced; a folder holding anything this function did not write is never touched:
+    DataError naming it, before any video is made. Returns whether it generated the dataset
+    (False: already there).
     """
     videos_per_class = videos_per_class or DEFAULT_VIDEOS_PER_CLASS
     wanted = _description(seed, classes, videos_per_class)
@@ -285,10 +291,19 @@ def ensure_synthetic_dataset(
         existing = _read_marker(root)
         if existing == wanted:
             return False
-        if os.path.isdir(root) and os.listdir(root) and existing is None:
+        if os.path.lexists(root) and not os.path.isdir(root):
+            raise DataError(f"{root} is a file: give a folder for the synthetic dataset")
+        foreign = _foreign_files(root, existing)
+        if foreign and existing is None:
             raise DataError(
                 f"{root} is not empty and holds no synthetic dataset: generate it into an empty "
                 "folder, or set DATA.GENERATE_SYNTHETIC False to use the videos listed there"
+            )
+        if foreign:
+            raise DataError(
+                f"{root} holds a synthetic dataset of other settings, which would be replaced, "
+                f"and files it did not write, which would go with it: {first_names(foreign)}; "
+                "move them, or choose another folder"
             )
         # Under the lock no other generator is at work: what a killed one left goes.
         for leftover in glob.glob(f"{glob.escape(root)}.partial-*") + glob.glob(
@@ -321,18 +336,64 @@ def _description(seed: int, classes: Sequence[str], videos_per_class: dict[str, 
 
 
 def _read_marker(root: str) -> dict | None:
+    """The description in root's marker; None without one, or with one of another format."""
     try:
         with open(os.path.join(root, MARKER)) as marker:
-            return json.load(marker)
-    except (OSError, ValueError):
-        return None
+            found = json.load(marker)
+        if found == _description(found["seed"], found["classes"], found["videos_per_class"]):
+            return found
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    return None
+
+
+def _foreign_files(root: str, description: dict | None) -> list[str]:
+    """The paths under `root` (relative, sorted) that are no part of the synthetic dataset
+    `description` describes (None: of none)."""
+    ours = set()
+    if description is not None:
+        ours = {MARKER, CLASSNAMES_FILE, "videos"}
+        for split, count in description["videos_per_class"].items():
+            ours |= {f"{split}.csv", os.path.join("videos", split)}
+            for motion in description["classes"]:
+                folder = os.path.join("videos", split, motion)
+                ours.add(folder)
+                for number in range(count):
+                    ours |= {
+                        os.path.join(folder, _video_name(split, number, extension))
+                        for extension in (".mp4", ".avi")
+                    }
+    found = []
+    for folder, folders, names in os.walk(root):
+        here = os.path.relpath(folder, root)
+        paths = {name: os.path.normpath(os.path.join(here, name)) for name in folders + names}
+        found += [path for path in paths.values() if path not in ours]
+        # A folder that is not ours is named, not what it holds.
+        folders[:] = [name for name in folders if paths[name] in ours]
+    return sorted(found)
 
 
 @contextlib.contextmanager
 def _locked(lock_path: str):
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """Holds an exclusive lock on `lock_path`, a file that is there only while one holds it.
+
+    The holder removes the file before letting go, so a waiter may get the lock of a file
+    that is gone or replaced: it checks that the file it locked is the one at `lock_path`, and
+    tries again if not.
+    """
+    while True:
+        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(handle), os.stat(lock_path)):
+                    break
+        except BaseException:
+            os.close(handle)
+            raise
+        os.close(handle)
+    try:
+        yield
+    finally:
+        os.remove(lock_path)
+        os.close(handle)

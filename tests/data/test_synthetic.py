@@ -1,7 +1,11 @@
+import errno
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import av
 import numpy as np
@@ -165,3 +169,108 @@ def test_command_line_tool(tmp_path):
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: --classes") and "Traceback" not in bad.stderr
+
+
+TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "make_synthetic_dataset.py")
+
+
+@pytest.fixture(scope="module")
+def tool():
+    """The tool's module, run in this process: a new one takes a while to import it."""
+    spec = importlib.util.spec_from_file_location("make_synthetic_dataset", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_tool(tool, capsys, *args):
+    """(exit status, stdout, stderr) of the tool's command line."""
+    try:
+        status = tool.main([str(arg) for arg in args])
+    except SystemExit as exit:  # argparse's way out
+        status = exit.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_one_line_error(status, err, expected):
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected in err, err
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--classes", "up,up"], "--classes needs at least two of"),
+        (["--train", "-1"], "argument --train: expected a positive integer, got '-1'"),
+        (["--test", "0"], "argument --test: expected a positive integer, got '0'"),
+        (["--seed", "-1"], "argument --seed: expected a whole number, 0 or more, got '-1'"),
+    ],
+)
+def test_option_mistakes_are_one_line_and_write_nothing(tmp_path, tool, capsys, options, expected):
+    status, _, err = run_tool(tool, capsys, tmp_path / "out", *options)
+    assert_one_line_error(status, err, expected)
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_output_it_cannot_use_is_one_line_before_any_video_is_made(
+    tmp_path, tool, capsys, monkeypatch
+):
+    def never(*args, **kwargs):
+        raise AssertionError("generated a video")
+
+    monkeypatch.setattr(synthetic, "render_video", never)
+    (tmp_path / "f").write_text("x\n")
+    status, _, err = run_tool(tool, capsys, tmp_path / "f")
+    assert_one_line_error(status, err, f"{tmp_path / 'f'} is a file: give a folder")
+    assert sorted(os.listdir(tmp_path)) == ["f"]
+
+    def read_only(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(synthetic, "_locked", read_only)
+    status, _, err = run_tool(tool, capsys, tmp_path / "d")
+    assert_one_line_error(
+        status, err, f"cannot write {tmp_path / 'd'} ({tmp_path / 'd'}.lock: Permission denied)"
+    )
+
+
+def test_files_it_did_not_write_are_never_removed(tmp_path):
+    root = tmp_path / "data"
+    synthetic.ensure_synthetic_dataset(str(root), classes=["up", "down"], videos_per_class=SMALL)
+    (root / "NOTES.txt").write_text("mine\n")
+    (root / "videos" / "val" / "up" / "mine.mp4").write_bytes(b"mine")
+    before = sorted(path.relative_to(root) for path in root.rglob("*"))
+    with pytest.raises(DataError) as error:
+        synthetic.ensure_synthetic_dataset(
+            str(root), seed=1, classes=["up", "down"], videos_per_class=SMALL
+        )
+    assert str(error.value) == (
+        f"{root} holds a synthetic dataset of other settings, which would be replaced, and "
+        "files it did not write, which would go with it: 'NOTES.txt', "
+        "'videos/val/up/mine.mp4'; move them, or choose another folder"
+    )
+    assert sorted(path.relative_to(root) for path in root.rglob("*")) == before
+    assert sorted(os.listdir(tmp_path)) == ["data"]
+
+
+def test_the_lock_file_is_there_only_while_the_lock_is_held(tmp_path):
+    lock = str(tmp_path / "data.lock")
+    inside, most = [], []
+
+    def hold():
+        with synthetic._locked(lock):
+            inside.append(1)
+            most.append(len(inside))
+            time.sleep(0.02)
+            inside.pop()
+
+    # Each holder removes the file as it lets go: a waiter that then gets the lock of a file
+    # gone must not take it for the lock a newcomer holds on a new file.
+    threads = [threading.Thread(target=hold) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(most) == 8 and max(most) == 1
+    assert os.listdir(tmp_path) == []
