@@ -15,6 +15,7 @@ import torch
 from revvideo.checkpoint import RELEASES
 from revvideo.checkpoint.training import CHECKPOINT_DIR, latest_checkpoint
 from revvideo.config import load_config
+from revvideo.data.decoding import VideoDecodeError, check_video_file
 from revvideo.data.paths import VIDEO_EXTENSIONS, video_files
 from revvideo.demo.classifier import (
     Classifier,
@@ -92,7 +93,7 @@ def quick_start_checkpoint() -> Path:
 
 def find_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
     """(file, None) for each file named or each video or image inside a named folder, in order,
-    and (input, why) for each input that gives none."""
+    and (input, why) for each input that gives none or cannot be classified (see _unusable)."""
     found: list[tuple[str, str | None]] = []
     for name in inputs:
         if os.path.isdir(name):
@@ -105,12 +106,22 @@ def find_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
                         f"({', '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})",
                     )
                 )
-            found.extend((file, None) for file in files)
-        elif os.path.exists(name):
-            found.append((name, None))
+            found.extend((file, _unusable(file)) for file in files)
         else:
-            found.append((name, f"{name}: no such file or folder"))
+            found.append((name, _unusable(name)))
     return found
+
+
+def _unusable(path: str) -> str | None:
+    """Why `path` cannot be classified, told before anything opens it (opening a FIFO waits for
+    a writer forever), else None."""
+    if not os.path.lexists(path):
+        return f"{path}: no such file or folder"
+    try:
+        check_video_file(path)
+    except VideoDecodeError as err:
+        return f"{path}: {err}"
+    return None
 
 
 def output_paths(

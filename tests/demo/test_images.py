@@ -127,7 +127,7 @@ def test_bad_images_are_one_error_line_each(trained_images, images, tmp_path, ca
     assert status == 1
     assert top1(out) == ["green"]
     assert err[:2] == [
-        f"error: {inputs[0]}: not an image, or a damaged one",
+        f"error: {inputs[0]}: empty file",
         f"error: {inputs[1]}: not an image, or a damaged one",
     ]
     assert err[2].startswith(f"error: {inputs[2]}: cannot read the image: image file is truncated")

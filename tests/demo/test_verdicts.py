@@ -304,3 +304,39 @@ def test_distinct_clips():
     assert classifier_module.distinct_clips(2.0, 8 / 15, 15.0) == 23
     assert classifier_module.distinct_clips(0.2, 8 / 15, 15.0) == 1
     assert classifier_module.distinct_clips(2.0, 8 / 15, None) is None
+
+
+# --- inputs that are not files to read --------------------------------------------------------
+
+
+def test_a_fifo_is_one_error_line_not_a_hang(trained, videos, tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this system")
+    (tmp_path / "folder").mkdir()
+    fifos = [tmp_path / "pipe.mp4", tmp_path / "pipe.png", tmp_path / "folder" / "in.mp4"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+
+    # Opening a FIFO waits for a writer: in a process of its own, so that a hang fails the test.
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "demo" / "classify.py"),
+            *map(str, fifos[:2]),
+            str(tmp_path / "folder"),
+            videos["red"],
+            "--checkpoint",
+            str(trained[0]),
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        timeout=120,
+    )
+
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        *(f"error: {fifo}: not a regular file (a FIFO)" for fifo in fifos),
+        "error: 3 of 4 inputs could not be classified",
+    ]
+    assert done.stdout.splitlines()[1].split()[1] == "red"
