@@ -23,9 +23,8 @@ Class indices follow Kinetics-400's order when every class is a Kinetics-400 cla
 sorted class names. Writes <output>/{train,val,test}.csv (one `path label` row per video; a
 notice names a split left without videos), classnames.json, missing_<split>.txt and failed.txt,
 removes those of an earlier run that this one leaves empty, and says which; then set
-DATA.PATH_TO_DATA_DIR to <output>. It records what it wrote in prepare_kinetics.json, and
-replaces or removes no list that it did not write (or that was changed since) unless given
---overwrite. A clip annotated more than once is listed once, in its last split of train, val,
+DATA.PATH_TO_DATA_DIR to <output>. An output folder that holds lists already is refused unless
+given --overwrite. A clip annotated more than once is listed once, in its last split of train, val,
 test (so that no clip evaluated is trained on), with a notice.
 
 Hidden files and folders (names starting with '.': .DS_Store, .git, macOS's ._a.mp4) are skipped
@@ -94,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace or remove lists in the output folder that this tool did not write, or "
-        "that were changed since (default: stop with an error naming them)",
+        help="replace the lists already in the output folder, and remove those this dataset "
+        "leaves empty (default: stop with an error naming them)",
     )
     parser.add_argument(
         "--jobs",

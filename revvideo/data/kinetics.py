@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import math
@@ -70,9 +69,6 @@ LIST_FILES = (
     FAILED_FILE,
 )
 _LISTS = (*LIST_FILES, CLASSNAMES_FILE)
-# write_lists's record of the lists it wrote ({name: SHA-256 of what it holds}): a list that
-# someone else wrote or changed is never replaced or removed unless asked (check_outputs).
-RECORD_FILE = "prepare_kinetics.json"
 LAYOUTS = (
     "<split>/<class>/<video> (split folders train, val, test), <class>/<video> (class "
     "folders, split here), or the official annotation CSVs (--annotations)"
@@ -466,17 +462,17 @@ def check_outputs(
     overwrite: bool = False,
 ) -> None:
     """DataError when writing into `out_dir` could overwrite or mix with an input, or (unless
-    `overwrite`) replace or remove a list that write_lists did not write.
+    `overwrite`) replace or remove a list there.
 
     That is when `out_dir` is a file; when a list written there (train.csv, ...) is one of
     `inputs` (the annotation CSVs); when re-encoding, if `out_dir/videos` and `videos_dir`
     overlap: the re-encoded files could replace inputs, and the next run would read them as
     videos (or as a class) of its own; and when `out_dir` holds a list (train.csv, failed.txt,
-    classnames.json, ...) that its record (RECORD_FILE) does not name with what it holds.
+    classnames.json, ...).
     """
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise DataError(f"the output {out_dir} is a file; give a folder")
-    written = {os.path.realpath(os.path.join(out_dir, name)) for name in (*_LISTS, RECORD_FILE)}
+    written = {os.path.realpath(os.path.join(out_dir, name)) for name in _LISTS}
     for path in inputs:
         if os.path.realpath(path) in written:
             raise DataError(
@@ -492,18 +488,11 @@ def check_outputs(
                 f"the videos folder {videos_dir}: they would mix with the inputs; choose an "
                 f"output folder outside {videos_dir}"
             )
-    record = _read_record(out_dir)
-    foreign = [
-        name
-        for name in _LISTS
-        if os.path.lexists(path := os.path.join(out_dir, name))
-        and (name not in record or record[name] not in (None, _digest(path)))
-    ]
-    if foreign and not overwrite:
+    existing = [name for name in _LISTS if os.path.lexists(os.path.join(out_dir, name))]
+    if existing and not overwrite:
         raise DataError(
-            f"{out_dir} holds lists that this tool did not write, or that were changed since "
-            f"({', '.join(foreign)}), and would replace or remove them: move them, choose "
-            "another output folder, or add --overwrite"
+            f"{out_dir} already holds {', '.join(existing)}: add --overwrite to replace them (a "
+            "list this dataset leaves empty is removed), or choose another output folder"
         )
 
 
@@ -515,8 +504,8 @@ def write_lists(
     failed: Sequence[tuple[str, str]] = (),
 ) -> tuple[list[str], list[str]]:
     """Writes <split>.csv (paths relative to out_dir), classnames.json, missing_<split>.txt and
-    failed.txt into out_dir (UTF-8), each whole or not at all (WriteError when one cannot be),
-    and records them (RECORD_FILE). Returns the names of the files written and removed.
+    failed.txt into out_dir (UTF-8), each whole or not at all (WriteError when one cannot be).
+    Returns the names of the files written and removed.
 
     A list this dataset leaves empty is removed: one left by an earlier run would otherwise
     mix another split (or another dataset) into this one.
@@ -536,9 +525,6 @@ def write_lists(
         for name, rows in lines.items()
         if not rows and os.path.lexists(os.path.join(out_dir, name))
     ]
-    # Recorded before they are written as holding anything: a run stopped half-way leaves none
-    # of its lists taken for one that someone else wrote.
-    _write_record(out_dir, {**_read_record(out_dir), **dict.fromkeys(written)})
     for name, rows in lines.items():
         if rows:
             path = os.path.join(out_dir, name)
@@ -547,30 +533,7 @@ def write_lists(
     write_classnames_file(os.path.join(out_dir, CLASSNAMES_FILE), class_names)
     for name in removed:
         os.remove(os.path.join(out_dir, name))
-    _write_record(out_dir, {name: _digest(os.path.join(out_dir, name)) for name in written})
     return written, removed
-
-
-def _read_record(out_dir: str) -> dict[str, str | None]:
-    """{list name: SHA-256 of what it holds, or None for a list being written} (RECORD_FILE);
-    empty when there is no record, or one that is not write_lists's."""
-    try:
-        with open(os.path.join(out_dir, RECORD_FILE), encoding="utf-8") as file:
-            record = json.load(file)
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def _write_record(out_dir: str, record: dict[str, str | None]) -> None:
-    path = os.path.join(out_dir, RECORD_FILE)
-    with written_whole(path) as partial, open(partial, "w", encoding="utf-8") as file:
-        json.dump(record, file, indent=1, ensure_ascii=False)
-
-
-def _digest(path: str) -> str:
-    with open(path, "rb") as file:
-        return hashlib.sha256(file.read()).hexdigest()
 
 
 class Reencoding(NamedTuple):

@@ -252,7 +252,7 @@ def test_a_reencoding_is_reused_only_for_its_own_source_and_short_side(tmp_path,
     assert f"{out}/videos: 4 videos re-encoded, 0 reused" in printed
     # Another short side: every file is encoded again.
     status, printed, err = run_tool(
-        tool, capsys, out, "--videos", source, "--resize", 24, "--jobs", 1
+        tool, capsys, out, "--videos", source, "--resize", 24, "--jobs", 1, "--overwrite"
     )
     assert status == 0, err
     assert (
@@ -268,7 +268,7 @@ def test_a_reencoding_is_reused_only_for_its_own_source_and_short_side(tmp_path,
     write_indexed_video(source / "train" / "a" / "x.avi", count=18, fps=12)
     write_indexed_video(source / "train" / "b" / "x.mp4", count=12, fps=12)
     status, printed, err = run_tool(
-        tool, capsys, out, "--videos", source, "--resize", 24, "--jobs", 1
+        tool, capsys, out, "--videos", source, "--resize", 24, "--jobs", 1, "--overwrite"
     )
     assert status == 0, err
     assert (

@@ -184,7 +184,7 @@ def test_command_line_splits_a_class_tree_and_reads_back(tmp_path, prepare):
         for split in ("train", "val", "test")
     }
     # A later run with another split leaves no list of the earlier one behind.
-    assert prepare(out, "--videos", root, "--split", 0.8, 0.2, 0).returncode == 0
+    assert prepare(out, "--videos", root, "--split", 0.8, 0.2, 0, "--overwrite").returncode == 0
     assert not (out / "test.csv").exists()
 
 
@@ -340,7 +340,7 @@ def test_outputs_never_land_on_inputs(tmp_path, prepare):
         check_outputs(str(labels), str(root))
 
 
-def test_lists_it_did_not_write_are_replaced_or_removed_only_when_asked(tmp_path, prepare):
+def test_lists_in_the_output_folder_are_replaced_or_removed_only_when_asked(tmp_path, prepare):
     root = class_tree(tmp_path / "mine", {"cooking": 10, "dancing": 10})
     out = tmp_path / "data"
     out.mkdir()
@@ -350,9 +350,7 @@ def test_lists_it_did_not_write_are_replaced_or_removed_only_when_asked(tmp_path
     mine = {path.name: path.read_text() for path in out.iterdir()}
     assert_user_error(
         prepare(out, "--videos", root),
-        f"{out} holds lists that this tool did not write, or that were changed since "
-        "(train.csv, test.csv)",
-        "--overwrite",
+        f"{out} already holds train.csv, test.csv: add --overwrite",
     )
     assert {path.name: path.read_text() for path in out.iterdir()} == mine
     # Asked to, it replaces them and says what it wrote and removed.
@@ -363,13 +361,8 @@ def test_lists_it_did_not_write_are_replaced_or_removed_only_when_asked(tmp_path
         "dataset leaves empty"
     ) in result.stdout
     assert (out / "notes.txt").read_text() == "mine\n"
-    # Its own lists it replaces without asking; a list changed since is someone else's.
-    result = prepare(out, "--videos", root)
-    assert result.returncode == 0, result.stderr
-    assert f"{out}: wrote train.csv, val.csv, test.csv, classnames.json\n" in result.stdout
-    with open(out / "val.csv", "a") as lines:
-        lines.write("my/extra.mp4 0\n")
-    assert_user_error(prepare(out, "--videos", root), "(val.csv)")
+    # Its own lists of a run before are lists like any other.
+    assert_user_error(prepare(out, "--videos", root), "already holds train.csv, val.csv")
 
 
 def test_a_split_given_twice_is_an_error_and_a_clip_annotated_twice_is_listed_once(

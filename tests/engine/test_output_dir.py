@@ -110,7 +110,7 @@ def test_a_synthetic_dataset_left_half_made_is_cleaned_up(tmp_path):
         str(root), classes=("up", "down"), videos_per_class={"train": 1, "val": 1, "test": 1}
     )
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 def test_a_rerun_with_nothing_left_to_train_says_so(tiny_dataset, tmp_path, caplog):
