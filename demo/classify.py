@@ -27,8 +27,9 @@ not UTF-8 are shown, in text and JSON, with their other bytes as \\xNN escapes.
 Exit status: 0 every input classified and every output written; 1 some input could not be
 classified or some output written (each on an `error:` line, then how many); 2 a mistake in
 the options, the config or the checkpoint, including a model whose scores are not finite (one
-`error:` line; in JSON the results so far, the inputs left with that error); 130 interrupted by
-Ctrl-C (one `interrupted` line).
+`error:` line); 130 interrupted by Ctrl-C (one `interrupted` line). Whatever stops the run, the
+JSON document is whole: the results so far, and each input left with that error (or
+"interrupted"). Only a command line that cannot be parsed prints no JSON.
 """
 
 # Only the standard library is imported here, so that --help and mistakes in the options are
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A command line argparse refuses asks for nothing yet, --json included: no JSON, status 2.
     return run_interruptibly(lambda: _classify(build_parser().parse_args(argv)))
 
 

@@ -351,11 +351,32 @@ def classify_all(options: DemoOptions) -> int:
 
     Every input gets a verdict: its result, or one `error:` line for it (also for an error no
     one foresaw), after which the next input is classified; an output that cannot be written
-    is reported without losing the result. Only errors that concern every input (the model's
-    scores are not finite) stop the run; the results so far are kept (in JSON, with the inputs
-    left given that error)."""
+    is reported without losing the result. Only errors that concern every input (an option
+    mistake, the model's scores are not finite) and Ctrl-C stop the run; the results so far are
+    kept, and in JSON each input left gets that error (or "interrupted"), so that the document
+    is always whole."""
+    inputs: list[tuple[str, str | None]] = [(name, None) for name in options.inputs]
+    entries: list[dict] = []  # one per input done, in order
+    try:
+        inputs = find_inputs(options.inputs)
+        status = _classify_inputs(options, inputs, entries)
+    except (UserError, KeyboardInterrupt) as stop:
+        if options.json:
+            why = "interrupted" if isinstance(stop, KeyboardInterrupt) else str(stop)
+            left = inputs[len(entries) :]
+            _print_json(entries + [_error_entry(name, problem or why) for name, problem in left])
+        raise
+    if options.json:
+        _print_json(entries)
+    return status
+
+
+def _classify_inputs(
+    options: DemoOptions, inputs: list[tuple[str, str | None]], entries: list[dict]
+) -> int:
+    """classify_all's work: the verdict of each of `inputs` ((file, why it cannot be classified
+    or None), see find_inputs) printed as text or, in JSON, added to `entries`."""
     device = _device(options.device)
-    inputs = find_inputs(options.inputs)
     files = [file for file, problem in inputs if problem is None]
     annotated_paths = output_paths(options.output, files, _annotated_suffix, len(inputs))
     plot_paths = output_paths(options.plot, files, lambda _: ".png", len(inputs))
@@ -370,9 +391,8 @@ def classify_all(options: DemoOptions) -> int:
         )
         classifier = load_classifier(checkpoint, options.cfg, device)
         _check_views(classifier, options.views or classifier.views)
-    entries: list[dict] = []
     failed = unwritten = outputs = 0
-    for index, (file, problem) in enumerate(inputs):
+    for file, problem in inputs:
         if problem is None:
             try:
                 result = _classify_one(classifier, file, options.views)
@@ -382,10 +402,7 @@ def classify_all(options: DemoOptions) -> int:
                     if file in paths
                 }
                 written, failures = _write_outputs(classifier, result, options, targets)
-            except _RUN_ERRORS as err:
-                if options.json and entries:
-                    left = [(name, why or str(err)) for name, why in inputs[index:]]
-                    _print_json(entries + [_error_entry(name, why) for name, why in left])
+            except _RUN_ERRORS:
                 raise
             except Exception as err:
                 problem = _input_failure(file, err)
@@ -401,12 +418,9 @@ def classify_all(options: DemoOptions) -> int:
         outputs += len(targets)
         unwritten += len(failures)
         top = result.top(options.topk, classifier.class_names)
-        if options.json:
-            entries.append(_json_entry(result, top, written, failures))
-        else:
+        entries.append(_json_entry(result, top, written, failures))
+        if not options.json:
             _print_result(result, top, written)
-    if options.json:
-        _print_json(entries)
     if failed and len(inputs) > 1:
         say(f"error: {failed} of {len(inputs)} inputs could not be classified", sys.stderr)
     if unwritten and len(inputs) > 1:

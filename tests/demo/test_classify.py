@@ -485,8 +485,14 @@ def test_a_checkpoint_whose_scores_are_not_finite_stops_the_run(trained, videos,
         )
 
         assert status == 2
-        assert out == ""
         assert err == [message], "one line for the checkpoint, not one per video"
+        if output:
+            why = message[len("error: ") :]
+            assert json.loads(out) == [
+                {"path": video, "error": why} for video in (videos["red"], videos["green"])
+            ]
+        else:
+            assert out == ""
 
 
 def test_the_demo_never_writes_onto_its_input(trained, videos, tmp_path, capsys):

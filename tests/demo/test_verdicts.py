@@ -89,6 +89,40 @@ def test_a_model_that_fails_midway_keeps_the_results_so_far(trained, three, monk
     assert results[1:] == [{"path": path, "error": str(broken)} for path in three[1:]]
 
 
+def test_a_run_stopped_before_any_result_still_prints_every_inputs_verdict(
+    trained, three, tmp_path, capsys
+):
+    (tmp_path / "garbage.pyth").write_text("not a checkpoint")
+    missing = str(tmp_path / "missing.mp4")
+    stops = [
+        ["--checkpoint", tmp_path / "garbage.pyth"],
+        ["--checkpoint", trained[0], "--device", "toaster"],
+        ["--checkpoint", trained[0], "--output", three[0]],
+    ]
+    for options in stops:
+        status, out, err = run_main(capsys, missing, *three, *options, "--json")
+
+        assert status == 2 and len(err) == 1 and err[0].startswith("error: "), err
+        why = err[0][len("error: ") :]
+        assert json.loads(out) == [
+            {"path": missing, "error": f"{missing}: no such file or folder"},
+            *({"path": path, "error": why} for path in three),
+        ]
+
+
+def test_ctrl_c_still_prints_every_inputs_verdict(trained, three, monkeypatch, capsys):
+    stop = KeyboardInterrupt()
+    monkeypatch.setattr(run, "classify_video", failing_for("green.mp4", stop, run.classify_video))
+
+    status, out, err = run_main(capsys, *three, "--checkpoint", trained[0], "--json")
+
+    assert status == 130
+    assert err == ["interrupted"]
+    results = json.loads(out)
+    assert results[0]["top_k"][0]["class"] == "red"
+    assert results[1:] == [{"path": path, "error": "interrupted"} for path in three[1:]]
+
+
 # --- file names that are not UTF-8 ------------------------------------------------------------
 
 
