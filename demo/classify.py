@@ -13,10 +13,11 @@ config stored in the checkpoint. Folders are searched for videos and images (.jp
 its centre crop (short side resized as in their test, bicubic) and a video from --views K frames
 spread over it (default: its middle frame); video models refuse images. With several inputs,
 --output and --plot name folders that receive one file per input, named after the input's file
-name without its extension: <name>.mp4 (an image keeps its own extension) / <name>.png, then
-<name>_2, ... where two inputs share a name. Nothing is ever written onto an input (a video, an
-image, the checkpoint or the config); each file written is reported with its input ("output"
-and "plot" in JSON).
+name without its extension: <name>.mp4 (an image keeps its own extension) / <name>.png; where
+another output of the run took that name (two inputs of one name, or --output and --plot in one
+folder), <name>_<extension> (x_mp4.png beside x_png.png), then <name>_<extension>_2, ...
+Nothing is ever written onto an input (a video, an image, the checkpoint or the config); each
+file written is reported with its input ("output" and "plot" in JSON).
 
 Every input gets a verdict: its result, or one `error:` line (then the next input); an output
 that cannot be written is an `error:` line beside the input's result ("output_error" and

@@ -3,6 +3,7 @@ classifier, classify each input, print and write the results."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -124,41 +125,66 @@ def _unusable(path: str) -> str | None:
     return None
 
 
+def _annotated_suffix(path: str) -> str:
+    """An annotated image keeps its format; an annotated video is MP4."""
+    return Path(path).suffix if is_image(path) else ".mp4"
+
+
+# The suffix of each output's file (by its JSON key; its option is --<key>) after the input's name.
+_OUTPUT_SUFFIXES: dict[str, Callable[[str], str]] = {
+    "output": _annotated_suffix,
+    "plot": lambda _: ".png",
+}
+
+
 def output_paths(
-    option: str | None,
-    inputs: Sequence[str],
-    suffix: Callable[[str], str],
-    count: int | None = None,
-) -> dict[str, Path]:
-    """Where each input's --output / --plot goes: the path itself for one input, else
-    `<folder>/<input name><suffix(input)>` (numbered when two inputs share a name). `count`
-    (default: those given) is how many inputs the run has, those that give no file (a missing
-    one) included: a name that is not there does not turn the folder meant into a file."""
-    count = len(inputs) if count is None else count
-    if option is None or not inputs:
-        return {}
-    path = Path(option)
-    if count == 1 and not path.is_dir():
-        _refuse_file_on_the_way(option, path.parent)
-        return {inputs[0]: path}
-    # Refused before anything is classified: every output would fail.
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{option} is a file but there are {count} inputs; name a folder")
-    if path.suffix and not path.is_dir():
-        raise UsageError(f"{option} names one file but there are {count} inputs; name a folder")
-    _refuse_file_on_the_way(option, path)
-    paths: dict[str, Path] = {}
-    # Names compared case-blind: on macOS and Windows "A.mp4" and "a.mp4" are one file.
-    taken: set[str] = set()
-    for file in inputs:
-        stem, extension = Path(file).stem, suffix(file)
-        target, number = path / f"{stem}{extension}", 1
-        while target.name.casefold() in taken:
-            number += 1
-            target = path / f"{stem}_{number}{extension}"
-        taken.add(target.name.casefold())
-        paths[file] = target
-    return paths
+    asked: dict[str, str | None], inputs: Sequence[tuple[str, str | None]]
+) -> list[dict[str, Path]]:
+    """Where each of `inputs` (see find_inputs) writes the outputs `asked` (JSON key -> the
+    option's value or None): {key: file} for each input, empty for one that cannot be
+    classified. For a run of one input the file is the value, unless it is a folder; else it is
+    in that folder, named after the input (see _free_name). A name that is not there still
+    counts as an input: it does not turn the folder meant into a file."""
+    targets: list[dict[str, Path]] = [{} for _ in inputs]
+    taken: set[str] = set()  # across the options: --output and --plot may name one folder
+    for key, given in asked.items():
+        if given is None:
+            continue
+        path = Path(given)
+        single = len(inputs) == 1 and not path.is_dir()
+        if single:
+            _refuse_file_on_the_way(given, path.parent)
+        else:
+            # Refused before anything is classified: every output would fail.
+            if path.exists() and not path.is_dir():
+                raise UsageError(
+                    f"{given} is a file but there are {len(inputs)} inputs; name a folder"
+                )
+            if path.suffix and not path.is_dir():
+                raise UsageError(
+                    f"{given} names one file but there are {len(inputs)} inputs; name a folder"
+                )
+            _refuse_file_on_the_way(given, path)
+        for (file, problem), target in zip(inputs, targets, strict=True):
+            if problem is None:
+                suffix = _OUTPUT_SUFFIXES[key](file)
+                target[key] = path if single else path / _free_name(file, suffix, path, taken)
+    return targets
+
+
+def _free_name(file: str, suffix: str, folder: Path, taken: set[str]) -> str:
+    """The first name for an output of `file` in `folder` that no other output of the run has
+    taken (`taken`: their paths, resolved and case-blind, as on macOS and Windows "A.mp4" and
+    "a.mp4" are one file), which it then takes: `<stem><suffix>`, else with the input's
+    extension, `<stem>_<extension><suffix>` (x_mp4.png beside x_png.png), else numbered."""
+    stem, extension = Path(file).stem, Path(file).suffix[1:]
+    tagged = f"{stem}_{extension}" if extension else stem
+    numbered = (f"{tagged}_{number}{suffix}" for number in itertools.count(2))
+    folder = folder.resolve()
+    names = itertools.chain([f"{stem}{suffix}", f"{tagged}{suffix}"], numbered)
+    name = next(name for name in names if str(folder / name).casefold() not in taken)
+    taken.add(str(folder / name).casefold())
+    return name
 
 
 def _refuse_file_on_the_way(option: str, folder: Path) -> None:
@@ -170,27 +196,22 @@ def _refuse_file_on_the_way(option: str, folder: Path) -> None:
             return
 
 
-def _annotated_suffix(path: str) -> str:
-    """An annotated image keeps its format; an annotated video is MP4."""
-    return Path(path).suffix if is_image(path) else ".mp4"
-
-
-def refuse_overwrites(outputs: dict[str, dict[str, Path]], inputs: Sequence[str]) -> None:
-    """Raises UsageError before anything is written if an output file (`outputs`: option ->
-    {input: file}) is one of the existing `inputs`, links included, or two options name one
+def refuse_overwrites(targets: list[dict[str, Path]], inputs: Sequence[str]) -> None:
+    """Raises UsageError before anything is written if an output file (`targets`: see
+    output_paths) is one of the existing `inputs`, links included, or two options name one
     file."""
     read = {_file_id(name): name for name in inputs if os.path.isfile(name)}
     written: dict[Path, str] = {}
-    for option, paths in outputs.items():
-        for target in paths.values():
-            if target.is_file() and _file_id(target) in read:
-                raise UsageError(
-                    f"{option} would overwrite {read[_file_id(target)]}, an input of this run; "
-                    "name another file or folder"
-                )
-            other = written.setdefault(target.resolve(), option)
-            if other != option:
-                raise UsageError(f"{other} and {option} both name {target}; name two files")
+    for key, target in (item for paths in targets for item in paths.items()):
+        option = f"--{key}"
+        if target.is_file() and _file_id(target) in read:
+            raise UsageError(
+                f"{option} would overwrite {read[_file_id(target)]}, an input of this run; "
+                "name another file or folder"
+            )
+        other = written.setdefault(target.resolve(), option)
+        if other != option:
+            raise UsageError(f"{other} and {option} both name {target}; name two files")
 
 
 def _file_id(path: str | Path) -> tuple[int, int]:
@@ -378,29 +399,22 @@ def _classify_inputs(
     or None), see find_inputs) printed as text or, in JSON, added to `entries`."""
     device = _device(options.device)
     files = [file for file, problem in inputs if problem is None]
-    annotated_paths = output_paths(options.output, files, _annotated_suffix, len(inputs))
-    plot_paths = output_paths(options.plot, files, lambda _: ".png", len(inputs))
+    outputs = output_paths({"output": options.output, "plot": options.plot}, inputs)
     if files:
         checkpoint = options.checkpoint
         if checkpoint is None:
             checkpoint = quick_start_checkpoint()
             say(f"using {checkpoint}", sys.stderr)
         refuse_overwrites(
-            {"--output": annotated_paths, "--plot": plot_paths},
-            [*files, str(checkpoint), *([options.cfg] if options.cfg else [])],
+            outputs, [*files, str(checkpoint), *([options.cfg] if options.cfg else [])]
         )
         classifier = load_classifier(checkpoint, options.cfg, device)
         _check_views(classifier, options.views or classifier.views)
-    failed = unwritten = outputs = 0
-    for file, problem in inputs:
+    failed = unwritten = asked = 0
+    for (file, problem), targets in zip(inputs, outputs, strict=True):
         if problem is None:
             try:
                 result = _classify_one(classifier, file, options.views)
-                targets = {
-                    key: paths[file]
-                    for key, paths in (("output", annotated_paths), ("plot", plot_paths))
-                    if file in paths
-                }
                 written, failures = _write_outputs(classifier, result, options, targets)
             except _RUN_ERRORS:
                 raise
@@ -415,7 +429,7 @@ def _classify_inputs(
             say(f"warning: {warning}", sys.stderr)
         for reason in failures.values():
             say(f"error: {reason}", sys.stderr)
-        outputs += len(targets)
+        asked += len(targets)
         unwritten += len(failures)
         top = result.top(options.topk, classifier.class_names)
         entries.append(_json_entry(result, top, written, failures))
@@ -424,5 +438,5 @@ def _classify_inputs(
     if failed and len(inputs) > 1:
         say(f"error: {failed} of {len(inputs)} inputs could not be classified", sys.stderr)
     if unwritten and len(inputs) > 1:
-        say(f"error: {unwritten} of {outputs} output files could not be written", sys.stderr)
+        say(f"error: {unwritten} of {asked} output files could not be written", sys.stderr)
     return 1 if failed or unwritten else 0

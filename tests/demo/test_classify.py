@@ -547,11 +547,11 @@ def test_videos_with_one_name_get_an_output_each(trained, videos, tmp_path, caps
     )
 
     assert status == 0, err
-    # Numbered whatever the case: on macOS and Windows Clip.png would be clip.png.
+    # Told apart whatever the case: on macOS and Windows Clip.png would be clip.png.
     assert sorted(path.name for path in (tmp_path / "plots").iterdir()) == [
-        "Clip_3.png",
+        "Clip_avi.png",
         "clip.png",
-        "clip_2.png",
+        "clip_mp4.png",
     ]
 
 

@@ -73,6 +73,28 @@ def test_a_folder_of_videos_and_images(trained_images, images, videos, tmp_path,
     assert [r["views"] for r in results] == ["1x1"] * 3
 
 
+def test_a_video_and_an_image_of_one_name_get_outputs_and_plots_each(
+    trained_images, images, videos, tmp_path, capsys
+):
+    (tmp_path / "in").mkdir()
+    shutil.copy(videos["red"], tmp_path / "in" / "x.mp4")
+    shutil.copy(images["green"], tmp_path / "in" / "x.png")
+    out = tmp_path / "out"
+
+    status, _, err = run_main(
+        capsys, tmp_path / "in", "--checkpoint", trained_images[0], "--output", out, "--plot", out
+    )
+
+    assert status == 0, err
+    # The annotated video and image keep their names; the plots beside them get the extension.
+    assert sorted(path.name for path in out.iterdir()) == [
+        "x.mp4",
+        "x.png",
+        "x_mp4.png",
+        "x_png.png",
+    ]
+
+
 def test_an_image_model_classifies_frames_spread_over_a_video(trained_images, videos, capsys):
     checkpoint = trained_images[0]
 

@@ -296,6 +296,24 @@ def test_replacing_a_file_says_so(trained, videos, tmp_path, capsys):
     assert (tmp_path / "top.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_an_input_given_twice_writes_two_files(trained, videos, tmp_path, capsys):
+    status, out, err = run_main(
+        capsys,
+        videos["red"],
+        videos["red"],
+        "--checkpoint",
+        trained[0],
+        "--output",
+        tmp_path / "out",
+        "--json",
+    )
+
+    assert status == 0 and err == []
+    outputs = [result["output"] for result in json.loads(out)]
+    assert outputs == [str(tmp_path / "out" / "red.mp4"), str(tmp_path / "out" / "red_mp4.mp4")]
+    assert sorted(os.listdir(tmp_path / "out")) == ["red.mp4", "red_mp4.mp4"]
+
+
 # --- --views ----------------------------------------------------------------------------------
 
 
