@@ -198,12 +198,17 @@ def _refuse_file_on_the_way(option: str, folder: Path) -> None:
 
 def refuse_overwrites(targets: list[dict[str, Path]], inputs: Sequence[str]) -> None:
     """Raises UsageError before anything is written if an output file (`targets`: see
-    output_paths) is one of the existing `inputs`, links included, or two options name one
-    file."""
+    output_paths) is one of the existing `inputs`, links included, or is there but not a
+    regular file (a device, a FIFO: a write would replace it), or two options name one file."""
     read = {_file_id(name): name for name in inputs if os.path.isfile(name)}
     written: dict[Path, str] = {}
     for key, target in (item for paths in targets for item in paths.items()):
         option = f"--{key}"
+        if target.exists() and not target.is_file():
+            try:
+                check_video_file(str(target))  # which says what it is
+            except VideoDecodeError as err:
+                raise UsageError(f"{option} {target}: {err}; name another file or folder") from None
         if target.is_file() and _file_id(target) in read:
             raise UsageError(
                 f"{option} would overwrite {read[_file_id(target)]}, an input of this run; "

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -281,6 +282,30 @@ def test_a_file_where_a_folder_is_needed_is_refused(trained, three, tmp_path, ca
 
     assert status == 2 and out == ""
     assert err == [f"error: cannot write {target}: {tmp_path / 'file'} is a file, not a folder"]
+
+
+@pytest.mark.parametrize("several", [False, True], ids=["one input", "several"])
+def test_an_output_onto_a_special_file_is_refused(trained, three, tmp_path, capsys, several):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this system")
+    # A FIFO stands for any file that is not a regular one (as root, --output /dev/null).
+    target = tmp_path / ("red.png" if several else "top.png")
+    os.mkfifo(target)
+
+    status, out, err = run_main(
+        capsys,
+        *(three if several else three[:1]),
+        "--checkpoint",
+        trained[0],
+        "--plot",
+        tmp_path if several else target,
+    )
+
+    assert status == 2 and out == ""
+    assert err == [
+        f"error: --plot {target}: not a regular file (a FIFO); name another file or folder"
+    ]
+    assert stat.S_ISFIFO(os.stat(target).st_mode)
 
 
 def test_replacing_a_file_says_so(trained, videos, tmp_path, capsys):
