@@ -58,17 +58,28 @@ class DemoOptions:
 def _device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    available = _devices()
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device (cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"--device {name}: MPS is not available on this machine")
+        device = None
+    # "cuda" is "cuda:0", as torch takes it.
+    if device is None or not any(
+        device.type == usable.type and (device.index or 0) == (usable.index or 0)
+        for usable in available
+    ):
+        names = ", ".join(str(usable) for usable in available)
+        raise UsageError(f"--device {name}: no such device on this machine (it has {names})")
     return device
+
+
+def _devices() -> list[torch.device]:
+    """The devices this machine can classify on: the CPU and its accelerator's (CUDA, MPS, ...)."""
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    if accelerator is None:
+        return [torch.device("cpu")]
+    count = torch.accelerator.device_count()
+    return [torch.device("cpu"), *(torch.device(accelerator.type, i) for i in range(count))]
 
 
 def quick_start_checkpoint() -> Path:

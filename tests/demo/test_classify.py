@@ -419,7 +419,6 @@ def test_malformed_options_are_one_error_line(capsys, options, message):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--device", "toaster"], r"--device 'toaster' is not a device \(cpu, cuda, cuda:1, mps\)"),
         # Installed, revvideo says which configs it ships.
         (
             ["--cfg", "absent.yaml"],
@@ -432,6 +431,20 @@ def test_unusable_options_are_one_error_line(trained, videos, capsys, options, m
 
     assert status == 2
     assert len(err) == 1 and re.fullmatch(f"error: {message}", err[0]), err
+
+
+@pytest.mark.parametrize("device", ["toaster", "xpu", "hpu", "vulkan", "meta", "cuda:99"])
+def test_a_device_this_machine_lacks_is_one_error_line(trained, videos, capsys, device):
+    status, out, err = run_main(
+        capsys, videos["red"], "--checkpoint", trained[0], "--device", device
+    )
+
+    assert status == 2 and out == ""
+    assert len(err) == 1
+    assert re.fullmatch(
+        rf"error: --device {device}: no such device on this machine \(it has cpu(, \w+:\d+)*\)",
+        err[0],
+    ), err
 
 
 def test_one_output_file_for_several_videos_is_refused(trained, videos, capsys):
