@@ -28,7 +28,9 @@ not UTF-8 are shown, in text and JSON, with their other bytes as \\xNN escapes.
 Exit status: 0 every input classified and every output written; 1 some input could not be
 classified or some output written (each on an `error:` line, then how many); 2 a mistake in
 the options, the config or the checkpoint, including a model whose scores are not finite (one
-`error:` line); 130 interrupted by Ctrl-C (one `interrupted` line). Whatever stops the run, the
+`error:` line); 130 interrupted by Ctrl-C (one `interrupted` line); 141 stdout closed by its
+reader (`| head`), quietly, as for Unix tools that SIGPIPE ends. A stdout that cannot be written
+(a full disk) stops the run with one `error:` line, status 1. Whatever stops the run, the
 JSON document is whole: the results so far, and each input left with that error (or
 "interrupted"). Only a command line that cannot be parsed prints no JSON.
 """
@@ -38,6 +40,7 @@ JSON document is whole: the results so far, and each input left with that error 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -120,13 +123,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from revvideo.demo.run import DemoOptions, classify_all, say
+    from revvideo.demo.run import DemoOptions, StdoutError, classify_all, say
 
     try:
         return classify_all(DemoOptions(**vars(args)))
     except UserError as err:
         say(f"error: {err}", sys.stderr)
         return 2
+    except StdoutError as err:
+        # What stdout still holds goes nowhere, so that Python's flush at exit cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(err.__cause__, BrokenPipeError):
+            return 141  # 128 + SIGPIPE: its reader has gone (`| head`), quietly, as Unix tools
+        say(f"error: cannot write the results: {err.__cause__.strerror}", sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

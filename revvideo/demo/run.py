@@ -331,13 +331,24 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+class StdoutError(Exception):
+    """stdout cannot take the results (its reader has gone, its disk is full); the OSError is
+    the cause."""
+
+
 def say(line: str, file=None) -> None:
     """Prints `line` (see printable) on `file` (stdout by default); characters that the
-    stream's encoding lacks (a class name on an ASCII terminal) as backslash escapes."""
+    stream's encoding lacks (a class name on an ASCII terminal) as backslash escapes. A stdout
+    that cannot take it raises StdoutError, at once: each line is flushed."""
     file = sys.stdout if file is None else file
     line = printable(line)
     encoding = getattr(file, "encoding", None) or "utf-8"
-    print(line.encode(encoding, "backslashreplace").decode(encoding), file=file)
+    try:
+        print(line.encode(encoding, "backslashreplace").decode(encoding), file=file, flush=True)
+    except OSError as err:
+        if file is not sys.stdout:
+            raise
+        raise StdoutError(err) from err
 
 
 def _print_result(
@@ -379,8 +390,7 @@ def _error_entry(path: str, problem: str) -> dict:
 def _print_json(entries: list[dict]) -> None:
     # No NaN or Infinity, which are not JSON: every number here has been checked finite. Paths
     # that are not UTF-8 are shown with \xNN escapes (printable), so the document is valid.
-    json.dump(entries, sys.stdout, indent=1, allow_nan=False)
-    print()
+    say(json.dumps(entries, indent=1, allow_nan=False))
 
 
 def classify_all(options: DemoOptions) -> int:

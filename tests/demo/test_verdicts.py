@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -337,6 +338,48 @@ def test_an_input_given_twice_writes_two_files(trained, videos, tmp_path, capsys
     outputs = [result["output"] for result in json.loads(out)]
     assert outputs == [str(tmp_path / "out" / "red.mp4"), str(tmp_path / "out" / "red_mp4.mp4")]
     assert sorted(os.listdir(tmp_path / "out")) == ["red.mp4", "red_mp4.mp4"]
+
+
+# --- a stdout that cannot take the results --------------------------------------------------
+
+
+def run_demo_into(stdout, trained, videos):
+    """demo/classify.py on two videos, its stdout `stdout`: the process, started."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "demo" / "classify.py"),
+            videos["red"],
+            videos["green"],
+            "--checkpoint",
+            str(trained[0]),
+        ],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_a_closed_stdout_ends_the_run_quietly(trained, videos):
+    demo = run_demo_into(subprocess.PIPE, trained, videos)
+    demo.stdout.close()  # as `| head -1` does once it has its line
+
+    err = demo.stderr.read()
+
+    assert demo.wait(timeout=300) == 128 + signal.SIGPIPE, err
+    assert err == ""
+
+
+def test_a_full_stdout_is_one_error_line(trained, videos):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    with open("/dev/full", "w") as full:
+        demo = run_demo_into(full, trained, videos)
+        err = demo.stderr.read()
+
+    assert demo.wait(timeout=300) == 1, err
+    assert err == "error: cannot write the results: No space left on device\n"
 
 
 # --- --views ----------------------------------------------------------------------------------
