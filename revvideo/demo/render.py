@@ -244,10 +244,11 @@ def plot_top_classes(top: TopClasses, title: str, destination: str | Path) -> No
     axes = figure.subplots()
     bars = axes.barh(range(len(top)), values, color="tab:blue")
     axes.bar_label(bars, labels=[f"{value:.1%}" for value in values], padding=3)
-    axes.set_yticks(range(len(top)), names)
+    # Names and titles are plain text: matplotlib would read what stands between dollars as TeX.
+    axes.set_yticks(range(len(top)), names, parse_math=False)
     axes.set_xlim(0, 1.15)
     axes.set_xlabel("probability")
-    axes.set_title(title)
+    axes.set_title(title, parse_math=False)
     # The format follows the file name (PNG without an extension), named here: the partial
     # file's name ends in .tmp when the destination's has no extension.
     image_format = Path(destination).suffix[1:].lower() or "png"

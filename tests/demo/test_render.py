@@ -194,6 +194,29 @@ def test_an_interrupted_plot_or_image_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_dollars_in_a_plot_are_plain_text(tmp_path, monkeypatch):
+    drawn, savefig = [], render.Figure.savefig
+
+    def saved(figure, *args, **kwargs):
+        drawn.append(figure)
+        savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(render.Figure, "savefig", saved)
+    # Between dollars, matplotlib would read TeX: "\\frac" is malformed, "$5$" would lose them.
+    top = [("cost $5$", 0.6), ("$\\frac$", 0.4)]
+
+    render.plot_top_classes(top, "cost $\\frac$.mp4 (1x1 views)", tmp_path / "top.png")
+
+    axes = drawn[0].axes[0]
+    texts = [axes.title, *axes.get_yticklabels()]
+    assert [text.get_text() for text in texts] == [
+        "cost $\\frac$.mp4 (1x1 views)",
+        "$\\frac$",
+        "cost $5$",
+    ]
+    assert not any(text.get_parse_math() for text in texts)
+
+
 def test_a_full_disk_keeps_the_earlier_file(tmp_path, monkeypatch):
     source = tmp_path / "source.mp4"
     write_video(str(source), np.full((30, 48, 64, 3), 120, dtype=np.uint8), fps=15)
