@@ -29,6 +29,7 @@ import revvideo.models
 from revvideo.checkpoint import (
     Release,
     checkpoint_file,
+    fetch_release,
     find_release,
     load_model_state,
     read_model_checkpoint,
@@ -97,6 +98,9 @@ class Classifier:
     @classmethod
     def from_release(cls, release: Release, device: torch.device) -> Classifier:
         builder = getattr(revvideo.models, release.builder)
+        # Fetched first, so that a release that cannot be downloaded names the demo's option;
+        # the builder then finds it cached.
+        fetch_release(release, option="--checkpoint")
         return cls(
             model=builder(release.num_classes, weights=release.name).to(device).eval(),
             class_names=release.class_names(),

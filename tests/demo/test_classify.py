@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import urllib.error
 from pathlib import Path
 
 import av
@@ -201,9 +202,9 @@ def test_video_shorter_than_a_clip_gets_a_warning(trained, tmp_path, capsys):
     ]
 
 
-def test_release_name_downloads_and_uses_the_release_settings(
-    trained, videos, tmp_path, monkeypatch, capsys
-):
+def register_tiny_release(trained, tmp_path, monkeypatch):
+    """Makes the tiny colour classifier the release "tiny_colours", downloaded from its file
+    into a hub cache of its own (tmp_path/torch)."""
     checkpoint, cfg = trained
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     release = Release(
@@ -228,12 +229,38 @@ def test_release_name_downloads_and_uses_the_release_settings(
 
     monkeypatch.setattr("revvideo.models.tiny_colours", tiny_colours, raising=False)
 
+
+def test_release_name_downloads_and_uses_the_release_settings(
+    trained, videos, tmp_path, monkeypatch, capsys
+):
+    register_tiny_release(trained, tmp_path, monkeypatch)
+
     status, out, err = run_main(capsys, videos["blue"], "--checkpoint", "tiny_colours")
 
     assert status == 0, err
     assert "2x1 views" in out.splitlines()[0]
     assert out.splitlines()[1].split()[1] == "blue"
     assert (tmp_path / "torch" / "hub" / "checkpoints" / "tiny_colours.pyth").is_file()
+
+
+def test_a_release_that_cannot_be_downloaded_names_the_option(
+    trained, videos, tmp_path, monkeypatch, capsys
+):
+    register_tiny_release(trained, tmp_path, monkeypatch)
+
+    def offline(url, dst, hash_prefix=None, progress=True):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+
+    status, out, err = run_main(capsys, videos["blue"], "--checkpoint", "tiny_colours")
+
+    assert status == 2 and out == ""
+    assert len(err) == 1
+    assert err[0].endswith(
+        "; download it elsewhere and pass --checkpoint <path> or save it as "
+        f"{tmp_path / 'torch' / 'hub' / 'checkpoints' / 'tiny_colours.pyth'}"
+    ), err
 
 
 # --- the default checkpoint -------------------------------------------------------------------
