@@ -8,6 +8,7 @@ then the centre `crop_size` square. Frames of a video given to an image model ge
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -43,11 +44,15 @@ def read_image(path: str) -> Image.Image:
     """The 8-bit RGB picture in `path` (see rgb_picture), upright as viewers show it (its EXIF
     orientation applied).
 
-    Raises DataError (one line) for a file that is not a readable image.
+    Raises DataError (one line) for a file that is not a readable image, or one of more than
+    twice Image.MAX_IMAGE_PIXELS (179 Mpx), which PIL refuses as a possible decompression bomb.
     """
     try:
-        with Image.open(path) as image:
-            return rgb_picture(ImageOps.exif_transpose(image))
+        with warnings.catch_warnings():
+            # Below PIL's refusal a large picture is read like any other: no two-line warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return rgb_picture(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image, or a damaged one") from None
     except (OSError, ValueError, Image.DecompressionBombError) as err:

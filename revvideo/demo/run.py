@@ -111,13 +111,7 @@ def find_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
         if os.path.isdir(name):
             files = video_files(name, VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
             if not files:
-                found.append(
-                    (
-                        name,
-                        f"{name}: no video or image files "
-                        f"({', '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})",
-                    )
-                )
+                found.append((name, _no_files(name)))
             found.extend((file, _unusable(file)) for file in files)
         else:
             found.append((name, _unusable(name)))
@@ -134,6 +128,16 @@ def _unusable(path: str) -> str | None:
     except VideoDecodeError as err:
         return f"{path}: {err}"
     return None
+
+
+def _no_files(folder: str) -> str:
+    """Why the folder `folder` gives no input: it cannot be read (video_files passes over such
+    folders), or it holds none."""
+    try:
+        os.scandir(folder).close()
+    except OSError as err:
+        return f"{folder}: cannot read the folder: {err.strerror or err}"
+    return f"{folder}: no video or image files ({', '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)})"
 
 
 def _annotated_suffix(path: str) -> str:

@@ -4,6 +4,7 @@ releases' real architecture from the hub cache), images and videos mixed, and ba
 import json
 import shutil
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torchvision import transforms
 from revvideo.checkpoint import RELEASES, save_checkpoint
 from revvideo.demo.images import read_image, rgb_picture
 from revvideo.models import rev_vit_s
+from revvideo.utils.errors import DataError
 from revvideo_demo import classify
 
 from .conftest import write_colour_image
@@ -195,6 +197,19 @@ def test_annotated_images_keep_their_format_and_size(trained_images, tmp_path, c
         corner = np.s_[: third // 2, : drawn.shape[1] // 4]
         assert (drawn[corner] < 0.6 * before[corner]).mean() > 0.4
         assert np.abs(drawn[third:] - before[third:]).mean() < 3
+
+
+def test_a_large_image_is_read_without_pils_warning_and_a_larger_one_refused(tmp_path, monkeypatch):
+    path = write_colour_image(tmp_path / "large.png", "red", height=48, width=64)
+    # PIL warns of images above MAX_IMAGE_PIXELS and refuses those above twice as many.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 48 * 64 - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path).size == (64, 48)
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 48 * 64 // 2 - 1)
+    with pytest.raises(DataError, match=rf"^{path}: cannot read the image: .*3072 pixels"):
+        read_image(path)
 
 
 def test_images_are_read_upright(tmp_path):

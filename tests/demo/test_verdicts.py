@@ -340,6 +340,34 @@ def test_an_input_given_twice_writes_two_files(trained, videos, tmp_path, capsys
     assert sorted(os.listdir(tmp_path / "out")) == ["red.mp4", "red_mp4.mp4"]
 
 
+def test_an_unreadable_folder_and_a_link_loop_say_what_they_are(
+    trained, videos, tmp_path, monkeypatch, capsys
+):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    shutil.copy(videos["red"], locked)
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    scandir = os.scandir
+
+    def denied(path="."):
+        # As a folder without read permission does (root would still read it).
+        if os.fspath(path) == str(locked):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(locked))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+
+    status, _, err = run_main(capsys, locked, loop, videos["green"], "--checkpoint", trained[0])
+
+    assert status == 1
+    assert err == [
+        f"error: {locked}: cannot read the folder: Permission denied",
+        f"error: {loop}: cannot open: Too many levels of symbolic links",
+        "error: 2 of 3 inputs could not be classified",
+    ]
+
+
 # --- a stdout that cannot take the results --------------------------------------------------
 
 
