@@ -426,7 +426,8 @@ def _classify_inputs(
     options: DemoOptions, inputs: list[tuple[str, str | None]], entries: list[dict]
 ) -> int:
     """classify_all's work: the verdict of each of `inputs` ((file, why it cannot be classified
-    or None), see find_inputs) printed as text or, in JSON, added to `entries`."""
+    or None), see find_inputs) added to `entries` as its JSON entry, and printed as text unless
+    --json."""
     device = _device(options.device)
     files = [file for file, problem in inputs if problem is None]
     outputs = output_paths({"output": options.output, "plot": options.plot}, inputs)
