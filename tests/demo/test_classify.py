@@ -181,9 +181,9 @@ def test_partly_damaged_video_is_classified_from_what_decodes(trained, tmp_path,
     for path, line in zip(damaged, err, strict=True):
         assert line.startswith(f"warning: {path}: ")
         assert "; classified from its first " in line
-    # Both named cut: the second output is numbered.
+    # Both named cut: the second output's name says its extension.
     assert [line for line in out.splitlines() if line.startswith("  wrote ")] == [
-        f"  wrote {tmp_path / 'annotated' / name}" for name in ("cut.mp4", "cut_2.mp4")
+        f"  wrote {tmp_path / 'annotated' / name}" for name in ("cut.mp4", "cut_mkv.mp4")
     ]
     with av.open(str(tmp_path / "annotated" / "cut.mp4")) as container:
         written = sum(1 for _ in container.decode(video=0))
