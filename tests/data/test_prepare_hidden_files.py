@@ -3,7 +3,6 @@
 a name that is not UTF-8 says so; the lists appear whole or not at all."""
 
 import errno
-import importlib.util
 import os
 
 import pytest
@@ -20,21 +19,12 @@ from revvideo.data.paths import read_video_list
 from revvideo.utils.errors import DataError
 from revvideo.utils.files import WriteError
 
-TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "prepare_kinetics.py")
+from .tools import load_tool, run_tool
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("prepare_kinetics", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_tool(tool, capsys, *args):
-    status = tool.main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return load_tool("prepare_kinetics")
 
 
 def touch(path):

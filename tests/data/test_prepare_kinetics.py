@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import random
 import subprocess
@@ -21,9 +20,10 @@ from revvideo.data.kinetics import (
 from revvideo.data.paths import read_video_list
 from revvideo.utils.errors import DataError
 
+from .tools import load_tool, run_tool, tool_path
 from .videos import plain_decode, write_indexed_video, write_joined, write_numbered_video
 
-TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "prepare_kinetics.py")
+TOOL = tool_path("prepare_kinetics")
 
 
 def touch(path):
@@ -132,18 +132,7 @@ def test_command_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def tool():
-    """The tool's module, run in this process: a new one takes seconds to import it."""
-    spec = importlib.util.spec_from_file_location("prepare_kinetics", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_tool(tool, capsys, *args):
-    """(exit status, stdout, stderr) of the tool's command line."""
-    status = tool.main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return load_tool("prepare_kinetics")
 
 
 def class_folders(root, counts):

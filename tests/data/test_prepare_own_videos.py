@@ -2,7 +2,6 @@
 labels that are not folder names, bad annotation rows, names that cannot be a list row, two
 inputs with one output name, leftovers of a killed run, outputs that would touch inputs."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -25,9 +24,10 @@ from revvideo.data.kinetics import (
 from revvideo.data.paths import read_video_list
 from revvideo.utils.errors import DataError
 
+from .tools import load_tool, run_tool, tool_path
 from .videos import write_indexed_video
 
-TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "prepare_kinetics.py")
+TOOL = tool_path("prepare_kinetics")
 # Videos per class: one class large enough for exact shares, some rounded, some too small.
 COUNTS = {"cooking": 20, "dancing": 10, "juggling": 7, "knitting": 3, "solo": 1}
 
@@ -40,25 +40,12 @@ class Result(NamedTuple):
 
 @pytest.fixture(scope="module")
 def tool():
-    """The tool's module, so that its command line runs in this process (the imports it needs
-    take seconds to load in a new one); test_help runs the script itself."""
-    spec = importlib.util.spec_from_file_location("prepare_kinetics", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("prepare_kinetics")
 
 
 @pytest.fixture
 def prepare(tool, capsys):
-    def run(*args):
-        try:
-            returncode = tool.main([str(arg) for arg in args])
-        except SystemExit as exit:  # argparse's way out
-            returncode = exit.code
-        captured = capsys.readouterr()
-        return Result(returncode, captured.out, captured.err)
-
-    return run
+    return lambda *args: Result(*run_tool(tool, capsys, *args))
 
 
 def assert_user_error(result, *expected):

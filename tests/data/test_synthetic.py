@@ -1,5 +1,4 @@
 import errno
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,8 @@ import pytest
 from revvideo.data import synthetic
 from revvideo.data.decoding import open_video
 from revvideo.utils.errors import DataError
+
+from .tools import load_tool, run_tool, tool_path
 
 SMALL = {"train": 2, "val": 1, "test": 1}
 
@@ -139,7 +140,7 @@ def test_ensure_generates_once_and_never_touches_other_folders(tmp_path):
 
 
 def test_command_line_tool(tmp_path):
-    tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "make_synthetic_dataset.py")
+    tool = tool_path("make_synthetic_dataset")
     output = tmp_path / "out"
     done = subprocess.run(
         [
@@ -171,26 +172,9 @@ def test_command_line_tool(tmp_path):
     assert bad.stderr.startswith("error: --classes") and "Traceback" not in bad.stderr
 
 
-TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "make_synthetic_dataset.py")
-
-
 @pytest.fixture(scope="module")
 def tool():
-    """The tool's module, run in this process: a new one takes a while to import it."""
-    spec = importlib.util.spec_from_file_location("make_synthetic_dataset", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_tool(tool, capsys, *args):
-    """(exit status, stdout, stderr) of the tool's command line."""
-    try:
-        status = tool.main([str(arg) for arg in args])
-    except SystemExit as exit:  # argparse's way out
-        status = exit.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return load_tool("make_synthetic_dataset")
 
 
 def assert_one_line_error(status, err, expected):
