@@ -181,7 +181,7 @@ def test_the_demo_scores_or_skips_every_file(corpus, tmp_path, capsys):
     assert failed == sorted(set(SKIPPED) - {"truncated_faststart.mp4"})
     assert classified == sorted([*SCORED, "truncated_faststart.mp4"])
     annotated = {path.name for path in (tmp_path / "annotated").iterdir()}
-    assert len(annotated) == len(classified) and {"good.mp4", "good_2.mp4"} <= annotated
+    assert len(annotated) == len(classified) and {"good.mp4", "good_mp4.mp4"} <= annotated
     errors = captured.err.splitlines()
     assert errors[-1] == f"error: {len(failed)} of {len(CORPUS)} inputs could not be classified"
     assert all(line.startswith(("error: ", "warning: ")) for line in errors)
