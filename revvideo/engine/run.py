@@ -176,8 +176,9 @@ def prepare_output_dir(output_dir: Path) -> None:
 def check_video_lists(cfg: CfgNode) -> None:
     """DataError, with the way to make them, when the lists this run needs are missing; one
     line naming the file, the video, its labels and lines when a list gives a video two labels.
-    One warning each (main process) for videos listed twice with one label (they count twice)
-    and for classes without training videos (the model cannot learn them)."""
+    One warning each (main process) for videos listed twice with one label (they count twice),
+    for classes without training videos (the model cannot learn them) and for videos in two
+    splits."""
     splits = _splits(cfg)
     root = cfg.DATA.PATH_TO_DATA_DIR
     lists = ", ".join(f"{split}.csv" for split in splits)
@@ -192,16 +193,35 @@ def check_video_lists(cfg: CfgNode) -> None:
                 f"{os.path.join(root, f'{split}.csv')} not found: DATA.PATH_TO_DATA_DIR must "
                 f"hold {lists} (lines `path label`); {PREPARE_HINT}"
             )
-    for split in splits:
-        listed = read_video_entries(
-            root, split, cfg.DATA.PATH_PREFIX, cfg.DATA.PATH_LABEL_SEPARATOR
-        )
-        warnings = [listed.repeats_notice()]
-        if split == "train":
-            warnings.append(_unlearned_classes_notice(cfg, listed))
-        for warning in filter(None, warnings):
-            if is_main_process():
-                logger.warning("%s", warning)
+    listed = {
+        split: read_video_entries(root, split, cfg.DATA.PATH_PREFIX, cfg.DATA.PATH_LABEL_SEPARATOR)
+        for split in splits
+    }
+    warnings = [videos.repeats_notice() for videos in listed.values()]
+    if "train" in listed:
+        warnings.append(_unlearned_classes_notice(cfg, listed["train"]))
+    warnings += [_shared_videos_notice(listed[a], listed[b]) for a, b in _split_pairs(splits)]
+    for warning in filter(None, warnings):
+        if is_main_process():
+            logger.warning("%s", warning)
+
+
+def _split_pairs(splits: list[str]) -> list[tuple[str, str]]:
+    return [(a, b) for i, a in enumerate(splits) for b in splits[i + 1 :]]
+
+
+def _shared_videos_notice(first: VideoList, second: VideoList) -> str:
+    """One line naming the videos that both lists hold, or "": a video trained on and then
+    validated or tested on makes the score a measure of memory."""
+    shared = sorted(
+        {entry.path for entry in first.entries} & {entry.path for entry in second.entries}
+    )
+    if not shared:
+        return ""
+    return (
+        f"{len(shared)} of the videos in {second.source} are also in {first.source}: "
+        f"{first_names(shared, 3)}"
+    )
 
 
 def _unlearned_classes_notice(cfg: CfgNode, train: VideoList) -> str:

@@ -17,9 +17,11 @@ LOGGER = "revvideo.engine.run"
 
 
 def _lists(folder, **lists):
+    """train/val/test.csv in `folder`: `lists` by split, else three videos of its own."""
     folder.mkdir(exist_ok=True)
     for split in ("train", "val", "test"):
-        (folder / f"{split}.csv").write_text(lists.get(split, "a.mp4 0\nb.mp4 1\nc.mp4 2\n"))
+        own = "".join(f"{split}_{label}.mp4 {label}\n" for label in range(3))
+        (folder / f"{split}.csv").write_text(lists.get(split, own))
     return folder
 
 
@@ -75,3 +77,16 @@ def test_lists_that_agree_say_nothing(tmp_path, caplog):
         check_video_lists(tiny_cfg(data, tmp_path / "out"))
         check_video_lists(tiny_cfg(data, tmp_path / "out", TRAIN__ENABLE=False))
     assert caplog.messages == []
+
+
+def test_videos_in_two_splits_are_one_warning_per_pair(tmp_path, caplog):
+    shared = "train_0.mp4 0\ntrain_1.mp4 1\nmine.mp4 2\n"
+    data = _lists(tmp_path / "data", val="val_0.mp4 0\ntrain_2.mp4 2\n", test=shared)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        check_video_lists(tiny_cfg(data, tmp_path / "out"))
+    assert caplog.messages == [
+        f"1 of the videos in {data / 'val.csv'} are also in {data / 'train.csv'}: "
+        f"{str(data / 'train_2.mp4')!r}",
+        f"2 of the videos in {data / 'test.csv'} are also in {data / 'train.csv'}: "
+        f"{str(data / 'train_0.mp4')!r}, {str(data / 'train_1.mp4')!r}",
+    ]
