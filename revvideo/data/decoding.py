@@ -139,7 +139,9 @@ class FrameClock:
         self.start_pts = stream.start_time or 0
         self.time_base = stream.time_base
         rate = stream.average_rate or stream.guessed_rate
-        self.frame_interval = 1.0 / float(rate) if rate else 1.0 / 30
+        # Frames per second, None when the stream states none (frames are then 1/30 s apart).
+        self.frame_rate = float(rate) if rate else None
+        self.frame_interval = 1.0 / self.frame_rate if rate else 1.0 / 30
         self.same_instant = _same_instant(self.frame_interval)
         self.joined = joined
         self.restart()
@@ -225,6 +227,11 @@ class PyAVVideo:
         """The container format's name, as FFmpeg writes it out (MPEG-TS (MPEG-2 Transport
         Stream))."""
         return self._container.format.long_name
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Frames per second the stream states, None when it states none."""
+        return self._clock.frame_rate
 
     @property
     def declared_size(self) -> tuple[int, int] | None:

@@ -243,39 +243,31 @@ def _decodable_duration(path: str) -> float:
     return last_time
 
 
-def _decode_views(path: str, make_clips: Callable[[float], TestClips], until: float | None = None):
+def _decode_views(
+    path: str, make_clips: Callable[[float, float | None], TestClips], until: float | None = None
+):
     """Views of `path` (only of its first `until` seconds when given), the seconds they cover
-    and warnings; `make_clips(seconds)` cuts a video of that length. A video whose frames stop
-    early is cut to the part that decodes."""
+    and warnings; `make_clips(seconds, frame_rate)` cuts a video of that length and frame rate
+    (None when the stream states none). A video whose frames stop early is cut to the part
+    that decodes."""
     try:
         video = open_video(path)
         try:
             if until is not None:
-                return make_clips(until)(_DecodablePart(video, until)), until, []
+                return make_clips(until, video.frame_rate)(_DecodablePart(video, until)), until, []
             try:
-                return make_clips(video.duration)(video), video.duration, []
+                return make_clips(video.duration, video.frame_rate)(video), video.duration, []
             except VideoDecodeError as err:
                 usable = _decodable_duration(path)
                 if usable <= 0:
                     raise
                 warning = f"{path}: {err}; classified from its first {usable:.2f} s, which decode"
-                clips = make_clips(usable)
+                clips = make_clips(usable, video.frame_rate)
                 return clips(_DecodablePart(video, usable)), usable, [warning]
         finally:
             video.close()
     except VideoDecodeError as err:
         raise DataError(f"{path}: {err}") from None
-
-
-def _frame_rate(path: str) -> float | None:
-    """Frames per second of the video stream of `path`, None when it does not say."""
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-    except (av.FFmpegError, IndexError):
-        return None  # Reading the video says why (see open_video).
-    return float(rate) if rate else None
 
 
 def distinct_clips(duration: float, clip_length: float, frame_rate: float | None) -> int | None:
@@ -301,10 +293,9 @@ def classify_video(
     started = time.perf_counter()
     asked = views
     views = views or classifier.views
-    frame_rate = _frame_rate(path)
     used = views
 
-    def make_clips(duration: float) -> TestClips:
+    def make_clips(duration: float, frame_rate: float | None) -> TestClips:
         nonlocal used
         most = distinct_clips(duration, float(classifier.clip_duration), frame_rate)
         used = (views[0] if most is None else min(views[0], most), views[1])
@@ -380,6 +371,6 @@ def running_scores(classifier: Classifier, result: VideoResult) -> RunningScores
     length = float(classifier.clip_duration)
     count = max(1, math.ceil(WINDOWS_PER_CLIP * result.duration / length) - 1)
     clips = classifier.test_clips(count, 1)
-    frames, _, _ = _decode_views(result.path, lambda _: clips, until=result.duration)
+    frames, _, _ = _decode_views(result.path, lambda *_: clips, until=result.duration)
     starts = torch.tensor([float(start) for start in clip_starts(clips.sampler, result.duration)])
     return RunningScores(starts, length, classifier.probabilities(frames))
