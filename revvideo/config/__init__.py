@@ -3,7 +3,6 @@ validates the result (`validate_config`, see revvideo.config.validate)."""
 
 import copy
 import functools
-import importlib.util
 import logging
 import os
 import re
@@ -126,32 +125,27 @@ def load_config(cfg_file: str | os.PathLike | None = None, opts: Sequence[str] =
     return cfg
 
 
-# The configs/ folder of the checkout, installed with revvideo as this package's data.
-SHIPPED_CONFIGS = "revvideo_configs"
-
-
-def shipped_configs() -> Path | None:
-    """The folder of the configs revvideo ships, when it is installed (None otherwise)."""
-    spec = importlib.util.find_spec(SHIPPED_CONFIGS)
-    return Path(spec.submodule_search_locations[0]) if spec else None
+# The configs revvideo ships, its package data (configs/ at the checkout's root links here).
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def config_file(name: str | os.PathLike) -> str:
-    """`name` when it is a file; else, when revvideo is installed, the shipped config it names
-    (`configs/kinetics/X.yaml` or `kinetics/X.yaml`), so the console scripts find the configs
-    from any folder. ConfigError when neither exists, listing the shipped configs."""
+    """`name` when it is a file; else the shipped config it names (`configs/kinetics/X.yaml` or
+    `kinetics/X.yaml`), so the console scripts find the configs from any folder. ConfigError
+    when neither exists, listing the shipped configs."""
     path = os.fspath(name)
     if os.path.isfile(path):
         return path
-    shipped = shipped_configs()
-    if shipped is None or os.path.isabs(path):
+    if os.path.isabs(path):
         raise ConfigError(f"config file not found: {path}")
     relative = Path(path)
     if relative.parts[:1] == ("configs",):
         relative = Path(*relative.parts[1:])
-    if (shipped / relative).is_file():
-        return str(shipped / relative)
-    names = ", ".join(sorted(str(file.relative_to(shipped)) for file in shipped.glob("*/*.yaml")))
+    if (SHIPPED_CONFIGS / relative).is_file():
+        return str(SHIPPED_CONFIGS / relative)
+    names = ", ".join(
+        sorted(str(file.relative_to(SHIPPED_CONFIGS)) for file in SHIPPED_CONFIGS.glob("*/*.yaml"))
+    )
     raise ConfigError(f"config file not found: {path} (revvideo ships configs/ {names})")
 
 
