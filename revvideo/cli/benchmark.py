@@ -61,7 +61,6 @@ fp32 is IEEE float32 (TF32 off for matmuls and convolutions); bf16 is bfloat16 a
 # Only the standard library is imported here, so that --help and mistakes in the options are
 # answered at once; the measurements (revvideo.benchmark: torch, the models) are imported after.
 import argparse
-import sys
 from pathlib import Path
 
 from revvideo.utils.cli import OneLineErrorParser, positive_int, run_interruptibly
@@ -276,7 +275,3 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     run(Settings(**vars(args)))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

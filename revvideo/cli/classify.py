@@ -137,7 +137,3 @@ def _classify(args: argparse.Namespace) -> int:
             return 141  # 128 + SIGPIPE: its reader has gone (`| head`), quietly, as Unix tools
         say(f"error: cannot write the results: {err.__cause__.strerror}", sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

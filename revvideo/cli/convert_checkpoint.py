@@ -65,7 +65,3 @@ def _convert(args: argparse.Namespace) -> int:
         f"(largest relative difference {difference:.1e})"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -76,7 +76,3 @@ def _make(args: argparse.Namespace) -> int:
     total = sum(counts.values()) * len(classes)
     print(f"{args.output}: {total} videos of {len(classes)} classes ({', '.join(classes)})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -231,7 +231,3 @@ def _annotation_files(pairs):
             )
         files[split] = path
     return files
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -125,7 +125,3 @@ def _run(args: argparse.Namespace, loaded: dict) -> int:
             print(f"{prefix}stopped: another process of this run stopped first", file=sys.stderr)
             return 1
         raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())
