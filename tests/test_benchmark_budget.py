@@ -11,9 +11,9 @@ from tiny_models import tiny_rev_mvit
 import revvideo.benchmark
 from revvideo.benchmark import Settings, budget
 from revvideo.benchmark.budget import LEVER_NAMES, LEVERS, budget_cases
+from revvideo.cli.benchmark import LEVERS as LEVER_CHOICES
+from revvideo.cli.benchmark import build_parser
 from revvideo.models import rev_mvit_b_16x4
-from revvideo_tools.benchmark import LEVERS as LEVER_CHOICES
-from revvideo_tools.benchmark import build_parser
 
 
 def _settings(*options):

@@ -28,9 +28,8 @@ HEAVY = ("torch", "torchvision", "pytorchvideo", "av", "fvcore", "revvideo.model
 
 
 def _front(command):
-    """The module of `tools/<name>.py` or `demo/<name>.py`, as the console scripts import it."""
-    folder, name = command.removesuffix(".py").split("/")
-    return importlib.import_module(f"revvideo_{folder}.{name}")
+    """The module that `tools/<name>.py` or `demo/<name>.py` runs, as the console scripts do."""
+    return importlib.import_module(f"revvideo.cli.{Path(command).stem}")
 
 
 def _run(*arguments, timeout=60):

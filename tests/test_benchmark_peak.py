@@ -5,7 +5,7 @@ import torch
 
 from revvideo.benchmark import Settings
 from revvideo.benchmark.peak import live_at_peak, run_peak
-from revvideo_tools.benchmark import build_parser
+from revvideo.cli.benchmark import build_parser
 
 
 def _alloc(addr, size, filename="/site-packages/torch/functional.py", line=1):

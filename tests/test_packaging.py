@@ -1,9 +1,10 @@
-"""The installed distribution: every package of the library is listed, every console script is
-the `main` of a command-line front (`revvideo-train` is `python tools/run_net.py`, ...), and the
-configs are shipped and found from any folder."""
+"""The installed distribution: revvideo alone, every package of it listed, every console script
+the `main` of a revvideo.cli module that a front of the checkout runs (`revvideo-train` is
+`python tools/run_net.py`, ...), and the configs shipped as its data and found from any folder."""
 
 import configparser
 import importlib
+import importlib.util
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution, entry_points
@@ -48,7 +49,7 @@ def test_every_library_package_is_listed():
     from setuptools import find_packages
 
     listed = set(_setup_cfg()["options"]["packages"].split())
-    assert set(find_packages(str(ROOT), include=["revvideo", "revvideo.*"])) <= listed
+    assert set(find_packages(str(ROOT), include=["revvideo", "revvideo.*"])) == listed
 
 
 @needs_install
@@ -60,11 +61,21 @@ def test_every_front_is_a_console_script():
         for path in (ROOT / folder).glob("[!_]*.py")
     )
     assert sorted(SCRIPTS.values()) == fronts
+    commands = sorted(path.stem for path in (ROOT / "revvideo" / "cli").glob("[!_]*.py"))
+    assert sorted(Path(front).stem for front in SCRIPTS.values()) == commands
     for name, front in SCRIPTS.items():
-        folder, module = front.removesuffix(".py").split("/")
-        target = importlib.import_module(f"revvideo_{folder}.{module}")
-        assert Path(target.__file__).resolve() == ROOT / front
+        target = importlib.import_module(f"revvideo.cli.{Path(front).stem}")
+        assert Path(target.__file__).resolve() == ROOT / "revvideo" / "cli" / Path(front).name
         assert scripts[name].load() is target.main
+        assert _script_module(ROOT / front).main is target.main
+
+
+def _script_module(path: Path):
+    """The file at `path`, imported as a module (not as __main__: it runs nothing)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _options(help_text: str) -> list[str]:
@@ -99,6 +110,6 @@ def test_the_shipped_configs_load_from_any_folder(tmp_path, monkeypatch):
 
 
 def test_every_config_is_shipped():
-    package_data = _setup_cfg()["options.package_data"]["revvideo_configs"].split()
-    shipped = {path for pattern in package_data for path in (ROOT / "configs").glob(pattern)}
-    assert shipped == set((ROOT / "configs").rglob("*.yaml"))
+    package_data = _setup_cfg()["options.package_data"]["revvideo"].split()
+    shipped = {path for pattern in package_data for path in (ROOT / "revvideo").glob(pattern)}
+    assert shipped == set((ROOT / "revvideo" / "configs").rglob("*.yaml"))

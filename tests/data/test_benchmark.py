@@ -7,9 +7,9 @@ import torch
 
 from revvideo.benchmark import Settings, pipeline
 from revvideo.benchmark import data as benchmark
+from revvideo.cli.benchmark import build_parser
 from revvideo.utils.errors import DataError
 from revvideo.utils.table import format_table
-from revvideo_tools.benchmark import build_parser
 
 from .videos import write_dataset, write_indexed_video
 

@@ -12,12 +12,12 @@ from demo.conftest import CLASS_NAMES, tiny_cfg, write_truncated
 from PIL import Image
 
 from revvideo.checkpoint import save_checkpoint
+from revvideo.cli import classify
 from revvideo.data import build_dataset, build_loader
 from revvideo.data.decoding import BACKENDS
 from revvideo.data.paths import video_files
 from revvideo.data.synthetic import write_video
 from revvideo.models import build_model
-from revvideo_demo import classify
 
 from .test_loader import all_batches, no_hang  # noqa: F401 (no_hang: an autouse fixture)
 from .videos import indexed_frames, write_audio_only, write_dataset, write_indexed_video

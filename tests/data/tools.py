@@ -1,6 +1,6 @@
 """The tools/ commands, run in this process: a new one takes seconds to import what they need."""
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
@@ -12,11 +12,8 @@ def tool_path(name: str) -> str:
 
 
 def load_tool(name: str):
-    """The module of tools/<name>.py."""
-    spec = importlib.util.spec_from_file_location(name, tool_path(name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The module that tools/<name>.py runs (revvideo.cli.<name>)."""
+    return importlib.import_module(f"revvideo.cli.{name}")
 
 
 def run_tool(tool, capsys, *args) -> tuple[int, str, str]:

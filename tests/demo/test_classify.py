@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 from revvideo.checkpoint import RELEASES, Release, load_weights, save_checkpoint
+from revvideo.cli import classify
 from revvideo.data.paths import VIDEO_EXTENSIONS
 from revvideo.demo import run
 from revvideo.demo.classifier import classify_video, load_classifier, running_scores
 from revvideo.demo.images import IMAGE_EXTENSIONS
 from revvideo.models import build_model
-from revvideo_demo import classify
 
 from .conftest import (
     CLASS_NAMES,

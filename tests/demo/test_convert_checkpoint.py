@@ -173,6 +173,6 @@ def test_command_line_error_without_traceback(tmp_path):
 
 
 def test_the_tool_offers_the_layouts_the_package_writes():
-    tool_text = (ROOT / "tools" / "convert_checkpoint.py").read_text()
+    tool_text = (ROOT / "revvideo" / "cli" / "convert_checkpoint.py").read_text()
     targets = ", ".join(f'"{target}"' for target in conversion.TARGETS)
     assert f"TARGETS = ({targets})" in tool_text

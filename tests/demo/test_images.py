@@ -15,10 +15,10 @@ from PIL import Image
 from torchvision import transforms
 
 from revvideo.checkpoint import RELEASES, save_checkpoint
+from revvideo.cli import classify
 from revvideo.demo.images import read_image, rgb_picture
 from revvideo.models import rev_vit_s
 from revvideo.utils.errors import DataError
-from revvideo_demo import classify
 
 from .conftest import write_colour_image
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from revvideo.cli import classify
 from revvideo.data.synthetic import write_video
 from revvideo.demo import render
 from revvideo.demo.render import label_font, write_annotated_video
 from revvideo.utils.files import WriteError
-from revvideo_demo import classify
 
 from .conftest import write_video_with_audio
 

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
+from revvideo.cli import classify
 from revvideo.demo import classifier as classifier_module
 from revvideo.demo import render, run
 from revvideo.utils.errors import CheckpointError
-from revvideo_demo import classify
 
 from .conftest import ROOT, write_colour_video
 

@@ -13,9 +13,9 @@ import torch
 import revvideo.engine
 from revvideo.checkpoint import read_checkpoint
 from revvideo.checkpoint.training import latest_checkpoint
+from revvideo.cli import run_net as run_net_front
 from revvideo.config import get_cfg
 from revvideo.utils.errors import RunStopped
-from revvideo_tools import run_net as run_net_front
 
 from .helpers import (
     FIXED_CLIPS,
