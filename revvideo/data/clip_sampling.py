@@ -9,13 +9,9 @@ from pytorchvideo.data.clip_sampling import ClipInfo, ClipSampler, ConstantClips
 
 
 class EvenClipsPerVideoSampler(ConstantClipsPerVideoSampler):
-    """`clips_per_video` clips spread over the whole video: the first starts at 0, the last ends
-    at the end, and a single clip is centred.
-
-    pytorchvideo 0.1.5's ConstantClipsPerVideoSampler spaces the starts by max_start / n, so its
-    last clip never reaches the end of the video; here they are max_start / (n - 1) apart. Every
-    video gets exactly `clips_per_video` clips; in one shorter than a clip they all start at 0.
-    """
+    """Exactly `clips_per_video` clips spread over the whole video, max_start / (n - 1) apart:
+    the first starts at 0 and the last ends at the end (the parent's, max_start / n apart, never
+    reach it); a single clip is centred, and in a video shorter than a clip all start at 0."""
 
     def __call__(
         self, last_clip_time: float, video_duration: float, annotation: dict[str, Any]

@@ -1,46 +1,16 @@
 """Decoding: the frames a video shows at chosen times, for many clips in one pass.
 
-Both readers have `duration`, `close()` and `read_frames(times)`, which is what the datasets use.
-The decord reader extends pytorchvideo's `EncodedVideoDecord`. The PyAV reader is our own:
-pytorchvideo's `EncodedVideoPyAV.get_clip` is slow for this job, as measured on 10 s 426x320
-H.264 files: it converts every frame of a clip window to RGB with a new colour converter per
-frame (about 1.3 ms a frame against 0.1 ms with one reused converter), it returns float32
-windows of which a clip keeps one frame in SAMPLING_RATE, each clip seeks and decodes again from
-the previous keyframe, and for files whose stream has no duration (mkv, webm) it decodes the
-whole video to RGB on opening. `read_frames` decodes the span once, converts only the frames it
-returns, and can scale them while converting.
-
-Frames are chosen by timestamp: the frame shown at time t is the last one starting at or before
-t, on the clock of the video stream (0 at its start time, which is not 0 in MPEG program and
-transport streams). Variable frame rates therefore need nothing special, and times past the end
-of a short video repeat its last frame. Frames come upright: a rotation in the container's display
-matrix (phones store portrait video as landscape frames plus a rotation) is applied, as players
-do.
-
-A seek is checked, never trusted: `read_frames` returns the frames a decode of the whole stream
-from its first frame gives. FFmpeg has no index to seek by in MPEG program and transport streams:
-it searches the file for a packet near the time asked for, which is seldom a keyframe, and the
-decoder then skips to the next keyframe, past the time asked for; asked for the stream's start
-there, it lands on the second keyframe (so the first GOP, half a second, showed one frozen frame).
-So after a seek, frames count only from the first keyframe that has a timestamp, and only if that
-keyframe starts at or before the first time wanted; otherwise the reader seeks further back, and
-in the end reads from the first frame of the freshly opened file, which needs no seek at all.
-Recordings joined byte-wise (`cat a.ts b.ts`, valid MPEG-TS) start their timestamps again at
-each join: their parts are shown one after the other (FrameClock), as players show them, and such
-a file is read from its first frame, since a timestamp there names a frame in every part.
-
-A stream whose frame size changes midway (MPEG program and transport streams allow it, and joined
-recordings do it) is read at one size: every frame is scaled, while it is converted, to the size
-the stream's header declares (that of its first frames). The declared size is known before
-decoding and is the same whichever part of the video a read starts at, so all the clips of a video
-have one size in training, testing and the demo; the first frame a read decodes would differ
-between reads that start on either side of the change.
-
-decord is a second backend (DATA.DECODING_BACKEND decord). It is used only where it is right: a
-video that decord cannot read, or cannot be trusted with (a container without an index, in which
-its seeks and frame times are wrong; a stream with open GOPs, in which its seeks skip frames), is
-read with PyAV instead, and its reader's `fallback` says why (the loader counts such videos and
-logs each fault once).
+`open_video` returns a reader with `duration`, `close()` and `read_frames(times, short_side)`:
+- the frame shown at time t is the last one starting at or before t, on the video stream's clock
+  (FrameClock: 0 at the stream's start); times past the end show the last frame;
+- frames come upright (the container's display rotation applied) and at the size the stream's
+  header declares, so all clips of a video have one size even where the frame size changes;
+- the frames are those a decode from the first frame gives, however the reader seeks: FFmpeg's
+  seeks in MPEG program and transport streams land past the time asked for, and recordings
+  joined byte-wise (`cat a.ts b.ts`) restart their timestamps at each join (shown one after the
+  other, read from the first frame).
+The PyAV reader is the reference. decord (DATA.DECODING_BACKEND decord) reads only the videos it
+can be trusted with; PyAV reads the others, and the reader's `fallback` says why.
 """
 
 from __future__ import annotations
@@ -239,20 +209,11 @@ class PyAVVideo:
         return self._size
 
     def _header_duration(self) -> float:
-        """Seconds from the stream's start to the end of its last frame.
-
-        Taken from the header of an indexed container where it counts from the stream's start:
-        a stream's own duration (mp4, mov, avi) does; a container's (Matroska, WebM, FLV) counts
-        from time 0 in Matroska and from the first decoding timestamp in FLV, so only for a
-        stream starting at 0. Otherwise, and in MPEG program/transport streams (whose headers
-        estimate it from the bit rate), the packet timestamps are read (from a second opening
-        of the file, so that this one still starts at the first frame). Where they start again
-        (recordings joined byte-wise), the file is `_joined`: its parts are laid end to end, as
-        its FrameClock shows them, and it is never read by seeking, since a timestamp there
-        names a frame in every part.
-        """
+        """Seconds from the stream's start to the end of its last frame: the indexed header's,
+        else from the packet timestamps, which also set `_joined` where they start again."""
         if self.indexed and self._stream.duration:
             return float(self._stream.duration * self._clock.time_base)
+        # A container's duration (Matroska, WebM, FLV) counts from time 0 or the first DTS.
         if self.indexed and self._container.duration and self._clock.start_pts == 0:
             return self._container.duration / av.time_base
         # [first timestamp, end] of each part; the first part is timed from the stream's start.
@@ -261,7 +222,7 @@ class PyAVVideo:
         frame_ticks = round(self._clock.frame_interval / self._clock.time_base)
         last_dts = None
         try:
-            with av.open(self._path) as scan:
+            with av.open(self._path) as scan:  # so that this opening stays at the first frame
                 stream = scan.streams.video[0]
                 for packet in scan.demux(stream):
                     if packet.pts is None:
@@ -385,11 +346,8 @@ class PyAVVideo:
             yield frame, self._clock.time_of(frame)
 
     def _frames_from_first(self) -> Iterator[tuple[av.VideoFrame, float]]:
-        """Every frame from the first, as decoding the file from its start gives them.
-
-        No seek leads there in every container (see the module's doc; AVI also refuses to seek
-        before its first timestamp), so a file already read from is opened again.
-        """
+        """Every frame from the first, opening the file again if it was read from: no seek
+        reaches the first frame in every container (MPEG-TS, AVI)."""
         if not self._fresh:
             self._container.close()
             self._open()
@@ -500,15 +458,10 @@ def _check_closed_gops(path: str) -> None:
 
 
 class DecordVideo:
-    """A video file read with decord, or with PyAV where decord cannot read it.
-
-    The file is opened with PyAV first: its header gives the duration (decord's, frames /
-    average frame rate, is short for a variable frame rate and for truncated files), and a
-    file PyAV cannot open is unusable whatever decord says. decord reads the frames unless it
-    fails on the file, when opening it or on any read, or is not to be trusted with it (see
-    _DecordFrames); PyAV's reader then reads it, and `fallback` says why (None while decord
-    reads). If PyAV cannot read it either, PyAV's reason is the one reported.
-    """
+    """A video file read with decord, or with PyAV where decord fails on it or cannot be trusted
+    with it (_DecordFrames): `fallback` says why, None while decord reads. PyAV opens the file
+    first: the duration is its header's (decord's is short for variable frame rates), and the
+    VideoDecodeError for a file neither reads is PyAV's."""
 
     def __init__(self, path: str, threads: int = 1) -> None:
         self._pyav = PyAVVideo(path, threads)
@@ -549,12 +502,8 @@ VideoReader = PyAVVideo | DecordVideo
 
 def display_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
     """Degrees counterclockwise by which `stream`'s first frame is shown rotated (0 if none
-    decodes); `container` is left as it was, at the start of its file.
-
-    PyAV exposes the display matrix on decoded frames only, so this decodes one frame, from a
-    second opening of the file: seeking `container` back to the start afterwards would land on
-    the second keyframe in MPEG program and transport streams (see the module's doc).
-    """
+    decodes). PyAV gives the rotation on decoded frames only: the frame comes from a second
+    opening of the file, so that `container` stays at its start (a seek back may not get there)."""
     try:
         with av.open(container.name) as peek:
             frame = next(peek.decode(peek.streams[stream.index]), None)

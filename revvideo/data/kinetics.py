@@ -186,8 +186,7 @@ def videos_from_folders(root: str, kinetics400: bool | None = None) -> FoundVide
             for path in _listable(video_files(os.path.join(root, split, name)), skipped):
                 videos.append(Video(split, index[normalized_name(name)], path))
     notices = _skipped_notice(skipped)
-    # Other folders are left out, as they always were (downloads often hold more than the
-    # splits), but never silently: one may be a class folder beside a class called "test".
+    # Other folders are left out with a notice: one may be a class beside a class called "test".
     if others := list(_class_folders(root, exclude=SPLITS)):
         notices.append(
             f"{len(others)} folders of videos beside the split folders ({', '.join(splits)}) "

@@ -96,15 +96,12 @@ class _ResumableBatchSampler(BatchSampler):
 class VideoLoader(DataLoader):
     """Batches of clips from a VideoDataset (see collate_videos for the batch layout).
 
-    Unusable videos are reported in each batch's "skipped" list, logged once per epoch as a
-    warning, and gathered in `skipped` (this epoch's, by video) and `summary()`. If a worker
-    process dies (a decoder crash), the loader names the video it was decoding as skipped and
-    carries on with new workers from the first batch not yet delivered. Videos read with PyAV
-    because decord could not read them are gathered in `fallbacks` (by fault: decord's reason
-    with its numbers written N, so that one defect met on videos of many sizes is one fault),
-    and each fault is logged once. torch may instead
-    report the death from its SIGCHLD handler while the caller's code runs; it then raises its
-    own RuntimeError there (no hang either way), which `dead_loader_worker` recognises.
+    Unusable videos are skipped: listed in each batch's "skipped", in `skipped` and `summary()`,
+    and logged once per epoch. A worker that dies (a decoder crash) skips the video it was
+    decoding, and new workers go on from the first batch not delivered. Videos decord could not
+    read are counted by fault in `fallbacks`, each fault logged once. A worker death that torch
+    reports outside iteration (from its SIGCHLD handler) is a RuntimeError that
+    `dead_loader_worker` recognises.
     """
 
     def __init__(
@@ -204,6 +201,7 @@ class VideoLoader(DataLoader):
 
     def _note_fallbacks(self, fallbacks: list[FallbackVideo]) -> None:
         for video in fallbacks:
+            # Numbers written N: one defect met on videos of many sizes is one fault.
             fault = re.sub(r"\d+(\.\d+)?", "N", video.fault)
             if fault not in self._fallbacks:
                 self._fallbacks[fault] = set()

@@ -1,18 +1,14 @@
 """A small synthetic video dataset whose classes differ only in motion.
 
-Each video shows a textured bar on a random textured background; the class is how the bar
-moves (direction, rotation, growing or shrinking, the order of two movements). Every class draws
-the bar's look from the same distribution, and paired classes (up/down, grow/shrink, ...) are
-time reversals or mirror images of each other, so a frame taken anywhere in a video shows the
-bar at the same distribution of places, sizes and angles whatever the class: one frame says
-nothing about the class, a few frames say everything. A small 3D CNN reaches about 90 %
-multi-view accuracy in two minutes of CPU training on 8-frame 32 px clips (8 frames every 2 at
-15 fps). Videos are real files (H.264 .mp4 or MPEG-4 part 2 .avi) of varying size, length and
-frame rate, listed in Kinetics-style CSVs; the whole dataset is a deterministic function of
-the seed.
+Each video shows a textured bar on a textured background; the class is how the bar moves
+(direction, rotation, growing or shrinking, the order of two movements). Every class draws the
+bar's look from one distribution, and paired classes (up/down, grow/shrink, ...) are time
+reversals or mirror images of each other: one frame says nothing about the class, a few frames
+say everything. Videos are real files (H.264 .mp4 or MPEG-4 part 2 .avi) of varying size, length
+and frame rate, listed in Kinetics-style CSVs; the dataset is a deterministic function of the seed.
 
-The default classes survive a horizontal flip (DATA.RANDOM_FLIP); "left", "right", "clockwise"
-and "counterclockwise" swap under it and need DATA.RANDOM_FLIP False.
+"left", "right", "clockwise" and "counterclockwise" swap under a horizontal flip and need
+DATA.RANDOM_FLIP False; the default classes do not.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """The demo's pictures: a video (or image) with its running top labels drawn on, and a top-k bar
 chart.
 
-The video is H.264 in yuv420p with even sides and, in MP4, its index at the front: the
-combination every ordinary player and browser opens. The source's audio comes along, re-encoded
-as AAC: every container an H.264 video is written in takes it, which is not true of the audio
-codecs sources arrive with (PCM, Vorbis in MP4). Labels use PIL's default font, sized to the
-picture so that they never cover more than its top third; the bar chart uses matplotlib's
-object-oriented API (Agg, no display needed).
+Videos are H.264 in yuv420p with even sides (in MP4, the index first), which every ordinary
+player and browser opens, with the source's audio as AAC, which every container of H.264 takes.
+Labels use PIL's default font, within the picture's top third; the chart uses matplotlib's Agg.
 """
 
 from __future__ import annotations

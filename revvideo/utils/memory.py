@@ -130,14 +130,8 @@ def fits_in_memory(
     step: Callable[[], object], on_out_of_memory: Callable[[], None] | None = None
 ) -> bool:
     """Runs `step()`; False if it ran out of CUDA memory (the allocator's error, or cuDNN's or
-    cuBLAS's for their workspaces), after freeing what the failed step held.
-
-    The failed step's tensors are reachable from the exception's traceback (its frames' locals),
-    so they are released only once the exception is gone: `on_out_of_memory` (which frees what
-    the caller keeps between steps, e.g. gradients) and the cache release run after the `except`
-    block. `gc.collect()` frees what reference cycles through those frames still hold, and
-    `empty_cache` hands the freed blocks back so that the next try starts unfragmented.
-    """
+    cuBLAS's for their workspaces), after calling `on_out_of_memory()` (to free what the caller
+    keeps between steps, e.g. gradients) and handing the failed step's memory back."""
     try:
         step()
     except torch.cuda.OutOfMemoryError:
@@ -149,6 +143,7 @@ def fits_in_memory(
         logger.warning("counted as out of memory: %s", str(error).splitlines()[0])
     else:
         return True
+    # After the except block, whose traceback kept the failed step's tensors alive.
     if on_out_of_memory is not None:
         on_out_of_memory()
     gc.collect()
@@ -164,16 +159,11 @@ def largest_batch(
     headroom: float = 0.0,
     on_out_of_memory: Callable[[], None] | None = None,
 ) -> int:
-    """The largest batch size for which `step(batch_size)` runs without running out of memory.
-
-    Doubles from 1 until a size fails (or reaches `limit`), then bisects between the largest
-    size that fitted and the smallest that did not, until they are within `tolerance` (a
-    fraction of the size that fits; 0: exact) — each try is a whole step, so a coarser answer
-    saves the costliest tries. `headroom`: the fraction of that size to give up, so that what
-    the tries did not see (allocator fragmentation over many steps, other clips) still fits.
-    `on_out_of_memory` is called after each failed try (see fits_in_memory). Returns 0 when not
-    even one sample fits.
-    """
+    """The largest batch size (at most `limit`) for which `step(batch_size)` fits in memory; 0
+    when 1 does not. Doubles from 1 until a size fails, then bisects until the sizes that fit and
+    fail are within `tolerance` x the one that fits (0: exact). `headroom`: the fraction of the
+    result given up, for what the tries did not see (fragmentation over many steps).
+    `on_out_of_memory`: see fits_in_memory."""
     fits, fails = 0, None
     while fails is None or fails - fits > max(1, int(tolerance * fits)):
         if fails is None:
@@ -197,10 +187,9 @@ def largest_beside_reserve(
     reserve: float,
     on_out_of_memory: Callable[[], None] | None = None,
 ) -> int:
-    """The largest n <= `limit` for which `step(n)` runs without running out of memory while a
-    block of `reserve` x the peak of `step(0)` is held: the headroom of a search for a setting
-    whose memory does not grow in proportion to it (largest_batch's `headroom` gives up a
-    fraction of the batch instead). `step(0)` must fit; 0 when `step(1)` does not."""
+    """The largest n <= `limit` for which `step(n)` fits in memory beside a held block of
+    `reserve` x the peak of `step(0)`: headroom for a setting whose memory does not grow in
+    proportion to it. `step(0)` must fit; 0 when `step(1)` does not."""
     held = torch.empty(
         int(reserve * peak_bytes(partial(step, 0), device)), dtype=torch.uint8, device=device
     )
