@@ -1,4 +1,5 @@
-"""Config values: every key fed bad values through the loader, and the cases users met.
+"""Config values: every key fed bad values through the checks a run makes before it starts (the
+loader's, the run's and the model build's), and the cases users met.
 
 Each bad value is either refused with one ConfigError line naming the key, or accepted; what
 was accepted then builds the model, its optimizer, schedule, mixup and training augmentation,
@@ -16,6 +17,7 @@ from revvideo.config.validate import _rules, config_items
 from revvideo.data import SoftTargets, build_dataset
 from revvideo.data.build import _train_augmentation
 from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer
+from revvideo.engine.run import check_config
 from revvideo.engine.train import soft_target_cross_entropy
 from revvideo.models import build_model
 
@@ -59,6 +61,18 @@ def test_every_key_has_a_rule():
     assert set(_rules()) == set(KEYS)
 
 
+def checked(cfg_file, opts):
+    """The config a run starts with: loaded, checked, and its model built (the model's check)."""
+    cfg = load_config(cfg_file, opts)
+    check_config(cfg)
+    classes = cfg.MODEL.NUM_CLASSES
+    cfg.MODEL.NUM_CLASSES = classes or 3  # 0: the engine sets it from the dataset
+    with torch.device("meta"):
+        build_model(cfg)
+    cfg.MODEL.NUM_CLASSES = classes
+    return cfg
+
+
 def exercise(cfg):
     """What training and testing build from `cfg`, and one step of each."""
     if cfg.MODEL.NUM_CLASSES == 0:
@@ -83,7 +97,7 @@ def exercise(cfg):
 
 
 def test_tiny_config_trains():
-    exercise(load_config(None, TINY_OPTS))
+    exercise(checked(None, TINY_OPTS))
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -91,7 +105,7 @@ def test_bad_values_are_one_line_config_errors_or_work(key):
     accepted = []
     for text in BAD_VALUES:
         try:
-            cfg = load_config(None, [*TINY_OPTS, key, text])
+            cfg = checked(None, [*TINY_OPTS, key, text])
         except ConfigError as err:
             message = str(err)
             assert "\n" not in message and key in message, (text, message)
@@ -111,8 +125,7 @@ def test_bad_values_are_one_line_config_errors_or_work(key):
         (["MVIT.NUM_HEADS", "0"], r"^MVIT\.NUM_HEADS must be positive, got 0$"),
         (
             ["MVIT.NUM_HEADS", "3"],
-            r"^embed_dim 32 \(MVIT\.EMBED_DIM\) must be a multiple of num_heads 3 "
-            r"\(MVIT\.NUM_HEADS\)$",
+            r"^MVIT\.EMBED_DIM 32 must be a multiple of MVIT\.NUM_HEADS 3$",
         ),
         (
             [
@@ -122,13 +135,19 @@ def test_bad_values_are_one_line_config_errors_or_work(key):
             r"DATA\.TRAIN_CROP_SIZE 4 is smaller than MVIT\.PATCH_KERNEL \[3, 7, 7\]",
         ),
         (["DATA.TEST_CROP_SIZE", "0"], r"^DATA\.TEST_CROP_SIZE must be positive"),
-        (["MVIT.DEPTH", "3"], r"MVIT\.DIM_MUL\) names layer 3, but the model has layers 0 to 2"),
+        (
+            ["MVIT.DEPTH", "3"],
+            r"^MVIT\.DIM_MUL names layer 3, but the model has layers 0 to 2 \(MVIT\.DEPTH 3\)$",
+        ),
         (
             ["MVIT.POOL_KV_STRIDE", "[[9, 1, 2, 2]]"],
-            r"^pool_kv_stride \(MVIT\.POOL_KV_STRIDE\) names layer 9, .* \(depth 5, MVIT\.DEPTH\)$",
+            r"^MVIT\.POOL_KV_STRIDE names layer 9, .* \(MVIT\.DEPTH 5\)$",
         ),
-        (["MVIT.REV.BUFFER_LAYERS", "[1, 5]"], r"\(MVIT\.REV\.BUFFER_LAYERS\) names layer 5"),
-        (["MVIT.REV.BUFFER_LAYERS", "[1]"], r"layer 3 pools Q .* \(MVIT\.REV\.BUFFER_LAYERS\)$"),
+        (["MVIT.REV.BUFFER_LAYERS", "[1, 5]"], r"^MVIT\.REV\.BUFFER_LAYERS names layer 5"),
+        (
+            ["MVIT.REV.BUFFER_LAYERS", "[1]"],
+            r"layer 3 pools Q .* list it in MVIT\.REV\.BUFFER_LAYERS$",
+        ),
         (
             ["MVIT.REV.ENABLE", "False", "MVIT.HEAD_MUL", "[[0, 3.0]]"],
             r"^layer 0's attention is 32 channels wide, not a multiple of its 3 heads: .*"
@@ -136,25 +155,25 @@ def test_bad_values_are_one_line_config_errors_or_work(key):
         ),
         (
             ["MVIT.PATCH_STRIDE", "[4, 4]"],
-            r"^the patch stride \(MVIT\.PATCH_STRIDE\) must be \(T, H, W\), got \[4, 4\]$",
+            r"^MVIT\.PATCH_STRIDE must be \(T, H, W\), got \[4, 4\]$",
         ),
         (
             ["MVIT.PATCH_2D", "True"],
-            r"^the patch kernel \(MVIT\.PATCH_KERNEL\) must be \(H, W\) .*\(MVIT\.PATCH_2D\)",
+            r"^MVIT\.PATCH_KERNEL must be \(H, W\) with MVIT\.PATCH_2D, got \[3, 7, 7\]$",
         ),
         (
             [
                 *("MVIT.PATCH_2D", "True", "MVIT.PATCH_KERNEL", "[7, 7]"),
                 *("MVIT.PATCH_STRIDE", "[4, 4]", "MVIT.PATCH_PADDING", "[3, 3]"),
             ],
-            r"\(MVIT\.PATCH_2D\) embeds single images: .*\(DATA\.NUM_FRAMES\) to 1, not 8$",
+            r"\(MVIT\.PATCH_2D\) embeds single images: set DATA\.NUM_FRAMES to 1, not 8$",
         ),
         (
             [
                 *("MVIT.POOL_Q_STRIDE", "[[1, 1, 1, 1], [3, 1, 1, 1]]"),
                 *("MVIT.POOL_KVQ_KERNEL", "[1, 1, 1]"),
             ],
-            r"^res_path 'conv' \(MVIT\.REV\.RES_PATH\) pools the residual with the Q pooling",
+            r"^MVIT\.REV\.RES_PATH 'conv' pools the residual with the Q pooling",
         ),
         (["MVIT.MODE", "mean"], r"MVIT\.MODE must be one of conv, avg, max, got 'mean'"),
         (["MVIT.REV.RESPATH_FUSE", "add"], r"MVIT\.REV\.RESPATH_FUSE must be one of concat, avg"),
@@ -175,9 +194,9 @@ def test_bad_values_are_one_line_config_errors_or_work(key):
         (["TRAIN.ENABLE", "False", "TEST.ENABLE", "False"], r"nothing to do"),
     ],
 )
-def test_mistakes_users_made_are_named_when_the_config_loads(opts, message):
+def test_mistakes_users_made_are_named_before_a_run_starts(opts, message):
     with pytest.raises(ConfigError, match=message) as info:
-        load_config(QUICK_START, opts)
+        checked(QUICK_START, opts)
     assert "\n" not in str(info.value)
 
 

@@ -174,12 +174,9 @@ def test_concat_linear_fusion_adds_an_mlp_of_both_streams_in_order():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (dict(pre_q_fusion="concat_mlp"), r"^unknown stream fusion 'concat_mlp'; use 'avg'"),
-        (dict(num_frames=8), r"PATCH_2D\) embeds single images: .* to 1, not 8$"),
-        (
-            dict(patch_kernel=(1, 7, 7)),
-            r"^the patch kernel \(MVIT\.PATCH_KERNEL\) must be \(H, W\) with a 2-D patch",
-        ),
+        (dict(pre_q_fusion="concat_mlp"), r"^pre_q_fusion must be 'avg', .*, got 'concat_mlp'$"),
+        (dict(num_frames=8), r"\(patch_2d\) embeds single images: set num_frames to 1, not 8$"),
+        (dict(patch_kernel=(1, 7, 7)), r"^patch_kernel must be \(H, W\) with patch_2d"),
     ],
     ids=["fusion", "frames", "kernel"],
 )

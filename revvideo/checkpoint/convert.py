@@ -27,8 +27,8 @@ from revvideo.checkpoint.files import (
 )
 from revvideo.checkpoint.releases import checkpoint_file
 from revvideo.classes import resolve_class_names
-from revvideo.models import build_model
-from revvideo.models.build import layer_plans, mvit_arguments
+from revvideo.models import MViT, build_model
+from revvideo.models.build import layer_plans, model_arguments
 from revvideo.utils.errors import CheckpointError, UserError
 
 TARGETS = ("revvideo", "pyslowfast")
@@ -49,8 +49,8 @@ def torchvision_state(path: Path) -> Mapping[str, torch.Tensor] | None:
 
 def torchvision_twin(cfg: CfgNode) -> nn.Module:
     """torchvision's MViT (v1) with the architecture that `cfg` gives revvideo's MViT."""
-    arguments = mvit_arguments(cfg)
-    plans = layer_plans(cfg, width_change_in_attention=False)
+    _, arguments = model_arguments(cfg)
+    plans = layer_plans(cfg, MViT)
     blocks = [
         torchvision_mvit.MSBlockConfig(
             num_heads=plan.num_heads,

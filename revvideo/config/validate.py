@@ -1,35 +1,24 @@
-"""`validate_config(cfg)`: every value of a config checked before anything is built from it.
+"""`validate_config(cfg)`: the schema's rules, checked before anything is built from a config.
 
-`load_config` calls it once the YAML files and the overrides are merged; `run`, `build_model`
-and `build_dataset` call it again, for configs made in code. Each key is checked for its type,
-then against its rule (a range, the names it may take, the shape of its list), then the keys
-are checked against each other (the crops against the patch kernel, the warmup against the
-epochs...). A mistake is a one-line ConfigError naming the key, so nothing reaches PyTorch, the
-data pipeline or the optimizer that they would reject or quietly misread. What needs the data
-(a batch larger than the training set, a class count that disagrees with the dataset's) is the
-engine's to check once it has read the dataset.
-
-The rules of a model's structure (the layers the MVIT keys name against the depth, the widths
-against the heads, which layers must be stage transitions...) are the model's own: the
-validator builds the model on the meta device (no weights) and reports the ValueError its
-constructor raises, which names the config keys. Likewise the names a key may take come from
-the modules that use them. Those are imported when first needed, not at the top: they import
-torch, and through revvideo.checkpoint this package.
+Each key is checked for its type, then against its rule (a range, the shape of its list), then
+the keys that need no other module are checked against each other (the jitter scales against
+the crop, the warmup against the epochs...). A mistake is a one-line ConfigError naming the key.
+The rules that belong to a module live there: the names a key may take and the model's
+structure are checked by the data pipeline, the engine and `revvideo.models.build_model`.
 """
 
 import difflib
 import functools
 import math
-import warnings
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any, NamedTuple
 
 from fvcore.common.config import CfgNode
 
 from revvideo.config.defaults import AUTO, AUTO_KEYS, PYSLOWFAST_SECTIONS, get_cfg
 from revvideo.utils.errors import ConfigError
 
-__all__ = ["check_type", "config_items", "unknown_key_error", "validate_config"]
+__all__ = ["check_choice", "check_type", "config_items", "unknown_key_error", "validate_config"]
 
 
 class Rule(NamedTuple):
@@ -118,31 +107,11 @@ CLIP = Rule(
 
 @functools.cache
 def _rules() -> dict[str, Rule]:
-    """The rule of every key of `get_cfg()`."""
-    import torch
-
-    from revvideo.data.build import BACKEND_ALIASES
-    from revvideo.data.decoding import BACKENDS
-    from revvideo.data.transforms import ERASE_MODES, INTERPOLATIONS, parse_rand_augment
-    from revvideo.engine.metrics import ENSEMBLE_METHODS
-    from revvideo.engine.optim import OPTIMIZERS
-    from revvideo.models.common import POOL_MODES
-    from revvideo.models.rev_mvit import FINAL_FUSIONS, RESIDUAL_PATHS, StreamFusion
-
-    def rand_augment(value: str) -> bool:
-        parse_rand_augment(value)  # a ConfigError naming AUG.AA_TYPE and the notation
-        return True
-
-    def stream_fusion(value: str) -> bool:
-        try:
-            with torch.device("meta"):  # the model's reading of the mode, without weights
-                StreamFusion(value, 1)
-        except ValueError:
-            return False
-        return True
+    """The rule of every key of `get_cfg()`; a key whose names are another module's is only
+    checked here for being set."""
 
     return {
-        "MODEL.MODEL_NAME": NOT_EMPTY,  # and a registered model: see _check_model
+        "MODEL.MODEL_NAME": NOT_EMPTY,  # a model build_model knows
         # 0: the dataset's number of classes (resolved by the engine).
         "MODEL.NUM_CLASSES": NON_NEGATIVE,
         "MODEL.DROPOUT_RATE": RATE,
@@ -156,7 +125,7 @@ def _rules() -> dict[str, Rule]:
         "DATA.PATH_TO_DATA_DIR": TYPE_ONLY,  # empty: the engine says what to put there
         "DATA.PATH_LABEL_SEPARATOR": NOT_EMPTY,
         "DATA.PATH_PREFIX": TYPE_ONLY,
-        "DATA.DECODING_BACKEND": _one_of((*BACKENDS, *BACKEND_ALIASES)),
+        "DATA.DECODING_BACKEND": NOT_EMPTY,  # a decoder the data pipeline has
         "DATA.SAMPLING_RATE": POSITIVE,
         "DATA.TARGET_FPS": POSITIVE,
         "DATA.TRAIN_JITTER_SCALES": Rule(
@@ -176,7 +145,7 @@ def _rules() -> dict[str, Rule]:
             lambda value: RGB.test(value) and min(value) > 0, "must hold 3 positive values (RGB)"
         ),
         "DATA.RANDOM_FLIP": TYPE_ONLY,
-        "DATA.ENSEMBLE_METHOD": _one_of(ENSEMBLE_METHODS),
+        "DATA.ENSEMBLE_METHOD": NOT_EMPTY,  # a method the engine has
         "DATA.GENERATE_SYNTHETIC": TYPE_ONLY,
         "MVIT.DEPTH": POSITIVE,
         "MVIT.EMBED_DIM": POSITIVE,
@@ -189,7 +158,7 @@ def _rules() -> dict[str, Rule]:
         "MVIT.PATCH_STRIDE": PATCH_SIZES,
         "MVIT.PATCH_PADDING": PATCH_PADDING,
         "MVIT.PATCH_2D": TYPE_ONLY,
-        "MVIT.MODE": _one_of(POOL_MODES),
+        "MVIT.MODE": NOT_EMPTY,  # the model checks the names it takes
         "MVIT.CLS_EMBED_ON": TYPE_ONLY,
         "MVIT.SEP_POS_EMBED": TYPE_ONLY,
         "MVIT.DIM_MUL": MULTIPLIERS,
@@ -201,24 +170,24 @@ def _rules() -> dict[str, Rule]:
         "MVIT.SEPARATE_QKV": TYPE_ONLY,
         "MVIT.ZERO_DECAY_POS_CLS": TYPE_ONLY,
         "MVIT.REV.ENABLE": TYPE_ONLY,
-        "MVIT.REV.RESPATH_FUSE": _one_of(FINAL_FUSIONS),
+        "MVIT.REV.RESPATH_FUSE": NOT_EMPTY,
         "MVIT.REV.BUFFER_LAYERS": LAYER_INDICES,
         "MVIT.REV.STORED_LAYERS": Rule(
             lambda value: value == AUTO or LAYER_INDICES.test(value),
             f"{LAYER_INDICES.expected} or auto",
         ),
-        "MVIT.REV.RES_PATH": _one_of(RESIDUAL_PATHS),
-        "MVIT.REV.PRE_Q_FUSION": Rule(stream_fusion, f"must be {StreamFusion.MODES}"),
+        "MVIT.REV.RES_PATH": NOT_EMPTY,
+        "MVIT.REV.PRE_Q_FUSION": NOT_EMPTY,
         "MVIT.REV.CUSTOM_BACKWARD": TYPE_ONLY,
         "MVIT.REV.RECOMPUTE_TRANSITIONS": TYPE_ONLY,
         "MVIT.REV.OVERLAP_RECOMPUTE": TYPE_ONLY,
         "AUG.ENABLE": TYPE_ONLY,
         "AUG.NUM_SAMPLE": POSITIVE,
         "AUG.COLOR_JITTER": NON_NEGATIVE,
-        "AUG.AA_TYPE": Rule(rand_augment, ""),
-        "AUG.INTERPOLATION": _one_of(INTERPOLATIONS),
+        "AUG.AA_TYPE": TYPE_ONLY,  # the data pipeline parses it
+        "AUG.INTERPOLATION": NOT_EMPTY,
         "AUG.RE_PROB": PROBABILITY,
-        "AUG.RE_MODE": _one_of(ERASE_MODES),
+        "AUG.RE_MODE": NOT_EMPTY,
         "AUG.RE_COUNT": POSITIVE,
         "MIXUP.ENABLE": TYPE_ONLY,
         "MIXUP.ALPHA": NON_NEGATIVE,
@@ -246,9 +215,7 @@ def _rules() -> dict[str, Rule]:
         "TEST.NUM_SPATIAL_CROPS": POSITIVE,
         "TEST.CHECKPOINT_FILE_PATH": TYPE_ONLY,
         "TEST.SHARED_CLASSES_ONLY": TYPE_ONLY,
-        "SOLVER.OPTIMIZING_METHOD": Rule(
-            lambda value: value.lower() in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"
-        ),
+        "SOLVER.OPTIMIZING_METHOD": NOT_EMPTY,  # an optimizer the engine has
         "SOLVER.BASE_LR": POSITIVE,
         "SOLVER.BASE_LR_BATCH_SIZE": NON_NEGATIVE,
         "SOLVER.LR_POLICY": _one_of(("cosine",)),
@@ -332,6 +299,13 @@ def check_type(key: str, value: Any, source: str = "") -> None:
         raise ConfigError(f"config key {key}{where} must be a finite number, got {value!r}")
 
 
+def check_choice(key: str, value: Any, choices: Collection[str]) -> None:
+    """ConfigError unless `value` is one of `choices`: the rule of a key whose names belong to
+    the module that uses it."""
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def validate_config(cfg: CfgNode, world_size: int = 1) -> None:
     """ConfigError (one line, naming the key) for the first value of `cfg` that revvideo cannot
     run with; `world_size`: the processes a run shares TRAIN.BATCH_SIZE between."""
@@ -345,92 +319,9 @@ def validate_config(cfg: CfgNode, world_size: int = 1) -> None:
         rule = rules.get(key, TYPE_ONLY)
         if not rule.test(value):
             raise ConfigError(f"{key} {rule.expected}, got {value!r}")
-    _check_model(cfg)
     _check_data(cfg)
     _check_solver(cfg)
     _check_engine(cfg, world_size)
-
-
-# PyTorch counts a tensor's elements in 64 bits: a layer's weights (width x width) must fit.
-_MAX_WIDTH = 2**31
-_PATCH_KEYS = ("MVIT.PATCH_KERNEL", "MVIT.PATCH_STRIDE", "MVIT.PATCH_PADDING")
-_CROP_KEYS = ("DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE")
-
-Built = TypeVar("Built")
-
-
-def _get(cfg: CfgNode, key: str) -> Any:
-    return functools.reduce(lambda node, name: node[name], key.split("."), cfg)
-
-
-def _ask_model(build: Callable[[], Built]) -> Built:
-    """`build()` on the meta device, without weights; the ValueError a model raises for
-    arguments that do not fit together (its message names their config keys) as a ConfigError."""
-    import torch
-
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            # MODEL.NUM_CLASSES 0 (the dataset's, set by the engine) makes an empty head.
-            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-            return build()
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
-def _check_model(cfg: CfgNode) -> None:
-    """The model exists, fits in PyTorch and builds (its constructor checks how its arguments
-    fit together), for the clips the data pipeline makes."""
-    from revvideo.models import MODEL_REGISTRY, RevMViT
-    from revvideo.models.build import layer_plans, model_name
-    from revvideo.models.common import PatchEmbed
-
-    name = model_name(cfg)
-    if name not in MODEL_REGISTRY:
-        known = ", ".join(sorted(known for known, _ in MODEL_REGISTRY))
-        raise ConfigError(f"unknown MODEL.MODEL_NAME {name!r}; known models: {known}")
-    model_class = MODEL_REGISTRY.get(name)
-    mvit = cfg.MVIT
-    # The layers' sizes first: the model itself is only built once they fit in PyTorch.
-    try:
-        plans = _ask_model(
-            lambda: layer_plans(cfg, width_change_in_attention=model_class is RevMViT)
-        )
-    except OverflowError:
-        raise ConfigError(
-            "MVIT.DIM_MUL and MVIT.HEAD_MUL make a width or a number of heads larger than any "
-            "number"
-        ) from None
-    for index, plan in enumerate(plans):
-        widest = max(plan.dim_in, plan.dim_out) * max(1.0, mvit.MLP_RATIO)
-        if widest >= _MAX_WIDTH:
-            raise ConfigError(
-                f"layer {index} would be {widest:.3g} channels wide, more than PyTorch can hold: "
-                "lower MVIT.EMBED_DIM, MVIT.DIM_MUL or MVIT.MLP_RATIO"
-            )
-        if min(plan.dim_in, plan.dim_out) * mvit.MLP_RATIO < 1:
-            raise ConfigError(f"MVIT.MLP_RATIO {mvit.MLP_RATIO} leaves layer {index}'s MLP empty")
-
-    def patch_grids() -> dict[str, tuple[int, int, int]]:
-        """The token grid of each crop size's clips, from the model's patch embedding."""
-        patch_embed = PatchEmbed(
-            3, mvit.EMBED_DIM, *(_get(cfg, key) for key in _PATCH_KEYS), conv_2d=mvit.PATCH_2D
-        )
-        return {key: patch_embed.grid(cfg.DATA.NUM_FRAMES, _get(cfg, key)) for key in _CROP_KEYS}
-
-    # Before the model: it would make position embeddings for an empty grid.
-    patch = f"MVIT.PATCH_KERNEL {mvit.PATCH_KERNEL} (with MVIT.PATCH_PADDING {mvit.PATCH_PADDING})"
-    for key, (frames, height, width) in _ask_model(patch_grids).items():
-        if frames < 1:
-            raise ConfigError(f"DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES} is fewer than {patch} spans")
-        if min(height, width) < 1:
-            raise ConfigError(f"{key} {_get(cfg, key)} is smaller than {patch}")
-    _ask_model(lambda: model_class.from_cfg(cfg))
-    if mvit.REV.STORED_LAYERS == AUTO and not (model_class is RevMViT and mvit.REV.CUSTOM_BACKWARD):
-        raise ConfigError(
-            "MVIT.REV.STORED_LAYERS auto chooses the layers a reversible model keeps instead of "
-            "recomputing: it needs MODEL.MODEL_NAME RevMViT (or MViT with MVIT.REV.ENABLE True) "
-            "and MVIT.REV.CUSTOM_BACKWARD True"
-        )
 
 
 def _check_data(cfg: CfgNode) -> None:

@@ -10,12 +10,15 @@ from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
 from torch.utils.data.distributed import DistributedSampler
 
 from revvideo.classes import dataset_class_names
-from revvideo.config.validate import validate_config
+from revvideo.config.validate import check_choice, validate_config
 from revvideo.data.clip_sampling import clip_duration
 from revvideo.data.dataset import TestClips, TrainClips, VideoDataset
+from revvideo.data.decoding import BACKENDS
 from revvideo.data.loader import ShardSampler, VideoLoader
 from revvideo.data.paths import SPLITS, read_video_list
 from revvideo.data.transforms import (
+    ERASE_MODES,
+    INTERPOLATIONS,
     MultiViewCrops,
     Normalize,
     TrainAugmentation,
@@ -37,11 +40,12 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> Vide
     centre crop; test: TEST.NUM_ENSEMBLE_VIEWS clips x TEST.NUM_SPATIAL_CROPS crops. Val and
     test views are uint8, for the GPU to normalise, if `views_for_gpu` (the caller knows where
     the model runs), else normalised float32 (see MultiViewCrops).
-    The config is validated first (it may have been made in code).
+    The config is checked first (it may have been made in code).
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     validate_config(cfg)
+    check_data_config(cfg)
     backend = _backend(cfg)
     videos, class_names = split_videos(cfg, split)
     num_frames = cfg.DATA.NUM_FRAMES
@@ -67,6 +71,15 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> Vide
         class_names=class_names,
         seed=cfg.RNG_SEED if split == "train" else None,
     )
+
+
+def check_data_config(cfg: CfgNode) -> None:
+    """ConfigError (one line, naming the key) for a decoder or augmentation the data pipeline
+    does not have."""
+    check_choice("DATA.DECODING_BACKEND", cfg.DATA.DECODING_BACKEND, (*BACKENDS, *BACKEND_ALIASES))
+    check_choice("AUG.INTERPOLATION", cfg.AUG.INTERPOLATION, INTERPOLATIONS)
+    check_choice("AUG.RE_MODE", cfg.AUG.RE_MODE, ERASE_MODES)
+    parse_rand_augment(cfg.AUG.AA_TYPE)  # a ConfigError naming AUG.AA_TYPE and the notation
 
 
 def split_videos(cfg: CfgNode, split: str) -> tuple[LabeledVideoPaths, list[str] | None]:

@@ -29,7 +29,8 @@ from revvideo.classes import (
     resolve_class_names,
     stored_class_names,
 )
-from revvideo.config.validate import validate_config
+from revvideo.config.validate import check_choice, validate_config
+from revvideo.data.build import check_data_config
 from revvideo.data.loader import dead_loader_worker
 from revvideo.data.paths import VideoList, read_video_entries, video_list_source
 from revvideo.data.synthetic import ensure_synthetic_dataset
@@ -42,7 +43,9 @@ from revvideo.engine.distributed import (
 )
 from revvideo.engine.evaluate import CONFIG_FILE, multiview_test
 from revvideo.engine.memory_fit import resolve_auto_settings
+from revvideo.engine.metrics import ENSEMBLE_METHODS
 from revvideo.engine.monitor import RunLog
+from revvideo.engine.optim import OPTIMIZERS
 from revvideo.engine.output_lock import output_dir_lock
 from revvideo.engine.precision import MixedPrecision
 from revvideo.engine.stopping import StopRequest
@@ -97,10 +100,20 @@ def run(cfg: CfgNode) -> int:
         shutdown_distributed()
 
 
+def check_config(cfg: CfgNode, world_size: int = 1) -> None:
+    """ConfigError (one line, naming the key) for a value a run cannot use: the schema's rules,
+    the data pipeline's and the engine's; `world_size`: the processes that share
+    TRAIN.BATCH_SIZE. The model's rules are checked when it is built (build_model)."""
+    validate_config(cfg, world_size)
+    check_data_config(cfg)
+    check_choice("SOLVER.OPTIMIZING_METHOD", cfg.SOLVER.OPTIMIZING_METHOD.lower(), OPTIMIZERS)
+    check_choice("DATA.ENSEMBLE_METHOD", cfg.DATA.ENSEMBLE_METHOD, ENSEMBLE_METHODS)
+
+
 def check_inputs(cfg: CfgNode) -> tuple[Path, dict] | None:
     """Checks everything the run reads before it writes anything; returns the checkpoint to
     test (path, content) when the run only tests. Raises UserError (one line)."""
-    validate_config(cfg, world_size=distributed_rank_and_world_size()[1])
+    check_config(cfg, world_size=distributed_rank_and_world_size()[1])
     if cfg.TRAIN.ENABLE:
         check_test_crop(cfg)
     prepare_data(cfg)

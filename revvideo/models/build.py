@@ -1,90 +1,181 @@
-"""The model registry: `MODEL.MODEL_NAME` names a class with a `from_cfg(cfg)` constructor."""
+"""`build_model(cfg)`: the one place that maps config keys to the models' arguments, and the
+models' errors, which name their arguments, to messages that name config keys."""
 
+import functools
+import re
 from typing import Any
 
 from fvcore.common.config import CfgNode
-from fvcore.common.registry import Registry
 from torch import nn
 
-from revvideo.config.validate import validate_config
-from revvideo.models.common import LayerPlan, plan_layers
+from revvideo.config import AUTO, validate_config
+from revvideo.models.common import Geometry, LayerPlan, patch_grid, plan_layers
+from revvideo.models.mvit import MViT
+from revvideo.models.rev_mvit import RevMViT
 from revvideo.utils.errors import ConfigError
 
-MODEL_REGISTRY = Registry("MODEL")
-MODEL_REGISTRY.__doc__ = "Video models, keyed by MODEL.MODEL_NAME."
+MODELS: dict[str, type[nn.Module]] = {"MViT": MViT, "RevMViT": RevMViT}
+
+# Each model argument and the config key that gives it.
+_SHARED = {
+    "num_classes": "MODEL.NUM_CLASSES",
+    "num_frames": "DATA.NUM_FRAMES",
+    "crop_size": "DATA.TRAIN_CROP_SIZE",
+    "in_chans": "DATA.INPUT_CHANNEL_NUM",
+    "embed_dim": "MVIT.EMBED_DIM",
+    "depth": "MVIT.DEPTH",
+    "num_heads": "MVIT.NUM_HEADS",
+    "mlp_ratio": "MVIT.MLP_RATIO",
+    "qkv_bias": "MVIT.QKV_BIAS",
+    "separate_qkv": "MVIT.SEPARATE_QKV",
+    "drop_path_rate": "MVIT.DROPPATH_RATE",
+    "dropout_rate": "MVIT.DROPOUT_RATE",
+    "head_dropout_rate": "MODEL.DROPOUT_RATE",
+    "patch_kernel": "MVIT.PATCH_KERNEL",
+    "patch_stride": "MVIT.PATCH_STRIDE",
+    "patch_padding": "MVIT.PATCH_PADDING",
+    "patch_2d": "MVIT.PATCH_2D",
+    "sep_pos_embed": "MVIT.SEP_POS_EMBED",
+    "dim_mul": "MVIT.DIM_MUL",
+    "head_mul": "MVIT.HEAD_MUL",
+    "pool_q_stride": "MVIT.POOL_Q_STRIDE",
+    "pool_kv_stride": "MVIT.POOL_KV_STRIDE",
+    "pool_kv_stride_adaptive": "MVIT.POOL_KV_STRIDE_ADAPTIVE",
+    "pool_kvq_kernel": "MVIT.POOL_KVQ_KERNEL",
+    "pool_mode": "MVIT.MODE",
+}
+_KEYS: dict[type[nn.Module], dict[str, str]] = {
+    MViT: _SHARED | {"cls_token": "MVIT.CLS_EMBED_ON"},
+    RevMViT: _SHARED
+    | {
+        "transition_layers": "MVIT.REV.BUFFER_LAYERS",
+        "res_path": "MVIT.REV.RES_PATH",
+        "pre_q_fusion": "MVIT.REV.PRE_Q_FUSION",
+        "respath_fuse": "MVIT.REV.RESPATH_FUSE",
+        "custom_backward": "MVIT.REV.CUSTOM_BACKWARD",
+        "recompute_transitions": "MVIT.REV.RECOMPUTE_TRANSITIONS",
+        "stored_layers": "MVIT.REV.STORED_LAYERS",
+        "overlap_recompute": "MVIT.REV.OVERLAP_RECOMPUTE",
+    },
+}
+_CONFIG_KEY = _KEYS[MViT] | _KEYS[RevMViT]
+_ARGUMENT = re.compile(r"\b(" + "|".join(_CONFIG_KEY) + r")\b")
+
+# PyTorch counts a tensor's elements in 64 bits: a layer's weights (width x width) must fit.
+_MAX_WIDTH = 2**31
+
+
+def _get(cfg: CfgNode, key: str) -> Any:
+    return functools.reduce(lambda node, name: node[name], key.split("."), cfg)
+
+
+def _value(argument: str, value: Any) -> Any:
+    if argument == "in_chans":
+        return value[0]
+    if argument == "stored_layers" and value == AUTO:
+        return ()  # the engine chooses them once it has searched the GPU (engine.memory_fit)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def in_config_terms(message: str) -> str:
+    """A model's error message with each argument name replaced by its config key."""
+    return _ARGUMENT.sub(lambda found: _CONFIG_KEY[found[1]], message)
+
+
+def model_name(cfg: CfgNode) -> str:
+    """MODEL.MODEL_NAME, where PySlowFast's spelling is accepted ("MViT" with MVIT.REV.ENABLE is
+    "RevMViT")."""
+    name = cfg.MODEL.MODEL_NAME
+    return "RevMViT" if name == "MViT" and cfg.MVIT.REV.ENABLE else name
+
+
+def model_arguments(cfg: CfgNode) -> tuple[type[nn.Module], dict[str, Any]]:
+    """The class `cfg` names and its constructor arguments."""
+    name = model_name(cfg)
+    if name not in MODELS:
+        raise ConfigError(f"unknown MODEL.MODEL_NAME {name!r}; known models: {', '.join(MODELS)}")
+    model_class = MODELS[name]
+    return model_class, {
+        argument: _value(argument, _get(cfg, key)) for argument, key in _KEYS[model_class].items()
+    }
+
+
+def layer_plans(cfg: CfgNode, model_class: type[nn.Module]) -> list[LayerPlan]:
+    """The per-layer geometry `cfg` gives a `model_class` (see plan_layers)."""
+    _, arguments = model_arguments(cfg)
+    geometry = Geometry(**{name: arguments[name] for name in Geometry.__dataclass_fields__})
+    return plan_layers(
+        geometry, arguments["drop_path_rate"], width_change_in_attention=model_class is RevMViT
+    )
 
 
 def build_model(cfg: CfgNode) -> nn.Module:
     """The model `cfg` describes; it maps `(B, 3, T, H, W)` clips to `(B, NUM_CLASSES)` logits.
-
-    The config is validated first (it may have been made in code, or read from a checkpoint);
-    that builds the model on the meta device, so what its constructor rejects is a ConfigError.
-    """
+    ConfigError (one line, naming config keys) for a config it cannot build."""
     validate_config(cfg)
     if cfg.MODEL.NUM_CLASSES == 0:
         raise ConfigError(
             "MODEL.NUM_CLASSES is 0: set the number of classes (0 means the dataset's, which "
             "only tools/run_net.py can read)"
         )
-    return MODEL_REGISTRY.get(model_name(cfg)).from_cfg(cfg)
+    model_class, arguments = model_arguments(cfg)
+    _check(cfg, model_class)
+    try:
+        return model_class(**arguments)
+    except ValueError as err:
+        raise ConfigError(in_config_terms(str(err))) from None
 
 
-def model_name(cfg: CfgNode) -> str:
-    """The registry key of the model `cfg` describes: MODEL.MODEL_NAME, where PySlowFast's
-    spelling is accepted ("MViT" with MVIT.REV.ENABLE is "RevMViT")."""
-    name = cfg.MODEL.MODEL_NAME
-    return "RevMViT" if name == "MViT" and cfg.MVIT.REV.ENABLE else name
+def _check(cfg: CfgNode, model_class: type[nn.Module]) -> None:
+    """What a model's constructor cannot say in its own terms: keys it has no argument for, and
+    sizes too large to allocate or too small for the clips the data pipeline makes."""
+    mvit = cfg.MVIT
+    if model_class is RevMViT and mvit.CLS_EMBED_ON:
+        raise ConfigError(
+            "MVIT.CLS_EMBED_ON must be False: reversible models have no class token (they "
+            "average the tokens; PySlowFast's own asserts the same, though its Kinetics "
+            "REV_MVIT_B_16x4_CONV.yaml sets True)"
+        )
+    if mvit.REV.STORED_LAYERS == AUTO and not (model_class is RevMViT and mvit.REV.CUSTOM_BACKWARD):
+        raise ConfigError(
+            "MVIT.REV.STORED_LAYERS auto chooses the layers a reversible model keeps instead of "
+            "recomputing: it needs MODEL.MODEL_NAME RevMViT (or MViT with MVIT.REV.ENABLE True) "
+            "and MVIT.REV.CUSTOM_BACKWARD True"
+        )
+    try:
+        plans = layer_plans(cfg, model_class)
+    except OverflowError:
+        raise ConfigError(
+            "MVIT.DIM_MUL and MVIT.HEAD_MUL make a width or a number of heads larger than any "
+            "number"
+        ) from None
+    except ValueError as err:
+        raise ConfigError(in_config_terms(str(err))) from None
+    for index, plan in enumerate(plans):
+        widest = max(plan.dim_in, plan.dim_out) * max(1.0, mvit.MLP_RATIO)
+        if widest >= _MAX_WIDTH:
+            raise ConfigError(
+                f"layer {index} would be {widest:.3g} channels wide, more than PyTorch can hold: "
+                "lower MVIT.EMBED_DIM, MVIT.DIM_MUL or MVIT.MLP_RATIO"
+            )
+        if min(plan.dim_in, plan.dim_out) * mvit.MLP_RATIO < 1:
+            raise ConfigError(f"MVIT.MLP_RATIO {mvit.MLP_RATIO} leaves layer {index}'s MLP empty")
+    _check_crops(cfg)
 
 
-def mvit_arguments(cfg: CfgNode) -> dict[str, Any]:
-    """Constructor arguments shared by MViT and RevMViT, from the MVIT, DATA and MODEL keys."""
-    return dict(
-        num_frames=cfg.DATA.NUM_FRAMES,
-        crop_size=cfg.DATA.TRAIN_CROP_SIZE,
-        in_chans=cfg.DATA.INPUT_CHANNEL_NUM[0],
-        embed_dim=cfg.MVIT.EMBED_DIM,
-        depth=cfg.MVIT.DEPTH,
-        num_heads=cfg.MVIT.NUM_HEADS,
-        mlp_ratio=cfg.MVIT.MLP_RATIO,
-        qkv_bias=cfg.MVIT.QKV_BIAS,
-        separate_qkv=cfg.MVIT.SEPARATE_QKV,
-        drop_path_rate=cfg.MVIT.DROPPATH_RATE,
-        dropout_rate=cfg.MVIT.DROPOUT_RATE,
-        head_dropout_rate=cfg.MODEL.DROPOUT_RATE,
-        patch_kernel=tuple(cfg.MVIT.PATCH_KERNEL),
-        patch_stride=tuple(cfg.MVIT.PATCH_STRIDE),
-        patch_padding=tuple(cfg.MVIT.PATCH_PADDING),
-        patch_2d=cfg.MVIT.PATCH_2D,
-        sep_pos_embed=cfg.MVIT.SEP_POS_EMBED,
-        dim_mul=cfg.MVIT.DIM_MUL,
-        head_mul=cfg.MVIT.HEAD_MUL,
-        pool_q_stride=cfg.MVIT.POOL_Q_STRIDE,
-        pool_kv_stride=cfg.MVIT.POOL_KV_STRIDE,
-        pool_kv_stride_adaptive=cfg.MVIT.POOL_KV_STRIDE_ADAPTIVE,
-        pool_kvq_kernel=cfg.MVIT.POOL_KVQ_KERNEL,
-        pool_mode=cfg.MVIT.MODE,
-    )
-
-
-# The mvit_arguments that decide each layer's width, heads and pooling (plan_layers' own).
-_PLAN_ARGUMENTS = (
-    "depth",
-    "embed_dim",
-    "num_heads",
-    "dim_mul",
-    "head_mul",
-    "pool_q_stride",
-    "pool_kv_stride",
-    "pool_kv_stride_adaptive",
-    "pool_kvq_kernel",
-    "drop_path_rate",
-)
-
-
-def layer_plans(cfg: CfgNode, *, width_change_in_attention: bool) -> list[LayerPlan]:
-    """The per-layer widths, heads and pooling that `cfg` gives an MViT (see plan_layers)."""
-    arguments = mvit_arguments(cfg)
-    return plan_layers(
-        **{argument: arguments[argument] for argument in _PLAN_ARGUMENTS},
-        width_change_in_attention=width_change_in_attention,
-    )
+def _check_crops(cfg: CfgNode) -> None:
+    """The training and test crops and the frames must each make at least one patch."""
+    mvit = cfg.MVIT
+    sizes = [list(_get(cfg, f"MVIT.PATCH_{name}")) for name in ("KERNEL", "STRIDE", "PADDING")]
+    if mvit.PATCH_2D:
+        sizes = [[first, *size] for first, size in zip((1, 1, 0), sizes, strict=True)]
+    if any(len(size) != 3 for size in sizes):
+        return  # the patch embedding names the wrong layout when the model is built
+    patch = f"MVIT.PATCH_KERNEL {mvit.PATCH_KERNEL} (with MVIT.PATCH_PADDING {mvit.PATCH_PADDING})"
+    for key in ("DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE"):
+        crop = _get(cfg, key)
+        frames, height, width = patch_grid((cfg.DATA.NUM_FRAMES, crop, crop), *sizes)
+        if frames < 1:
+            raise ConfigError(f"DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES} is fewer than {patch} spans")
+        if min(height, width) < 1:
+            raise ConfigError(f"{key} {crop} is smaller than {patch}")

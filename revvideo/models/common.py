@@ -2,12 +2,9 @@
 pooling attention, MLP, stochastic depth, the classification head, the layer schedule and
 `MultiscaleTransformer`, the stem and schedule both models are built on.
 
-The structural rules (which arguments fit together) live here and in the models, as
-ValueErrors that name the config key of each argument in parentheses: the config validator
-builds the model on the meta device and reports them as they are.
-
 Tokens are `(B, N, C)` tensors; `thw` is the `(T, H, W)` grid the N tokens (after an optional
-class token) are laid out on, in row-major order.
+class token) are laid out on, in row-major order. Errors are ValueErrors naming the models'
+own arguments.
 """
 
 import math
@@ -63,13 +60,10 @@ class PatchEmbed(nn.Module):
     ) -> None:
         super().__init__()
         dims = 2 if conv_2d else 3
-        layout = "(H, W) with a 2-D patch embedding (MVIT.PATCH_2D)" if conv_2d else "(T, H, W)"
+        layout = "(H, W) with patch_2d" if conv_2d else "(T, H, W)"
         for name, sizes in (("kernel", kernel), ("stride", stride), ("padding", padding)):
             if len(sizes) != dims:
-                raise ValueError(
-                    f"the patch {name} (MVIT.PATCH_{name.upper()}) must be {layout}, "
-                    f"got {list(sizes)}"
-                )
+                raise ValueError(f"patch_{name} must be {layout}, got {list(sizes)}")
         conv = nn.Conv2d if conv_2d else nn.Conv3d
         self.proj = conv(in_chans, embed_dim, tuple(kernel), tuple(stride), tuple(padding))
         # A 2-D patchifier is a 3-D one that is one frame deep.
@@ -81,8 +75,8 @@ class PatchEmbed(nn.Module):
         """Token grid `(T', H', W')` of `num_frames` frames of `crop_size` x `crop_size` pixels."""
         if isinstance(self.proj, nn.Conv2d) and num_frames != 1:
             raise ValueError(
-                f"a 2-D patch embedding (MVIT.PATCH_2D) embeds single images: set the number of "
-                f"frames (DATA.NUM_FRAMES) to 1, not {num_frames}"
+                f"a 2-D patch embedding (patch_2d) embeds single images: set num_frames to 1, "
+                f"not {num_frames}"
             )
         return patch_grid((num_frames, crop_size, crop_size), *self.geometry)
 
@@ -191,7 +185,7 @@ class ZeroPaddedAvgPool3d(nn.AvgPool3d):
         return F.avg_pool3d(F.pad(x, pad), self.kernel_size, self.stride)
 
 
-# How Q, K and V are pooled (MVIT.MODE): a depthwise Conv3d and a LayerNorm, or plain pooling.
+# How Q, K and V are pooled: a depthwise Conv3d and a LayerNorm, or plain pooling.
 POOL_MODES = ("conv", "avg", "max")
 
 
@@ -206,9 +200,7 @@ def _pooling_layer(mode: str, channels: int, kernel: Sequence[int], stride: Sequ
         return ZeroPaddedAvgPool3d(tuple(kernel), tuple(stride), padding), None
     if mode == "max":
         return nn.MaxPool3d(tuple(kernel), tuple(stride), padding), None
-    raise ValueError(
-        f"unknown pooling mode {mode!r} (MVIT.MODE); use one of {', '.join(POOL_MODES)}"
-    )
+    raise ValueError(f"pool_mode must be one of {', '.join(POOL_MODES)}, got {mode!r}")
 
 
 def _pools(kernel: Sequence[int], stride: Sequence[int]) -> bool:
@@ -395,31 +387,31 @@ class LayerPlan:
         )
 
 
-def check_layer_index(layer: int, depth: int, setting: str) -> int:
-    """`layer`, if a model of `depth` layers has it; ValueError naming `setting` otherwise."""
+def check_layer_index(layer: int, depth: int, argument: str) -> int:
+    """`layer`, if a model of `depth` layers has it; ValueError naming `argument` otherwise."""
     if not 0 <= int(layer) < depth:
         raise ValueError(
-            f"{setting} names layer {int(layer)}, but the model has layers 0 to {depth - 1} "
-            f"(depth {depth}, MVIT.DEPTH)"
+            f"{argument} names layer {int(layer)}, but the model has layers 0 to {depth - 1} "
+            f"(depth {depth})"
         )
     return int(layer)
 
 
-def _per_layer(depth: int, pairs: Sequence[Sequence[float]], setting: str) -> list[float]:
+def _per_layer(depth: int, pairs: Sequence[Sequence[float]], argument: str) -> list[float]:
     """Multipliers for layers 0..depth (one past the last, which is always 1)."""
     values = [1.0] * (depth + 1)
     for layer, value in pairs:
-        values[check_layer_index(layer, depth, setting)] = value
+        values[check_layer_index(layer, depth, argument)] = value
     return values
 
 
 def _per_layer_strides(
-    depth: int, entries: Sequence[Sequence[int]], setting: str
+    depth: int, entries: Sequence[Sequence[int]], argument: str
 ) -> list[tuple[int, ...]]:
     """Strides of layers 0..depth-1 from `[layer, s_t, s_h, s_w]` entries; () where none."""
     strides: list[tuple[int, ...]] = [()] * depth
     for layer, *stride in entries:
-        strides[check_layer_index(layer, depth, setting)] = tuple(stride)
+        strides[check_layer_index(layer, depth, argument)] = tuple(stride)
     return strides
 
 
@@ -439,39 +431,59 @@ def _pool_kernel(kernel: Sequence[int] | None, stride: Sequence[int]) -> tuple[i
     return tuple(kernel) if kernel is not None else default_pool_kernel(stride)
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """The clip size, patch embedding and layer schedule of an MViT, in PySlowFast's terms;
+    the defaults are MViT-B 16x4's, which Rev-MViT-B shares.
+
+    `dim_mul` and `head_mul` list `[layer, multiplier]`; `pool_q_stride` and `pool_kv_stride`
+    list `[layer, s_t, s_h, s_w]`; `pool_kv_stride_adaptive` gives layer 0's K/V stride, divided
+    by each Q stride after it; `pool_kvq_kernel` None takes `default_pool_kernel`.
+    """
+
+    num_frames: int = 16
+    crop_size: int = 224
+    in_chans: int = 3
+    embed_dim: int = 96
+    depth: int = 16
+    num_heads: int = 1
+    patch_kernel: Sequence[int] = (3, 7, 7)
+    patch_stride: Sequence[int] = (2, 4, 4)
+    patch_padding: Sequence[int] = (1, 3, 3)
+    patch_2d: bool = False
+    sep_pos_embed: bool = True
+    dim_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0))
+    head_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0))
+    pool_q_stride: Sequence[Sequence[int]] = ((1, 1, 2, 2), (3, 1, 2, 2), (14, 1, 2, 2))
+    pool_kv_stride: Sequence[Sequence[int]] = ()
+    pool_kv_stride_adaptive: Sequence[int] | None = (1, 8, 8)
+    pool_kvq_kernel: Sequence[int] | None = (3, 3, 3)
+
+
 def plan_layers(
-    *,
-    depth: int,
-    embed_dim: int,
-    num_heads: int,
-    dim_mul: Sequence[Sequence[float]],
-    head_mul: Sequence[Sequence[float]],
-    pool_q_stride: Sequence[Sequence[int]],
-    pool_kv_stride: Sequence[Sequence[int]],
-    pool_kv_stride_adaptive: Sequence[int] | None,
-    pool_kvq_kernel: Sequence[int] | None,
-    drop_path_rate: float,
-    width_change_in_attention: bool,
+    geometry: Geometry, drop_path_rate: float, *, width_change_in_attention: bool
 ) -> list[LayerPlan]:
-    """Per-layer geometry from PySlowFast's MVIT.* settings.
+    """Per-layer widths, heads, pooling and stochastic depth of `geometry`.
 
     `width_change_in_attention` places the width change of layer i inside its attention (the
     reversible models); otherwise layer i-1's MLP widens the stream (MViT v1). ValueError for
-    a layer the settings name that the model does not have, and for an attention whose width
+    a layer the schedule names that the model does not have, and for an attention whose width
     is not a multiple of its heads.
     """
-    if embed_dim % num_heads:
-        raise ValueError(
-            f"embed_dim {embed_dim} (MVIT.EMBED_DIM) must be a multiple of num_heads "
-            f"{num_heads} (MVIT.NUM_HEADS)"
-        )
-    dim_muls = _per_layer(depth, dim_mul, "dim_mul (MVIT.DIM_MUL)")
-    head_muls = _per_layer(depth, head_mul, "head_mul (MVIT.HEAD_MUL)")
-    strides_q = _per_layer_strides(depth, pool_q_stride, "pool_q_stride (MVIT.POOL_Q_STRIDE)")
+    g = geometry
+    depth, num_heads = g.depth, g.num_heads
+    for argument in ("depth", "embed_dim", "num_heads"):
+        if getattr(g, argument) < 1:
+            raise ValueError(f"{argument} must be positive, got {getattr(g, argument)}")
+    if g.embed_dim % num_heads:
+        raise ValueError(f"embed_dim {g.embed_dim} must be a multiple of num_heads {num_heads}")
+    dim_muls = _per_layer(depth, g.dim_mul, "dim_mul")
+    head_muls = _per_layer(depth, g.head_mul, "head_mul")
+    strides_q = _per_layer_strides(depth, g.pool_q_stride, "pool_q_stride")
     # Checked even when the adaptive strides replace them, so a wrong layer is never ignored.
-    strides_kv = _per_layer_strides(depth, pool_kv_stride, "pool_kv_stride (MVIT.POOL_KV_STRIDE)")
-    if pool_kv_stride_adaptive is not None:
-        stride_kv = tuple(pool_kv_stride_adaptive)
+    strides_kv = _per_layer_strides(depth, g.pool_kv_stride, "pool_kv_stride")
+    if g.pool_kv_stride_adaptive is not None:
+        stride_kv = tuple(g.pool_kv_stride_adaptive)
         for layer in range(depth):
             if strides_q[layer]:
                 stride_kv = tuple(
@@ -482,7 +494,7 @@ def plan_layers(
     # On the CPU even under a `torch.device("meta")` context, so models build without weights.
     drop_paths = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
     plans = []
-    dim, heads = embed_dim, num_heads
+    dim, heads = g.embed_dim, num_heads
     for i in range(depth):
         heads = round_width(heads, head_muls[i])
         if width_change_in_attention:
@@ -496,17 +508,17 @@ def plan_layers(
         if attention_width % heads:
             raise ValueError(
                 f"layer {i}'s attention is {attention_width} channels wide, not a multiple of its "
-                f"{heads} heads: change dim_mul, head_mul or num_heads (MVIT.DIM_MUL, "
-                "MVIT.HEAD_MUL, MVIT.NUM_HEADS)"
+                f"{heads} heads: change dim_mul, head_mul or num_heads"
             )
+        kernel = g.pool_kvq_kernel
         plans.append(
             LayerPlan(
                 dim_in=dim,
                 dim_out=dim_out,
                 num_heads=heads,
-                kernel_q=_pool_kernel(pool_kvq_kernel, strides_q[i]) if strides_q[i] else (),
+                kernel_q=_pool_kernel(kernel, strides_q[i]) if strides_q[i] else (),
                 stride_q=strides_q[i],
-                kernel_kv=_pool_kernel(pool_kvq_kernel, strides_kv[i]) if strides_kv[i] else (),
+                kernel_kv=_pool_kernel(kernel, strides_kv[i]) if strides_kv[i] else (),
                 stride_kv=strides_kv[i],
                 drop_path=drop_paths[i],
             )
@@ -521,8 +533,8 @@ class MultiscaleTransformer(nn.Module):
     position embeddings; `plans` holds each layer's geometry (see plan_layers), from which the
     subclass builds its layers.
 
-    The defaults are the geometry of MViT-B 16x4, which Rev-MViT-B shares. `class_token` adds
-    a learned class token before the patch tokens. Parameters keep PySlowFast's names
+    `geometry`: Geometry's fields (its defaults where not given). `class_token` adds a learned
+    class token before the patch tokens. Parameters keep PySlowFast's names
     (`patch_embed.proj`, `cls_token`, `pos_embed*`).
     """
 
@@ -533,48 +545,33 @@ class MultiscaleTransformer(nn.Module):
         width_change_in_attention: bool,
         drop_path_rate: float,
         dropout_rate: float,
-        num_frames: int = 16,
-        crop_size: int = 224,
-        in_chans: int = 3,
-        embed_dim: int = 96,
-        depth: int = 16,
-        num_heads: int = 1,
-        patch_kernel: Sequence[int] = (3, 7, 7),
-        patch_stride: Sequence[int] = (2, 4, 4),
-        patch_padding: Sequence[int] = (1, 3, 3),
-        patch_2d: bool = False,
-        sep_pos_embed: bool = True,
-        dim_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0)),
-        head_mul: Sequence[Sequence[float]] = ((1, 2.0), (3, 2.0), (14, 2.0)),
-        pool_q_stride: Sequence[Sequence[int]] = ((1, 1, 2, 2), (3, 1, 2, 2), (14, 1, 2, 2)),
-        pool_kv_stride: Sequence[Sequence[int]] = (),
-        pool_kv_stride_adaptive: Sequence[int] | None = (1, 8, 8),
-        pool_kvq_kernel: Sequence[int] | None = (3, 3, 3),
+        **geometry: Any,
     ) -> None:
         super().__init__()
+        g = Geometry(**geometry)
         self.has_cls_token = class_token
         self.patch_embed = PatchEmbed(
-            in_chans, embed_dim, patch_kernel, patch_stride, patch_padding, conv_2d=patch_2d
+            g.in_chans,
+            g.embed_dim,
+            g.patch_kernel,
+            g.patch_stride,
+            g.patch_padding,
+            conv_2d=g.patch_2d,
         )
-        self.grid = self.patch_embed.grid(num_frames, crop_size)
+        self.grid = self.patch_embed.grid(g.num_frames, g.crop_size)
+        if min(self.grid) < 1:
+            raise ValueError(
+                f"num_frames {g.num_frames} or crop_size {g.crop_size} is smaller than "
+                f"patch_kernel {list(g.patch_kernel)} spans"
+            )
         if class_token:
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, g.embed_dim))
         add_position_embeddings(
-            self, self.grid, embed_dim, separable=sep_pos_embed, class_token=class_token
+            self, self.grid, g.embed_dim, separable=g.sep_pos_embed, class_token=class_token
         )
         self.pos_drop = nn.Dropout(dropout_rate)
         self.plans = plan_layers(
-            depth=depth,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            dim_mul=dim_mul,
-            head_mul=head_mul,
-            pool_q_stride=pool_q_stride,
-            pool_kv_stride=pool_kv_stride,
-            pool_kv_stride_adaptive=pool_kv_stride_adaptive,
-            pool_kvq_kernel=pool_kvq_kernel,
-            drop_path_rate=drop_path_rate,
-            width_change_in_attention=width_change_in_attention,
+            g, drop_path_rate, width_change_in_attention=width_change_in_attention
         )
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, Thw]:

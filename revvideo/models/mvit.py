@@ -4,15 +4,11 @@ One stream; at a stage transition the attention pools Q and the previous block's
 the channels. Parameter names match PySlowFast's released MViT-B checkpoints.
 """
 
-import os
 from typing import Any
 
 import torch
-from fvcore.common.config import CfgNode
 from torch import nn
 
-from revvideo.checkpoint.releases import load_weights
-from revvideo.models.build import MODEL_REGISTRY, mvit_arguments
 from revvideo.models.common import (
     ClassificationHead,
     LayerPlan,
@@ -27,7 +23,7 @@ from revvideo.models.common import (
     residual_max_pool,
 )
 
-__all__ = ["MViT", "mvit_b_16x4"]
+__all__ = ["MViT"]
 
 
 class MultiScaleBlock(nn.Module):
@@ -72,7 +68,7 @@ class MViT(MultiscaleTransformer):
     The defaults build MViT-B 16x4 (36,610,672 parameters with 400 classes), the same network
     as torchvision's `mvit_v1_b`. With `cls_token` the head reads the class token, otherwise
     the mean of all tokens. `geometry`: the clip size, patch embedding and layer schedule
-    (MultiscaleTransformer's arguments).
+    (revvideo.models.common.Geometry's fields).
     """
 
     def __init__(
@@ -125,24 +121,3 @@ class MViT(MultiscaleTransformer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`(B, C, T, H, W)` clips (or `(B, C, H, W)` images) to `(B, num_classes)` logits."""
         return self.head(self.forward_features(x))
-
-    @classmethod
-    def from_cfg(cls, cfg: CfgNode) -> "MViT":
-        return cls(
-            num_classes=cfg.MODEL.NUM_CLASSES,
-            cls_token=cfg.MVIT.CLS_EMBED_ON,
-            **mvit_arguments(cfg),
-        )
-
-
-MODEL_REGISTRY.register(MViT)
-
-
-def mvit_b_16x4(
-    num_classes: int = 400, *, weights: str | os.PathLike | None = None, **kwargs: Any
-) -> MViT:
-    """MViT-B for 16 frames (sampling rate 4) at 224 px, PySlowFast's and torchvision's
-    `mvit_v1_b` architecture (78.4 % top-1 on Kinetics-400). `kwargs` override any argument.
-    `weights`: a checkpoint path or a release name (see revvideo.checkpoint.releases, e.g.
-    "mvit_b_16x4_k400")."""
-    return load_weights(MViT(num_classes, **kwargs), weights, "mvit_b_16x4")

@@ -6,19 +6,14 @@ names match PySlowFast's released checkpoints (`rev_backbone.layers.N.F/G...`).
 """
 
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any
 
 import torch
-from fvcore.common.config import CfgNode
 from torch import nn
 
-from revvideo.checkpoint.releases import load_weights
-from revvideo.config import AUTO
-from revvideo.models.build import MODEL_REGISTRY, mvit_arguments
 from revvideo.models.common import (
     ClassificationHead,
     LayerPlan,
@@ -41,19 +36,12 @@ from revvideo.models.reversible import (
     recompute_in_backward,
 )
 
-__all__ = [
-    "FINAL_FUSIONS",
-    "RESIDUAL_PATHS",
-    "RevMViT",
-    "StreamFusion",
-    "rev_mvit_b_16x4",
-    "rev_mvit_b_imagenet",
-]
+__all__ = ["FINAL_FUSIONS", "RESIDUAL_PATHS", "RevMViT", "StreamFusion"]
 
-# The StreamFusion modes the streams may be fused with before the head (MVIT.REV.RESPATH_FUSE).
+# The StreamFusion modes the streams may be fused with before the head.
 FINAL_FUSIONS = ("concat", "avg")
-# How a stage transition takes its residual to the pooled grid (MVIT.REV.RES_PATH): with the
-# attention's Q pooling, or by max pooling.
+# How a stage transition takes its residual to the pooled grid: with the attention's Q
+# pooling, or by max pooling.
 RESIDUAL_PATHS = ("conv", "max")
 
 
@@ -167,11 +155,15 @@ class StreamFusion(nn.Module):
     MODES = "'avg', 'concat' or 'concat_linear[_<hidden multiplier>[_<dropout>]]'"
     _LINEAR = re.compile(r"concat_linear(?:_(\d+(?:\.\d*)?)(?:_(\d*\.?\d+))?)?")
 
+    @classmethod
+    def accepts(cls, mode: str) -> bool:
+        return mode in ("avg", "concat") or cls._LINEAR.fullmatch(mode) is not None
+
     def __init__(self, mode: str, dim: int) -> None:
         super().__init__()
+        if not self.accepts(mode):
+            raise ValueError(f"mode must be {self.MODES}, got {mode!r}")
         linear = self._LINEAR.fullmatch(mode)
-        if mode not in ("avg", "concat") and linear is None:
-            raise ValueError(f"unknown stream fusion {mode!r}; use {self.MODES}")
         self.mode = mode
         self.out_dim = dim if mode == "avg" else 2 * dim
         self.fuse_fn = None
@@ -217,9 +209,8 @@ class RevMViTTransition(StageTransition):
             self.pool_skip = residual_max_pool(plan.stride_q)
         elif self.F.attn.pool_q is None and plan.stride_q:
             raise ValueError(
-                "res_path 'conv' (MVIT.REV.RES_PATH) pools the residual with the Q pooling, but "
-                "a stage transition's Q stride and kernel are all 1 (MVIT.POOL_Q_STRIDE, "
-                "MVIT.POOL_KVQ_KERNEL): use 'max'"
+                "res_path 'conv' pools the residual with the Q pooling, but a stage transition's "
+                "Q stride and kernel are all 1 (pool_q_stride, pool_kvq_kernel): use 'max'"
             )
         self.drop_path_rate = plan.drop_path
         self.chunk_tokens = chunk_tokens
@@ -277,7 +268,7 @@ class RevMViT(MultiscaleTransformer):
     so only the transitions may pool Q or change the width. `pre_q_fusion` and `respath_fuse`
     are `StreamFusion` modes (the final fusion: one of FINAL_FUSIONS); `res_path`: one of
     RESIDUAL_PATHS. `geometry`: the clip size, patch embedding and layer schedule
-    (MultiscaleTransformer's arguments); `patch_2d` embeds images with a Conv2d
+    (revvideo.models.common.Geometry's fields); `patch_2d` embeds images with a Conv2d
     (`num_frames=1`, 2-D patch kernel, stride and padding).
     """
 
@@ -303,12 +294,14 @@ class RevMViT(MultiscaleTransformer):
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         **geometry: Any,
     ) -> None:
-        for setting, value, choices in (
-            ("respath_fuse (MVIT.REV.RESPATH_FUSE)", respath_fuse, FINAL_FUSIONS),
-            ("res_path (MVIT.REV.RES_PATH)", res_path, RESIDUAL_PATHS),
+        for argument, value, choices in (
+            ("respath_fuse", respath_fuse, FINAL_FUSIONS),
+            ("res_path", res_path, RESIDUAL_PATHS),
         ):
             if value not in choices:
-                raise ValueError(f"{setting} must be one of {', '.join(choices)}, got {value!r}")
+                raise ValueError(f"{argument} must be one of {', '.join(choices)}, got {value!r}")
+        if not StreamFusion.accepts(pre_q_fusion):
+            raise ValueError(f"pre_q_fusion must be {StreamFusion.MODES}, got {pre_q_fusion!r}")
         super().__init__(
             class_token=False,
             width_change_in_attention=True,
@@ -317,9 +310,9 @@ class RevMViT(MultiscaleTransformer):
             **geometry,
         )
         for layer in transition_layers:
-            check_layer_index(layer, len(self.plans), "transition_layers (MVIT.REV.BUFFER_LAYERS)")
+            check_layer_index(layer, len(self.plans), "transition_layers")
         for layer in stored_layers:
-            check_layer_index(layer, len(self.plans), "stored_layers (MVIT.REV.STORED_LAYERS)")
+            check_layer_index(layer, len(self.plans), "stored_layers")
         attention = dict(
             qkv_bias=qkv_bias, mode=pool_mode, separate_qkv=separate_qkv, proj_drop=dropout_rate
         )
@@ -349,7 +342,7 @@ class RevMViT(MultiscaleTransformer):
             elif plan.stride_q or plan.dim_in != plan.dim_out:
                 raise ValueError(
                     f"layer {index} pools Q or changes the width, so it must be a stage "
-                    "transition: list it in transition_layers (MVIT.REV.BUFFER_LAYERS)"
+                    "transition: list it in transition_layers"
                 )
             else:
                 layers.append(
@@ -387,63 +380,3 @@ class RevMViT(MultiscaleTransformer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`(B, C, T, H, W)` clips (or `(B, C, H, W)` images) to `(B, num_classes)` logits."""
         return self.head(self.forward_features(x))
-
-    @classmethod
-    def from_cfg(cls, cfg: CfgNode) -> "RevMViT":
-        if cfg.MVIT.CLS_EMBED_ON:
-            raise ValueError(
-                "MVIT.CLS_EMBED_ON must be False: reversible models have no class token (they "
-                "average the tokens; PySlowFast's own asserts the same, though its Kinetics "
-                "REV_MVIT_B_16x4_CONV.yaml sets True)"
-            )
-        stored = cfg.MVIT.REV.STORED_LAYERS
-        return cls(
-            num_classes=cfg.MODEL.NUM_CLASSES,
-            transition_layers=tuple(cfg.MVIT.REV.BUFFER_LAYERS),
-            res_path=cfg.MVIT.REV.RES_PATH,
-            pre_q_fusion=cfg.MVIT.REV.PRE_Q_FUSION,
-            respath_fuse=cfg.MVIT.REV.RESPATH_FUSE,
-            custom_backward=cfg.MVIT.REV.CUSTOM_BACKWARD,
-            recompute_transitions=cfg.MVIT.REV.RECOMPUTE_TRANSITIONS,
-            # "auto" stores none until the engine has searched the GPU (engine.memory_fit).
-            stored_layers=() if stored == AUTO else tuple(stored),
-            overlap_recompute=cfg.MVIT.REV.OVERLAP_RECOMPUTE,
-            **mvit_arguments(cfg),
-        )
-
-
-MODEL_REGISTRY.register(RevMViT)
-
-
-def rev_mvit_b_16x4(
-    num_classes: int = 400, *, weights: str | os.PathLike | None = None, **kwargs: Any
-) -> RevMViT:
-    """Rev-MViT-B for 16 frames (sampling rate 4) at 224 px: 78.4 % top-1 on Kinetics-400
-    in the paper. `kwargs` override any `RevMViT` argument. `weights`: a checkpoint path or a
-    release name (see revvideo.checkpoint.releases, e.g. "rev_mvit_b_16x4_k400")."""
-    return load_weights(RevMViT(num_classes, **kwargs), weights, "rev_mvit_b_16x4")
-
-
-def rev_mvit_b_imagenet(
-    num_classes: int = 1000, *, weights: str | os.PathLike | None = None, **kwargs: Any
-) -> RevMViT:
-    """Rev-MViT-B for 224 px images, PySlowFast's ImageNet/REV_MVIT_B_16_CONV: 82.9 % top-1 on
-    ImageNet-1k. Takes `(B, 3, H, W)` images or one-frame clips `(B, 3, 1, H, W)`. `kwargs`
-    override any `RevMViT` argument. `weights`: a checkpoint path or a release name (e.g.
-    "rev_mvit_b_in1k")."""
-    preset: dict[str, Any] = dict(
-        num_frames=1,
-        patch_2d=True,
-        patch_kernel=(7, 7),
-        patch_stride=(4, 4),
-        patch_padding=(3, 3),
-        sep_pos_embed=False,
-        qkv_bias=True,
-        separate_qkv=True,
-        drop_path_rate=0.1,
-        head_dropout_rate=0.0,
-        pool_kvq_kernel=(1, 3, 3),
-        pool_kv_stride_adaptive=(1, 4, 4),
-        pre_q_fusion="concat_linear_2",
-    )
-    return load_weights(RevMViT(num_classes, **(preset | kwargs)), weights, "rev_mvit_b_imagenet")

@@ -4,6 +4,7 @@ import pytest
 
 from revvideo.config import ConfigError, get_cfg, load_config
 from revvideo.config.defaults import IGNORED_KEYS
+from revvideo.engine.run import check_config
 
 
 def test_data_sections_have_pyslowfast_defaults():
@@ -96,7 +97,7 @@ def test_pyslowfast_rev_mvit_data_settings_load(tmp_path):
         ("DATA_LOADER.NUM_WORKERS", "-1", r"DATA_LOADER\.NUM_WORKERS must not be negative"),
     ],
 )
-def test_data_settings_are_checked_when_the_config_loads(key, value, message):
+def test_data_settings_are_checked_before_a_run_starts(key, value, message):
     with pytest.raises(ConfigError, match=message) as info:
-        load_config(None, [key, value])
+        check_config(load_config(None, [key, value]))
     assert "\n" not in str(info.value)

@@ -9,6 +9,7 @@ from tiny_models import tiny_mvit, tiny_rev_mvit
 
 from revvideo.config import get_cfg, validate_config
 from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer, layer_ids, lr_scale
+from revvideo.engine.run import check_config
 from revvideo.utils.errors import ConfigError
 
 
@@ -51,13 +52,12 @@ def test_decay_switches_follow_pyslowfast_keys():
     assert [group["weight_decay"] for group in optimizer.param_groups] == [cfg.SOLVER.WEIGHT_DECAY]
 
 
-# The solver's settings are checked where configs are validated, before an optimizer or a
-# schedule is built from them.
+# The solver's settings are checked before a run builds an optimizer or a schedule from them.
 def test_unknown_optimizer_is_a_config_error():
     cfg = get_cfg()
     cfg.SOLVER.OPTIMIZING_METHOD = "lamb"
     with pytest.raises(ConfigError, match=r"SOLVER\.OPTIMIZING_METHOD must be one of adamw, sgd"):
-        validate_config(cfg)
+        check_config(cfg)
 
 
 def _schedule_cfg(**solver):
