@@ -8,8 +8,11 @@ the optimizer, schedule, scaler and generator states. The same functions read Py
 
 - files: atomic writes, every layout read, strict and fine-tuning loads, the stored config;
 - releases: published checkpoints by name (`rev_mvit_b_16x4_k400`) and builders' `weights=`;
-- training: epoch checkpoints of a run and the whole training state;
-- convert: layout conversion checked on logits (imported on its own: it builds models).
+- training: epoch checkpoints of a run and the whole training state.
+
+It knows no model class: models sit above it (their builders load `weights=` through it), and
+layout conversion, which builds models, is the convert_checkpoint command's
+(`revvideo.cli._conversion`).
 
 A model's class names are resolved by `revvideo.classes.resolve_class_names`.
 """

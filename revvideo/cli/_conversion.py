@@ -1,4 +1,4 @@
-"""Converting checkpoints between layouts, checked on logits (tools/convert_checkpoint.py).
+"""Converting checkpoints between layouts, checked on logits (the convert_checkpoint command).
 
 PySlowFast `.pyth` and torchvision `mvit_v1_b` weights become revvideo checkpoints (config,
 class names and provenance added); revvideo checkpoints become PySlowFast's layout. Parameter

@@ -27,7 +27,7 @@ import sys
 
 from revvideo.utils.cli import OneLineErrorParser, run_interruptibly
 
-# The layouts it writes, as in revvideo.checkpoint.convert (not imported before the arguments
+# The layouts it writes, as in revvideo.cli._conversion (not imported before the arguments
 # are read, so that --help and option mistakes answer at once).
 TARGETS = ("revvideo", "pyslowfast")
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from revvideo.checkpoint.convert import ConversionMismatch, convert
+    from revvideo.cli._conversion import ConversionMismatch, convert
     from revvideo.utils.errors import UserError
 
     try:

@@ -4,9 +4,9 @@ import pytest
 import torch
 from test_checkpoint import TINY, randomize, tiny_torchvision_mvit
 
-from revvideo.checkpoint import convert as conversion
 from revvideo.checkpoint import read_checkpoint, save_checkpoint, stored_config
-from revvideo.checkpoint.convert import ConversionMismatch, convert, torchvision_twin
+from revvideo.cli import _conversion as conversion
+from revvideo.cli._conversion import ConversionMismatch, convert, torchvision_twin
 from revvideo.config import get_cfg
 from revvideo.models import MViT, build_model
 

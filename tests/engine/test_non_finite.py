@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from revvideo.checkpoint import model_entries, save_checkpoint
-from revvideo.checkpoint.convert import convert
+from revvideo.cli._conversion import convert
 from revvideo.engine import run
 from revvideo.models import build_model
 from revvideo.utils.errors import CheckpointError, UserError
