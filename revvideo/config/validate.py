@@ -18,7 +18,14 @@ from fvcore.common.config import CfgNode
 from revvideo.config.defaults import AUTO, AUTO_KEYS, PYSLOWFAST_SECTIONS, get_cfg
 from revvideo.utils.errors import ConfigError
 
-__all__ = ["check_choice", "check_type", "config_items", "unknown_key_error", "validate_config"]
+__all__ = [
+    "check_choice",
+    "check_type",
+    "config_items",
+    "model_name",
+    "unknown_key_error",
+    "validate_config",
+]
 
 
 class Rule(NamedTuple):
@@ -353,7 +360,21 @@ def _check_solver(cfg: CfgNode) -> None:
         raise ConfigError("SOLVER.NESTEROV needs a SOLVER.MOMENTUM above 0 (or NESTEROV False)")
 
 
+def model_name(cfg: CfgNode) -> str:
+    """MODEL.MODEL_NAME, where PySlowFast's spelling is accepted ("MViT" with MVIT.REV.ENABLE is
+    "RevMViT")."""
+    name = cfg.MODEL.MODEL_NAME
+    return "RevMViT" if name == "MViT" and cfg.MVIT.REV.ENABLE else name
+
+
 def _check_engine(cfg: CfgNode, world_size: int) -> None:
+    rev = cfg.MVIT.REV
+    if rev.STORED_LAYERS == AUTO and not (model_name(cfg) == "RevMViT" and rev.CUSTOM_BACKWARD):
+        raise ConfigError(
+            "MVIT.REV.STORED_LAYERS auto chooses the layers a reversible model keeps instead of "
+            "recomputing: it needs MODEL.MODEL_NAME RevMViT (or MViT with MVIT.REV.ENABLE True) "
+            "and MVIT.REV.CUSTOM_BACKWARD True"
+        )
     if not (cfg.TRAIN.ENABLE or cfg.TEST.ENABLE):
         raise ConfigError("TRAIN.ENABLE and TEST.ENABLE are both False: nothing to do")
     if cfg.TRAIN.ENABLE and cfg.TRAIN.BATCH_SIZE != AUTO and cfg.TRAIN.BATCH_SIZE % world_size:

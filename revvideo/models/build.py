@@ -9,6 +9,7 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 from revvideo.config import AUTO, validate_config
+from revvideo.config.validate import model_name
 from revvideo.models.common import Geometry, LayerPlan, patch_grid, plan_layers
 from revvideo.models.mvit import MViT
 from revvideo.models.rev_mvit import RevMViT
@@ -82,13 +83,6 @@ def in_config_terms(message: str) -> str:
     return _ARGUMENT.sub(lambda found: _CONFIG_KEY[found[1]], message)
 
 
-def model_name(cfg: CfgNode) -> str:
-    """MODEL.MODEL_NAME, where PySlowFast's spelling is accepted ("MViT" with MVIT.REV.ENABLE is
-    "RevMViT")."""
-    name = cfg.MODEL.MODEL_NAME
-    return "RevMViT" if name == "MViT" and cfg.MVIT.REV.ENABLE else name
-
-
 def model_arguments(cfg: CfgNode) -> tuple[type[nn.Module], dict[str, Any]]:
     """The class `cfg` names and its constructor arguments."""
     name = model_name(cfg)
@@ -135,12 +129,6 @@ def _check(cfg: CfgNode, model_class: type[nn.Module]) -> None:
             "MVIT.CLS_EMBED_ON must be False: reversible models have no class token (they "
             "average the tokens; PySlowFast's own asserts the same, though its Kinetics "
             "REV_MVIT_B_16x4_CONV.yaml sets True)"
-        )
-    if mvit.REV.STORED_LAYERS == AUTO and not (model_class is RevMViT and mvit.REV.CUSTOM_BACKWARD):
-        raise ConfigError(
-            "MVIT.REV.STORED_LAYERS auto chooses the layers a reversible model keeps instead of "
-            "recomputing: it needs MODEL.MODEL_NAME RevMViT (or MViT with MVIT.REV.ENABLE True) "
-            "and MVIT.REV.CUSTOM_BACKWARD True"
         )
     try:
         plans = layer_plans(cfg, model_class)
