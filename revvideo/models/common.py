@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from revvideo.models.low_memory import channel_major_linear, pool_channel_major
+
 Thw = tuple[int, int, int]
 
 LAYER_NORM_EPS = 1e-6
@@ -145,24 +147,6 @@ def position_embedding(model: nn.Module, grid: Thw, thw: Thw, class_token: bool)
         volume = F.interpolate(volume, size=tuple(thw), mode="trilinear", align_corners=False)
         pos = volume.flatten(2).transpose(1, 2)
     return pos if class_pos is None else torch.cat([class_pos, pos], dim=1)
-
-
-def channel_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-    """`F.linear(x, weight, bias)` of tokens `(B, N, C_in)`, computed channel-major as
-    `(B, C_out, N)`: the layout pooling needs, without transposing a full-resolution tensor."""
-    weights, tokens = weight.expand(x.shape[0], -1, -1), x.transpose(1, 2)
-    if bias is None:
-        return torch.bmm(weights, tokens)
-    return torch.baddbmm(bias[:, None], weights, tokens)
-
-
-def pool_channel_major(y: torch.Tensor, pool: nn.Module, thw: Thw, heads: int) -> torch.Tensor:
-    """Pools channel-major tokens `(B, heads * C, T * H * W)` over their grid, each head
-    separately; returns `(B, heads, N_pooled, C)`. A contiguous input pools without a copy
-    (on the CPU a channels-last Conv3d is ~9x slower, and wrong for bf16 weight gradients)."""
-    batch, channels = y.shape[0], y.shape[1] // heads
-    volume = pool(y.reshape(batch * heads, channels, *thw))
-    return volume.flatten(2).unflatten(0, (batch, heads)).transpose(2, 3)
 
 
 def pooled_grid(thw: Thw, pool: nn.Module | None) -> Thw:

@@ -19,9 +19,9 @@ from revvideo.models.common import (
     drop_path,
     init_weights,
     layer_norm,
-    pool_channel_major,
     residual_max_pool,
 )
+from revvideo.models.low_memory import pool_channel_major
 
 __all__ = ["MViT"]
 

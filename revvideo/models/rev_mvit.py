@@ -21,19 +21,22 @@ from revvideo.models.common import (
     MultiScaleAttention,
     MultiscaleTransformer,
     Thw,
-    channel_major_linear,
     check_layer_index,
     init_weights,
     layer_norm,
-    pool_channel_major,
     residual_max_pool,
+)
+from revvideo.models.low_memory import (
+    channel_major_linear,
+    pool_channel_major,
+    recompute_by_head,
+    recompute_in_backward,
 )
 from revvideo.models.reversible import (
     DEFAULT_CHUNK_TOKENS,
     ReversibleBlock,
     ReversibleStack,
     StageTransition,
-    recompute_in_backward,
 )
 
 __all__ = ["FINAL_FUSIONS", "RESIDUAL_PATHS", "RevMViT", "StreamFusion"]
@@ -55,19 +58,10 @@ class RecomputedPoolingAttention(MultiScaleAttention):
         super().__init__(*args, **kwargs)
         self.head_by_head = head_by_head
 
-    def recompute_by_head(
-        self, fn: Callable[..., torch.Tensor], *args: Any, dim: int
-    ) -> torch.Tensor:
-        """`fn(*args, heads)` recomputed in backward, for all heads at once (`heads` None) or,
-        with `head_by_head`, for one head at a time (`heads` a one-head range), joined along
-        `dim`."""
-        if not self.head_by_head or self.num_heads == 1:
-            return recompute_in_backward(fn, *args, None)
-        parts = [
-            recompute_in_backward(fn, *args, range(head, head + 1))
-            for head in range(self.num_heads)
-        ]
-        return torch.cat(parts, dim=dim)
+    def recomputed(self, fn: Callable[..., torch.Tensor], *args: Any, dim: int) -> torch.Tensor:
+        """`fn(*args, heads)` recomputed in backward, head by head with `head_by_head`."""
+        heads = self.num_heads if self.head_by_head else None
+        return recompute_by_head(fn, *args, num_heads=heads, dim=dim)
 
     def project_and_pool(
         self, x: torch.Tensor, index: int, thw: Thw, heads: range | None = None
@@ -78,7 +72,7 @@ class RecomputedPoolingAttention(MultiScaleAttention):
             return project(x, index, thw, heads)
         if heads is not None:
             return recompute_in_backward(project, x, index, thw, heads)
-        return self.recompute_by_head(project, x, index, thw, dim=1)
+        return self.recomputed(project, x, index, thw, dim=1)
 
 
 class AttentionSubBlock(nn.Module):
@@ -220,7 +214,7 @@ class RevMViTTransition(StageTransition):
         in backward (head by head like the attention: one head's channels at a time)."""
         if self.pool_skip is None and self.F.attn.pool_q is None:
             return x if self.res_proj is None else self.res_proj(x)
-        return self.F.attn.recompute_by_head(self._pooled_residual, x, thw, dim=-1)
+        return self.F.attn.recomputed(self._pooled_residual, x, thw, dim=-1)
 
     def _pooled_residual(self, x: torch.Tensor, thw: Thw, heads: range | None) -> torch.Tensor:
         """The pooled residual, `(B, N', dim_out)`, or only the output channels of `heads`."""
