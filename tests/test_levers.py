@@ -19,7 +19,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from revvideo.data.synthetic import generate_synthetic_dataset
 from revvideo.engine.train import Trainer
-from revvideo.models.reversible import StageTransition, compile_branches
+from revvideo.models.levers import compile_branches
+from revvideo.models.reversible import StageTransition
 from revvideo.utils.memory import LiveTensorTracker
 
 

@@ -22,7 +22,7 @@ from gradient_checks import (
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
 from revvideo.config import load_config
-from revvideo.models import build_model, reversible
+from revvideo.models import build_model, levers, reversible
 from revvideo.models.common import MultiScaleAttention
 from revvideo.models.rev_mvit import RecomputedPoolingAttention
 from revvideo.utils.memory import LiveTensorTracker, SavedTensorCounter
@@ -178,7 +178,7 @@ def test_a_block_recovers_x2_into_the_memory_of_y2_it_was_handed(monkeypatch):
         return tracker.peak_bytes, {n: p.grad.clone() for n, p in model.named_parameters()}
 
     in_place, in_place_grads = step_peak()
-    monkeypatch.setattr(reversible._SerialSchedule, "writes_in_place", False)
+    monkeypatch.setattr(levers.SerialSchedule, "writes_in_place", False)
     copied, copied_grads = step_peak()
     with torch.no_grad():
         tokens, _ = model.embed(clip)  # (B, N, C): one stream

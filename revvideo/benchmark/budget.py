@@ -22,7 +22,7 @@ from revvideo.benchmark.models import (
 )
 from revvideo.benchmark.settings import Settings
 from revvideo.models import mvit_b_16x4, rev_mvit_b_16x4
-from revvideo.models.reversible import compile_branches
+from revvideo.models.levers import compile_branches
 from revvideo.utils.memory import fits_in_memory, largest_batch
 from revvideo.utils.table import format_table
 

@@ -68,7 +68,7 @@ from revvideo.engine.plots import plot_curves
 from revvideo.engine.precision import MixedPrecision
 from revvideo.engine.stopping import StopRequest
 from revvideo.models import build_model
-from revvideo.models.reversible import compile_branches
+from revvideo.models.levers import compile_branches
 from revvideo.utils.errors import CheckpointError, ConfigError, DataError, UserError
 from revvideo.utils.files import written_whole
 

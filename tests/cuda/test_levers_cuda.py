@@ -17,7 +17,8 @@ from gradient_checks import (
 )
 from tiny_models import tiny_rev_mvit, tiny_rev_vit
 
-from revvideo.models.reversible import ReversibleBlock, compile_branches
+from revvideo.models.levers import compile_branches
+from revvideo.models.reversible import ReversibleBlock
 from revvideo.utils.memory import SavedTensorCounter
 
 pytestmark = pytest.mark.cuda
