@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from revvideo.data.synthetic import generate_synthetic_dataset
 from revvideo.engine.train import Trainer
+from revvideo.models import build_model
 from revvideo.models.levers import compile_branches
 from revvideo.models.reversible import StageTransition
 from revvideo.utils.memory import LiveTensorTracker
@@ -155,7 +156,7 @@ def test_model_compile_compiles_the_branches_of_the_trained_model(tmp_path, comp
     )
     output_dir.mkdir()
     cfg = tiny_cfg(data, output_dir, MODEL__COMPILE=compile_model)
-    layers = Trainer(cfg, torch.device("cpu")).model.rev_backbone.layers
+    layers = Trainer(cfg, torch.device("cpu"), build_model(cfg)).model.rev_backbone.layers
     branches = [layer.G for layer in layers]
     branches += [layer.F for layer in layers if not isinstance(layer, StageTransition)]
     # nn.Module.compile wraps the module's call in place (nothing is compiled before a call).

@@ -49,7 +49,7 @@ from revvideo.engine.optim import OPTIMIZERS
 from revvideo.engine.output_lock import output_dir_lock
 from revvideo.engine.precision import MixedPrecision
 from revvideo.engine.stopping import StopRequest
-from revvideo.engine.train import Trainer
+from revvideo.engine.train import Trainer, seed_everything
 from revvideo.models import build_model
 from revvideo.models.common import patch_grid
 from revvideo.utils.errors import ConfigError, DataError, RunStopped, UserError
@@ -79,6 +79,9 @@ def run(cfg: CfgNode) -> int:
         torch.backends.cudnn.benchmark = True
         if cfg.TRAIN.ENABLE:
             resolve_auto_settings(cfg, device, distributed_rank_and_world_size()[1])
+        # The run's one model, built before anything is written; the same weights on every process.
+        seed_everything(cfg.RNG_SEED)
+        model = build_model(cfg)
         output_dir = Path(cfg.OUTPUT_DIR)
         with contextlib.ExitStack() as owned:
             if is_main_process():
@@ -86,7 +89,7 @@ def run(cfg: CfgNode) -> int:
                 owned.enter_context(output_dir_lock(output_dir))
             # The other processes write too (loader state, logs): only once the run owns it.
             barrier()
-            return train_and_test(cfg, device, tested)
+            return train_and_test(cfg, device, model, tested)
     except RuntimeError as err:
         death = dead_loader_worker(err)
         if death is None:
@@ -135,12 +138,14 @@ def check_inputs(cfg: CfgNode) -> tuple[Path, dict] | None:
     return tested
 
 
-def train_and_test(cfg: CfgNode, device: torch.device, tested: tuple[Path, dict] | None) -> int:
+def train_and_test(
+    cfg: CfgNode, device: torch.device, model: torch.nn.Module, tested: tuple[Path, dict] | None
+) -> int:
     """The run itself, once its inputs are checked and it owns OUTPUT_DIR (see `run`)."""
     set_cpu_threads(cfg, device)
-    model, checkpoint, steps, names = None, None, 0, None
+    checkpoint, steps, names = None, 0, None
     if cfg.TRAIN.ENABLE:
-        trainer = Trainer(cfg, device)
+        trainer = Trainer(cfg, device, model)
     if cfg.TRAIN.ENABLE and is_main_process():
         # Once the run can start (a checkpoint it resumes fits): the config of its checkpoints.
         with written_whole(Path(cfg.OUTPUT_DIR) / CONFIG_FILE) as partial:
@@ -149,14 +154,12 @@ def train_and_test(cfg: CfgNode, device: torch.device, tested: tuple[Path, dict]
         outcome = trainer.fit()
         if outcome.stop_signal is not None:
             return 128 + outcome.stop_signal
-        model, checkpoint = trainer.model, outcome.checkpoint
+        checkpoint = outcome.checkpoint
         steps, names = trainer.schedule.step_count, trainer.class_names
     if cfg.TEST.ENABLE:
-        if model is None or cfg.TEST.CHECKPOINT_FILE_PATH:
-            model, checkpoint, steps, names = model_to_test(
-                cfg, device, tested or checkpoint_to_test(cfg)
-            )
-        test(cfg, model, device, checkpoint, steps, names)
+        if not cfg.TRAIN.ENABLE or cfg.TEST.CHECKPOINT_FILE_PATH:
+            checkpoint, steps, names = load_tested(cfg, model, tested or checkpoint_to_test(cfg))
+        test(cfg, model.to(device), device, checkpoint, steps, names)
     if is_main_process() and checkpoint is not None:
         logger.info("final checkpoint: %s", checkpoint)
         # The installed command where the run came from one (no demo/ folder outside a checkout).
@@ -435,18 +438,17 @@ def check_clip_size(cfg: CfgNode, path: Path, checkpoint: dict) -> None:
     )
 
 
-def model_to_test(
-    cfg: CfgNode, device: torch.device, tested: tuple[Path, dict]
-) -> tuple[torch.nn.Module, Path, int, ClassNames]:
-    """The model with the weights of `tested` (path, checkpoint), its path, the optimizer
-    steps behind it (0 when it does not say) and its class names."""
+def load_tested(
+    cfg: CfgNode, model: torch.nn.Module, tested: tuple[Path, dict]
+) -> tuple[Path, int, ClassNames]:
+    """Loads the weights of `tested` (path, checkpoint) into `model`; returns its path, the
+    optimizer steps behind it (0 when it does not say) and its class names."""
     path, checkpoint = tested
-    model = build_model(cfg)
     extra = load_model_state(model, checkpoint, path)
     logger.info("testing %s", path)
     steps = extra.get("scheduler_state", {}).get("step_count", 0)
     names = resolve_class_names(cfg.MODEL.NUM_CLASSES, checkpoint=extra)
-    return model.to(device), path, int(steps), names
+    return path, int(steps), names
 
 
 def test(

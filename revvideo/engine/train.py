@@ -67,7 +67,6 @@ from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer
 from revvideo.engine.plots import plot_curves
 from revvideo.engine.precision import MixedPrecision
 from revvideo.engine.stopping import StopRequest
-from revvideo.models import build_model
 from revvideo.models.levers import compile_branches
 from revvideo.utils.errors import CheckpointError, ConfigError, DataError, UserError
 from revvideo.utils.files import written_whole
@@ -111,13 +110,14 @@ class TrainingOutcome:
 
 
 class Trainer:
-    """Trains `build_model(cfg)` for SOLVER.MAX_EPOCH epochs on the train split (see module doc).
+    """Trains `model` (`build_model(cfg)`, seeded with RNG_SEED on every process) for
+    SOLVER.MAX_EPOCH epochs on the train split (see module doc).
 
-    Construction builds model, loaders, optimizer and schedule, and resumes from the newest
-    checkpoint in OUTPUT_DIR/checkpoints (TRAIN.AUTO_RESUME) or loads TRAIN.CHECKPOINT_FILE_PATH.
+    Construction builds loaders, optimizer and schedule, and resumes from the newest checkpoint
+    in OUTPUT_DIR/checkpoints (TRAIN.AUTO_RESUME) or loads TRAIN.CHECKPOINT_FILE_PATH.
     """
 
-    def __init__(self, cfg: CfgNode, device: torch.device) -> None:
+    def __init__(self, cfg: CfgNode, device: torch.device, model: nn.Module) -> None:
         self.cfg = cfg
         self.device = device
         self.output_dir = Path(cfg.OUTPUT_DIR)
@@ -127,9 +127,7 @@ class Trainer:
         self.max_epoch = cfg.SOLVER.MAX_EPOCH
         self.precision = MixedPrecision(cfg.TRAIN.MIXED_PRECISION, device)
 
-        # Same initial weights on every process, then a stream of random numbers per process.
-        seed_everything(cfg.RNG_SEED)
-        self.model = build_model(cfg).to(device)
+        self.model = model.to(device)
         if cfg.MODEL.COMPILE:
             compile_branches(self.model)
         self.train_loader = build_loader(cfg, "train")

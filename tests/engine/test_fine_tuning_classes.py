@@ -49,7 +49,7 @@ def test_fine_tuning_on_the_same_classes_in_another_order_scores_each_class_as_b
     )  # fmt: skip
     (tmp_path / "tuned").mkdir()
     with caplog.at_level(logging.INFO, logger="revvideo.engine.train"):
-        trainer = Trainer(tuned_cfg, torch.device("cpu"))
+        trainer = Trainer(tuned_cfg, torch.device("cpu"), build_model(tuned_cfg))
 
     assert trainer.class_names.names == ORDER
     assert (

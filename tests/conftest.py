@@ -1,0 +1,15 @@
+"""Each test starts with the stop-signal handlers of the test process."""
+
+import signal
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def stop_signal_handlers_restored():
+    # A command run in this process that ends by a signal ignores SIGINT and SIGTERM from then
+    # on, as a closing command should; processes forked by a later test would inherit that.
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
