@@ -7,6 +7,7 @@ the layout of PySlowFast's ImageNet models, so their released weights load.
 """
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from revvideo.checkpoint.releases import find_release, load_weights
@@ -126,59 +127,51 @@ def _rev_vit(
     return load_weights(model, weights, builder)
 
 
-def rev_vit_s(
-    num_classes: int | None = None,
-    *,
-    num_frames: int | None = None,
-    crop_size: int = 224,
-    weights: str | os.PathLike | None = None,
-    **kwargs: Any,
-) -> RevMViT:
-    """Rev-ViT-S: width 384, 6 heads, 12 reversible blocks (22.4 M parameters for images).
+def _rev_vit_builder(name: str, summary: str, **preset: Any) -> Callable[..., RevMViT]:
+    """A Rev-ViT builder of width, heads and depth `preset`, documented by `summary`."""
 
-    `num_frames=1` builds the image model (79.9 % top-1 on ImageNet-1k with the release
-    "rev_vit_s_in1k"); None (frames, classes) takes those of the release `weights` names, else
-    16 frames and 400 classes. `kwargs` override any `RevMViT` argument; `weights`: a
-    checkpoint path or a release name.
-    """
-    preset = dict(embed_dim=384, num_heads=6, drop_path_rate=0.1)
-    return _rev_vit("rev_vit_s", preset, num_classes, num_frames, crop_size, weights, kwargs)
+    def builder(
+        num_classes: int | None = None,
+        *,
+        num_frames: int | None = None,
+        crop_size: int = 224,
+        weights: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> RevMViT:
+        return _rev_vit(name, preset, num_classes, num_frames, crop_size, weights, kwargs)
 
-
-def rev_vit_b(
-    num_classes: int | None = None,
-    *,
-    num_frames: int | None = None,
-    crop_size: int = 224,
-    weights: str | os.PathLike | None = None,
-    **kwargs: Any,
-) -> RevMViT:
-    """Rev-ViT-B: width 768, 12 heads, 12 reversible blocks (87.3 M parameters for images).
-
-    `num_frames=1` builds the image model (81.8 % top-1 on ImageNet-1k with the release
-    "rev_vit_b_in1k"); None (frames, classes) takes those of the release `weights` names, else
-    16 frames and 400 classes. `kwargs` override any `RevMViT` argument; `weights`: a
-    checkpoint path or a release name.
-    """
-    preset = dict(embed_dim=768, num_heads=12, drop_path_rate=0.2)
-    return _rev_vit("rev_vit_b", preset, num_classes, num_frames, crop_size, weights, kwargs)
-
-
-def rev_vit_l(
-    num_classes: int | None = None,
-    *,
-    num_frames: int | None = None,
-    crop_size: int = 224,
-    weights: str | os.PathLike | None = None,
-    **kwargs: Any,
-) -> RevMViT:
-    """Rev-ViT-L: width 1024, 16 heads, 24 reversible blocks (ViT-L's geometry; 305.4 M
-    parameters for images). No weights are released; PySlowFast has no config for it, so the
-    drop-path rate (0.5) is the usual one for a ViT-L trained from scratch, not the paper's.
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"""{summary}
 
     `num_frames=1` builds the image model; None (frames, classes) takes those of the release
     `weights` names, else 16 frames and 400 classes. `kwargs` override any `RevMViT` argument;
-    `weights`: a checkpoint path.
-    """
-    preset = dict(embed_dim=1024, num_heads=16, depth=24, drop_path_rate=0.5)
-    return _rev_vit("rev_vit_l", preset, num_classes, num_frames, crop_size, weights, kwargs)
+    `weights`: a checkpoint path or a release name."""
+    return builder
+
+
+rev_vit_s = _rev_vit_builder(
+    "rev_vit_s",
+    "Rev-ViT-S: width 384, 6 heads, 12 reversible blocks (22.4 M parameters for images); "
+    '79.9 % top-1 on ImageNet-1k with the release "rev_vit_s_in1k".',
+    embed_dim=384,
+    num_heads=6,
+    drop_path_rate=0.1,
+)
+rev_vit_b = _rev_vit_builder(
+    "rev_vit_b",
+    "Rev-ViT-B: width 768, 12 heads, 12 reversible blocks (87.3 M parameters for images); "
+    '81.8 % top-1 on ImageNet-1k with the release "rev_vit_b_in1k".',
+    embed_dim=768,
+    num_heads=12,
+    drop_path_rate=0.2,
+)
+rev_vit_l = _rev_vit_builder(
+    "rev_vit_l",
+    "Rev-ViT-L: width 1024, 16 heads, 24 reversible blocks (ViT-L's geometry; 305.4 M "
+    "parameters for images). No weights are released; PySlowFast has no config for it, so the "
+    "drop-path rate (0.5) is the usual one for a ViT-L trained from scratch, not the paper's.",
+    embed_dim=1024,
+    num_heads=16,
+    depth=24,
+    drop_path_rate=0.5,
+)
