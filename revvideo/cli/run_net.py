@@ -91,6 +91,7 @@ def _run(args: argparse.Namespace, loaded: dict) -> int:
     from revvideo.config import load_config
     from revvideo.engine import run
     from revvideo.engine.distributed import another_process_stopped
+    from revvideo.engine.fine_tuning import adopt_checkpoint_model
     from revvideo.engine.monitor import setup_logging
     from revvideo.utils.errors import RunStopped, UserError
 
@@ -100,6 +101,7 @@ def _run(args: argparse.Namespace, loaded: dict) -> int:
     cfg = None
     try:
         cfg = loaded["cfg"] = load_config(args.cfg_file, args.opts)
+        adopt_checkpoint_model(cfg, explicit=args.opts[::2])
         return run(cfg)
     except UserError as err:
         print(f"{prefix}error: {err}", file=sys.stderr)
