@@ -8,6 +8,7 @@ from revvideo.classes import (
     ClassNames,
     HeadRows,
     dataset_class_names,
+    first_names,
     match_classes,
     match_head_rows,
     read_classnames_file,
@@ -147,3 +148,10 @@ def test_head_rows_follow_names_and_go_by_position_only_where_a_side_names_none(
     assert kinetics.notice.endswith(
         "(the checkpoint's 400 classes taken as Kinetics-400's, which it does not name)"
     )
+
+
+def test_a_list_of_names_ends_in_dots_only_when_shortened():
+    assert first_names(["a", "b", "c"]) == "'a', 'b', 'c'"
+    assert first_names(["a", "b", "c", "d"]) == "'a', 'b', 'c', ..."
+    assert first_names(["a", "b"], 2) == "'a', 'b'"
+    assert first_names([]) == ""

@@ -5,10 +5,11 @@
     python demo/classify.py video.mp4 --checkpoint rev_mvit_b_16x4_k400 --views 10x3 --json
     python demo/classify.py photo.jpg --checkpoint rev_vit_b_in1k      # ImageNet-1k classes
     python demo/classify.py video.mp4 --output annotated.mp4 --plot top5.png
+    python demo/classify.py video.mp4 --checkpoint output/run --min-confidence 0.8 --json
 
---checkpoint takes a checkpoint file or a release name (downloaded once into the torch hub
-cache); a name that is neither lists the releases. The model comes from --cfg, else from the
-config stored in the checkpoint. Folders are searched for videos and images (.jpg .jpeg .png
+--checkpoint takes a checkpoint file, a run's OUTPUT_DIR (its best checkpoint, else its last) or
+a release name (downloaded once into the torch hub cache); a name that is none of them lists the
+releases. The model comes from --cfg, else from the config stored in the checkpoint. Folders are searched for videos and images (.jpg .jpeg .png
 .bmp .webp). Image models (one-frame clips, such as the ImageNet releases) classify an image from
 its centre crop (short side resized as in their test, bicubic) and a video from --views K frames
 spread over it (default: its middle frame); video models refuse images. With several inputs,
@@ -17,7 +18,15 @@ name without its extension: <name>.mp4 (an image keeps its own extension) / <nam
 another output of the run took that name (two inputs of one name, or --output and --plot in one
 folder), <name>_<extension> (x_mp4.png beside x_png.png), then <name>_<extension>_2, ...
 Nothing is ever written onto an input (a video, an image, the checkpoint or the config); each
-file written is reported with its input ("output" and "plot" in JSON).
+file written is reported with its input ("output" and "plot" in JSON). The labels drawn on a
+video are those of the window of the video that they score, named above them ("window 2.0-2.5 s");
+the printed result is the whole video's.
+
+A checkpoint that stores a calibration temperature (fitted at the end of training) has its logits
+divided by it before the softmax, said once (in JSON each result's "temperature", null when the
+checkpoint stores none). With --min-confidence P, an input whose top probability is below P is
+answered "unknown", with its best guess and probability beside it (in JSON each result's "class",
+the top class or "unknown"; "top_k" keeps the guesses).
 
 Every input gets a verdict: its result, or one `error:` line (then the next input); an output
 that cannot be written is an `error:` line beside the input's result ("output_error" and
@@ -40,6 +49,7 @@ JSON document is whole: the results so far, and each input left with that error 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -63,6 +73,16 @@ def _views(text: str) -> tuple[int, int]:
             f"at most {MAX_VIEWS} views (clips x crops) per input, got {text!r}"
         )
     return int(clips), int(crops)
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot",
         help="write a bar chart of the top --topk classes here (.png): a file for one input, "
         "a folder for several (default: none)",
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=_probability,
+        metavar="P",
+        help="answer unknown (with the best guess beside it) when the top calibrated "
+        "probability is below P, 0 < P <= 1 (default: always the top class)",
     )
     return parser
 

@@ -2,7 +2,10 @@
 
 Clips are cut and normalised by the test pipeline's own code (revvideo.data: one decoding pass,
 K clips spread over the whole video x S crops along its long side), and the views' softmax
-scores are combined as the multi-view test combines them (revvideo.engine.VideoScores).
+scores are combined as the multi-view test combines them (revvideo.engine.VideoScores). A
+checkpoint's calibration temperature (its `"temperature"` entry) divides each view's logits
+before the softmax; a classifier with a `min_confidence` answers UNKNOWN when the top combined
+probability is below it.
 
 Image models (one-frame clips, such as the ImageNet releases) classify a still image from its
 ImageNet test view (images.py); given a video, they classify K frames spread evenly over it
@@ -16,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -49,11 +52,18 @@ from revvideo.utils.errors import CheckpointError, ConfigError, DataError
 VIEWS_PER_BATCH = 8
 # The running labels come from windows one clip long that start every half clip.
 WINDOWS_PER_CLIP = 2
+# The answer when the top probability is below the classifier's min_confidence.
+UNKNOWN = "unknown"
 
 
 @dataclass
 class Classifier:
-    """An eval-mode model on `device` and the test settings it was trained for."""
+    """An eval-mode model on `device` and the test settings it was trained for.
+
+    `temperature` (the checkpoint's calibration; None: it stores none, logits as they are)
+    divides the logits before the softmax. `min_confidence` (None, or 0 < P <= 1) is the top
+    probability below which `answer` says UNKNOWN.
+    """
 
     model: nn.Module
     class_names: list[str]
@@ -67,6 +77,12 @@ class Classifier:
     source: str  # the checkpoint file or release name, named when its model fails
     # Image models only (one-frame clips): how a picture, or a video frame, becomes their view.
     image_view: ImageView | None = None
+    temperature: float | None = None
+    min_confidence: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_confidence is not None and not 0 < self.min_confidence <= 1:
+            raise ValueError(f"min_confidence must be in (0, 1], got {self.min_confidence!r}")
 
     @classmethod
     def from_cfg(
@@ -127,7 +143,7 @@ class Classifier:
 
     @torch.inference_mode()
     def probabilities(self, views: torch.Tensor) -> torch.Tensor:
-        """Softmax scores (V, classes) of V clips (V, 3, T, H, W).
+        """Softmax scores (V, classes) of V clips (V, 3, T, H, W), of logits / temperature.
 
         Raises CheckpointError if the model's output is not finite: every video would get
         meaningless scores, so the checkpoint, not the video, is what cannot be used.
@@ -139,8 +155,16 @@ class Classifier:
                 raise CheckpointError(
                     f"the model gives non-finite scores: the weights of {self.source} are broken"
                 )
-            scores.append(logits.softmax(dim=1).cpu())
+            scores.append((logits / (self.temperature or 1.0)).softmax(dim=1).cpu())
         return torch.cat(scores)
+
+    def answer(self, probabilities: torch.Tensor) -> str:
+        """The class of combined scores (classes,): the most probable, or UNKNOWN when its
+        probability is below `min_confidence`."""
+        best = int(probabilities.argmax())
+        if self.min_confidence is not None and probabilities[best] < self.min_confidence:
+            return UNKNOWN
+        return self.class_names[best]
 
 
 def _image_view(num_frames: int, crop_size: int, short_side: int | None = None) -> ImageView | None:
@@ -152,10 +176,15 @@ def _image_view(num_frames: int, crop_size: int, short_side: int | None = None) 
 
 
 def load_classifier(
-    checkpoint: str | os.PathLike, cfg_file: str | os.PathLike | None, device: torch.device
+    checkpoint: str | os.PathLike,
+    cfg_file: str | os.PathLike | None,
+    device: torch.device,
+    min_confidence: float | None = None,
 ) -> Classifier:
-    """The model in `checkpoint` (a file or a release name), built from `cfg_file` or else from
-    the config stored in the checkpoint (a release brings its own).
+    """The model in `checkpoint` (a file, a run folder or a release name; see
+    revvideo.checkpoint.checkpoint_file), built from `cfg_file` or else from the config stored
+    in the checkpoint (a release brings its own), with its calibration temperature if it stores
+    one, answering UNKNOWN below `min_confidence` (see Classifier).
 
     Class names: see revvideo.classes.resolve_class_names (the checkpoint's, else the config's
     dataset's, else Kinetics-400's for 400 classes). Raises UserError (one line) for every
@@ -163,7 +192,7 @@ def load_classifier(
     """
     release = find_release(checkpoint) if isinstance(checkpoint, str) else None
     if release is not None and cfg_file is None:
-        return Classifier.from_release(release, device)
+        return replace(Classifier.from_release(release, device), min_confidence=min_confidence)
     path = checkpoint_file(checkpoint, "--checkpoint")
     cfg, content = read_model_checkpoint(path, cfg_file)
     model = build_model(cfg)
@@ -178,7 +207,21 @@ def load_classifier(
     names = resolve_class_names(
         cfg.MODEL.NUM_CLASSES, checkpoint=others, data_dir=cfg.DATA.PATH_TO_DATA_DIR
     ).names
-    return Classifier.from_cfg(cfg, model, names, device, path)
+    return replace(
+        Classifier.from_cfg(cfg, model, names, device, path),
+        temperature=_temperature(others, path),
+        min_confidence=min_confidence,
+    )
+
+
+def _temperature(checkpoint: dict, path: Path) -> float | None:
+    """The checkpoint's `"temperature"` entry (a positive finite number), or None."""
+    value = checkpoint.get("temperature")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise CheckpointError(f"{path}: its temperature {value!r} is not a positive number")
+    return float(value)
 
 
 def _carries_config(checkpoint: dict, path: Path) -> bool:
@@ -357,12 +400,21 @@ class RunningScores:
     probabilities: torch.Tensor  # (W, classes)
 
     def at(self, time_point: float) -> torch.Tensor:
-        """Mean scores of the windows covering `time_point`, else of the nearest window."""
+        """Mean scores of the windows that speak at `time_point` (see `speaking`)."""
+        return self.probabilities[self.speaking(time_point)].mean(dim=0)
+
+    def span(self, time_point: float) -> tuple[float, float]:
+        """(first second, last second) of the windows that speak at `time_point`."""
+        starts = self.starts[self.speaking(time_point)]
+        return float(starts.min()), float(starts.max()) + self.length
+
+    def speaking(self, time_point: float) -> torch.Tensor:
+        """(W,) bool: the windows covering `time_point`, else the nearest one."""
         covering = (self.starts <= time_point) & (time_point < self.starts + self.length)
         if not covering.any():
             centres = self.starts + self.length / 2
             covering = (centres - time_point).abs() == (centres - time_point).abs().min()
-        return self.probabilities[covering].mean(dim=0)
+        return covering
 
 
 def running_scores(classifier: Classifier, result: VideoResult) -> RunningScores:

@@ -1,5 +1,5 @@
-"""The demo's pictures: a video (or image) with its running top labels drawn on, and a top-k bar
-chart.
+"""The demo's pictures: a video with its running top labels drawn on under the window they score
+(an image with its top labels), and a top-k bar chart.
 
 Videos are H.264 in yuv420p with even sides (in MP4, the index first), which every ordinary
 player and browser opens, with the source's audio as AAC, which every container of H.264 takes.
@@ -37,10 +37,12 @@ def write_annotated_video(
     until: float,
     names: Sequence[str],
     lines: int,
+    heading_at: Callable[[float], str] = lambda _: "",
 ) -> int:
     """Re-encodes the first `until` seconds of `source` (its audio too) into `destination` with
-    `labels_at(seconds)` drawn on each frame: at most `lines` of them, each one of `names`
-    (which sizes the font). Returns the number of frames written.
+    `labels_at(seconds)` drawn on each frame, under `heading_at(seconds)`: at most
+    `lines` labels, each one of `names` (which, with the heading at `until`, size the font).
+    Returns the number of frames written.
 
     Every frame is scaled to the size of the first (a stream whose size changes midway keeps
     one picture size). `destination` appears whole or not at all (utils.files.written_whole);
@@ -65,7 +67,8 @@ def write_annotated_video(
         # Labels are drawn on the upright picture, as players show it.
         turns = quarter_turns(display_rotation(reader, stream))
         width, height = (coded_height, coded_width) if turns % 2 else (coded_width, coded_height)
-        font = label_font(width, height, names, lines)
+        # The last heading is taken as the longest: its times have the most digits.
+        font = label_font(width, height, names, lines, heading_at(until))
         with (
             written_whole(destination) as partial,
             av.open(str(partial), "w", options=options) as writer,
@@ -97,7 +100,7 @@ def write_annotated_video(
                         image = frame.to_image(width=coded_width, height=coded_height)
                         if turns:
                             image = image.rotate(90 * turns, expand=True)
-                        draw_labels(image, labels_at(time_point), font)
+                        draw_labels(image, labels_at(time_point), font, heading_at(time_point))
                         writer.mux(encoded.encode(av.VideoFrame.from_image(image)))
                         written += 1
                 if video_done and (audio is None or audio.done):
@@ -184,8 +187,9 @@ def write_annotated_image(image: Image.Image, destination: str | Path, top: TopC
         labelled.save(partial, format=image_format)
 
 
-def _label_text(top: TopClasses) -> str:
-    return "\n".join(f"{name}  {probability:.0%}" for name, probability in top)
+def _label_text(top: TopClasses, heading: str = "") -> str:
+    lines = [f"{name}  {probability:.0%}" for name, probability in top]
+    return "\n".join([heading, *lines] if heading else lines)
 
 
 def _margin(height: int) -> int:
@@ -197,15 +201,17 @@ def _spacing(font: ImageFont.FreeTypeFont) -> int:
     return max(1, round(font.size / 4))
 
 
-def label_font(width: int, height: int, names: Sequence[str], lines: int) -> ImageFont.FreeTypeFont:
-    """The font for `lines` labels that may name any of `names` on a `width` x `height` picture:
-    1/16 of its height, smaller if the box of the longest labels would not fit in the picture's
-    top third or across it."""
+def label_font(
+    width: int, height: int, names: Sequence[str], lines: int, heading: str = ""
+) -> ImageFont.FreeTypeFont:
+    """The font for `lines` labels that may name any of `names`, under `heading`, on a `width` x
+    `height` picture: 1/16 of its height, smaller if the box of the longest labels would not fit
+    in the picture's top third or across it."""
     font = ImageFont.load_default(size=max(1, round(height * _FONT_HEIGHT)))
     longest = max(names, key=lambda name: font.getlength(name))
     draw = ImageDraw.Draw(Image.new("L", (1, 1)))
     _, _, right, bottom = draw.multiline_textbbox(
-        (0, 0), _label_text([(longest, 1.0)] * lines), font, spacing=_spacing(font)
+        (0, 0), _label_text([(longest, 1.0)] * lines, heading), font, spacing=_spacing(font)
     )
     margin = _margin(height)
     # The text starts 2 margins in (see draw_labels) and its box reaches 1 margin past it; the
@@ -218,9 +224,12 @@ def label_font(width: int, height: int, names: Sequence[str], lines: int) -> Ima
     return ImageFont.load_default(size=max(1, int(font.size * scale)))
 
 
-def draw_labels(image: Image.Image, top: TopClasses, font: ImageFont.FreeTypeFont) -> None:
-    """Writes "name  87%" lines in the top-left corner, on a translucent dark box."""
-    text = _label_text(top)
+def draw_labels(
+    image: Image.Image, top: TopClasses, font: ImageFont.FreeTypeFont, heading: str = ""
+) -> None:
+    """Writes `heading` (if any) and "name  87%" lines in the top-left corner, on a translucent
+    dark box."""
+    text = _label_text(top, heading)
     draw = ImageDraw.Draw(image, "RGBA")
     margin = _margin(image.height)
     origin = (2 * margin, 2 * margin)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
-from revvideo.checkpoint import RELEASES
+from revvideo.checkpoint import RELEASES, checkpoint_file, find_release
 from revvideo.checkpoint.training import CHECKPOINT_DIR, latest_checkpoint
 from revvideo.config import load_config
 from revvideo.data.decoding import VideoDecodeError, check_video_file
 from revvideo.data.paths import VIDEO_EXTENSIONS, video_files
 from revvideo.demo.classifier import (
+    UNKNOWN,
     Classifier,
     VideoResult,
     classify_image,
@@ -53,6 +54,7 @@ class DemoOptions:
     json: bool
     output: str | None
     plot: str | None
+    min_confidence: float | None = None
 
 
 def _device(name: str | None) -> torch.device:
@@ -101,6 +103,17 @@ def quick_start_checkpoint() -> Path:
         f"{QUICK_START_CONFIG}`, or pass --checkpoint <file.pyth or a release: "
         f"{', '.join(sorted(RELEASES))}>"
     )
+
+
+def checkpoint_source(checkpoint: str | None) -> str | Path:
+    """What `checkpoint` (--checkpoint) names: a release name as given, else its file (see
+    revvideo.checkpoint.checkpoint_file), else (None) the quick start's newest checkpoint.
+    Nothing is downloaded; UserError (one line) when there is none."""
+    if checkpoint is None:
+        return quick_start_checkpoint()
+    if find_release(checkpoint) is not None:
+        return checkpoint
+    return checkpoint_file(checkpoint, "--checkpoint")
 
 
 def find_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -261,6 +274,8 @@ def _annotate(classifier: Classifier, result: VideoResult, topk: int, destinatio
         result.duration,
         names,
         min(topk, len(names)),
+        # The labels score these seconds, not the video: its result is what the run prints.
+        lambda time_point: "window {:.1f}-{:.1f} s".format(*scores.span(time_point)),
     )
 
 
@@ -356,10 +371,20 @@ def say(line: str, file=None) -> None:
 
 
 def _print_result(
-    result: VideoResult, top: list[tuple[str, float]], written: dict[str, Path]
+    classifier: Classifier,
+    result: VideoResult,
+    top: list[tuple[str, float]],
+    written: dict[str, Path],
 ) -> None:
     clips, crops = result.views
     say(f"{result.path}: {clips}x{crops} views, {result.seconds:.2f} s")
+    if classifier.min_confidence is not None:
+        threshold = f"--min-confidence {classifier.min_confidence:g}"
+        name, probability = top[0]
+        if classifier.answer(result.probabilities) == UNKNOWN:
+            say(f"  answer: {UNKNOWN} (best guess {name} {probability:.1%}, below {threshold})")
+        else:
+            say(f"  answer: {name} ({probability:.1%}, at least {threshold})")
     width = max(len(name) for name, _ in top)
     for rank, (name, probability) in enumerate(top, start=1):
         say(f"  {rank}. {name:<{width}}  {probability:6.1%}")
@@ -368,6 +393,7 @@ def _print_result(
 
 
 def _json_entry(
+    classifier: Classifier,
     result: VideoResult,
     top: list[tuple[str, float]],
     written: dict[str, Path],
@@ -377,7 +403,9 @@ def _json_entry(
     return (
         {
             "path": printable(result.path),
+            "class": classifier.answer(result.probabilities),
             "top_k": [{"class": name, "probability": round(p, 6)} for name, p in top],
+            "temperature": classifier.temperature,
             "seconds": round(result.seconds, 4),
             "views": f"{clips}x{crops}",
             "warnings": [printable(warning) for warning in result.warnings],
@@ -432,15 +460,20 @@ def _classify_inputs(
     files = [file for file, problem in inputs if problem is None]
     outputs = output_paths({"output": options.output, "plot": options.plot}, inputs)
     if files:
-        checkpoint = options.checkpoint
-        if checkpoint is None:
-            checkpoint = quick_start_checkpoint()
+        checkpoint = checkpoint_source(options.checkpoint)
+        # The quick start's or a run folder's file: which one is said.
+        if options.checkpoint is None or os.path.isdir(options.checkpoint):
             say(f"using {checkpoint}", sys.stderr)
         refuse_overwrites(
             outputs, [*files, str(checkpoint), *([options.cfg] if options.cfg else [])]
         )
-        classifier = load_classifier(checkpoint, options.cfg, device)
+        classifier = load_classifier(checkpoint, options.cfg, device, options.min_confidence)
         _check_views(classifier, options.views or classifier.views)
+        if classifier.temperature is not None and not options.json:
+            say(
+                "probabilities calibrated: logits divided by the checkpoint's temperature "
+                f"{classifier.temperature:.4g}"
+            )
     failed = unwritten = asked = 0
     for (file, problem), targets in zip(inputs, outputs, strict=True):
         if problem is None:
@@ -463,9 +496,12 @@ def _classify_inputs(
         asked += len(targets)
         unwritten += len(failures)
         top = result.top(options.topk, classifier.class_names)
-        entries.append(_json_entry(result, top, written, failures))
+        entries.append(_json_entry(classifier, result, top, written, failures))
         if not options.json:
-            _print_result(result, top, written)
+            _print_result(classifier, result, top, written)
+    if not files:
+        # Every input failed before the checkpoint was needed: a missing one is named too.
+        checkpoint_source(options.checkpoint)
     if failed and len(inputs) > 1:
         say(f"error: {failed} of {len(inputs)} inputs could not be classified", sys.stderr)
     if unwritten and len(inputs) > 1:

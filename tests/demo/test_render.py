@@ -95,7 +95,9 @@ def test_the_demo_draws_topk_labels_and_keeps_the_sound(trained, tmp_path, monke
     monkeypatch.setattr(
         render,
         "draw_labels",
-        lambda image, top, font: drawn.append(top) or draw_labels(image, top, font),
+        lambda image, top, font, heading="": (
+            drawn.append(top) or draw_labels(image, top, font, heading)
+        ),
     )
     source = write_video_with_audio(tmp_path / "tone.mp4", colour="green")
 
