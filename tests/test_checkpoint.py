@@ -3,6 +3,7 @@ and the atomic write."""
 
 import builtins
 import dataclasses
+import logging
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from torch import nn
 from torchvision.models.video import mvit as tv_mvit
 
 from revvideo.checkpoint import (
+    add_entries,
+    checkpoint_file,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -375,3 +378,50 @@ def test_a_read_only_destination_reports_the_write_error_not_the_cleanup(tmp_pat
     monkeypatch.setattr(Path, "unlink", read_only)
     with pytest.raises(CheckpointError, match=r"^cannot write .*x.pyth: Read-only file system$"):
         save_checkpoint(tmp_path / "x.pyth", tiny_mvit())
+
+
+def test_entries_are_added_whole_and_the_weights_kept(tmp_path, monkeypatch):
+    path = tmp_path / "best.pyth"
+    model = tiny_mvit()
+    save_checkpoint(path, model, epoch=1, temperature=1.0)
+    add_entries(path, temperature=1.7)
+    saved = read_checkpoint(path)
+    assert (saved["epoch"], saved["temperature"]) == (1, 1.7)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(saved["model_state"][name], tensor)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(CheckpointError, match="is unchanged"):
+        add_entries(path, temperature=3.0)
+    assert read_checkpoint(path)["temperature"] == 1.7
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pyth"]
+
+
+# --- a training run's folder -----------------------------------------------------------------
+
+
+def test_a_run_folder_gives_its_best_model_else_its_last(tmp_path, caplog):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    last, best = run / "checkpoints" / "last.pyth", run / "checkpoints" / "best.pyth"
+    save_checkpoint(last, tiny_mvit())
+    with caplog.at_level(logging.INFO, logger="revvideo.checkpoint.releases"):
+        assert checkpoint_file(run, "--checkpoint") == last
+        save_checkpoint(best, tiny_mvit())
+        assert checkpoint_file(str(run), "TEST.CHECKPOINT_FILE_PATH") == best
+        assert checkpoint_file(str(run), "TEST.CHECKPOINT_FILE_PATH") == best
+    assert caplog.messages == [
+        f"--checkpoint {run} is a training run: using {last}, its newest model",
+        f"TEST.CHECKPOINT_FILE_PATH {run} is a training run: using {best}, its best on validation",
+    ]
+
+
+def test_a_folder_without_a_run_model_says_what_was_looked_for(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "checkpoint_epoch_00001.pyth").write_bytes(b"")
+    with pytest.raises(CheckpointError) as error:
+        checkpoint_file(tmp_path, "TEST.CHECKPOINT_FILE_PATH")
+    assert str(error.value) == (
+        f"TEST.CHECKPOINT_FILE_PATH {tmp_path} is a folder without checkpoints/best.pyth or "
+        "checkpoints/last.pyth: give a checkpoint file, or the OUTPUT_DIR of a training run"
+    )

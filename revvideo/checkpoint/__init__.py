@@ -19,6 +19,7 @@ A model's class names are resolved by `revvideo.classes.resolve_class_names`.
 
 from revvideo.checkpoint.files import (
     MODEL_STATE,
+    add_entries,
     from_torchvision_mvit,
     head_classes,
     load_checkpoint,
@@ -43,6 +44,7 @@ __all__ = [
     "MODEL_STATE",
     "RELEASES",
     "Release",
+    "add_entries",
     "checkpoint_file",
     "fetch_release",
     "find_release",

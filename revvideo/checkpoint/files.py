@@ -31,6 +31,7 @@ from revvideo.utils.errors import CheckpointError, ConfigError
 from revvideo.utils.files import WriteError, written_whole
 
 __all__ = [
+    "add_entries",
     "from_torchvision_mvit",
     "load_checkpoint",
     "load_fine_tuning_state",
@@ -124,8 +125,17 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     """
     if MODEL_STATE in extra:
         raise TypeError(f"{MODEL_STATE!r} is taken from `model`; pass it no other way")
+    _write_checkpoint(Path(path), {MODEL_STATE: _unwrap(model).state_dict(), **extra})
+
+
+def add_entries(path: str | os.PathLike, **entries: Any) -> None:
+    """Rewrites the checkpoint at `path` (whole or not at all) with `entries` (plain data) added
+    or replaced; its weights (in our layout, see read_checkpoint) and other entries are kept."""
     path = Path(path)
-    checkpoint = {MODEL_STATE: _unwrap(model).state_dict(), **extra}
+    _write_checkpoint(path, {**read_checkpoint(path), **entries})
+
+
+def _write_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # A Python file, not a path: torch's writer then raises from the OSError that names

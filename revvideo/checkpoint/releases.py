@@ -13,6 +13,8 @@ reported top-1 (input geometry and views), which `demo/classify.py` uses.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import urllib.error
 from dataclasses import dataclass
@@ -22,8 +24,11 @@ import torch
 from torch import nn
 
 from revvideo.checkpoint.files import load_checkpoint
+from revvideo.checkpoint.training import BEST_MODEL, LAST_MODEL, model_path
 from revvideo.classes import imagenet1k_class_names, resolve_class_names
 from revvideo.utils.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGENET_1K",
@@ -178,16 +183,18 @@ def fetch_release(release: Release, progress: bool = True, option: str = "weight
 
 
 def checkpoint_file(source: str | os.PathLike, option: str = "weights") -> Path:
-    """The file of `source`: a release name (downloaded once into the hub cache) or a path.
+    """The file of `source`: a release name (downloaded once into the hub cache), a path, or a
+    training run's OUTPUT_DIR, whose checkpoints/best.pyth (the best on validation), else
+    checkpoints/last.pyth (the newest), it gives (logged once).
 
-    CheckpointError naming `option` (the key or argument that gave it) when it is neither.
+    CheckpointError naming `option` (the key or argument that gave it) when it is none of these.
     """
     release = find_release(source) if isinstance(source, str) else None
     if release is not None:
         return fetch_release(release, option=option)
     path = Path(source)
     if path.is_dir():
-        raise CheckpointError(f"{option} {path} is a folder, not a checkpoint file")
+        return _run_model(path, option)
     if not path.exists():
         # A bare word may be a misspelt release name; anything else is a file path.
         if isinstance(source, str) and not path.suffix and path.name == source:
@@ -197,6 +204,25 @@ def checkpoint_file(source: str | os.PathLike, option: str = "weights") -> Path:
             )
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path
+
+
+def _run_model(run: Path, option: str) -> Path:
+    """The model of the training run in the folder `run` (see checkpoint_file)."""
+    best, last = model_path(run, BEST_MODEL), model_path(run, LAST_MODEL)
+    for path, which in ((best, "its best on validation"), (last, "its newest model")):
+        if path.is_file():
+            _report_run_model(option, run, path, which)
+            return path
+    raise CheckpointError(
+        f"{option} {run} is a folder without {best.relative_to(run)} or "
+        f"{last.relative_to(run)}: give a checkpoint file, or the OUTPUT_DIR of a training run"
+    )
+
+
+# Once for each file: a run resolves its checkpoint more than once (checks, then loading).
+@functools.cache
+def _report_run_model(option: str, run: Path, path: Path, which: str) -> None:
+    logger.info("%s %s is a training run: using %s, %s", option, run, path, which)
 
 
 def load_weights(model: nn.Module, weights: str | os.PathLike | None, builder: str) -> nn.Module:

@@ -3,7 +3,9 @@
 `OUTPUT_DIR/checkpoints/checkpoint_epoch_NNNNN.pyth` holds the state after NNNNN complete epochs
 (PySlowFast's naming). A run stopped by a signal in the middle of an epoch writes
 `checkpoint_epoch_NNNNN_step_SSSSSS.pyth`: NNNNN complete epochs plus SSSSSS optimizer steps of
-the next. Files are written by `revvideo.checkpoint.save_checkpoint` (temporary file, fsync,
+the next. Beside them, `last.pyth` (the newest model) and `best.pyth` (the best on validation)
+name a run's model without its epochs: model checkpoints (no training state), never resumed
+from. Files are written by `revvideo.checkpoint.save_checkpoint` (temporary file, fsync,
 rename), so a checkpoint is either complete or absent.
 """
 
@@ -21,6 +23,8 @@ from revvideo.checkpoint.files import load_checkpoint, model_entries, save_check
 from revvideo.utils.errors import CheckpointError
 
 CHECKPOINT_DIR = "checkpoints"
+LAST_MODEL = "last.pyth"
+BEST_MODEL = "best.pyth"
 _NAME = re.compile(r"checkpoint_epoch_(\d{5})(?:_step_(\d{6}))?\.pyth")
 TRAINING_STATE_KEYS = ("optimizer_state", "scheduler_state", "scaler_state", "epoch", "rng_states")
 
@@ -41,8 +45,13 @@ def checkpoint_path(output_dir: str | Path, epochs_done: int, steps_done: int = 
     return Path(output_dir) / CHECKPOINT_DIR / f"{name}.pyth"
 
 
+def model_path(output_dir: str | Path, name: str) -> Path:
+    """Where the run's model called `name` (LAST_MODEL, BEST_MODEL) goes."""
+    return Path(output_dir) / CHECKPOINT_DIR / name
+
+
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """The run's checkpoints, oldest first."""
+    """The run's epoch and mid-epoch checkpoints (the points it resumes from), oldest first."""
     folder = Path(output_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
@@ -118,11 +127,13 @@ def save_training_state(
     class_names: list[str],
     source: str,
     optimizer_steps: int,
+    **entries: Any,
 ) -> None:
     """Everything a resumed run needs to continue as if never stopped, and what makes the file
     a self-describing model (config, class names, provenance: `source` the run started from,
-    after `optimizer_steps` steps). `rng_states` has one entry per process (rank order);
-    `steps_per_epoch` lets a resumed run check that its epochs have the same steps."""
+    after `optimizer_steps` steps), with `entries` (plain data) beside them. `rng_states` has
+    one entry per process (rank order); `steps_per_epoch` lets a resumed run check that its
+    epochs have the same steps."""
     save_checkpoint(
         path,
         model,
@@ -134,6 +145,28 @@ def save_training_state(
         steps_per_epoch=steps_per_epoch,
         rng_states=rng_states,
         **model_entries(cfg, class_names, source=source, epoch=epochs_done, step=optimizer_steps),
+        **entries,
+    )
+
+
+def save_model(
+    path: Path,
+    model: nn.Module,
+    *,
+    cfg: CfgNode,
+    class_names: list[str],
+    source: str,
+    epochs_done: int,
+    optimizer_steps: int,
+    **entries: Any,
+) -> None:
+    """A model checkpoint (weights, config, class names, provenance and `entries`), without the
+    training state: what `last.pyth` and `best.pyth` hold."""
+    save_checkpoint(
+        path,
+        model,
+        **model_entries(cfg, class_names, source=source, epoch=epochs_done, step=optimizer_steps),
+        **entries,
     )
 
 

@@ -36,6 +36,8 @@ def test_names_and_order(tmp_path):
         "checkpoint_epoch_00009_step_000100.pyth",
         ".checkpoint_epoch_00011.pyth.123.tmp.pyth",  # a partial write: never a checkpoint
         "notes.txt",
+        "last.pyth",  # the run's models: never resumed from
+        "best.pyth",
     ):
         (folder / name).write_bytes(b"")
     assert [path.name for path in list_checkpoints(tmp_path)] == [
@@ -48,6 +50,7 @@ def test_names_and_order(tmp_path):
     remove_mid_epoch_checkpoints(tmp_path, before=folder / "checkpoint_epoch_00010.pyth")
     assert not (folder / "checkpoint_epoch_00009_step_000100.pyth").exists()
     assert (folder / "checkpoint_epoch_00010_step_000005.pyth").exists()
+    assert (folder / "last.pyth").exists() and (folder / "best.pyth").exists()
 
 
 def test_generator_states_round_trip():
