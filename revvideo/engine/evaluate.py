@@ -1,15 +1,21 @@
-"""Validation top-1 during training, and the multi-view test with its result files.
+"""Validation during training (top-1, or the logits a temperature is fitted to), and the
+multi-view test with its result files.
 
 The test scores every view of every video (TEST.NUM_ENSEMBLE_VIEWS clips x
-TEST.NUM_SPATIAL_CROPS crops), combines the views' softmax scores per video (DATA.ENSEMBLE_METHOD)
-and writes, each file whole, into a new folder of its own (new_test_folder), so that no test
-replaces a file: OUTPUT_DIR/test/<checkpoint stem>, or <stem>-2, -3, ... where that name is taken.
+TEST.NUM_SPATIAL_CROPS crops), combines the views' softmax scores, at the model's temperature,
+per video (DATA.ENSEMBLE_METHOD) and writes, each file whole, into a new folder of its own
+(new_test_folder), so that no test replaces a file: OUTPUT_DIR/test/<checkpoint stem>, or
+<stem>-2, -3, ... where that name is taken.
   config.yaml        the config the test ran with
-  test_results.json  top1_acc, top5_acc, mean_class_acc (percent), num_videos (scored),
-                     num_views (per video), num_unscored, the unscored videos and why, the
-                     class names scored, ...
+  test_results.json  top1_acc with top1_ci95 (its 95 % Wilson interval), top5_acc,
+                     mean_class_acc, ece and ece_uncalibrated (at temperature 1), all percent;
+                     temperature; per_class (name -> precision, recall, f1 in percent, support);
+                     num_videos (scored), num_views (per video), num_unscored, the unscored
+                     videos and why, the class names scored, ...
   predictions.csv    video, label, then the top 5 classes with their probabilities
   confusion.png      the confusion matrix (see plots.plot_confusion)
+  reliability.png    accuracy per confidence bin against the diagonal (plots.plot_reliability)
+A split under SMALL_SPLIT videos is a warning that gives the interval (small_split_warning).
 
 The model's classes are matched to the dataset's by name (revvideo.classes.match_classes):
 another order is remapped, other classes are an error unless TEST.SHARED_CLASSES_ONLY.
@@ -22,6 +28,7 @@ import contextlib
 import csv
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +40,17 @@ from torch import nn
 from revvideo.classes import ClassMatch, ClassNames, match_classes
 from revvideo.data import VideoDataset, VideoLoader, build_loader
 from revvideo.engine.distributed import all_gather_objects, all_reduce, is_main_process
-from revvideo.engine.metrics import VideoScores, classification_metrics
+from revvideo.engine.metrics import (
+    Reliability,
+    VideoScores,
+    classification_metrics,
+    expected_calibration_error,
+    per_class_metrics,
+    reliability,
+    wilson_interval,
+)
 from revvideo.engine.monitor import progress_bar
-from revvideo.engine.plots import plot_confusion
+from revvideo.engine.plots import plot_confusion, plot_reliability
 from revvideo.engine.precision import MixedPrecision
 from revvideo.engine.stopping import StopRequest, stopping
 from revvideo.utils.errors import DataError, UserError
@@ -47,10 +62,43 @@ CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "test_results.json"
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion.png"
+RELIABILITY_FILE = "reliability.png"
 TEST_DIR = "test"
+# A split with fewer videos than this is a warning: its accuracy's interval is wide.
+SMALL_SPLIT = 30
 
 
 @torch.no_grad()
+def validation_logits(
+    model: nn.Module,
+    loader: VideoLoader,
+    device: torch.device,
+    precision: MixedPrecision,
+    stop: StopRequest | None = None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The logits (N, K) of single centre clips and their labels (N,), over all processes (float32
+    and int64, on the CPU, rank 0's clips first); None if nothing decoded, or if `stop` was
+    requested on any process (it then is on every process: `stop.requested`)."""
+    model.eval()
+    logits, labels = [], []
+    with stopping(stop, iter(loader)) as batches:
+        for batch in batches:
+            with precision.autocast():
+                logits.append(model(loader.model_input(batch["video"], device)).float().cpu())
+            labels.append(batch["label"].cpu())
+            if stop is not None and stop.requested:
+                break
+    model.train()
+    requested = stop is not None and stop.requested
+    stopped = all_reduce(torch.tensor([float(requested)], device=device)).item()
+    if stop is not None and stop.agree(stopped > 0):
+        return None
+    gathered = all_gather_objects((logits, labels))
+    logits = [batch for process_logits, _ in gathered for batch in process_logits]
+    labels = [batch for _, process_labels in gathered for batch in process_labels]
+    return (torch.cat(logits), torch.cat(labels)) if logits else None
+
+
 def validate(
     model: nn.Module,
     loader: VideoLoader,
@@ -58,25 +106,30 @@ def validate(
     precision: MixedPrecision,
     stop: StopRequest | None = None,
 ) -> float | None:
-    """Top-1 (percent) of single centre clips over all processes; None if nothing decoded, or
-    if `stop` was requested on any process (it then is on every process: `stop.requested`)."""
-    model.eval()
-    counts = torch.zeros(3, dtype=torch.long, device=device)  # correct, clips, stopped
-    with stopping(stop, iter(loader)) as batches:
-        for batch in batches:
-            with precision.autocast():
-                logits = model(loader.model_input(batch["video"], device))
-            labels = batch["label"].to(device)
-            counts[0] += (logits.argmax(dim=1) == labels).sum()
-            counts[1] += len(labels)
-            if stop is not None and stop.requested:
-                counts[2] = 1
-                break
-    model.train()
-    correct, total, stopped = all_reduce(counts).tolist()
-    if stop is not None and stop.agree(stopped > 0):
+    """Top-1 (percent) of single centre clips over all processes; None where validation_logits
+    gives None (nothing decoded, or stopped)."""
+    gathered = validation_logits(model, loader, device, precision, stop)
+    if gathered is None:
         return None
-    return 100.0 * correct / total if total else None
+    logits, labels = gathered
+    return 100.0 * (logits.argmax(dim=1) == labels).sum().item() / len(labels)
+
+
+def top1_with_interval(correct: int, total: int) -> str:
+    """E.g. "top-1 66.67 % (95 % CI 20.77-93.85)" for 2 of 3; total must be positive."""
+    low, high = wilson_interval(correct, total)
+    return f"top-1 {100 * correct / total:.2f} % (95 % CI {low:.2f}-{high:.2f})"
+
+
+def small_split_warning(split: str, correct: int, total: int) -> str | None:
+    """The warning for `correct` of `total` videos of `split` right when total is under
+    SMALL_SPLIT (and positive), with the 95 % interval of the accuracy; None from SMALL_SPLIT on."""
+    if total >= SMALL_SPLIT:
+        return None
+    return (
+        f"the {split} split has only {total} videos: {top1_with_interval(correct, total)}; on "
+        "so few videos the accuracy is known only to within that interval"
+    )
 
 
 @torch.no_grad()
@@ -89,16 +142,20 @@ def multiview_test(
     checkpoint: str,
     class_names: ClassNames,
     stop: StopRequest | None = None,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """Scores the test split view by view and returns the results; rank 0 writes them into a
     new folder (see the module doc) and logs them with its name.
 
     `checkpoint` names the weights being tested, for the record and the folder; `class_names`
-    are the model's. Raises DataError when no video at all can be scored, and when the model's
-    classes and the dataset's differ (see the module doc); Interrupted, with nothing written,
-    when `stop` is requested on any process while the views are scored. The files are written
-    with a Ctrl-C held back (`stop.held`).
+    are the model's; each view's logits are divided by `temperature` before its softmax.
+    Raises UserError for a temperature that is not a positive number; DataError when no video
+    at all can be scored, and when the model's classes and the dataset's differ (see the module
+    doc); Interrupted, with nothing written, when `stop` is requested on any process while the
+    views are scored. The files are written with a Ctrl-C held back (`stop.held`).
     """
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise UserError(f"the temperature must be a positive number, got {temperature}")
     loader = build_loader(cfg, "test", views_for_gpu=device.type == "cuda")
     dataset = loader.dataset
     match = match_classes(
@@ -106,15 +163,26 @@ def multiview_test(
     )
     if match.notice and is_main_process():
         logger.warning("%s", match.notice)
-    scores, reasons = _score_views(model, loader, device, precision, cfg, stop)
-    videos = _video_results(dataset, match, scores, reasons, checkpoint)
-    metrics = classification_metrics(
-        videos.probabilities[videos.scored], videos.labels[videos.scored]
+    scores, uncalibrated, reasons = _score_views(
+        model, loader, device, precision, cfg, temperature, stop
     )
+    videos = _video_results(dataset, match, scores, reasons, checkpoint)
+    labels = videos.labels[videos.scored]
+    metrics = classification_metrics(videos.probabilities[videos.scored], labels)
+    correct, total = int(metrics.confusion.trace()), int(metrics.confusion.sum())
+    calibration = reliability(videos.probabilities[videos.scored], labels)
+    uncalibrated_probabilities = _in_dataset_classes(match, dataset, uncalibrated.normalized())[1]
+    per_class = per_class_metrics(metrics.confusion)
     results = {
         "top1_acc": metrics.top1,
+        "top1_ci95": list(wilson_interval(correct, total)),
         "top5_acc": metrics.top5,
         "mean_class_acc": metrics.mean_class,
+        "ece": calibration.ece,
+        "ece_uncalibrated": expected_calibration_error(
+            uncalibrated_probabilities[videos.scored], labels
+        ),
+        "temperature": float(temperature),
         "num_videos": int(videos.scored.sum()),
         "num_views": dataset.views_per_video,
         "num_unscored": len(videos.unscored),
@@ -123,24 +191,41 @@ def multiview_test(
         "num_classes": len(videos.names),
         "class_names": videos.names,
         "class_matching": match.notice or "the model's classes are the dataset's, in order",
+        "per_class": {
+            name: {"precision": p, "recall": r, "f1": f1, "support": n}
+            for name, p, r, f1, n in zip(
+                videos.names,
+                per_class.precision.tolist(),
+                per_class.recall.tolist(),
+                per_class.f1.tolist(),
+                per_class.support.tolist(),
+                strict=True,
+            )
+        },
         "checkpoint": checkpoint,
         "unscored": videos.unscored,
     }
     if is_main_process():
         with stop.held() if stop is not None else contextlib.nullcontext():
             folder = new_test_folder(cfg.OUTPUT_DIR, checkpoint)
-            _write_files(folder, cfg, results, dataset, videos, metrics.confusion)
+            _write_files(folder, cfg, results, dataset, videos, metrics.confusion, calibration)
         logger.info(
-            "test: top-1 %.2f %%, top-5 %.2f %%, mean class accuracy %.2f %% on %d videos x %d "
-            "views (%d unscored); results in %s",
-            results["top1_acc"],
+            "test: %s, top-5 %.2f %%, mean class accuracy %.2f %%, ECE %.2f %% at temperature "
+            "%.3g (%.2f %% at 1) on %d videos x %d views (%d unscored); results in %s",
+            top1_with_interval(correct, total),
             results["top5_acc"],
             results["mean_class_acc"],
+            results["ece"],
+            temperature,
+            results["ece_uncalibrated"],
             results["num_videos"],
             results["num_views"],
             results["num_unscored"],
             folder,
         )
+        warning = small_split_warning("test", correct, total)
+        if warning:
+            logger.warning("%s", warning)
     if videos.unscored:
         logger.warning(
             "%d test videos are not scored (each listed in %s with the reason)",
@@ -156,12 +241,16 @@ def _score_views(
     device: torch.device,
     precision: MixedPrecision,
     cfg: CfgNode,
+    temperature: float,
     stop: StopRequest | None = None,
-) -> tuple[VideoScores, dict[int, tuple[str, str]]]:
-    """Every view's softmax scores combined per video over all processes, and the videos
-    skipped on any process: video index -> (path, reason). Interrupted when `stop` is
-    requested on any process (after the batch at hand on this one)."""
-    scores = VideoScores(len(loader.dataset), cfg.MODEL.NUM_CLASSES, cfg.DATA.ENSEMBLE_METHOD)
+) -> tuple[VideoScores, VideoScores, dict[int, tuple[str, str]]]:
+    """Every view's softmax scores at `temperature` and at 1, each combined per video over all
+    processes, and the videos skipped on any process: video index -> (path, reason).
+    Interrupted when `stop` is requested on any process (after the batch at hand on this one)."""
+    scores, uncalibrated = (
+        VideoScores(len(loader.dataset), cfg.MODEL.NUM_CLASSES, cfg.DATA.ENSEMBLE_METHOD)
+        for _ in range(2)
+    )
     model.eval()
     with (
         stopping(stop, iter(loader)) as batches,
@@ -169,8 +258,9 @@ def _score_views(
     ):
         for batch in batches:
             with precision.autocast():
-                logits = model(loader.model_input(batch["video"], device))
-            scores.add(logits.float().softmax(dim=1), batch["video_index"])
+                logits = model(loader.model_input(batch["video"], device)).float()
+            scores.add((logits / temperature).softmax(dim=1), batch["video_index"])
+            uncalibrated.add(logits.softmax(dim=1), batch["video_index"])
             bar.update()
             if stop is not None and stop.requested:
                 break
@@ -179,12 +269,13 @@ def _score_views(
         if stop.agree(stopped > 0):
             stop.interrupt()
     scores.all_reduce(device)
+    uncalibrated.all_reduce(device)
     reasons = {
         skip.video_index: (skip.path, skip.reason)
         for skipped in all_gather_objects(loader.skipped)
         for skip in skipped
     }
-    return scores, reasons
+    return scores, uncalibrated, reasons
 
 
 @dataclass
@@ -278,6 +369,7 @@ def _write_files(
     dataset: VideoDataset,
     videos: _VideoResults,
     confusion: torch.Tensor,
+    calibration: Reliability,
 ) -> None:
     """The test's files, each written whole; test_results.json last, so that a folder holding
     it holds them all."""
@@ -285,6 +377,9 @@ def _write_files(
         CONFIG_FILE: lambda path: path.write_text(cfg.dump()),
         PREDICTIONS_FILE: lambda path: _write_predictions(path, dataset, videos),
         CONFUSION_FILE: lambda path: plot_confusion(confusion, videos.names, path),
+        RELIABILITY_FILE: lambda path: plot_reliability(
+            calibration, path, temperature=results["temperature"]
+        ),
         RESULTS_FILE: lambda path: _write_results(path, results),
     }
     for name, write in writers.items():

@@ -1,4 +1,5 @@
-"""curves.png (loss, learning rate, validation top-1) and confusion.png, drawn off-screen.
+"""curves.png (loss, learning rate, validation top-1), confusion.png and reliability.png, drawn
+off-screen.
 
 matplotlib's object-oriented API (Figure, no pyplot) renders with Agg and never needs a display.
 """
@@ -8,6 +9,8 @@ from typing import Any
 
 import torch
 from matplotlib.figure import Figure
+
+from revvideo.engine.metrics import Reliability
 
 # Up to this many classes the confusion matrix is drawn whole, with class names.
 FULL_CONFUSION_MAX_CLASSES = 30
@@ -91,4 +94,35 @@ def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: str | 
         pairs_axes.set(title="most frequent confusions (true → predicted)", xlabel="videos")
     axes.set(title="confusion (rows: true class, normalised)", xlabel="predicted", ylabel="true")
     figure.colorbar(image, ax=axes, shrink=0.8)
+    figure.savefig(path, dpi=100)
+
+
+def plot_reliability(calibration: Reliability, path: str | Path, *, temperature: float) -> None:
+    """Accuracy per confidence bin as bars against the diagonal (where a calibrated model's bars
+    end), each bar's video count above it, and the ECE at `temperature` in the title."""
+    bins = len(calibration.count)
+    edges = torch.arange(bins, dtype=torch.float64) / bins
+    filled = calibration.count > 0
+    figure = Figure(figsize=(6, 6), layout="constrained")
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    bars = axes.bar(
+        edges[filled].tolist(),
+        calibration.accuracy[filled].tolist(),
+        width=1 / bins,
+        align="edge",
+        edgecolor="black",
+        label="accuracy",
+    )
+    axes.bar_label(bars, labels=[str(n) for n in calibration.count[filled].tolist()], fontsize=8)
+    axes.set(
+        title=f"reliability: ECE {calibration.ece:.2f} % at temperature {temperature:.3g}",
+        xlabel="confidence (top probability)",
+        ylabel="accuracy",
+        xlim=(0, 1),
+        ylim=(0, 1.08),
+        aspect="equal",
+    )
+    axes.legend(loc="upper left")
+    axes.grid(alpha=0.3)
     figure.savefig(path, dpi=100)

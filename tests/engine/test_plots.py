@@ -1,12 +1,18 @@
-"""The plots show what they are given, for few and for many classes, and from a log with and
-without data."""
+"""The plots show what they are given, for few and for many classes, from a log with and
+without data, and the reliability of hand-made probabilities."""
 
 import pytest
 import torch
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from revvideo.engine.plots import TOP_CONFUSED_PAIRS, plot_confusion, plot_curves
+from revvideo.engine.metrics import reliability
+from revvideo.engine.plots import (
+    TOP_CONFUSED_PAIRS,
+    plot_confusion,
+    plot_curves,
+    plot_reliability,
+)
 
 
 @pytest.fixture
@@ -104,3 +110,22 @@ def test_curves_from_an_empty_log(tmp_path, saved_figures):
 
     assert all(len(line.get_xdata()) == 0 for axes in saved_figures[0].axes for line in axes.lines)
     assert imread(tmp_path / "empty.png").shape[1] > 0
+
+
+def test_reliability_bars_against_the_diagonal(tmp_path, saved_figures):
+    # 10 predictions at 0.9 with 6 right, 5 at 0.6 with 3 right: ECE 10 / 15 * 0.3 = 20 %.
+    probabilities = torch.tensor([[0.9, 0.1]] * 10 + [[0.4, 0.6]] * 5, dtype=torch.float64)
+    labels = torch.tensor([0] * 6 + [1] * 4 + [1] * 3 + [0] * 2)
+    plot_reliability(reliability(probabilities, labels), tmp_path / "r.png", temperature=1.5)
+
+    axes = saved_figures[0].axes[0]
+    assert axes.get_title() == "reliability: ECE 20.00 % at temperature 1.5"
+    diagonal = axes.lines[0]
+    assert list(diagonal.get_xdata()) == [0, 1] and list(diagonal.get_ydata()) == [0, 1]
+    # Only the two bins with predictions have bars: (8/15, 9/15] and (13/15, 14/15].
+    bars = axes.patches
+    assert [bar.get_x() for bar in bars] == pytest.approx([8 / 15, 13 / 15])
+    assert [bar.get_width() for bar in bars] == pytest.approx([1 / 15, 1 / 15])
+    assert [bar.get_height() for bar in bars] == pytest.approx([0.6, 0.6])
+    assert [text.get_text() for text in axes.texts] == ["5", "10"]  # videos per bar
+    assert imread(tmp_path / "r.png").shape[0] > 0
