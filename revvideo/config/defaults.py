@@ -78,6 +78,8 @@ _C.DATA.ENSEMBLE_METHOD = "sum"
 # Generate revvideo's synthetic motion dataset (revvideo.data.synthetic, always the same videos)
 # into DATA.PATH_TO_DATA_DIR on first use.
 _C.DATA.GENERATE_SYNTHETIC = False
+# Imbalanced classes: "none", "sampler" (each class drawn equally often) or "loss" (weighted).
+_C.DATA.CLASS_BALANCE = "none"
 
 # ---------------------------------------------------------------------------------------------
 # Multiscale Vision Transformer (MViT v1) and its reversible variants

@@ -154,6 +154,7 @@ def _rules() -> dict[str, Rule]:
         "DATA.RANDOM_FLIP": TYPE_ONLY,
         "DATA.ENSEMBLE_METHOD": NOT_EMPTY,  # a method the engine has
         "DATA.GENERATE_SYNTHETIC": TYPE_ONLY,
+        "DATA.CLASS_BALANCE": _one_of(("none", "sampler", "loss")),
         "MVIT.DEPTH": POSITIVE,
         "MVIT.EMBED_DIM": POSITIVE,
         "MVIT.NUM_HEADS": POSITIVE,
