@@ -219,3 +219,24 @@ def test_the_annotated_video_names_the_window_its_labels_score(
     assert headings[0] == "window 0.0-0.5 s"
     # The printed result is still the whole video's: red and blue, half each.
     assert {line.split()[1] for line in out.splitlines()[1:3]} == {"red", "blue"}
+
+
+def test_a_run_folder_gives_its_best_model_else_its_last(
+    trained, calibrated, videos, tmp_path, capsys
+):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    shutil.copy(trained[0], checkpoints / "last.pyth")
+
+    status, out, err = run_main(capsys, videos["red"], "--checkpoint", tmp_path / "run", "--json")
+
+    assert status == 0
+    assert err == [f"using {checkpoints / 'last.pyth'}"]
+    assert json.loads(out)[0]["temperature"] is None
+
+    shutil.copy(calibrated, checkpoints / "best.pyth")
+    status, out, err = run_main(capsys, videos["red"], "--checkpoint", tmp_path / "run", "--json")
+
+    assert status == 0
+    assert err == [f"using {checkpoints / 'best.pyth'}"]
+    assert json.loads(out)[0]["temperature"] == TEMPERATURE
