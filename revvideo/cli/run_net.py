@@ -18,7 +18,7 @@ closes).
 
 Where the results go: a run that trains keeps its config.yaml, log and checkpoints in OUTPUT_DIR;
 every multi-view test (after training, or of a checkpoint alone) writes its config.yaml,
-test_results.json, predictions.csv and confusion.png into a new folder of its own,
+test_results.json, predictions.csv, confusion.png and reliability.png into a new folder of its own,
 OUTPUT_DIR/test/<checkpoint name>, or <checkpoint name>-2, -3, ..., so nothing is replaced.
 """
 

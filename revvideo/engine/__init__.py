@@ -8,8 +8,8 @@ OUTPUT_DIR:
   tensorboard/           the same numbers as tensorboard scalars
   curves.png             training loss, learning rate and validation top-1
   checkpoints/           checkpoint_epoch_NNNNN.pyth (see revvideo.checkpoint.training), resumed automatically
-  test/<checkpoint>[-N]/ each multi-view test's config.yaml, test_results.json, predictions.csv
-                         and confusion.png, in a new folder of its own (see evaluate.py)
+  test/<checkpoint>[-N]/ each multi-view test's config.yaml, test_results.json, predictions.csv,
+                         confusion.png and reliability.png, in a new folder of its own (see evaluate.py)
 """
 
 from revvideo.engine.evaluate import multiview_test, validate

@@ -18,7 +18,13 @@ from .helpers import evaluation_cfg, records, tiny_cfg
 # A user's own files under the names of a test's files, in OUTPUT_DIR.
 USER_FILES = {
     name: f"the user's own {name}\n"
-    for name in ("test_results.json", "predictions.csv", "confusion.png", "config.yaml")
+    for name in (
+        "test_results.json",
+        "predictions.csv",
+        "confusion.png",
+        "reliability.png",
+        "config.yaml",
+    )
 }
 
 
@@ -34,14 +40,15 @@ def _assert_user_files_kept(folder, names):
 
 
 def _assert_results_in(folder, checkpoint):
-    """The test's four files in `folder`; its results."""
+    """The test's five files in `folder`; its results."""
     assert sorted(path.name for path in folder.iterdir()) == [
-        "config.yaml", "confusion.png", "predictions.csv", "test_results.json",
+        "config.yaml", "confusion.png", "predictions.csv", "reliability.png", "test_results.json",
     ]  # fmt: skip
     results = json.loads((folder / "test_results.json").read_text())
     assert results["checkpoint"] == str(checkpoint) and results["num_videos"] == 6
     assert (folder / "predictions.csv").read_text().startswith("video,label,top1,")
-    assert (folder / "confusion.png").read_bytes().startswith(b"\x89PNG")
+    for picture in ("confusion.png", "reliability.png"):
+        assert (folder / picture).read_bytes().startswith(b"\x89PNG")
     return results
 
 
@@ -72,7 +79,7 @@ def test_a_train_and_test_run_writes_its_results_into_a_folder_for_its_checkpoin
     tiny_dataset, tmp_path
 ):
     output = tmp_path / "out"
-    results_names = ["test_results.json", "predictions.csv", "confusion.png"]
+    results_names = ["test_results.json", "predictions.csv", "confusion.png", "reliability.png"]
     _write_user_files(output, results_names)
     cfg = tiny_cfg(tiny_dataset, output, SOLVER__MAX_EPOCH=1)
     assert run(cfg.clone()) == 0
