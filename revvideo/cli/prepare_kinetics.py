@@ -23,7 +23,9 @@ Class indices follow Kinetics-400's order when every class is a Kinetics-400 cla
 sorted class names. Writes <output>/{train,val,test}.csv (one `path label` row per video; a
 notice names a split left without videos), classnames.json, missing_<split>.txt and failed.txt,
 removes those of an earlier run that this one leaves empty, and says which; then set
-DATA.PATH_TO_DATA_DIR to <output>. An output folder that holds lists already is refused unless
+DATA.PATH_TO_DATA_DIR to <output>. It prints the videos of each class in each split, and one
+warning per split naming its classes of fewer than two videos (DATA.CLASS_BALANCE trains
+imbalanced classes alike). An output folder that holds lists already is refused unless
 given --overwrite. A clip annotated more than once is listed once, in its last split of train, val,
 test (so that no clip evaluated is trained on), with a notice.
 
@@ -39,7 +41,6 @@ interrupted by Ctrl-C (one `interrupted` line; the lists are written only once a
 import argparse
 import os
 import sys
-from collections import Counter
 
 # Light: the parser needs them. The data pipeline is imported once the arguments are read, so
 # that --help and option mistakes answer at once.
@@ -122,15 +123,22 @@ def _prepare_and_report(args: argparse.Namespace) -> int:
     except OSError as err:  # An unreadable folder, a read-only or full output folder.
         print(f"error: {err.filename or args.output}: {err.strerror or err}", file=sys.stderr)
         return 2
+    from revvideo.data.kinetics import class_count_lines, few_videos_warnings, videos_per_class
+
     for notice in found.notices:
         print(f"notice: {notice}")
-    per_split = Counter(video.split for video in found.videos)
-    counts = ", ".join(f"{split} {per_split[split]}" for split in SPLITS if per_split[split])
+    per_class = videos_per_class(found.videos, len(found.class_names))
+    counts = ", ".join(f"{split} {sum(row)}" for split, row in per_class.items())
     skipped = f"; {hidden} hidden files and folders skipped (names starting with '.')"
     print(
         f"{args.output}: {counts} videos of {len(found.class_names)} classes"
         f"{skipped if hidden else ''}"
     )
+    print("videos per class:")
+    for line in class_count_lines(per_class, found.class_names):
+        print(f"  {line}")
+    for warning in few_videos_warnings(per_class, found.class_names):
+        print(f"warning: {warning}")
     for split, rows in found.missing.items():
         print(f"{len(rows)} {split} clips not downloaded: {args.output}/missing_{split}.txt")
     for line in done:

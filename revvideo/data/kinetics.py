@@ -149,6 +149,54 @@ def escaped(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
+def videos_per_class(videos: Iterable[Video], num_classes: int) -> dict[str, list[int]]:
+    """{split: videos of each class, (num_classes,)} for each split that has videos, in
+    train, val, test order."""
+    counts = Counter((video.split, video.label) for video in videos)
+    listed = {split for split, _ in counts}
+    return {
+        split: [counts[split, label] for label in range(num_classes)]
+        for split in SPLITS
+        if split in listed
+    }
+
+
+def class_count_lines(counts: Mapping[str, Sequence[int]], class_names: Sequence[str]) -> list[str]:
+    """`counts` (videos_per_class) as a table: a header naming the splits, then one line per
+    class, its name and its videos in each split."""
+    width = max(len(name) for name in ["class", *class_names])
+    columns = {split: max(len(split), *(len(str(n)) for n in row)) for split, row in counts.items()}
+    header = "class".ljust(width) + "".join(f"  {split:>{columns[split]}}" for split in counts)
+    rows = [
+        name.ljust(width)
+        + "".join(f"  {row[label]:>{columns[split]}}" for split, row in counts.items())
+        for label, name in enumerate(class_names)
+    ]
+    return [header, *rows]
+
+
+def few_videos_warnings(
+    counts: Mapping[str, Sequence[int]], class_names: Sequence[str]
+) -> list[str]:
+    """One line per split of `counts` (videos_per_class) where classes have fewer than two
+    videos, naming them."""
+    warnings = []
+    for split, row in counts.items():
+        few = [name for name, count in zip(class_names, row, strict=True) if count < 2]
+        if few:
+            why = (
+                "the model learns them from one video or none"
+                if split == "train"
+                else "their scores rest on one video or none"
+            )
+            warnings.append(
+                f"{split}: {len(few)} of {len(class_names)} classes "
+                f"{'has' if len(few) == 1 else 'have'} fewer than two videos "
+                f"({why}): {first_names(few, 10)}"
+            )
+    return warnings
+
+
 def count_hidden(folder: str) -> int:
     """How many hidden files and folders `folder` holds (not counting what hidden folders hold)."""
     count = 0
