@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 
 import torch
 from fvcore.common.config import CfgNode
@@ -12,9 +14,9 @@ from torch.utils.data.distributed import DistributedSampler
 from revvideo.classes import dataset_class_names
 from revvideo.config.validate import check_choice, validate_config
 from revvideo.data.clip_sampling import clip_duration
-from revvideo.data.dataset import TestClips, TrainClips, VideoDataset
+from revvideo.data.dataset import TestClips, TrainClips, VideoDataset, class_counts
 from revvideo.data.decoding import BACKENDS
-from revvideo.data.loader import ShardSampler, VideoLoader
+from revvideo.data.loader import ClassBalancedSampler, ShardSampler, VideoLoader
 from revvideo.data.paths import SPLITS, read_video_list
 from revvideo.data.transforms import (
     ERASE_MODES,
@@ -66,6 +68,7 @@ def build_dataset(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> Vide
         videos,
         clips,
         training=split == "train",
+        num_classes=len(class_names) if class_names else cfg.MODEL.NUM_CLASSES,
         backend=backend,
         decoder_threads=threads,
         class_names=class_names,
@@ -99,20 +102,20 @@ def split_videos(cfg: CfgNode, split: str) -> tuple[LabeledVideoPaths, list[str]
 
 
 def build_loader(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> VideoLoader:
-    """A VideoLoader for `split`, sharded over the torch.distributed ranks when initialised.
+    """A VideoLoader for `split`, sharded over the torch.distributed ranks when initialised,
+    with DATA_LOADER.NUM_WORKERS workers or as many as there are CPUs to run them, if fewer.
 
     train: TRAIN.BATCH_SIZE / world videos per batch (x AUG.NUM_SAMPLE clips), shuffled by a
-    DistributedSampler seeded with RNG_SEED (call `set_epoch`), last partial batch dropped when
-    there is a full one.
+    DistributedSampler seeded with RNG_SEED (call `set_epoch`), or drawn class-balanced by a
+    ClassBalancedSampler (DATA.CLASS_BALANCE sampler), last partial batch dropped when there is
+    a full one.
     val/test: whole videos per batch, about TEST.BATCH_SIZE / world clips (at least one
     video), each video on exactly one rank, in list order.
     """
     dataset = build_dataset(cfg, split, views_for_gpu)
     rank, world_size = distributed_rank_and_world_size()
     if split == "train":
-        sampler = DistributedSampler(
-            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.RNG_SEED
-        )
+        sampler = _train_sampler(cfg, dataset, rank, world_size)
         videos_per_batch = max(1, cfg.TRAIN.BATCH_SIZE // world_size)
         drop_last = len(sampler) >= videos_per_batch
     else:
@@ -126,7 +129,7 @@ def build_loader(cfg: CfgNode, split: str, views_for_gpu: bool = False) -> Video
         videos_per_batch,
         normalize=Normalize(cfg.DATA.MEAN, cfg.DATA.STD),
         drop_last=drop_last,
-        num_workers=cfg.DATA_LOADER.NUM_WORKERS,
+        num_workers=_workers(cfg.DATA_LOADER.NUM_WORKERS),
         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
         name=split,
     )
@@ -137,6 +140,44 @@ def distributed_rank_and_world_size() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def _train_sampler(
+    cfg: CfgNode, dataset: VideoDataset, rank: int, world_size: int
+) -> DistributedSampler | ClassBalancedSampler:
+    if cfg.DATA.CLASS_BALANCE != "sampler":
+        return DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.RNG_SEED
+        )
+    counts = [count for count in class_counts(dataset) if count]
+    logger.info(
+        "class-balanced sampling (DATA.CLASS_BALANCE sampler): each of %d classes of %d to %d "
+        "training videos is drawn about %.3g times an epoch",
+        len(counts),
+        min(counts),
+        max(counts),
+        len(dataset) / len(counts),
+    )
+    labels = [dataset.label(index) for index in range(len(dataset))]
+    return ClassBalancedSampler(labels, rank, world_size, cfg.RNG_SEED)
+
+
+def _workers(asked: int) -> int:
+    """`asked`, or the CPUs this process may run on if fewer: more workers only wait for CPUs."""
+    cpus = len(os.sched_getaffinity(0))
+    if asked > cpus:
+        _note_fewer_workers(asked, cpus)
+    return min(asked, cpus)
+
+
+@functools.cache  # once a process: train and val loaders ask alike
+def _note_fewer_workers(asked: int, cpus: int) -> None:
+    logger.info(
+        "%d loader workers instead of DATA_LOADER.NUM_WORKERS %d: this process may use %d CPUs",
+        cpus,
+        asked,
+        cpus,
+    )
 
 
 def _backend(cfg: CfgNode) -> str:

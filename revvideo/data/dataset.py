@@ -126,13 +126,16 @@ class VideoDataset(torch.utils.data.Dataset):
       "skipped": list of SkippedVideo met while making the item;
       "fallbacks": list of FallbackVideo (only with `backend` "decord", see
         decoding.DecordVideo).
-    `class_names` names the labels (by index), None when the list names no classes.
+    `class_names` names the labels (by index), None when the list names no classes; labels are
+    below `num_classes`.
     In training an unusable video is replaced by a random other one (up to MAX_TRAIN_DRAWS
     tries); otherwise the item has no views and names the video in "skipped".
     With `seed`, every random choice an item makes (clip start, augmentation, replacement
     video) comes from generators seeded by (seed, `epoch`, index): an epoch's clips are the same
     whichever process or loader worker makes them, in whatever order, and a run resumed in the
-    middle of an epoch makes the rest of it exactly as an uninterrupted run would.
+    middle of an epoch makes the rest of it exactly as an uninterrupted run would. Item
+    i + k * len(self) is video i again with random choices of its own: a video drawn k + 1 times
+    in an epoch (ClassBalancedSampler) gives k + 1 different items.
     """
 
     def __init__(
@@ -141,6 +144,7 @@ class VideoDataset(torch.utils.data.Dataset):
         clips: TrainClips | TestClips,
         *,
         training: bool,
+        num_classes: int,
         backend: str = "pyav",
         decoder_threads: int = 1,
         class_names: list[str] | None = None,
@@ -150,6 +154,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self.class_names = class_names
+        self.num_classes = num_classes
         self.clips = clips
         self.views_per_video = clips.views_per_video
         self.training = training
@@ -177,10 +182,12 @@ class VideoDataset(torch.utils.data.Dataset):
         self._progress = multiprocessing.RawArray("q", [-1] * (2 * num_workers))
         return self._progress
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int) -> dict:
+        repeat, index = divmod(key, len(self))
         if self.seed is None:
             return self._make_item(index)
-        with _generators_seeded_by(self.seed, self.epoch, index):
+        # A first draw is seeded as before repeats existed: epochs without them are unchanged.
+        with _generators_seeded_by(self.seed, self.epoch, index, *([repeat] if repeat else [])):
             return self._make_item(index)
 
     def _make_item(self, index: int) -> dict:
@@ -233,6 +240,14 @@ class VideoDataset(torch.utils.data.Dataset):
         if self._progress is not None and worker is not None:
             self._progress[2 * worker.id] = os.getpid()
             self._progress[2 * worker.id + 1] = index
+
+
+def class_counts(dataset: VideoDataset) -> list[int]:
+    """Videos per class, (dataset.num_classes,), read from the list (nothing is decoded)."""
+    counts = [0] * dataset.num_classes
+    for index in range(len(dataset)):
+        counts[dataset.label(index)] += 1
+    return counts
 
 
 @contextmanager

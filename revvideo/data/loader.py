@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
-from torch.utils.data.distributed import DistributedSampler
 
 from revvideo.data.dataset import FallbackVideo, SkippedVideo, VideoDataset
 from revvideo.data.transforms import Normalize
@@ -49,6 +50,45 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class ClassBalancedSampler(Sampler[int]):
+    """Videos drawn with replacement, each with weight 1 / (videos of its class): every class
+    is drawn equally often in expectation.
+
+    An epoch draws len(labels) videos, rounded up to a multiple of `world_size`, from a
+    generator seeded with `seed` + the epoch (`set_epoch`), alike on every rank; rank r takes
+    draws r, r + world_size, ... (as DistributedSampler shards). The k-th repeat of video i in
+    an epoch is yielded as i + k * len(labels), which VideoDataset makes as video i with random
+    choices of its own (another clip, other augmentations).
+    """
+
+    def __init__(
+        self, labels: Sequence[int], rank: int = 0, world_size: int = 1, seed: int = 0
+    ) -> None:
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        self.weights = 1.0 / torch.bincount(labels)[labels].double()
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.epoch = 0
+        self.num_samples = math.ceil(len(labels) / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        draws = torch.multinomial(
+            self.weights, self.num_samples * self.world_size, replacement=True, generator=generator
+        ).tolist()
+        repeats = Counter()
+        keys = []
+        for index in draws:
+            keys.append(index + repeats[index] * len(self.weights))
+            repeats[index] += 1
+        return iter(keys[self.rank :: self.world_size])
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 def collate_videos(items: Sequence[dict]) -> dict:
@@ -139,10 +179,10 @@ class VideoLoader(DataLoader):
         return self.normalize.model_input(video, device)
 
     def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
-        """Call before each epoch: reshuffles the training order (DistributedSampler) and
-        seeds the epoch's items (VideoDataset). The next iteration starts at `first_batch` (a
-        run resumed mid-epoch), without loading the batches before it."""
-        if isinstance(self._batches.sampler, DistributedSampler):
+        """Call before each epoch: reshuffles the training order (the sampler's `set_epoch`)
+        and seeds the epoch's items (VideoDataset). The next iteration starts at `first_batch`
+        (a run resumed mid-epoch), without loading the batches before it."""
+        if hasattr(self._batches.sampler, "set_epoch"):
             self._batches.sampler.set_epoch(epoch)
         self.dataset.epoch = epoch
         self._first_batch = first_batch
