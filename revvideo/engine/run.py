@@ -143,7 +143,7 @@ def train_and_test(
 ) -> int:
     """The run itself, once its inputs are checked and it owns OUTPUT_DIR (see `run`)."""
     set_cpu_threads(cfg, device)
-    checkpoint, steps, names = None, 0, None
+    checkpoint, steps, names, temperature = None, 0, None, None
     if cfg.TRAIN.ENABLE:
         trainer = Trainer(cfg, device, model)
     if cfg.TRAIN.ENABLE and is_main_process():
@@ -154,12 +154,13 @@ def train_and_test(
         outcome = trainer.fit()
         if outcome.stop_signal is not None:
             return 128 + outcome.stop_signal
-        checkpoint = outcome.checkpoint
+        checkpoint, temperature = outcome.checkpoint, outcome.temperature
         steps, names = trainer.schedule.step_count, trainer.class_names
     if cfg.TEST.ENABLE:
         if not cfg.TRAIN.ENABLE or cfg.TEST.CHECKPOINT_FILE_PATH:
-            checkpoint, steps, names = load_tested(cfg, model, tested or checkpoint_to_test(cfg))
-        test(cfg, model.to(device), device, checkpoint, steps, names)
+            tested = tested or checkpoint_to_test(cfg)
+            checkpoint, steps, names, temperature = load_tested(cfg, model, tested)
+        test(cfg, model.to(device), device, checkpoint, steps, names, temperature)
     if is_main_process() and checkpoint is not None:
         logger.info("final checkpoint: %s", checkpoint)
         # The installed command where the run came from one (no demo/ folder outside a checkout).
@@ -325,8 +326,9 @@ def resolve_num_classes(cfg: CfgNode, tested: tuple[Path, dict] | None) -> None:
 
 
 def checkpoint_to_test(cfg: CfgNode) -> tuple[Path, dict]:
-    """TEST.CHECKPOINT_FILE_PATH (a file or a release name), or else the run's newest
-    checkpoint, read and checked against the clips this run tests (check_clip_size)."""
+    """TEST.CHECKPOINT_FILE_PATH (a file, a release name or a training run's OUTPUT_DIR: see
+    checkpoint_file), or else the run's newest checkpoint, read and checked against the clips
+    this run tests (check_clip_size)."""
     source = cfg.TEST.CHECKPOINT_FILE_PATH
     if source:
         path = checkpoint_file(source, "TEST.CHECKPOINT_FILE_PATH")
@@ -440,15 +442,16 @@ def check_clip_size(cfg: CfgNode, path: Path, checkpoint: dict) -> None:
 
 def load_tested(
     cfg: CfgNode, model: torch.nn.Module, tested: tuple[Path, dict]
-) -> tuple[Path, int, ClassNames]:
+) -> tuple[Path, int, ClassNames, float | None]:
     """Loads the weights of `tested` (path, checkpoint) into `model`; returns its path, the
-    optimizer steps behind it (0 when it does not say) and its class names."""
+    optimizer steps behind it (0 when it does not say), its class names and its temperature
+    (None when it has none)."""
     path, checkpoint = tested
     extra = load_model_state(model, checkpoint, path)
     logger.info("testing %s", path)
     steps = extra.get("scheduler_state", {}).get("step_count", 0)
     names = resolve_class_names(cfg.MODEL.NUM_CLASSES, checkpoint=extra)
-    return path, int(steps), names
+    return path, int(steps), names, extra.get("temperature")
 
 
 def test(
@@ -458,16 +461,17 @@ def test(
     checkpoint: Path,
     steps: int,
     class_names: ClassNames,
+    temperature: float | None,
 ) -> None:
-    """Runs the multi-view test (its files in a new folder: revvideo.engine.evaluate) and records
-    it in OUTPUT_DIR/log.jsonl (at `steps`). A stop request ends it with Interrupted before
-    anything is written; one that comes as the files are written lets them be written, and the
-    run ends with them."""
+    """Runs the multi-view test (its files in a new folder: revvideo.engine.evaluate) with the
+    checkpoint's `temperature` (None: uncalibrated, 1) and records it in OUTPUT_DIR/log.jsonl
+    (at `steps`). A stop request ends it with Interrupted before anything is written; one that
+    comes as the files are written lets them be written, and the run ends with them."""
     precision = MixedPrecision(cfg.TRAIN.MIXED_PRECISION, device)
     with StopRequest() as stop:
         results = multiview_test(
             cfg, model, device, precision, checkpoint=str(checkpoint), class_names=class_names,
-            stop=stop,
+            stop=stop, temperature=1.0 if temperature is None else temperature,
         )  # fmt: skip
         with stop.held():
             log = RunLog(cfg.OUTPUT_DIR, resume_step=None, enabled=is_main_process())

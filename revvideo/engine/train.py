@@ -8,6 +8,11 @@ generator states reproduces the rest of the run exactly, from an epoch's end or 
 of one: a run killed and resumed from its last checkpoint, or stopped by a signal and resumed,
 ends with the same weights as one never stopped.
 
+Checkpoints: every TRAIN.CHECKPOINT_PERIOD epochs and after the last, with checkpoints/last.pyth
+(the newest model) beside them, and best.pyth whenever validation finds the best top-1 so far
+(ties: the later). After the last epoch's validation, a temperature fitted to the validation
+logits (by NLL) is stored in the final checkpoint, last.pyth and best.pyth.
+
 Stopping: SIGTERM or SIGINT (Ctrl-C) lets the current optimizer step finish, saves a
 checkpoint (mid-epoch if need be; resuming skips the batches already trained on) and ends the
 run with exit status 128 + the signal's number (143, 130), like a shell; a second Ctrl-C aborts
@@ -34,17 +39,22 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from revvideo.checkpoint import (
+    add_entries,
     checkpoint_file,
     load_fine_tuning_state,
     read_checkpoint,
     stored_config,
 )
 from revvideo.checkpoint.training import (
+    BEST_MODEL,
+    LAST_MODEL,
     checkpoint_path,
     latest_checkpoint,
     load_training_state,
+    model_path,
     remove_mid_epoch_checkpoints,
     rng_state,
+    save_model,
     save_training_state,
     set_rng_state,
 )
@@ -61,7 +71,8 @@ from revvideo.engine.distributed import (
     distributed_rank_and_world_size,
     is_main_process,
 )
-from revvideo.engine.evaluate import validate
+from revvideo.engine.evaluate import small_split_warning, validate, validation_logits
+from revvideo.engine.metrics import fit_temperature
 from revvideo.engine.monitor import RunLog, format_duration, progress_bar, read_log
 from revvideo.engine.optim import WarmupCosineSchedule, build_optimizer
 from revvideo.engine.plots import plot_curves
@@ -80,10 +91,25 @@ class NonFiniteLossError(UserError):
     """The loss became NaN or infinite: training diverged (often a learning rate too high)."""
 
 
-def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of -sum_c target_c log softmax(logits)_c; both (B, C), target rows
-    summing to 1 (mixup / label smoothing)."""
+def soft_target_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean over the batch of -sum_c weight_c target_c log softmax(logits)_c; logits and target
+    (B, C), target rows summing to 1 (mixup / label smoothing); weight (C,), None for all 1."""
+    if weight is not None:
+        target = target * weight
     return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes,) float32: N / (K * n_k) for a class with n_k of the N `labels` (N,), K the
+    classes that have any; 0 for a class without one. Each class then weighs as much in the
+    loss, and a video weighs 1 on average (the loss keeps its scale)."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    present = counts > 0
+    weights = torch.zeros(num_classes)
+    weights[present] = len(labels) / (int(present.sum()) * counts[present])
+    return weights
 
 
 def seed_everything(seed: int) -> None:
@@ -103,10 +129,12 @@ def _global_batch(train: CfgNode) -> str:
 
 @dataclass
 class TrainingOutcome:
-    """How training ended: `stop_signal` is the signal that stopped it early, if any."""
+    """How training ended: `stop_signal` is the signal that stopped it early, if any;
+    `temperature` the one fitted for `checkpoint`'s weights (None where none was)."""
 
     checkpoint: Path | None
     stop_signal: int | None
+    temperature: float | None = None
 
 
 class Trainer:
@@ -142,6 +170,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = WarmupCosineSchedule.from_cfg(self.optimizer, cfg, self.steps_per_epoch)
         self.soft_targets = SoftTargets.from_cfg(cfg)
+        self.class_weights = self._class_weights()
         self.class_names = resolve_class_names(
             cfg.MODEL.NUM_CLASSES, data_dir=cfg.DATA.PATH_TO_DATA_DIR
         )
@@ -150,6 +179,10 @@ class Trainer:
         self.epochs_done = 0
         self.epoch_steps_done = 0
         self.last_checkpoint: Path | None = None
+        # The best validation top-1 so far (best.pyth's), and the temperature fitted for the
+        # current weights at the end of training.
+        self.best_val_top1: float | None = None
+        self.temperature: float | None = None
         random_state = self._resume_or_start()
         self.train_model: nn.Module = self.model
         if self.world_size > 1:
@@ -190,6 +223,8 @@ class Trainer:
         self._check_resumed_steps_per_epoch(checkpoint, state)
         self.source = (state.get("provenance") or {}).get("source", self.source)
         self.epochs_done, self.epoch_steps_done = state["epoch"], state["epoch_step"]
+        self.best_val_top1 = state.get("best_val_top1")
+        self.temperature = state.get("temperature")
         self.last_checkpoint = checkpoint
         logger.info(
             "resuming from %s (epoch %d, step %d)",
@@ -261,6 +296,23 @@ class Trainer:
             "from its weights"
         )
 
+    def _class_weights(self) -> torch.Tensor | None:
+        """The training loss's class weights (balanced_class_weights of the training videos'
+        labels) with DATA.CLASS_BALANCE loss, else None."""
+        if self.cfg.DATA.CLASS_BALANCE != "loss":
+            return None
+        dataset = self.train_loader.dataset
+        labels = torch.tensor([dataset.label(index) for index in range(len(dataset))])
+        weights = balanced_class_weights(labels, self.cfg.MODEL.NUM_CLASSES)
+        present = weights[weights > 0]
+        logger.info(
+            "class-weighted loss (DATA.CLASS_BALANCE loss): a class weighs %.3g to %.3g, more "
+            "where it has fewer training videos",
+            present.min(),
+            present.max(),
+        )
+        return weights.to(self.device)
+
     def _load_initial_weights(self, source: str) -> None:
         """Fine-tuning: the weights of `source` (a file or a release name) that fit the model,
         the head's rows by class name; one line says what did not fit as it was (the head's
@@ -283,7 +335,9 @@ class Trainer:
                 self.max_epoch,
             )
             self.log.close()
-            return TrainingOutcome(self.last_checkpoint, None)
+            return TrainingOutcome(self.last_checkpoint, None, self.temperature)
+        # Fitted anew for the weights this training ends with.
+        self.temperature = None
         logger.info(
             "training %s (%s parameters) for epochs %d-%d on %d process(es), %s: %d steps of %d "
             "videos per epoch, %s",
@@ -310,7 +364,7 @@ class Trainer:
                         return TrainingOutcome(self.last_checkpoint, stop.signal_number)
         finally:
             self.log.close()
-        return TrainingOutcome(self.last_checkpoint, None)
+        return TrainingOutcome(self.last_checkpoint, None, self.temperature)
 
     def _agree_to_stop(self, stop: StopRequest) -> bool:
         """Whether any process received a stop signal (all processes get the same answer)."""
@@ -384,7 +438,7 @@ class Trainer:
         with self.train_model.no_sync() if no_sync else contextlib.nullcontext():
             with self.precision.autocast():
                 logits = self.train_model(video)
-            loss = soft_target_cross_entropy(logits, target)
+            loss = soft_target_cross_entropy(logits, target, self.class_weights)
             self.precision.scaler.scale(loss / self.accumulation).backward()
         clips = len(label)
         correct = (logits.detach().argmax(dim=1) == label).sum()
@@ -459,7 +513,7 @@ class Trainer:
         last = self.epochs_done == self.max_epoch
         val_top1 = None
         if last or self.epochs_done % self.cfg.TRAIN.EVAL_PERIOD == 0:
-            val_top1 = validate(self.model, self.val_loader, self.device, self.precision, stop)
+            val_top1 = self._validate(last, stop)
             if stop.requested:
                 logger.info(
                     "validation of epoch %d stopped by %s: the epoch is trained, its validation "
@@ -496,11 +550,50 @@ class Trainer:
             f"eta {format_duration(self._remaining_time())}"
         )
         logger.info("epoch %d/%d: %s", self.epochs_done, self.max_epoch, ", ".join(summary))
+        # Before the epoch's checkpoint, which records the best so far.
+        self._keep_best(val_top1, last)
         if last or self.epochs_done % self.cfg.TRAIN.CHECKPOINT_PERIOD == 0:
             self._save_checkpoint()
         if self.main:
             with written_whole(self.output_dir / CURVES_FILE) as partial:
                 plot_curves(read_log(self.output_dir), partial)
+
+    def _keep_best(self, val_top1: float | None, last: bool) -> None:
+        """Writes best.pyth when `val_top1` is the best so far (ties: the later); after the last
+        epoch, an earlier best gets the temperature fitted now, the best calibration known."""
+        if val_top1 is not None and (self.best_val_top1 is None or val_top1 >= self.best_val_top1):
+            self.best_val_top1 = val_top1
+            self._save_model(BEST_MODEL, val_top1=val_top1)
+            return
+        best = model_path(self.output_dir, BEST_MODEL)
+        if last and self.main and self.temperature is not None and best.is_file():
+            add_entries(best, **self._calibration())
+
+    def _validate(self, last: bool, stop: StopRequest) -> float | None:
+        """The validation top-1 (percent; None when stopped or nothing decoded). After the last
+        epoch, also warns when the split is small and fits the temperature of the final weights
+        to the validation logits."""
+        if not last:
+            return validate(self.model, self.val_loader, self.device, self.precision, stop)
+        validated = validation_logits(
+            self.model, self.val_loader, self.device, self.precision, stop
+        )
+        if validated is None:
+            return None
+        logits, labels = validated
+        correct, total = int((logits.argmax(dim=1) == labels).sum()), len(labels)
+        warning = small_split_warning("validation", correct, total)
+        if warning:
+            logger.warning("%s", warning)
+        self.temperature = fit_temperature(logits, labels)
+        logger.info(
+            "temperature %.3f fitted on %d validation videos (NLL %.4f -> %.4f)",
+            self.temperature,
+            total,
+            F.cross_entropy(logits, labels),
+            F.cross_entropy(logits / self.temperature, labels),
+        )
+        return 100.0 * correct / total
 
     def _save_checkpoint(self) -> None:
         """Checkpoints the current state (all processes call this; the main one writes)."""
@@ -523,6 +616,36 @@ class Trainer:
                 remove_mid_epoch_checkpoints(self.output_dir, before=path)
             logger.info("checkpoint: %s", path)
         self.last_checkpoint = path
+        self._save_model(LAST_MODEL)
+
+    def _save_model(self, name: str, **entries) -> None:
+        """The main process writes the current weights as the run's model `name` (LAST_MODEL,
+        BEST_MODEL), with `entries` and the temperature once fitted."""
+        if not self.main:
+            return
+        try:
+            save_model(
+                model_path(self.output_dir, name),
+                self.model,
+                cfg=self.cfg,
+                class_names=self.class_names.names,
+                source=self.source,
+                epochs_done=self.epochs_done,
+                optimizer_steps=self.schedule.step_count,
+                **self._calibration(),
+                **entries,
+            )
+        except CheckpointError as err:
+            kept = (
+                f"; the same command resumes from {self.last_checkpoint}"
+                if self.last_checkpoint
+                else ""
+            )
+            raise CheckpointError(f"{err}{kept}") from None
+
+    def _calibration(self) -> dict[str, float]:
+        """The temperature entry of the current weights' checkpoints, once it is fitted."""
+        return {} if self.temperature is None else {"temperature": self.temperature}
 
     def _write_checkpoint(self, path: Path, rng_states: list[dict]) -> None:
         save_training_state(
@@ -539,4 +662,6 @@ class Trainer:
             class_names=self.class_names.names,
             source=self.source,
             optimizer_steps=self.schedule.step_count,
+            best_val_top1=self.best_val_top1,
+            **self._calibration(),
         )

@@ -54,8 +54,10 @@ def test_a_run_writes_everything_a_person_watches(trained_run):
     for path in (trained_run / "curves.png", tested / "confusion.png"):
         assert path.read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == [
+        "best.pyth",
         "checkpoint_epoch_00001.pyth",
         "checkpoint_epoch_00002.pyth",
+        "last.pyth",
     ]
     checkpoint = read_checkpoint(trained_run / "checkpoints" / "checkpoint_epoch_00002.pyth")
     assert checkpoint["epoch"] == 2
@@ -184,7 +186,7 @@ def test_a_run_resumed_on_other_classes_stops_before_training_or_writing(
     with pytest.raises(DataError, match=message):
         run(cfg)
     assert (output_dir / "config.yaml").read_text() == config  # still the checkpoints' config
-    assert len(list((output_dir / "checkpoints").iterdir())) == 2
+    assert len(list((output_dir / "checkpoints").iterdir())) == 4
 
 
 def test_a_run_to_resume_that_the_config_does_not_fit_is_named(trained_run, tiny_dataset, tmp_path):
@@ -211,7 +213,7 @@ def test_a_run_resumed_with_another_global_batch_stops_and_names_the_batch(
         "TRAIN.ACCUMULATION_STEPS 1), and the learning-rate schedule would no longer follow the "
         "epochs: set the batch back"
     ) in str(raised.value)
-    assert len(list((output_dir / "checkpoints").iterdir())) == 2
+    assert len(list((output_dir / "checkpoints").iterdir())) == 4
 
 
 def test_a_finished_run_is_tested_again_with_another_batch(trained_run, tiny_dataset, tmp_path):
@@ -252,9 +254,9 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     real_loss = revvideo.engine.train.soft_target_cross_entropy
     calls = []
 
-    def diverging_loss(logits, target):
+    def diverging_loss(logits, target, weight):
         calls.append(1)
-        loss = real_loss(logits, target)
+        loss = real_loss(logits, target, weight)
         return loss * float("nan") if len(calls) == 5 else loss  # epoch 2, step 2
 
     monkeypatch.setattr(revvideo.engine.train, "soft_target_cross_entropy", diverging_loss)
@@ -266,7 +268,11 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert "loss is nan at epoch 2, step 2 of 3" in message
     assert "checkpoint_epoch_00001.pyth" in message
     checkpoints = tmp_path / "checkpoints"
-    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint_epoch_00001.pyth"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "best.pyth",
+        "checkpoint_epoch_00001.pyth",
+        "last.pyth",
+    ]
     saved = read_checkpoint(checkpoints / "checkpoint_epoch_00001.pyth")
     assert saved["scheduler_state"]["step_count"] == 3
     assert all(torch.isfinite(t).all() for t in saved["model_state"].values())
