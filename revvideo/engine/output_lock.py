@@ -1,9 +1,10 @@
 """One run per OUTPUT_DIR at a time.
 
-The main process holds an exclusive `flock` on OUTPUT_DIR/.run.lock for the whole run; the file
-names the owner (pid, host, start time) for the message a second run gets. The kernel drops the
-lock when its process dies however it dies, so a lock left by a killed run is simply taken over
-(with a notice), and the leftovers of that run (partial checkpoint files) are cleaned up.
+The main process holds an exclusive `flock` on OUTPUT_DIR/.run.lock for the whole run and removes
+the file at its end; the file names the owner (pid, host, start time) for the message a second run
+gets. The kernel drops the lock when its process dies however it dies, so a file left by a killed
+run is simply taken over (with a notice), and the leftovers of that run (partial checkpoint files)
+are cleaned up.
 """
 
 import contextlib
@@ -15,6 +16,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from revvideo.checkpoint.training import remove_partial_checkpoints
 from revvideo.utils.errors import UserError
@@ -34,23 +36,22 @@ def _owner(text: str) -> dict:
 
 @contextlib.contextmanager
 def output_dir_lock(output_dir: Path) -> Iterator[None]:
-    """Holds OUTPUT_DIR for this run; UserError naming the owner when another run holds it."""
+    """Holds OUTPUT_DIR for this run; UserError naming the owner when another run holds it.
+
+    The lock file is there only while a run holds it: the holder removes it before letting go,
+    so a run may lock a file that is gone; it checks that the file it locked is the one at the
+    path, and tries again if not.
+    """
     path = output_dir / LOCK_FILE
-    try:
-        lock = open(path, "a+")  # noqa: SIM115 - held open for the whole run
-    except OSError as err:
-        raise UserError(f"cannot lock OUTPUT_DIR {output_dir}: {err.strerror or err}") from None
+    while True:
+        lock = _locked(path)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(lock.fileno()), os.stat(path)):
+                break
+        lock.close()
     with lock:
         lock.seek(0)
         previous = _owner(lock.read())
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"OUTPUT_DIR {output_dir} is in use by another run (pid {previous.get('pid', '?')} "
-                f"on {previous.get('host', '?')}, started {previous.get('started', '?')}): wait "
-                "for it to end, or choose another OUTPUT_DIR"
-            ) from None
         if previous:
             logger.warning(
                 "OUTPUT_DIR %s was left locked by run pid %s on %s, which has ended: taking it over",
@@ -69,6 +70,25 @@ def output_dir_lock(output_dir: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            # An empty file is a lock nobody held: the next run takes it without a notice.
-            lock.truncate(0)
+            path.unlink(missing_ok=True)
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _locked(path: Path) -> TextIO:
+    """`path` opened and locked; UserError naming the owner when another run holds it."""
+    try:
+        lock = open(path, "a+")  # noqa: SIM115 - held open for the whole run
+    except OSError as err:
+        raise UserError(f"cannot lock OUTPUT_DIR {path.parent}: {err.strerror or err}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = _owner(lock.read())
+        lock.close()
+        raise UserError(
+            f"OUTPUT_DIR {path.parent} is in use by another run (pid {owner.get('pid', '?')} "
+            f"on {owner.get('host', '?')}, started {owner.get('started', '?')}): wait for it to "
+            "end, or choose another OUTPUT_DIR"
+        ) from None
+    return lock
