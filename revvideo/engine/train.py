@@ -28,6 +28,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,7 @@ from revvideo.classes import (
     stored_class_names,
 )
 from revvideo.data import SoftTargets, build_loader
+from revvideo.data.dataset import class_counts
 from revvideo.engine.distributed import (
     all_gather_objects,
     all_reduce,
@@ -101,14 +103,14 @@ def soft_target_cross_entropy(
     return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(num_classes,) float32: N / (K * n_k) for a class with n_k of the N `labels` (N,), K the
-    classes that have any; 0 for a class without one. Each class then weighs as much in the
-    loss, and a video weighs 1 on average (the loss keeps its scale)."""
-    counts = torch.bincount(labels, minlength=num_classes).float()
-    present = counts > 0
-    weights = torch.zeros(num_classes)
-    weights[present] = len(labels) / (int(present.sum()) * counts[present])
+def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
+    """(C,) float32 for the videos of each of C classes, `counts`: N / (K * n_k) for a class
+    with n_k of the N videos, K the classes that have any; 0 for a class without one. Each
+    class then weighs as much in the loss, and a video 1 on average (the loss keeps its scale)."""
+    videos = torch.tensor(counts, dtype=torch.float32)
+    present = videos > 0
+    weights = torch.zeros_like(videos)
+    weights[present] = videos.sum() / (present.sum() * videos[present])
     return weights
 
 
@@ -297,13 +299,11 @@ class Trainer:
         )
 
     def _class_weights(self) -> torch.Tensor | None:
-        """The training loss's class weights (balanced_class_weights of the training videos'
-        labels) with DATA.CLASS_BALANCE loss, else None."""
+        """The training loss's class weights (balanced_class_weights of the training videos per
+        class) with DATA.CLASS_BALANCE loss, else None."""
         if self.cfg.DATA.CLASS_BALANCE != "loss":
             return None
-        dataset = self.train_loader.dataset
-        labels = torch.tensor([dataset.label(index) for index in range(len(dataset))])
-        weights = balanced_class_weights(labels, self.cfg.MODEL.NUM_CLASSES)
+        weights = balanced_class_weights(class_counts(self.train_loader.dataset))
         present = weights[weights > 0]
         logger.info(
             "class-weighted loss (DATA.CLASS_BALANCE loss): a class weighs %.3g to %.3g, more "

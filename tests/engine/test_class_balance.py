@@ -24,7 +24,7 @@ def _hand_loss(logits, target, weight):
 
 def test_weights_make_each_class_count_alike_and_skip_classes_without_videos():
     # 6 videos: 3 of class 0, 2 of class 1, 1 of class 2, none of class 3; K = 3 classes.
-    weights = balanced_class_weights(torch.tensor([0, 0, 0, 1, 1, 2]), num_classes=4)
+    weights = balanced_class_weights([3, 2, 1, 0])
     torch.testing.assert_close(weights, torch.tensor([6 / 9, 6 / 6, 6 / 3, 0.0]))
     assert weights.dtype == torch.float32
     # Each class's videos weigh N / K together, and a video weighs 1 on average.
