@@ -94,9 +94,10 @@ def run_workers(settings: Settings) -> list[dict]:
     clips/s divided by the per-worker figure."""
     folder = video_folder(settings)
     rows = []
-    for workers in settings.data_worker_counts:
-        clips, seconds = _time_revvideo(folder, "train", "pyav", workers)
-        rate = clips / seconds
+    for asked in settings.data_worker_counts:
+        loader = build_loader(loader_config(folder, "pyav", asked), "train")
+        clips, seconds = _time_loader(loader)
+        rate, workers = clips / seconds, loader.num_workers  # at most the CPUs available
         rows.append(
             {
                 "workers": workers,

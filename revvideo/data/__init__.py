@@ -27,7 +27,8 @@ A batch is a dict whose rows are clips:
 Train: B = videos per batch x AUG.NUM_SAMPLE; the AUG.NUM_SAMPLE clips of a video are
 consecutive rows (view_index 0..NUM_SAMPLE-1), all cut from one random window. Each rank loads
 TRAIN.BATCH_SIZE / world size videos per batch (DistributedSampler: shards are shuffled every
-epoch and padded to equal length). Unusable videos are replaced by random others.
+epoch and padded to equal length; with DATA.CLASS_BALANCE sampler, ClassBalancedSampler: each
+class drawn equally often, with replacement, a repeated video with a clip of its own). Unusable videos are replaced by random others.
 Test: each video is decoded once and all its TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS
 views are flattened into the batch dimension as consecutive rows, view_index = k * S + s for
 temporal clip k (k = 0 starts at 0, the last ends at the video's end) and spatial crop s (along
@@ -70,6 +71,7 @@ _HOMES = {
     "SoftTargets": "mixup",
     "VideoDataset": "dataset",
     "VideoLoader": "loader",
+    "class_counts": "dataset",
     "build_dataset": "build",
     "build_loader": "build",
     "distributed_rank_and_world_size": "build",
