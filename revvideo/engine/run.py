@@ -85,7 +85,9 @@ def run(cfg: CfgNode) -> int:
         output_dir = Path(cfg.OUTPUT_DIR)
         with contextlib.ExitStack() as owned:
             if is_main_process():
-                prepare_output_dir(output_dir)
+                created = prepare_output_dir(output_dir)
+                if created is not None:  # removed again if the run ends having written nothing
+                    owned.callback(remove_empty_folders, output_dir, created)
                 owned.enter_context(output_dir_lock(output_dir))
             # The other processes write too (loader state, logs): only once the run owns it.
             barrier()
@@ -180,14 +182,30 @@ def set_cpu_threads(cfg: CfgNode, device: torch.device) -> None:
         torch.set_num_threads(max(1, cores - cfg.DATA_LOADER.NUM_WORKERS))
 
 
-def prepare_output_dir(output_dir: Path) -> None:
-    """Creates OUTPUT_DIR and checks that files can be written there (UserError if not)."""
+def prepare_output_dir(output_dir: Path) -> Path | None:
+    """Creates OUTPUT_DIR and checks that files can be written there (UserError if not);
+    returns the outermost folder it created, None where OUTPUT_DIR was there."""
+    created = next(
+        (path for path in [*output_dir.parents[::-1], output_dir] if not path.exists()), None
+    )
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=output_dir):
             pass
     except OSError as err:
         raise UserError(f"OUTPUT_DIR {output_dir} is not writable: {err.strerror or err}") from None
+    return created
+
+
+def remove_empty_folders(folder: Path, top: Path) -> None:
+    """Removes `folder`, then its parents up to `top`, while they are empty."""
+    for path in [folder, *folder.parents]:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        if path == top:
+            return
 
 
 def check_video_lists(cfg: CfgNode) -> None:
@@ -305,7 +323,7 @@ def resolve_num_classes(cfg: CfgNode, tested: tuple[Path, dict] | None) -> None:
         if count and names is not None and count != len(names):
             raise ConfigError(
                 f"MODEL.NUM_CLASSES is {count} but the dataset in {root} has {len(names)} "
-                f"classes ({', '.join(names[:3])}, ...); set it to {len(names)}, or to 0 to "
+                f"classes ({first_names(names)}); set it to {len(names)}, or to 0 to "
                 "follow the dataset"
             )
         if count == 0:

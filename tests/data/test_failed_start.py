@@ -34,7 +34,7 @@ def files_under(folder: Path) -> list[str]:
     return sorted(found)
 
 
-def test_a_run_stopped_by_a_config_or_data_error_leaves_no_lock(tmp_path):
+def test_a_run_stopped_by_a_config_or_data_error_leaves_nothing_it_made(tmp_path):
     output, data = tmp_path / "out", tmp_path / "data" / "synthetic"
     common = ("OUTPUT_DIR", output, "DATA.PATH_TO_DATA_DIR", data)
 
@@ -43,14 +43,14 @@ def test_a_run_stopped_by_a_config_or_data_error_leaves_no_lock(tmp_path):
     assert stopped.returncode == 2, stopped.stderr
     assert "error: an epoch has 18 batches of TRAIN.BATCH_SIZE 16, fewer than" in stopped.stderr
     assert (data / "train.csv").is_file()
-    assert files_under(tmp_path) == ["data", "data/synthetic", "out"]
+    assert files_under(tmp_path) == ["data", "data/synthetic"]  # OUTPUT_DIR made, then removed
 
     # The data checked before OUTPUT_DIR is owned: a list gone.
     (data / "val.csv").unlink()
     stopped = run_net(*common)
     assert stopped.returncode == 2, stopped.stderr
     assert "val.csv" in stopped.stderr
-    assert files_under(tmp_path) == ["data", "data/synthetic", "out"]
+    assert files_under(tmp_path) == ["data", "data/synthetic"]
 
 
 def test_the_run_lock_is_there_only_while_a_run_holds_it(tmp_path, monkeypatch):

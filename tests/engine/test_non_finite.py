@@ -31,7 +31,7 @@ def test_testing_nan_weights_is_an_error_naming_the_checkpoint(nan_checkpoint, t
 
     with pytest.raises(UserError, match=rf"non-finite scores: the weights of {path} are broken"):
         run(cfg)
-    assert [path.name for path in (tmp_path / "evaluated").iterdir()] == [".run.lock"]
+    assert not (tmp_path / "evaluated").exists()  # the run made it and wrote nothing
 
 
 def test_converting_nan_weights_is_an_error_and_writes_nothing(nan_checkpoint, tmp_path):

@@ -166,7 +166,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tiny_dataset, tmp
         (["TRAIN.BATCH_SIZE", "0"], "TRAIN.BATCH_SIZE must be positive"),
         (
             ["MODEL.NUM_CLASSES", "5"],
-            "MODEL.NUM_CLASSES is 5 but the dataset in {data} has 3 classes (up, down, still, ...)",
+            "MODEL.NUM_CLASSES is 5 but the dataset in {data} has 3 classes ('up', 'down', 'still');",
         ),
         (
             ["TRAIN.CHECKPOINT_FILE_PATH", "rev_mvit_b"],
