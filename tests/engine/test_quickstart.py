@@ -47,6 +47,10 @@ def test_the_embedded_default_trains_and_tests_above_90_percent(quick_start):
     results = newest_test_results(output)
     assert results["num_videos"] == 72 and results["num_unscored"] == 0
     assert results["top1_acc"] >= 90.0
+    low, high = results["top1_ci95"]
+    assert low < results["top1_acc"] <= high <= 100.0
+    assert sum(entry["support"] for entry in results["per_class"].values()) == 72
+    assert 0.0 <= results["ece"] <= 100.0 and results["temperature"] > 0
     last_lines = result.stdout.splitlines()[-2:]
     epochs = load_config(CONFIG).SOLVER.MAX_EPOCH
     checkpoint = output / "checkpoints" / f"checkpoint_epoch_{epochs:05d}.pyth"
