@@ -239,7 +239,24 @@ def _first(keys: list[str], count: int = 3) -> str:
     return ", ".join(keys[:count]) + (", ..." if len(keys) > count else "")
 
 
-def _check_fit(path: Path, state: StateDict, model: nn.Module) -> None:
+def _held_model(checkpoint: Mapping[str, Any], path: Path) -> str:
+    """What model a checkpoint's stored config describes, for an error: "" where it has none."""
+    try:
+        cfg = stored_config(checkpoint, path)
+    except ConfigError:
+        return ""
+    if cfg is None:
+        return ""
+    data, mvit = cfg.DATA, cfg.MVIT
+    return (
+        f"; it holds a {cfg.MODEL.MODEL_NAME} of depth {mvit.DEPTH} and width {mvit.EMBED_DIM} "
+        f"on {data.NUM_FRAMES}x{data.TRAIN_CROP_SIZE}x{data.TRAIN_CROP_SIZE} clips"
+    )
+
+
+def _check_fit(
+    path: Path, state: StateDict, model: nn.Module, checkpoint: Mapping[str, Any]
+) -> None:
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
@@ -250,12 +267,12 @@ def _check_fit(path: Path, state: StateDict, model: nn.Module) -> None:
             counts.append(f"{len(missing)} missing keys ({_first(missing)})")
         if unexpected:
             counts.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
-        raise CheckpointError(f"{problem}: {'; '.join(counts)}")
+        raise CheckpointError(f"{problem}: {'; '.join(counts)}{_held_model(checkpoint, path)}")
     for key, tensor in expected.items():
         if state[key].shape != tensor.shape:
             raise CheckpointError(
                 f"{problem}: {key} has shape {list(state[key].shape)} in the checkpoint "
-                f"but {list(tensor.shape)} in the model"
+                f"but {list(tensor.shape)} in the model{_held_model(checkpoint, path)}"
             )
 
 
@@ -283,7 +300,7 @@ def load_model_state(
     strictly; returns the checkpoint's other entries."""
     state = checkpoint[MODEL_STATE]
     model = _unwrap(model)
-    _check_fit(Path(path), state, model)
+    _check_fit(Path(path), state, model, checkpoint)
     model.load_state_dict(state)
     return {key: value for key, value in checkpoint.items() if key != MODEL_STATE}
 
@@ -467,6 +484,6 @@ def load_fine_tuning_state(
                 state[key].to(expected[key].dtype), expected[key], key, model, path
             )
             changes.append(f"resized {key} ({before} -> {expected[key].shape[1]} positions)")
-    _check_fit(path, state, model)
+    _check_fit(path, state, model, checkpoint)
     model.load_state_dict(state)
     return changes

@@ -85,3 +85,18 @@ def test_the_fine_tuning_recipe_trains_from_the_checkpoint_offline(
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"model from {checkpoint}: MViT of depth 4" in done.stdout
     assert newest_test_results(output_dir)["num_videos"] == 6
+
+
+def test_a_checkpoint_that_does_not_fit_says_what_model_it_holds(
+    tiny_dataset, checkpoint, tmp_path
+):
+    import pytest
+
+    from revvideo.checkpoint import load_model_state, read_checkpoint
+    from revvideo.utils.errors import CheckpointError
+
+    deeper = build_model(tiny_cfg(tiny_dataset, tmp_path, MVIT__DEPTH=5))
+    with pytest.raises(
+        CheckpointError, match=r"it holds a MViT of depth 4 and width 16 on 4x32x32"
+    ):
+        load_model_state(deeper, read_checkpoint(checkpoint), checkpoint)
