@@ -572,7 +572,7 @@ class Trainer:
     def _validate(self, last: bool, stop: StopRequest) -> float | None:
         """The validation top-1 (percent; None when stopped or nothing decoded). After the last
         epoch, also warns when the split is small and fits the temperature of the final weights
-        to the validation logits."""
+        to the validation logits, where some are classified right and some wrong."""
         if not last:
             return validate(self.model, self.val_loader, self.device, self.precision, stop)
         validated = validation_logits(
@@ -585,6 +585,15 @@ class Trainer:
         warning = small_split_warning("validation", correct, total)
         if warning:
             logger.warning("%s", warning)
+        if correct in (0, total):
+            # The NLL then falls without end towards one end of the range: no temperature fits.
+            logger.info(
+                "no temperature fitted: %s of the %d validation videos are classified right; "
+                "the probabilities stay the model's own",
+                "all" if correct else "none",
+                total,
+            )
+            return 100.0 * correct / total
         self.temperature = fit_temperature(logits, labels)
         logger.info(
             "temperature %.3f fitted on %d validation videos (NLL %.4f -> %.4f)",

@@ -99,3 +99,23 @@ def test_a_finished_run_tested_again_keeps_its_temperature(calibrated_run, tiny_
     assert run(tiny_cfg(tiny_dataset, again)) == 0  # nothing to train: only the test
     expected = read_checkpoint(again / "checkpoints" / "checkpoint_epoch_00002.pyth")
     assert newest_test_results(again)["temperature"] == expected["temperature"]
+
+
+def test_no_temperature_is_fitted_when_every_validation_video_is_right(
+    tiny_dataset, tmp_path, monkeypatch, caplog
+):
+    import revvideo.engine.train as train
+
+    def all_right(*arguments, **keywords):
+        labels = torch.tensor([0, 1, 2, 0, 1, 2])
+        return torch.nn.functional.one_hot(labels, 3).float() * 5.0, labels
+
+    monkeypatch.setattr(train, "validation_logits", all_right)
+    cfg = tiny_cfg(tiny_dataset, tmp_path / "out", SOLVER__MAX_EPOCH=1, TEST__ENABLE=False)
+    with caplog.at_level(logging.INFO, logger="revvideo.engine.train"):
+        assert run(cfg) == 0
+    assert "no temperature fitted: all of the 6 validation videos are classified right" in (
+        caplog.text
+    )
+    final = read_checkpoint(tmp_path / "out" / "checkpoints" / "checkpoint_epoch_00001.pyth")
+    assert "temperature" not in final
