@@ -470,9 +470,11 @@ def _classify_inputs(
         classifier = load_classifier(checkpoint, options.cfg, device, options.min_confidence)
         _check_views(classifier, options.views or classifier.views)
         if classifier.temperature is not None and not options.json:
+            # A notice, like the checkpoint used: stdout keeps only the results.
             say(
                 "probabilities calibrated: logits divided by the checkpoint's temperature "
-                f"{classifier.temperature:.4g}"
+                f"{classifier.temperature:.4g}",
+                sys.stderr,
             )
     failed = unwritten = asked = 0
     for (file, problem), targets in zip(inputs, outputs, strict=True):
