@@ -74,9 +74,7 @@ def test_text_says_once_that_the_probabilities_are_calibrated(calibrated, videos
     status, out, err = run_main(capsys, videos["red"], videos["green"], "--checkpoint", calibrated)
 
     assert status == 0
-    assert err == [
-        "probabilities calibrated: logits divided by the checkpoint's temperature 3"
-    ]
+    assert err == ["probabilities calibrated: logits divided by the checkpoint's temperature 3"]
     assert "temperature" not in out  # stdout holds the results only
 
 
