@@ -27,6 +27,7 @@ from torch import nn
 
 from revvideo.classes import ClassNames, match_head_rows, resolve_class_names
 from revvideo.config import config_from_mapping, load_config
+from revvideo.config.validate import model_name
 from revvideo.utils.errors import CheckpointError, ConfigError
 from revvideo.utils.files import WriteError, written_whole
 
@@ -249,7 +250,7 @@ def _held_model(checkpoint: Mapping[str, Any], path: Path) -> str:
         return ""
     data, mvit = cfg.DATA, cfg.MVIT
     return (
-        f"; it holds a {cfg.MODEL.MODEL_NAME} of depth {mvit.DEPTH} and width {mvit.EMBED_DIM} "
+        f"; it holds a {model_name(cfg)} of depth {mvit.DEPTH} and width {mvit.EMBED_DIM} "
         f"on {data.NUM_FRAMES}x{data.TRAIN_CROP_SIZE}x{data.TRAIN_CROP_SIZE} clips"
     )
 

@@ -8,6 +8,7 @@ from collections.abc import Collection
 from fvcore.common.config import CfgNode
 
 from revvideo.checkpoint import checkpoint_file, read_checkpoint, stored_config
+from revvideo.config.validate import model_name
 from revvideo.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def adopt_checkpoint_model(cfg: CfgNode, explicit: Collection[str]) -> None:
     logger.info(
         "model from %s: %s of depth %d on %dx%dx%d clips (%d model keys taken from it%s)",
         path,
-        cfg.MODEL.MODEL_NAME,
+        model_name(cfg),
         cfg.MVIT.DEPTH,
         cfg.DATA.NUM_FRAMES,
         crop,

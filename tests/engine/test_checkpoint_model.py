@@ -45,7 +45,7 @@ def test_fine_tuning_takes_the_checkpoints_model_and_keeps_the_recipe(
     # The recipe's own keys, including its regularisation of the model, stay.
     assert cfg.MVIT.DROPPATH_RATE == 0.025 and cfg.SOLVER.MAX_EPOCH == 30
     assert cfg.SOLVER.LAYER_DECAY == 0.75
-    assert f"model from {checkpoint}: MViT of depth 4 on 4x32x32 clips" in caplog.text
+    assert f"model from {checkpoint}: RevMViT of depth 4 on 4x32x32 clips" in caplog.text
     cfg.MODEL.NUM_CLASSES = 3
     build_model(cfg).load_state_dict(build_model(stored).state_dict())  # the weights fit
 
@@ -83,7 +83,7 @@ def test_the_fine_tuning_recipe_trains_from_the_checkpoint_offline(
         *("DATA_LOADER.NUM_WORKERS", "0", "TEST.NUM_ENSEMBLE_VIEWS", "1"),
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"model from {checkpoint}: MViT of depth 4" in done.stdout
+    assert f"model from {checkpoint}: RevMViT of depth 4" in done.stdout
     assert newest_test_results(output_dir)["num_videos"] == 6
 
 
@@ -97,6 +97,6 @@ def test_a_checkpoint_that_does_not_fit_says_what_model_it_holds(
 
     deeper = build_model(tiny_cfg(tiny_dataset, tmp_path, MVIT__DEPTH=5))
     with pytest.raises(
-        CheckpointError, match=r"it holds a MViT of depth 4 and width 16 on 4x32x32"
+        CheckpointError, match=r"it holds a RevMViT of depth 4 and width 16 on 4x32x32"
     ):
         load_model_state(deeper, read_checkpoint(checkpoint), checkpoint)
