@@ -6,6 +6,7 @@
     python demo/classify.py photo.jpg --checkpoint rev_vit_b_in1k      # ImageNet-1k classes
     python demo/classify.py video.mp4 --output annotated.mp4 --plot top5.png
     python demo/classify.py video.mp4 --checkpoint output/run --min-confidence 0.8 --json
+    python demo/classify.py long.mp4 --timeline --srt long.srt --timeline-plot long.png
 
 --checkpoint takes a checkpoint file, a run's OUTPUT_DIR (its best checkpoint, else its last) or
 a release name (downloaded once into the torch hub cache); a name that is none of them lists the
@@ -22,6 +23,14 @@ file written is reported with its input ("output" and "plot" in JSON). The label
 video are those of the window of the video that they score, named above them ("window 2.0-2.5 s");
 the printed result is the whole video's.
 
+With --timeline, a video is also scored window by window: windows one clip long (the model's
+frames x sampling rate at its frame rate) every --stride seconds (default: half a clip) over the
+whole video, decoded in one streamed pass. Their probabilities, smoothed over 3 windows, make
+contiguous segments of one class: the label changes only where another class leads it by 0.1,
+and a segment shorter than a clip joins a neighbour. One line per segment ("0.00-4.27 s  spin
+91 %"); in JSON a "timeline" with each window's start, end and top_k and each segment's class,
+start, end and mean probability. --srt (or a .vtt name) and --timeline-plot imply --timeline.
+A video shorter than a clip gets one window; a damaged one keeps the windows before the damage.
 A checkpoint that stores a calibration temperature (fitted at the end of training) has its logits
 divided by it before the softmax, said once (in JSON each result's "temperature", null when the
 checkpoint stores none). With --min-confidence P, an input whose top probability is below P is
@@ -85,6 +94,18 @@ def _probability(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:  # NaN fails too
+        raise argparse.ArgumentTypeError(
+            f"--stride takes a positive number of seconds, got {text!r}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         description=__doc__.splitlines()[0],
@@ -140,6 +161,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="answer unknown (with the best guess beside it) when the top calibrated "
         "probability is below P, 0 < P <= 1 (default: always the top class)",
+    )
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="also score every window of each video and print its segments (default: off)",
+    )
+    parser.add_argument(
+        "--stride",
+        type=_seconds,
+        metavar="SECONDS",
+        help="seconds between the starts of --timeline windows (default: half a clip)",
+    )
+    parser.add_argument(
+        "--srt",
+        help="write the timeline's segments as subtitles here (.srt, or WebVTT for .vtt): a file "
+        "for one input, a folder for several (default: none)",
+    )
+    parser.add_argument(
+        "--timeline-plot",
+        help="write a plot of the top --topk classes' probabilities over time, segments shaded, "
+        "here (.png): a file for one input, a folder for several (default: none)",
     )
     return parser
 

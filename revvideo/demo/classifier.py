@@ -18,12 +18,13 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 from fvcore.common.config import CfgNode
 from torch import nn
@@ -39,11 +40,18 @@ from revvideo.checkpoint import (
     stored_config,
 )
 from revvideo.classes import resolve_class_names
-from revvideo.data.clip_sampling import clip_duration, clip_starts
+from revvideo.data.clip_sampling import clip_duration, clip_starts, frame_times
 from revvideo.data.dataset import TestClips
-from revvideo.data.decoding import FrameClock, VideoDecodeError, VideoReader, open_video
+from revvideo.data.decoding import (
+    FrameClock,
+    PyAVVideo,
+    VideoDecodeError,
+    VideoReader,
+    open_video,
+)
 from revvideo.data.transforms import MultiViewCrops, Normalize
 from revvideo.demo.images import FrameClips, ImageView, read_image, short_side_for
+from revvideo.demo.timeline import Timeline, Window, segments_of, window_starts
 from revvideo.engine.metrics import VideoScores
 from revvideo.models import build_model
 from revvideo.utils.errors import CheckpointError, ConfigError, DataError
@@ -54,6 +62,8 @@ VIEWS_PER_BATCH = 8
 WINDOWS_PER_CLIP = 2
 # The answer when the top probability is below the classifier's min_confidence.
 UNKNOWN = "unknown"
+# Seconds of frames missing before a video's stated end that make it truncated, not just short.
+TRUNCATION_TOLERANCE = 0.25
 
 
 @dataclass
@@ -157,6 +167,79 @@ class Classifier:
                 )
             scores.append((logits / (self.temperature or 1.0)).softmax(dim=1).cpu())
         return torch.cat(scores)
+
+    def timeline(self, path: str, stride: float | None = None) -> Timeline:
+        """Windows one clip long every `stride` seconds (default: half a clip) over the whole
+        video at `path`, scored in batches of VIEWS_PER_BATCH centre crops, and their segments
+        (see revvideo.demo.timeline). The video is decoded forward once, holding only the
+        frames of the batch at hand, so memory does not grow with its length.
+
+        A video shorter than a clip gets one window over what there is; a damaged one keeps the
+        windows before the damage; each is said in `warnings`. Raises DataError (one line) for
+        a file without a window to score, or for an image model.
+        """
+        if self.image_view is not None:
+            raise DataError(f"{path}: a timeline needs a video model; {self.source} is not one")
+        length = float(self.clip_duration)
+        if stride is not None and not 0 < stride < math.inf:
+            raise ValueError(f"stride must be a positive number of seconds, got {stride!r}")
+        try:
+            video = PyAVVideo(path)
+        except VideoDecodeError as err:
+            raise DataError(f"{path}: {err}") from None
+        try:
+            windows, warnings = self._score_windows(video, path, stride or length / 2)
+        finally:
+            video.close()
+        return Timeline(windows, segments_of(windows, self.class_names, length), warnings)
+
+    def _score_windows(
+        self, video: PyAVVideo, path: str, stride: float
+    ) -> tuple[list[Window], list[str]]:
+        length = float(self.clip_duration)
+        starts = window_starts(video.duration, length, stride)
+        warnings = []
+        if video.duration < length:
+            warnings.append(
+                f"{path}: shorter than a window ({video.duration:.2f} s < {length:.2f} s): one "
+                "window, its last frame filling the rest"
+            )
+        clip_times = [frame_times(Fraction(s), self.clip_duration, self.num_frames) for s in starts]
+        wanted = sorted({time for times in clip_times for time in times})
+        shown = _frames_at(video, wanted, self.crop_size)
+        crop = MultiViewCrops(
+            self.crop_size, 1, None if self.device.type == "cuda" else self.normalize
+        )
+        frames: dict[float, np.ndarray] = {}  # the frames the batch at hand needs
+        latest = -math.inf
+        windows: list[Window] = []
+        for first in range(0, len(starts), VIEWS_PER_BATCH):
+            batch = clip_times[first : first + VIEWS_PER_BATCH]
+            damaged = False
+            try:
+                while latest < batch[-1][-1]:
+                    latest, frame = next(shown)
+                    frames[latest] = frame
+            except VideoDecodeError as err:
+                batch = [times for times in batch if times[-1] <= latest]
+                if not windows and not batch:
+                    raise DataError(f"{path}: {err}, before the end of its first window") from None
+                damaged = True
+                kept = starts[first + len(batch) - 1] + length if batch else windows[-1].end
+                warnings.append(f"{path}: {err}; timeline of its first {kept:.2f} s")
+            if batch:
+                held = sorted(frames)
+                row = {time: index for index, time in enumerate(held)}
+                stacked = torch.from_numpy(np.stack([frames[time] for time in held]))
+                views = crop(stacked, [[row[time] for time in times] for times in batch])
+                for offset, scores in enumerate(self.probabilities(views)):
+                    start = starts[first + offset]
+                    windows.append(Window(start, min(start + length, video.duration), scores))
+            if damaged or first + VIEWS_PER_BATCH >= len(starts):
+                break
+            keep_from = clip_times[first + VIEWS_PER_BATCH][0]
+            frames = {time: frame for time, frame in frames.items() if time >= keep_from}
+        return windows, warnings
 
     def answer(self, probabilities: torch.Tensor) -> str:
         """The class of combined scores (classes,): the most probable, or UNKNOWN when its
@@ -269,6 +352,42 @@ class _DecodablePart:
         self, times: Sequence[float], short_side: int | None = None
     ) -> tuple[torch.Tensor, list[int]]:
         return self._video.read_frames([min(time, self.duration) for time in times], short_side)
+
+
+def _frames_at(
+    video: PyAVVideo, times: list[float], short_side: int
+) -> Iterator[tuple[float, np.ndarray]]:
+    """(time, RGB frame shown then, short side `short_side`) for each of the ascending `times`,
+    from one forward decode; times past the last frame show it. Raises VideoDecodeError, where
+    the frames stop, for a video damaged before its stated end."""
+    # PyAVVideo's own decode from the first frame, clock and RGB conversion, streamed.
+    previous = rgb = None
+    previous_time = 0.0
+    index = 0
+    try:
+        for frame, time in video._frames_from_first():
+            while index < len(times) and times[index] < time - video._clock.same_instant:
+                if rgb is None:
+                    rgb = video._to_rgb(frame if previous is None else previous, short_side)
+                yield times[index], rgb
+                index += 1
+            if index == len(times):
+                return
+            previous, previous_time, rgb = frame, time, None
+    except av.FFmpegError as err:
+        raise VideoDecodeError(
+            f"decoding failed after {previous_time:.2f} s ({err.strerror})"
+        ) from None
+    if previous is None:
+        raise VideoDecodeError("no frame could be decoded")
+    interval = video._clock.frame_interval
+    if video.duration - interval - previous_time > max(TRUNCATION_TOLERANCE, 3 * interval):
+        raise VideoDecodeError(
+            f"truncated: frames stop at {previous_time:.2f} s of {video.duration:.2f} s"
+        )
+    rgb = video._to_rgb(previous, short_side) if rgb is None else rgb
+    for time in times[index:]:
+        yield time, rgb
 
 
 def _decodable_duration(path: str) -> float:

@@ -14,10 +14,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import torch
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from revvideo.data.decoding import FrameClock, display_rotation, quarter_turns
+from revvideo.demo.timeline import Timeline
 from revvideo.utils.files import written_whole
 
 TopClasses = Sequence[tuple[str, float]]
@@ -257,6 +259,36 @@ def plot_top_classes(top: TopClasses, title: str, destination: str | Path) -> No
     axes.set_title(title, parse_math=False)
     # The format follows the file name (PNG without an extension), named here: the partial
     # file's name ends in .tmp when the destination's has no extension.
+    image_format = Path(destination).suffix[1:].lower() or "png"
+    with written_whole(destination) as partial:
+        figure.savefig(partial, dpi=120, format=image_format)
+
+
+def plot_timeline(
+    timeline: Timeline, names: Sequence[str], top: int, title: str, destination: str | Path
+) -> None:
+    """The windows' probabilities (at their centres) of the `top` classes most probable over the
+    whole video, with each segment shaded in its class's colour, saved whole (as
+    plot_top_classes)."""
+    probabilities = torch.stack([window.probabilities for window in timeline.windows])
+    centres = [(window.start + window.end) / 2 for window in timeline.windows]
+    shown = probabilities.mean(dim=0).topk(min(top, len(names))).indices.tolist()
+    colours = {label: f"C{rank}" for rank, label in enumerate(shown)}
+    figure = Figure(figsize=(8, 3.2), layout="constrained")
+    axes = figure.subplots()
+    for label in shown:
+        axes.plot(centres, probabilities[:, label], color=colours[label], label=names[label])
+    for segment in timeline.segments:
+        colour = colours.get(names.index(segment.name), "lightgrey")
+        axes.axvspan(segment.start, segment.end, color=colour, alpha=0.15, linewidth=0)
+    axes.set_ylim(0, 1)
+    axes.set_xlim(0, timeline.segments[-1].end)
+    axes.set_xlabel("seconds")
+    axes.set_ylabel("probability")
+    axes.set_title(title, parse_math=False)
+    legend = axes.legend(loc="upper right", fontsize="small")
+    for text in legend.get_texts():
+        text.set_parse_math(False)
     image_format = Path(destination).suffix[1:].lower() or "png"
     with written_whole(destination) as partial:
         figure.savefig(partial, dpi=120, format=image_format)

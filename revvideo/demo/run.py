@@ -29,7 +29,13 @@ from revvideo.demo.classifier import (
     top_classes,
 )
 from revvideo.demo.images import IMAGE_EXTENSIONS, is_image, read_image
-from revvideo.demo.render import plot_top_classes, write_annotated_image, write_annotated_video
+from revvideo.demo.render import (
+    plot_timeline,
+    plot_top_classes,
+    write_annotated_image,
+    write_annotated_video,
+)
+from revvideo.demo.timeline import Timeline, write_subtitles
 from revvideo.utils.errors import CheckpointError, ConfigError, UserError
 from revvideo.utils.files import WriteError
 
@@ -55,6 +61,14 @@ class DemoOptions:
     output: str | None
     plot: str | None
     min_confidence: float | None = None
+    timeline: bool = False
+    stride: float | None = None
+    srt: str | None = None
+    timeline_plot: str | None = None
+
+    @property
+    def wants_timeline(self) -> bool:
+        return self.timeline or self.srt is not None or self.timeline_plot is not None
 
 
 def _device(name: str | None) -> torch.device:
@@ -162,6 +176,8 @@ def _annotated_suffix(path: str) -> str:
 _OUTPUT_SUFFIXES: dict[str, Callable[[str], str]] = {
     "output": _annotated_suffix,
     "plot": lambda _: ".png",
+    "srt": lambda _: ".srt",
+    "timeline_plot": lambda _: ".png",
 }
 
 
@@ -231,7 +247,7 @@ def refuse_overwrites(targets: list[dict[str, Path]], inputs: Sequence[str]) -> 
     read = {_file_id(name): name for name in inputs if os.path.isfile(name)}
     written: dict[Path, str] = {}
     for key, target in (item for paths in targets for item in paths.items()):
-        option = f"--{key}"
+        option = f"--{key.replace('_', '-')}"
         if target.exists() and not target.is_file():
             try:
                 check_video_file(str(target))  # which says what it is
@@ -291,19 +307,31 @@ def _classify_one(classifier: Classifier, path: str, views: tuple[int, int] | No
 
 
 def _write_outputs(
-    classifier: Classifier, result: VideoResult, options: DemoOptions, targets: dict[str, Path]
+    classifier: Classifier,
+    result: VideoResult,
+    timeline: Timeline | None,
+    options: DemoOptions,
+    targets: dict[str, Path],
 ) -> tuple[dict[str, Path], dict[str, str]]:
-    """Writes the outputs of `result` asked for (`targets`: "output" / "plot" -> file), each
+    """Writes the outputs of `result` and its `timeline` asked for (`targets`: "output" /
+    "plot" / "srt" / "timeline_plot" -> file; those of a timeline only where there is one), each
     whole or not at all; the files written and, for each that could not be, why (one line
     naming the input). One that replaces a file says so in `result.warnings`."""
     written: dict[str, Path] = {}
     failures: dict[str, str] = {}
     for key, target in targets.items():
+        if key in ("srt", "timeline_plot") and timeline is None:
+            continue
         existed = target.exists()
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if key == "output":
                 _annotate(classifier, result, options.topk, target)
+            elif key == "srt":
+                write_subtitles(timeline.segments, target)
+            elif key == "timeline_plot":
+                title = f"{printable(Path(result.path).name)}: timeline"
+                plot_timeline(timeline, classifier.class_names, options.topk, title, target)
             else:
                 clips, crops = result.views
                 title = f"{printable(Path(result.path).name)} ({clips}x{crops} views)"
@@ -319,6 +347,19 @@ def _write_outputs(
             if existed:
                 result.warnings.append(f"{target}: replaced the file that was there")
     return written, failures
+
+
+def _timeline(classifier: Classifier, result: VideoResult, options: DemoOptions) -> Timeline | None:
+    """The timeline of `result`'s video when asked for (its warnings join the result's); None
+    for an image, said in a warning."""
+    if not options.wants_timeline:
+        return None
+    if is_image(result.path):
+        result.warnings.append(f"{result.path}: a still image has no timeline")
+        return None
+    timeline = classifier.timeline(result.path, options.stride)
+    result.warnings.extend(timeline.warnings)
+    return timeline
 
 
 def _reason(err: Exception) -> str:
@@ -375,6 +416,7 @@ def _print_result(
     result: VideoResult,
     top: list[tuple[str, float]],
     written: dict[str, Path],
+    timeline: Timeline | None = None,
 ) -> None:
     clips, crops = result.views
     say(f"{result.path}: {clips}x{crops} views, {result.seconds:.2f} s")
@@ -388,6 +430,11 @@ def _print_result(
     width = max(len(name) for name, _ in top)
     for rank, (name, probability) in enumerate(top, start=1):
         say(f"  {rank}. {name:<{width}}  {probability:6.1%}")
+    if timeline is not None:
+        say(f"  timeline: {len(timeline.windows)} windows, {len(timeline.segments)} segments")
+        for segment in timeline.segments:
+            span = f"{segment.start:.2f}-{segment.end:.2f} s"
+            say(f"  {span}  {segment.name}  {segment.probability:.0%}")
     for path in written.values():
         say(f"  wrote {path}")
 
@@ -398,13 +445,35 @@ def _json_entry(
     top: list[tuple[str, float]],
     written: dict[str, Path],
     failures: dict[str, str],
+    timeline: Timeline | None = None,
 ) -> dict:
     clips, crops = result.views
+    names = classifier.class_names
+    timeline_entry = {}
+    if timeline is not None:
+        windows = [
+            {
+                "start": round(window.start, 4),
+                "end": round(window.end, 4),
+                "top_k": _top_k(top_classes(window.probabilities, names, len(top))),
+            }
+            for window in timeline.windows
+        ]
+        segments = [
+            {
+                "class": segment.name,
+                "start": round(segment.start, 4),
+                "end": round(segment.end, 4),
+                "probability": round(segment.probability, 6),
+            }
+            for segment in timeline.segments
+        ]
+        timeline_entry = {"timeline": {"windows": windows, "segments": segments}}
     return (
         {
             "path": printable(result.path),
             "class": classifier.answer(result.probabilities),
-            "top_k": [{"class": name, "probability": round(p, 6)} for name, p in top],
+            "top_k": _top_k(top),
             "temperature": classifier.temperature,
             "seconds": round(result.seconds, 4),
             "views": f"{clips}x{crops}",
@@ -412,7 +481,12 @@ def _json_entry(
         }
         | {key: printable(str(path)) for key, path in written.items()}
         | {f"{key}_error": printable(reason) for key, reason in failures.items()}
+        | timeline_entry
     )
+
+
+def _top_k(top: list[tuple[str, float]]) -> list[dict]:
+    return [{"class": name, "probability": round(p, 6)} for name, p in top]
 
 
 def _error_entry(path: str, problem: str) -> dict:
@@ -458,7 +532,11 @@ def _classify_inputs(
     --json."""
     device = _device(options.device)
     files = [file for file, problem in inputs if problem is None]
-    outputs = output_paths({"output": options.output, "plot": options.plot}, inputs)
+    asked = {"output": options.output, "plot": options.plot}
+    asked |= {"srt": options.srt, "timeline_plot": options.timeline_plot}
+    outputs = output_paths(asked, inputs)
+    if options.stride is not None and not options.wants_timeline:
+        raise UsageError("--stride sets the windows of --timeline: add --timeline")
     if files:
         checkpoint = checkpoint_source(options.checkpoint)
         # The quick start's or a run folder's file: which one is said.
@@ -481,7 +559,8 @@ def _classify_inputs(
         if problem is None:
             try:
                 result = _classify_one(classifier, file, options.views)
-                written, failures = _write_outputs(classifier, result, options, targets)
+                timeline = _timeline(classifier, result, options)
+                written, failures = _write_outputs(classifier, result, timeline, options, targets)
             except _RUN_ERRORS:
                 raise
             except Exception as err:
@@ -498,9 +577,9 @@ def _classify_inputs(
         asked += len(targets)
         unwritten += len(failures)
         top = result.top(options.topk, classifier.class_names)
-        entries.append(_json_entry(classifier, result, top, written, failures))
+        entries.append(_json_entry(classifier, result, top, written, failures, timeline))
         if not options.json:
-            _print_result(classifier, result, top, written)
+            _print_result(classifier, result, top, written, timeline)
     if not files:
         # Every input failed before the checkpoint was needed: a missing one is named too.
         checkpoint_source(options.checkpoint)
