@@ -376,7 +376,7 @@ def _frames_at(
             previous, previous_time, rgb = frame, time, None
     except av.FFmpegError as err:
         raise VideoDecodeError(
-            f"decoding failed after {previous_time:.2f} s ({err.strerror})"
+            f"decoding failed after {previous_time:.2f} s: {err.strerror or err}"
         ) from None
     if previous is None:
         raise VideoDecodeError("no frame could be decoded")

@@ -434,7 +434,7 @@ def _print_result(
         say(f"  timeline: {len(timeline.windows)} windows, {len(timeline.segments)} segments")
         for segment in timeline.segments:
             span = f"{segment.start:.2f}-{segment.end:.2f} s"
-            say(f"  {span}  {segment.name}  {segment.probability:.0%}")
+            say(f"  {span}  {segment.name}  {segment.probability * 100:.0f} %")
     for path in written.values():
         say(f"  wrote {path}")
 

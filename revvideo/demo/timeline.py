@@ -137,7 +137,7 @@ def subtitles(segments: list[Segment], vtt: bool = False) -> str:
         if not vtt:
             lines.append(str(number))
         start, end = _stamp(segment.start, separator), _stamp(segment.end, separator)
-        lines += [f"{start} --> {end}", f"{segment.name} {segment.probability:.0%}", ""]
+        lines += [f"{start} --> {end}", f"{segment.name} {segment.probability * 100:.0f} %", ""]
     return "\n".join(lines)
 
 
