@@ -169,3 +169,23 @@ def test_bad_stride_is_one_error_line(trained, blocks_video, stride):
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1
     assert "--stride" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_damaged_video_keeps_its_first_windows(trained, blocks_video, tmp_path):
+    path = write_truncated(tmp_path / "cut.mp4", blocks_video, 0.5)
+    done = run_tool("demo/classify.py", path, "--checkpoint", trained[0], "--timeline", "--json")
+    assert done.returncode == 0, done.stderr
+    (entry,) = json.loads(done.stdout)
+    windows = entry["timeline"]["windows"]
+    assert 2.0 < windows[-1]["end"] < 11.0
+    assert entry["timeline"]["segments"][-1]["end"] == windows[-1]["end"]
+    stops = [line for line in done.stderr.splitlines() if "timeline of its first" in line]
+    assert len(stops) == 1 and "Traceback" not in done.stderr
+
+
+def test_cli_image_model_has_no_timeline(trained_images, blocks_video):
+    args = ["--checkpoint", trained_images[0], "--timeline"]
+    done = run_tool("demo/classify.py", blocks_video, *args)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "timeline needs a video model" in done.stderr and "Traceback" not in done.stderr
