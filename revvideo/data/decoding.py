@@ -261,6 +261,38 @@ class PyAVVideo:
         rows_by_time[order] = rows
         return frames, rows_by_time.tolist()
 
+    def stream_frames(
+        self, times: Sequence[float], short_side: int | None = None
+    ) -> Iterator[tuple[float, np.ndarray]]:
+        """(time, RGB frame shown then, scaled as read_frames does) for each of the ascending
+        `times`, yielded as one forward decode from the first frame reaches them: memory does
+        not grow with the video. Times past the last frame show it. Raises VideoDecodeError,
+        where the frames stop, for a video damaged before its stated end."""
+        previous = rgb = None
+        previous_time = 0.0
+        index = 0
+        same_instant = self._clock.same_instant
+        try:
+            for frame, time in self._frames_from_first():
+                while index < len(times) and times[index] < time - same_instant:
+                    if rgb is None:
+                        rgb = self._to_rgb(frame if previous is None else previous, short_side)
+                    yield times[index], rgb
+                    index += 1
+                if index == len(times):
+                    return
+                previous, previous_time, rgb = frame, time, None
+        except av.FFmpegError as err:
+            raise VideoDecodeError(
+                f"decoding failed after {previous_time:.2f} s: {_ffmpeg_reason(err)}"
+            ) from None
+        if previous is None:
+            raise VideoDecodeError("no frame could be decoded")
+        _raise_if_truncated(previous_time, self.duration, self.duration, self._clock.frame_interval)
+        rgb = self._to_rgb(previous, short_side) if rgb is None else rgb
+        for time in times[index:]:
+            yield time, rgb
+
     def _read_ascending(
         self, times: list[float], short_side: int | None
     ) -> tuple[torch.Tensor, list[int]]:

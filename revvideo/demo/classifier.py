@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -63,7 +63,6 @@ WINDOWS_PER_CLIP = 2
 # The answer when the top probability is below the classifier's min_confidence.
 UNKNOWN = "unknown"
 # Seconds of frames missing before a video's stated end that make it truncated, not just short.
-TRUNCATION_TOLERANCE = 0.25
 
 
 @dataclass
@@ -206,7 +205,7 @@ class Classifier:
             )
         clip_times = [frame_times(Fraction(s), self.clip_duration, self.num_frames) for s in starts]
         wanted = sorted({time for times in clip_times for time in times})
-        shown = _frames_at(video, wanted, self.crop_size)
+        shown = video.stream_frames(wanted, self.crop_size)
         crop = MultiViewCrops(
             self.crop_size, 1, None if self.device.type == "cuda" else self.normalize
         )
@@ -352,42 +351,6 @@ class _DecodablePart:
         self, times: Sequence[float], short_side: int | None = None
     ) -> tuple[torch.Tensor, list[int]]:
         return self._video.read_frames([min(time, self.duration) for time in times], short_side)
-
-
-def _frames_at(
-    video: PyAVVideo, times: list[float], short_side: int
-) -> Iterator[tuple[float, np.ndarray]]:
-    """(time, RGB frame shown then, short side `short_side`) for each of the ascending `times`,
-    from one forward decode; times past the last frame show it. Raises VideoDecodeError, where
-    the frames stop, for a video damaged before its stated end."""
-    # PyAVVideo's own decode from the first frame, clock and RGB conversion, streamed.
-    previous = rgb = None
-    previous_time = 0.0
-    index = 0
-    try:
-        for frame, time in video._frames_from_first():
-            while index < len(times) and times[index] < time - video._clock.same_instant:
-                if rgb is None:
-                    rgb = video._to_rgb(frame if previous is None else previous, short_side)
-                yield times[index], rgb
-                index += 1
-            if index == len(times):
-                return
-            previous, previous_time, rgb = frame, time, None
-    except av.FFmpegError as err:
-        raise VideoDecodeError(
-            f"decoding failed after {previous_time:.2f} s: {err.strerror or err}"
-        ) from None
-    if previous is None:
-        raise VideoDecodeError("no frame could be decoded")
-    interval = video._clock.frame_interval
-    if video.duration - interval - previous_time > max(TRUNCATION_TOLERANCE, 3 * interval):
-        raise VideoDecodeError(
-            f"truncated: frames stop at {previous_time:.2f} s of {video.duration:.2f} s"
-        )
-    rgb = video._to_rgb(previous, short_side) if rgb is None else rgb
-    for time in times[index:]:
-        yield time, rgb
 
 
 def _decodable_duration(path: str) -> float:
