@@ -30,6 +30,7 @@ from revvideo.checkpoint.files import (
     read_model_checkpoint,
     save_checkpoint,
     stored_config,
+    stored_temperature,
 )
 from revvideo.checkpoint.releases import (
     RELEASES,
@@ -59,4 +60,5 @@ __all__ = [
     "read_model_checkpoint",
     "save_checkpoint",
     "stored_config",
+    "stored_temperature",
 ]

@@ -342,6 +342,17 @@ def stored_config(checkpoint: Mapping[str, Any], source: str | os.PathLike) -> C
     return cfg
 
 
+def stored_temperature(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> float | None:
+    """The checkpoint's `"temperature"` entry (a positive finite number), or None; CheckpointError
+    for another value."""
+    value = checkpoint.get("temperature")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise CheckpointError(f"{path}: its temperature {value!r} is not a positive number")
+    return float(value)
+
+
 def head_classes(checkpoint: Mapping[str, Any]) -> int | None:
     """How many classes the weights of `checkpoint` (as read_checkpoint returns it) score."""
     weight = checkpoint[MODEL_STATE].get(HEAD_PREFIX + "weight")

@@ -22,6 +22,7 @@ __all__ = [
     "check_choice",
     "check_type",
     "config_items",
+    "config_value",
     "model_name",
     "unknown_key_error",
     "validate_config",
@@ -248,6 +249,11 @@ def _rules() -> dict[str, Rule]:
         "RNG_SEED": Rule(lambda value: 0 <= value < 2**32, "must be in [0, 2**32)"),
         "LOG_PERIOD": POSITIVE,
     }
+
+
+def config_value(cfg: CfgNode, key: str) -> Any:
+    """The value of dotted `key` (a section for a section's key) in `cfg`."""
+    return functools.reduce(lambda node, name: node[name], key.split("."), cfg)
 
 
 def config_items(node: CfgNode, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -38,6 +38,7 @@ from revvideo.checkpoint import (
     load_model_state,
     read_model_checkpoint,
     stored_config,
+    stored_temperature,
 )
 from revvideo.classes import resolve_class_names
 from revvideo.data.clip_sampling import clip_duration, clip_starts, frame_times
@@ -291,19 +292,9 @@ def load_classifier(
     ).names
     return replace(
         Classifier.from_cfg(cfg, model, names, device, path),
-        temperature=_temperature(others, path),
+        temperature=stored_temperature(others, path),
         min_confidence=min_confidence,
     )
-
-
-def _temperature(checkpoint: dict, path: Path) -> float | None:
-    """The checkpoint's `"temperature"` entry (a positive finite number), or None."""
-    value = checkpoint.get("temperature")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise CheckpointError(f"{path}: its temperature {value!r} is not a positive number")
-    return float(value)
 
 
 def _carries_config(checkpoint: dict, path: Path) -> bool:

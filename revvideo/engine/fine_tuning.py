@@ -1,14 +1,13 @@
 """A checkpoint that stores its config brings its model: fine-tuning or testing it takes the
 architecture and the input geometry from it, and the config file carries only the recipe."""
 
-import functools
 import logging
 from collections.abc import Collection
 
 from fvcore.common.config import CfgNode
 
 from revvideo.checkpoint import checkpoint_file, read_checkpoint, stored_config
-from revvideo.config.validate import model_name
+from revvideo.config.validate import config_value, model_name
 from revvideo.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -53,11 +52,6 @@ MODEL_KEYS = (
 )
 
 
-def _node_and_name(cfg: CfgNode, key: str) -> tuple[CfgNode, str]:
-    *sections, name = key.split(".")
-    return functools.reduce(lambda node, section: node[section], sections, cfg), name
-
-
 def adopt_checkpoint_model(cfg: CfgNode, explicit: Collection[str]) -> None:
     """Sets in `cfg` the MODEL_KEYS of the config stored in the checkpoint that `cfg` fine-tunes
     (TRAIN.CHECKPOINT_FILE_PATH) or tests (TEST.CHECKPOINT_FILE_PATH, without training), but
@@ -78,10 +72,10 @@ def adopt_checkpoint_model(cfg: CfgNode, explicit: Collection[str]) -> None:
         return
     taken = 0
     for model_key in MODEL_KEYS:
-        node, name = _node_and_name(cfg, model_key)
-        value = _node_and_name(stored, model_key)[0][name]
-        if model_key not in explicit and node[name] != value:
-            node[name] = value
+        section, name = model_key.rsplit(".", 1)
+        value = config_value(stored, model_key)
+        if model_key not in explicit and config_value(cfg, model_key) != value:
+            config_value(cfg, section)[name] = value
             taken += 1
     if "MODEL.NUM_CLASSES" not in explicit:
         cfg.MODEL.NUM_CLASSES = 0

@@ -18,6 +18,7 @@ from revvideo.checkpoint import (
     load_model_state,
     read_checkpoint,
     stored_config,
+    stored_temperature,
 )
 from revvideo.checkpoint.training import CHECKPOINT_DIR, latest_checkpoint
 from revvideo.classes import (
@@ -469,7 +470,7 @@ def load_tested(
     logger.info("testing %s", path)
     steps = extra.get("scheduler_state", {}).get("step_count", 0)
     names = resolve_class_names(cfg.MODEL.NUM_CLASSES, checkpoint=extra)
-    return path, int(steps), names, extra.get("temperature")
+    return path, int(steps), names, stored_temperature(extra, path)
 
 
 def test(

@@ -1,7 +1,6 @@
 """`build_model(cfg)`: the one place that maps config keys to the models' arguments, and the
 models' errors, which name their arguments, to messages that name config keys."""
 
-import functools
 import re
 from typing import Any
 
@@ -9,7 +8,7 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 from revvideo.config import AUTO, validate_config
-from revvideo.config.validate import model_name
+from revvideo.config.validate import config_value, model_name
 from revvideo.models.common import Geometry, LayerPlan, patch_grid, plan_layers
 from revvideo.models.mvit import MViT
 from revvideo.models.rev_mvit import RevMViT
@@ -66,10 +65,6 @@ _ARGUMENT = re.compile(r"\b(" + "|".join(_CONFIG_KEY) + r")\b")
 _MAX_WIDTH = 2**31
 
 
-def _get(cfg: CfgNode, key: str) -> Any:
-    return functools.reduce(lambda node, name: node[name], key.split("."), cfg)
-
-
 def _value(argument: str, value: Any) -> Any:
     if argument == "in_chans":
         return value[0]
@@ -90,7 +85,8 @@ def model_arguments(cfg: CfgNode) -> tuple[type[nn.Module], dict[str, Any]]:
         raise ConfigError(f"unknown MODEL.MODEL_NAME {name!r}; known models: {', '.join(MODELS)}")
     model_class = MODELS[name]
     return model_class, {
-        argument: _value(argument, _get(cfg, key)) for argument, key in _KEYS[model_class].items()
+        argument: _value(argument, config_value(cfg, key))
+        for argument, key in _KEYS[model_class].items()
     }
 
 
@@ -154,14 +150,16 @@ def _check(cfg: CfgNode, model_class: type[nn.Module]) -> None:
 def _check_crops(cfg: CfgNode) -> None:
     """The training and test crops and the frames must each make at least one patch."""
     mvit = cfg.MVIT
-    sizes = [list(_get(cfg, f"MVIT.PATCH_{name}")) for name in ("KERNEL", "STRIDE", "PADDING")]
+    sizes = [
+        list(config_value(cfg, f"MVIT.PATCH_{name}")) for name in ("KERNEL", "STRIDE", "PADDING")
+    ]
     if mvit.PATCH_2D:
         sizes = [[first, *size] for first, size in zip((1, 1, 0), sizes, strict=True)]
     if any(len(size) != 3 for size in sizes):
         return  # the patch embedding names the wrong layout when the model is built
     patch = f"MVIT.PATCH_KERNEL {mvit.PATCH_KERNEL} (with MVIT.PATCH_PADDING {mvit.PATCH_PADDING})"
     for key in ("DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE"):
-        crop = _get(cfg, key)
+        crop = config_value(cfg, key)
         frames, height, width = patch_grid((cfg.DATA.NUM_FRAMES, crop, crop), *sizes)
         if frames < 1:
             raise ConfigError(f"DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES} is fewer than {patch} spans")

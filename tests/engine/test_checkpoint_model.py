@@ -5,19 +5,13 @@ the clip geometry from the checkpoint, keeps the recipe, and lets the command li
 import logging
 
 from revvideo.config import load_config
+from revvideo.config.validate import config_value
 from revvideo.engine.fine_tuning import MODEL_KEYS, adopt_checkpoint_model
 from revvideo.models import build_model
 
 from .helpers import ROOT, newest_test_results, run_net, tiny_cfg
 
 RECIPE = ROOT / "configs" / "finetune" / "REV_MVIT_B_16x4.yaml"
-
-
-def _get(cfg, key):
-    node = cfg
-    for name in key.split("."):
-        node = node[name]
-    return node
 
 
 def _recipe(dataset, output_dir, checkpoint, *opts):
@@ -40,7 +34,7 @@ def test_fine_tuning_takes_the_checkpoints_model_and_keeps_the_recipe(
     with caplog.at_level(logging.INFO, logger="revvideo.engine.fine_tuning"):
         adopt_checkpoint_model(cfg, explicit=())
 
-    assert all(_get(cfg, key) == _get(stored, key) for key in MODEL_KEYS)
+    assert all(config_value(cfg, key) == config_value(stored, key) for key in MODEL_KEYS)
     assert cfg.MODEL.NUM_CLASSES == 0  # the dataset's
     # The recipe's own keys, including its regularisation of the model, stay.
     assert cfg.MVIT.DROPPATH_RATE == 0.025 and cfg.SOLVER.MAX_EPOCH == 30
