@@ -29,6 +29,7 @@ import csv
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,35 @@ SMALL_SPLIT = 30
 
 
 @torch.no_grad()
+def _centre_clips(
+    model: nn.Module,
+    loader: VideoLoader,
+    device: torch.device,
+    precision: MixedPrecision,
+    stop: StopRequest | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits (B, K), labels (B,)) on `device` of each batch of single centre clips, the model in
+    eval mode meanwhile; the batch at which `stop` is requested is the last."""
+    model.eval()
+    try:
+        with stopping(stop, iter(loader)) as batches:
+            for batch in batches:
+                with precision.autocast():
+                    logits = model(loader.model_input(batch["video"], device))
+                yield logits, batch["label"].to(device)
+                if stop is not None and stop.requested:
+                    break
+    finally:
+        model.train()
+
+
+def _stopped(stop: StopRequest | None, device: torch.device) -> bool:
+    """Whether `stop` was requested on any process (it then is on every process)."""
+    requested = stop is not None and stop.requested
+    stopped = all_reduce(torch.tensor([float(requested)], device=device)).item()
+    return stop is not None and stop.agree(stopped > 0)
+
+
 def validation_logits(
     model: nn.Module,
     loader: VideoLoader,
@@ -79,19 +109,11 @@ def validation_logits(
     """The logits (N, K) of single centre clips and their labels (N,), over all processes (float32
     and int64, on the CPU, rank 0's clips first); None if nothing decoded, or if `stop` was
     requested on any process (it then is on every process: `stop.requested`)."""
-    model.eval()
     logits, labels = [], []
-    with stopping(stop, iter(loader)) as batches:
-        for batch in batches:
-            with precision.autocast():
-                logits.append(model(loader.model_input(batch["video"], device)).float().cpu())
-            labels.append(batch["label"].cpu())
-            if stop is not None and stop.requested:
-                break
-    model.train()
-    requested = stop is not None and stop.requested
-    stopped = all_reduce(torch.tensor([float(requested)], device=device)).item()
-    if stop is not None and stop.agree(stopped > 0):
+    for batch_logits, batch_labels in _centre_clips(model, loader, device, precision, stop):
+        logits.append(batch_logits.float().cpu())
+        labels.append(batch_labels.cpu())
+    if _stopped(stop, device):
         return None
     gathered = all_gather_objects((logits, labels))
     logits = [batch for process_logits, _ in gathered for batch in process_logits]
@@ -106,13 +128,16 @@ def validate(
     precision: MixedPrecision,
     stop: StopRequest | None = None,
 ) -> float | None:
-    """Top-1 (percent) of single centre clips over all processes; None where validation_logits
-    gives None (nothing decoded, or stopped)."""
-    gathered = validation_logits(model, loader, device, precision, stop)
-    if gathered is None:
+    """Top-1 (percent) of single centre clips over all processes; None if nothing decoded, or if
+    `stop` was requested on any process. Counts on the device: no logits leave it."""
+    counts = torch.zeros(2, dtype=torch.long, device=device)  # correct, clips
+    for logits, labels in _centre_clips(model, loader, device, precision, stop):
+        counts[0] += (logits.argmax(dim=1) == labels).sum()
+        counts[1] += len(labels)
+    if _stopped(stop, device):
         return None
-    logits, labels = gathered
-    return 100.0 * (logits.argmax(dim=1) == labels).sum().item() / len(labels)
+    correct, total = all_reduce(counts).tolist()
+    return 100.0 * correct / total if total else None
 
 
 def top1_with_interval(correct: int, total: int) -> str:
