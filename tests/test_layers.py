@@ -9,11 +9,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "revvideo"
 # Bottom first: a module imports only from its own layer or those below it.
 LAYERS = [
+    {"__init__"},  # revvideo/__init__.py: the version, importing nothing
     {"utils"},
     {"config"},
     {"classes"},
     {"checkpoint"},
     {"models"},
+    {"deploy"},
     {"data"},
     {"engine"},
     {"demo", "benchmark"},
