@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.export.passes import move_to_device_pass
 
 from revvideo.utils.errors import CheckpointError, UserError
 
@@ -142,7 +143,7 @@ def _read_pt2(path: Path, device: torch.device) -> Exported:
         raise CheckpointError(f"{path}: a torch.export archive without revvideo's metadata")
     metadata = ExportMetadata.from_json(extra[METADATA_KEY], path)
     if device.type != "cpu":
-        program = torch.export.passes.move_to_device_pass(program, device)
+        program = move_to_device_pass(program, device)
     return Exported(program.module(), metadata)
 
 

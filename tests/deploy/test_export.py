@@ -81,6 +81,28 @@ def test_the_exported_logits_are_the_checkpoints_for_any_batch(exported, checkpo
     torch.testing.assert_close(logits, expected, rtol=0, atol=TOLERANCE)
 
 
+@pytest.mark.parametrize("exported", [".pt2"], indirect=True)
+def test_a_pt2_export_runs_on_the_device_it_is_read_for(exported, checkpoint):
+    meta = torch.device("meta")  # a device other than the CPU that every machine has
+    logits = read_exported(exported.path, meta).model(clips(checkpoint[1], 3, seed=3).to(meta))
+    assert (logits.device, logits.shape) == (meta, (3, len(CLASS_NAMES)))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_an_export_read_for_a_gpu_answers_there(exported, checkpoint, monkeypatch):
+    # IEEE float32 on the GPU (no TF32), so that its logits compare with the CPU's.
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    _, cfg, model = checkpoint
+    clip = clips(cfg, 3, seed=4)
+    with torch.inference_mode():
+        expected = model(clip)
+        logits = read_exported(exported.path, torch.device("cuda")).model(clip.cuda())
+    assert logits.device.type == "cuda"
+    torch.testing.assert_close(logits.cpu(), expected, rtol=0, atol=1e-3)
+
+
 def test_an_image_model_exports_to_onnx(tmp_path):
     cfg = tiny_image_cfg()
     path = tmp_path / "image_model.pyth"
