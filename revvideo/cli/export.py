@@ -3,8 +3,8 @@
     python tools/export.py output/rev_mvit_xs model.onnx     # for onnxruntime
     python tools/export.py checkpoint_epoch_00060.pyth model.pt2   # for torch.export.load
 
-CHECKPOINT is a file or a training run's OUTPUT_DIR (its best model, else its newest); the
-model is built from --cfg, else from the config stored in the checkpoint. OUT's suffix chooses
+CHECKPOINT is a file, a training run's OUTPUT_DIR (its best model, else its newest) or a
+release name; the model is built from --cfg, else from the config stored in the checkpoint. OUT's suffix chooses
 the format. The file holds the model with a dynamic batch dimension, taking normalised clips
 (N, 3, T, H, W) and returning logits (N, classes), and, as one JSON document, what a classifier
 needs besides: class names, mean and std, frames, sampling rate and frame rate, test crop size
@@ -30,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("checkpoint", help="checkpoint file or training run folder")
-    parser.add_argument("output", help="the file to write: OUT.onnx or OUT.pt2")
+    parser.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="checkpoint file, training run folder or release"
+    )
+    parser.add_argument("output", metavar="OUT", help="the file to write: OUT.onnx or OUT.pt2")
     parser.add_argument("--cfg", help="YAML config of the model (default: the checkpoint's own)")
     return parser
 
