@@ -61,7 +61,7 @@ def export_checkpoint(
     destination: str | os.PathLike,
     cfg_file: str | os.PathLike | None = None,
 ) -> ExportReport:
-    """Exports the model in `checkpoint` (a file or a run folder, see
+    """Exports the model in `checkpoint` (a file, a run folder or a release, see
     revvideo.checkpoint.checkpoint_file; built from `cfg_file`, else from the config it stores)
     to `destination`, whose suffix (.onnx or .pt2) chooses the format, and checks its parity.
 
@@ -86,7 +86,8 @@ def export_checkpoint(
     example, clip = (torch.randn(shape, generator=generator) for _ in range(2))
     if destination.suffix == ".onnx":
         # Checked first: the exporter's own ImportError would read as a model that cannot export.
-        deploy_module("onnxscript", "ONNX export")
+        for name in ("onnxscript", "onnxruntime"):
+            deploy_module(name, "ONNX export")
     program = _exported_program(model, example, path)
     with written_whole(destination) as partial:
         if destination.suffix == ".onnx":

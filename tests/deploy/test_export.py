@@ -184,13 +184,22 @@ def test_an_export_beyond_the_tolerance_is_not_kept(checkpoint, tmp_path, monkey
     assert destination.read_bytes() == b"the previous export"
 
 
-def test_onnx_without_the_deploy_extra_says_how_to_install_it(checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript raises ImportError
-    with pytest.raises(UserError, match=r"^ONNX export needs the deploy extra: pip install "):
+@pytest.mark.parametrize("missing", ["onnxscript", "onnxruntime"])
+def test_onnx_without_the_deploy_extra_says_how_to_install_it(
+    checkpoint, tmp_path, monkeypatch, missing
+):
+    monkeypatch.setitem(sys.modules, missing, None)  # `import <missing>` raises ImportError
+    with pytest.raises(
+        UserError, match=r"^ONNX export needs the deploy extra: pip install 'revvideo\[deploy\]'$"
+    ):
         export_checkpoint(checkpoint[0], tmp_path / "model.onnx")
+    assert files_in(tmp_path) == []
+
+
+def test_running_onnx_without_the_deploy_extra_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     (tmp_path / "model.onnx").write_bytes(b"")
-    with pytest.raises(UserError, match=r"^running an ONNX model needs the deploy extra"):
+    with pytest.raises(UserError, match=r"^running an ONNX model needs the deploy extra: pip "):
         read_exported(tmp_path / "model.onnx", CPU)
 
 
