@@ -23,6 +23,7 @@ SCRIPTS = {
     "revvideo-prepare-kinetics": "tools/prepare_kinetics.py",
     "revvideo-convert-checkpoint": "tools/convert_checkpoint.py",
     "revvideo-make-synthetic-dataset": "tools/make_synthetic_dataset.py",
+    "revvideo-export": "tools/export.py",
 }
 
 

@@ -4,7 +4,8 @@ command; its docstring says what each figure means).
 Sections: `models` (the model table and depth sweep), `budget` (CUDA: the largest batch within a
 memory budget and clips/s there), `paper` (the paper's ImageNet table), `data` (data loading,
 and clips/s per loader worker), `pipeline` (training fed by the loader against the model
-alone), `peak` (what is alive at a training step's peak, by the line that allocated it).
+alone), `peak` (what is alive at a training step's peak, by the line that allocated it),
+`timeline` (long videos: windows/s and peak memory).
 `run(settings)` runs the sections `settings.section` names and prints their tables.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import asdict
 
 import torch
 
-from revvideo.benchmark import budget, data, models, paper, peak, pipeline
+from revvideo.benchmark import budget, data, models, paper, peak, pipeline, timeline
 from revvideo.benchmark.settings import Settings
 from revvideo.utils.files import written_whole
 from revvideo.utils.table import format_table
@@ -49,6 +50,9 @@ def run(settings: Settings) -> dict:
     if settings.section == "pipeline":
         result["pipeline"] = pipeline.run_pipeline(settings, device)
         pipeline.print_pipeline(result["pipeline"], settings)
+    if settings.section == "timeline":
+        result["timeline"] = timeline.run_timeline(settings, device)
+        timeline.print_timeline(result["timeline"], device)
     if settings.section == "paper":
         result["paper"] = paper.run_paper(settings, device)
         paper.print_paper(result["paper"], settings, device)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 @dataclass
 class Settings:
-    section: str  # models, data, budget, paper, pipeline, peak or all
+    section: str  # models, data, budget, paper, pipeline, peak, timeline or all
     frames: int
     size: int
     batch: int
@@ -36,3 +36,4 @@ class Settings:
     pipeline_warmup: int
     pipeline_steps: int
     peak_sites: int
+    timeline_minutes: list[float]

@@ -9,6 +9,7 @@
     python tools/benchmark.py --device cuda --section budget --budget-levers overlap fill
     python tools/benchmark.py --device cuda --section pipeline --batch 32 --data-workers 16
     python tools/benchmark.py --device cuda --section peak --batch 8
+    python tools/benchmark.py --section timeline       # long videos: windows/s, flat memory
 
 Every model is measured in a fresh process. Model figures, per model:
 - params, GFLOPs: fvcore, one clip, counted on the CPU whatever --device says.
@@ -41,6 +42,13 @@ training step (after a warm one), per clip, by the line of the model's code (rev
 torchvision's) that allocated it: on CUDA the allocator's history of the step replayed to its
 peak, on the CPU the live tensors followed as the step runs (with the op that made each).
 
+Timeline section: `classify.py --timeline` on class-block videos of --timeline-minutes at
+320x240, 30 fps (generated once into the temporary folder), each in a fresh process: windows,
+windows/s, times real time (video seconds per second) and the process's peak RSS (and peak CUDA
+memory), for the quick start's Rev-MViT-XS on each video and Rev-MViT-B 16x4 on the shortest
+(random weights: the same speed and memory); the last line compares the peaks of the longest
+and the shortest video (goal: within 10 %).
+
 Memory-budget section (CUDA only), per model, depth and precision, each in a fresh process
 limited to --memory-budget GiB with `torch.cuda.set_per_process_memory_fraction`:
 - largest batch: the largest training batch whose step (forward, backward, SGD step) fits,
@@ -65,7 +73,7 @@ from pathlib import Path
 
 from revvideo.utils.cli import OneLineErrorParser, positive_int, run_interruptibly
 
-SECTIONS = ("models", "data", "budget", "paper", "pipeline", "peak", "all")
+SECTIONS = ("models", "data", "budget", "paper", "pipeline", "peak", "timeline", "all")
 # The pairs of the paper's ImageNet table (revvideo.benchmark.paper.PAPER_PAIRS).
 PAPER_MODELS = ("ViT-S", "ViT-B", "ViT-L", "MViT-B")
 PRECISIONS = ("fp32", "bf16")
@@ -262,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=12,
         help="allocation sites listed per model, the largest first (default: %(default)s)",
+    )
+    timeline = parser.add_argument_group("long videos (--section timeline; --device applies)")
+    timeline.add_argument(
+        "--timeline-minutes",
+        type=float,
+        nargs="+",
+        default=[1.0, 10.0],
+        metavar="MINUTES",
+        help="lengths of the videos timed, the quick start's model on each and Rev-MViT-B on the "
+        "shortest (default: 1 10)",
     )
     return parser
 

@@ -19,7 +19,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -39,6 +39,11 @@ _TIME_EPS = 1e-3
 # A stream ending this much (seconds, or 3 frame intervals if longer) before the duration in its
 # header is reported as truncated.
 _TRUNCATION_TOLERANCE = 0.25
+# A live source is probed this long (microseconds) and this far (bytes) before its first frame:
+# FFmpeg's defaults (5 s, 5 MB) would delay the first result by seconds.
+_LIVE_PROBE = {"analyzeduration": "1000000", "probesize": "1000000"}
+# Seconds a network source may take to open, and then to send more (FFmpeg gives up after it).
+_NETWORK_TIMEOUT = 10.0
 # When a seek lands after the time wanted, the next one aims this many seconds earlier, then
 # twice as many, and so on.
 _SEEK_LEAD = 1.0
@@ -136,7 +141,33 @@ class FrameClock:
         return self.start_pts + math.floor(seconds / self.time_base)
 
 
-class PyAVVideo:
+class _ShownFrames:
+    """Turns a stream's decoded frames into upright RGB pictures of one size."""
+
+    def __init__(self, stream: av.VideoStream, threads: int) -> None:
+        codec = stream.codec_context
+        # Every frame is scaled to this (height, width) (see the module's doc); the first
+        # converted frame's when the header states none.
+        self._size = (codec.height, codec.width) if codec.height and codec.width else None
+        self._threads = threads
+        # One converter for all frames: FFmpeg then reuses its scaling context.
+        self._reformatter = VideoReformatter()
+
+    def to_rgb(self, frame: av.VideoFrame, short_side: int | None = None) -> np.ndarray:
+        """uint8 (H, W, 3): `frame` upright, at the stream's declared size or with its short
+        side `short_side`."""
+        if self._size is None:
+            self._size = (frame.height, frame.width)
+        height, width = self._size
+        if short_side is not None:
+            height, width = scaled_size(height, width, short_side)
+        rgb = self._reformatter.reformat(
+            frame, width=width, height=height, format="rgb24", threads=self._threads
+        )
+        return np.rot90(rgb.to_ndarray(), quarter_turns(frame.rotation))
+
+
+class PyAVVideo(_ShownFrames):
     """A video file read with PyAV (FFmpeg); audio is never decoded."""
 
     def __init__(self, path: str, threads: int = 1) -> None:
@@ -149,22 +180,11 @@ class PyAVVideo:
         self._joined = False
         self._open()
         self.duration = self._header_duration()
-        codec = self._stream.codec_context
-        # Every frame is scaled to this (height, width) (see the module's doc); the first
-        # converted frame's when the header states none.
-        self._size = (codec.height, codec.width) if codec.height and codec.width else None
-        # One converter for all frames: FFmpeg then reuses its scaling context.
-        self._reformatter = VideoReformatter()
+        super().__init__(self._stream, threads)
 
     def _open(self) -> None:
         """Opens the file; decoding then starts at its first frame (`_fresh`)."""
-        try:
-            container = av.open(self._path)
-        except av.FFmpegError as err:
-            raise VideoDecodeError(f"cannot open: {_ffmpeg_reason(err)}") from None
-        if not container.streams.video:
-            container.close()
-            raise VideoDecodeError("no video stream")
+        container = _open_container(self._path)
         container_format = container.format
         if container_format.flags & av.format.Flags.no_timestamps.value:
             # An elementary stream (.h264, .hevc, .m4v): FFmpeg makes up a frame rate (25 fps)
@@ -261,37 +281,26 @@ class PyAVVideo:
         rows_by_time[order] = rows
         return frames, rows_by_time.tolist()
 
-    def stream_frames(
-        self, times: Sequence[float], short_side: int | None = None
-    ) -> Iterator[tuple[float, np.ndarray]]:
-        """(time, RGB frame shown then, scaled as read_frames does) for each of the ascending
-        `times`, yielded as one forward decode from the first frame reaches them: memory does
-        not grow with the video. Times past the last frame show it. Raises VideoDecodeError,
-        where the frames stop, for a video damaged before its stated end."""
-        previous = rgb = None
-        previous_time = 0.0
-        index = 0
-        same_instant = self._clock.same_instant
+    @property
+    def clock(self) -> FrameClock:
+        return self._clock
+
+    def frames(self) -> Iterator[tuple[av.VideoFrame, float]]:
+        """(frame, seconds from the start) of every frame in display order, one forward decode
+        from the first: memory does not grow with the video. Raises VideoDecodeError, after
+        the frames that decode, for a video damaged or cut before its stated end."""
+        last_time = None
         try:
             for frame, time in self._frames_from_first():
-                while index < len(times) and times[index] < time - same_instant:
-                    if rgb is None:
-                        rgb = self._to_rgb(frame if previous is None else previous, short_side)
-                    yield times[index], rgb
-                    index += 1
-                if index == len(times):
-                    return
-                previous, previous_time, rgb = frame, time, None
+                last_time = time
+                yield frame, time
         except av.FFmpegError as err:
             raise VideoDecodeError(
-                f"decoding failed after {previous_time:.2f} s: {_ffmpeg_reason(err)}"
+                f"decoding failed after {last_time or 0.0:.2f} s: {_ffmpeg_reason(err)}"
             ) from None
-        if previous is None:
+        if last_time is None:
             raise VideoDecodeError("no frame could be decoded")
-        _raise_if_truncated(previous_time, self.duration, self.duration, self._clock.frame_interval)
-        rgb = self._to_rgb(previous, short_side) if rgb is None else rgb
-        for time in times[index:]:
-            yield time, rgb
+        _raise_if_truncated(last_time, self.duration, self.duration, self._clock.frame_interval)
 
     def _read_ascending(
         self, times: list[float], short_side: int | None
@@ -311,7 +320,7 @@ class PyAVVideo:
                     # the first frame included).
                     while len(rows) < len(times) and times[len(rows)] < time - same_instant:
                         if previous_row is None:
-                            frames.append(self._to_rgb(previous, short_side))
+                            frames.append(self.to_rgb(previous, short_side))
                             previous_row = len(frames) - 1
                         rows.append(previous_row)
                     if len(rows) == len(times):
@@ -330,7 +339,7 @@ class PyAVVideo:
                 raise VideoDecodeError("no frame could be decoded")
             _raise_if_truncated(previous_time, times[-1], self.duration, self._clock.frame_interval)
             if previous_row is None:
-                frames.append(self._to_rgb(previous, short_side))
+                frames.append(self.to_rgb(previous, short_side))
             rows.extend([len(frames) - 1] * (len(times) - len(rows)))
         return torch.from_numpy(np.stack(frames)), rows
 
@@ -388,16 +397,131 @@ class PyAVVideo:
         for frame in self._container.decode(self._stream):
             yield frame, self._clock.time_of(frame)
 
-    def _to_rgb(self, frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
-        if self._size is None:
-            self._size = (frame.height, frame.width)
-        height, width = self._size
-        if short_side is not None:
-            height, width = scaled_size(height, width, short_side)
-        rgb = self._reformatter.reformat(
-            frame, width=width, height=height, format="rgb24", threads=self._threads
+
+class LiveVideo(_ShownFrames):
+    """Frames of a source as they arrive: a video piped on stdin ("-"), a URL that FFmpeg opens
+    (rtsp://, http://, udp://, ...), a capture device (/dev/video0) or a file, read once from
+    its first frame. Times count from the first frame; `duration` is the seconds seen so far.
+    """
+
+    def __init__(self, source: str, threads: int = 1) -> None:
+        url, device_format, network = _live_url(source)
+        container = _open_container(
+            url,
+            format=device_format,
+            options=_LIVE_PROBE,
+            timeout=_NETWORK_TIMEOUT if network else None,
         )
-        return np.rot90(rgb.to_ndarray(), quarter_turns(frame.rotation))
+        self._container = container
+        self._stream = container.streams.video[0]
+        self._stream.thread_count = threads
+        super().__init__(self._stream, threads)
+        # Parts whose timestamps start again (a restarted encoder) follow one another.
+        self.clock = FrameClock(self._stream, joined=True)
+        self.duration = 0.0
+        self.damaged_packets = 0
+
+    def close(self) -> None:
+        self._container.close()
+
+    def frames(self) -> Iterator[tuple[av.VideoFrame, float]]:
+        """(frame, seconds from the first frame) as each decodes; a packet that does not decode
+        is skipped and counted in `damaged_packets`. Raises VideoDecodeError when the source
+        fails (a network stream silent for longer than its timeout)."""
+        first = True
+        try:
+            for packet in self._container.demux(self._stream):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    self.damaged_packets += 1
+                    continue
+                for frame in frames:
+                    if first and frame.pts is not None:
+                        self.clock.start_pts, first = frame.pts, False
+                    time = self.clock.time_of(frame)
+                    self.duration = time + self.clock.frame_interval
+                    yield frame, time
+        except av.FFmpegError as err:
+            raise VideoDecodeError(
+                f"the source failed after {self.duration:.2f} s: {_ffmpeg_reason(err)}"
+            ) from None
+
+
+def _open_container(url: str, **options) -> av.container.InputContainer:
+    """`av.open(url, **options)`, with a video stream; VideoDecodeError (the reason) if not."""
+    try:
+        container = av.open(url, **options)
+    except av.FFmpegError as err:
+        raise VideoDecodeError(f"cannot open: {_ffmpeg_reason(err)}") from None
+    # FFmpeg's tty demuxer shows any text file as a video of its characters.
+    problem = "text, not a video" if container.format.name == "tty" else None
+    if not container.streams.video:
+        problem = "no video stream"
+    if problem is not None:
+        container.close()
+        raise VideoDecodeError(problem)
+    return container
+
+
+def _live_url(source: str) -> tuple[str, str | None, bool]:
+    """(what FFmpeg opens, its input format or None, whether it is a network stream) for a
+    LiveVideo `source`; VideoDecodeError for a source that is not one."""
+    if source == "-":
+        if os.isatty(0):
+            raise VideoDecodeError("stdin is a terminal: pipe a video into it")
+        return "pipe:0", None, False
+    if "://" in source:
+        return source, None, not source.startswith("file:")
+    try:
+        mode = os.stat(source).st_mode
+    except OSError as err:
+        raise VideoDecodeError(f"cannot open: {err.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise VideoDecodeError("a directory, not a video source")
+    # A character device is a camera: Linux names its capture API.
+    return source, "v4l2" if stat.S_ISCHR(mode) else None, False
+
+
+def clips_as_decoded(
+    video: PyAVVideo | LiveVideo,
+    starts: Iterable[float],
+    times_of: Callable[[float], Sequence[float]],
+    short_side: int | None = None,
+) -> Iterator[tuple[float, list[np.ndarray]]]:
+    """(start, the RGB frames shown at `times_of(start)`) for each of the ascending `starts`, as
+    soon as `video.frames()` has passed the clip's last time: one forward decode, each frame
+    converted once (see `to_rgb`), only the clips under way held. At the end of the frames the
+    clips begun by then are finished with the last frame; a VideoDecodeError from the frames
+    comes after the clips that were whole before it."""
+    same_instant = video.clock.same_instant
+    starts = iter(starts)
+    upcoming = next(starts, None)
+    under_way: list[tuple[float, Sequence[float], list[np.ndarray]]] = []
+    previous = rgb = None
+    last_time = -math.inf
+    for frame, last_time in video.frames():
+        # Times before this frame starts show the previous one (the first frame if none).
+        while upcoming is not None and upcoming < last_time - same_instant:
+            under_way.append((upcoming, times_of(upcoming), []))
+            upcoming = next(starts, None)
+        for _, times, shown in under_way:
+            while len(shown) < len(times) and times[len(shown)] < last_time - same_instant:
+                if rgb is None:
+                    rgb = video.to_rgb(frame if previous is None else previous, short_side)
+                shown.append(rgb)
+        while under_way and len(under_way[0][2]) == len(under_way[0][1]):
+            start, _, shown = under_way.pop(0)
+            yield start, shown
+        previous, rgb = frame, None
+    if previous is None:
+        return
+    while upcoming is not None and upcoming <= last_time + same_instant:
+        under_way.append((upcoming, times_of(upcoming), []))
+        upcoming = next(starts, None)
+    for start, times, shown in under_way:
+        rgb = video.to_rgb(previous, short_side) if rgb is None else rgb
+        yield start, shown + [rgb] * (len(times) - len(shown))
 
 
 class _DecordFault(Exception):

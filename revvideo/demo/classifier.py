@@ -15,6 +15,7 @@ a clip of one repeated picture is not what they were trained on.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -45,13 +46,16 @@ from revvideo.data.clip_sampling import clip_duration, clip_starts, frame_times
 from revvideo.data.dataset import TestClips
 from revvideo.data.decoding import (
     FrameClock,
+    LiveVideo,
     PyAVVideo,
     VideoDecodeError,
     VideoReader,
+    clips_as_decoded,
     open_video,
 )
 from revvideo.data.transforms import MultiViewCrops, Normalize
 from revvideo.demo.images import FrameClips, ImageView, read_image, short_side_for
+from revvideo.demo.live import LiveStream
 from revvideo.demo.timeline import Timeline, Window, segments_of, window_starts
 from revvideo.engine.metrics import VideoScores
 from revvideo.models import build_model
@@ -63,7 +67,6 @@ VIEWS_PER_BATCH = 8
 WINDOWS_PER_CLIP = 2
 # The answer when the top probability is below the classifier's min_confidence.
 UNKNOWN = "unknown"
-# Seconds of frames missing before a video's stated end that make it truncated, not just short.
 
 
 @dataclass
@@ -172,73 +175,94 @@ class Classifier:
         """Windows one clip long every `stride` seconds (default: half a clip) over the whole
         video at `path`, scored in batches of VIEWS_PER_BATCH centre crops, and their segments
         (see revvideo.demo.timeline). The video is decoded forward once, holding only the
-        frames of the batch at hand, so memory does not grow with its length.
+        frames of the windows under way, so memory does not grow with its length.
 
         A video shorter than a clip gets one window over what there is; a damaged one keeps the
         windows before the damage; each is said in `warnings`. Raises DataError (one line) for
         a file without a window to score, or for an image model.
         """
-        if self.image_view is not None:
-            raise DataError(f"{path}: a timeline needs a video model; {self.source} is not one")
-        length = float(self.clip_duration)
-        if stride is not None and not 0 < stride < math.inf:
-            raise ValueError(f"stride must be a positive number of seconds, got {stride!r}")
+        stride = self._stride(path, stride)
         try:
             video = PyAVVideo(path)
         except VideoDecodeError as err:
             raise DataError(f"{path}: {err}") from None
         try:
-            windows, warnings = self._score_windows(video, path, stride or length / 2)
+            windows, warnings = self._score_windows(video, path, stride)
         finally:
             video.close()
+        length = float(self.clip_duration)
         return Timeline(windows, segments_of(windows, self.class_names, length), warnings)
+
+    def stream(self, source: str, stride: float | None = None) -> LiveStream:
+        """The windows of a live `source` (see revvideo.data.decoding.LiveVideo: "-" for
+        stdin, a URL, a capture device) one clip long every `stride` seconds (default: half a
+        clip), each scored as soon as its frames have arrived (see revvideo.demo.live). Raises
+        DataError (one line) for a source that cannot be opened, or for an image model."""
+        stride = self._stride(source, stride)
+        try:
+            video = LiveVideo(source)
+        except VideoDecodeError as err:
+            raise DataError(f"{source}: {err}") from None
+        starts = (index * stride for index in itertools.count())
+        clips = clips_as_decoded(video, starts, self._clip_times, self.crop_size)
+        return LiveStream(
+            video, clips, lambda frames: self._window_scores([frames])[0], self.clip_duration
+        )
+
+    def _stride(self, source: str, stride: float | None) -> float:
+        """`stride`, checked, or half a clip; DataError for an image model, which has no
+        windows."""
+        if self.image_view is not None:
+            raise DataError(f"{source}: a timeline needs a video model; {self.source} is not one")
+        if stride is not None and not 0 < stride < math.inf:
+            raise ValueError(f"stride must be a positive number of seconds, got {stride!r}")
+        return stride or float(self.clip_duration) / 2
+
+    def _clip_times(self, start: float) -> list[float]:
+        return frame_times(Fraction(start), self.clip_duration, self.num_frames)
+
+    def _window_scores(self, clips: list[list[np.ndarray]]) -> torch.Tensor:
+        """Probabilities (N, classes) of the centre crops of N clips of frames (H, W, 3) whose
+        short side is the crop size."""
+        crop = MultiViewCrops(
+            self.crop_size, 1, None if self.device.type == "cuda" else self.normalize
+        )
+        frames = torch.from_numpy(np.stack([frame for clip in clips for frame in clip]))
+        rows = list(range(len(frames)))
+        per_clip = [rows[first : first + self.num_frames] for first in rows[:: self.num_frames]]
+        return self.probabilities(crop(frames, per_clip))
 
     def _score_windows(
         self, video: PyAVVideo, path: str, stride: float
     ) -> tuple[list[Window], list[str]]:
         length = float(self.clip_duration)
-        starts = window_starts(video.duration, length, stride)
         warnings = []
         if video.duration < length:
             warnings.append(
                 f"{path}: shorter than a window ({video.duration:.2f} s < {length:.2f} s): one "
                 "window, its last frame filling the rest"
             )
-        clip_times = [frame_times(Fraction(s), self.clip_duration, self.num_frames) for s in starts]
-        wanted = sorted({time for times in clip_times for time in times})
-        shown = video.stream_frames(wanted, self.crop_size)
-        crop = MultiViewCrops(
-            self.crop_size, 1, None if self.device.type == "cuda" else self.normalize
-        )
-        frames: dict[float, np.ndarray] = {}  # the frames the batch at hand needs
-        latest = -math.inf
+        starts = window_starts(video.duration, length, stride)
         windows: list[Window] = []
-        for first in range(0, len(starts), VIEWS_PER_BATCH):
-            batch = clip_times[first : first + VIEWS_PER_BATCH]
-            damaged = False
-            try:
-                while latest < batch[-1][-1]:
-                    latest, frame = next(shown)
-                    frames[latest] = frame
-            except VideoDecodeError as err:
-                batch = [times for times in batch if times[-1] <= latest]
-                if not windows and not batch:
-                    raise DataError(f"{path}: {err}, before the end of its first window") from None
-                damaged = True
-                kept = starts[first + len(batch) - 1] + length if batch else windows[-1].end
-                warnings.append(f"{path}: {err}; timeline of its first {kept:.2f} s")
-            if batch:
-                held = sorted(frames)
-                row = {time: index for index, time in enumerate(held)}
-                stacked = torch.from_numpy(np.stack([frames[time] for time in held]))
-                views = crop(stacked, [[row[time] for time in times] for times in batch])
-                for offset, scores in enumerate(self.probabilities(views)):
-                    start = starts[first + offset]
-                    windows.append(Window(start, min(start + length, video.duration), scores))
-            if damaged or first + VIEWS_PER_BATCH >= len(starts):
-                break
-            keep_from = clip_times[first + VIEWS_PER_BATCH][0]
-            frames = {time: frame for time, frame in frames.items() if time >= keep_from}
+        batch: list[tuple[float, list[np.ndarray]]] = []
+
+        def score_batch() -> None:
+            scores = self._window_scores([frames for _, frames in batch]) if batch else []
+            for (start, _), probabilities in zip(batch, scores, strict=True):
+                windows.append(Window(start, min(start + length, video.duration), probabilities))
+            batch.clear()
+
+        try:
+            for clip in clips_as_decoded(video, starts, self._clip_times, self.crop_size):
+                batch.append(clip)
+                if len(batch) == VIEWS_PER_BATCH:
+                    score_batch()
+        except VideoDecodeError as err:
+            score_batch()  # the windows whole before the damage
+            if not windows:
+                raise DataError(f"{path}: {err}, before the end of its first window") from None
+            warnings.append(f"{path}: {err}; timeline of its first {windows[-1].end:.2f} s")
+        score_batch()
         return windows, warnings
 
     def answer(self, probabilities: torch.Tensor) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,14 +30,15 @@ from revvideo.demo.classifier import (
     top_classes,
 )
 from revvideo.demo.images import IMAGE_EXTENSIONS, is_image, read_image
+from revvideo.demo.live import LiveWindow
 from revvideo.demo.render import (
     plot_timeline,
     plot_top_classes,
     write_annotated_image,
     write_annotated_video,
 )
-from revvideo.demo.timeline import Timeline, write_subtitles
-from revvideo.utils.errors import CheckpointError, ConfigError, UserError
+from revvideo.demo.timeline import Segment, Timeline, segments_of, write_subtitles
+from revvideo.utils.errors import CheckpointError, ConfigError, DataError, UserError
 from revvideo.utils.files import WriteError
 
 # The README's quick start; its OUTPUT_DIR is where the default checkpoint is looked for.
@@ -65,6 +67,7 @@ class DemoOptions:
     stride: float | None = None
     srt: str | None = None
     timeline_plot: str | None = None
+    stream: bool = False
 
     @property
     def wants_timeline(self) -> bool:
@@ -433,8 +436,7 @@ def _print_result(
     if timeline is not None:
         say(f"  timeline: {len(timeline.windows)} windows, {len(timeline.segments)} segments")
         for segment in timeline.segments:
-            span = f"{segment.start:.2f}-{segment.end:.2f} s"
-            say(f"  {span}  {segment.name}  {segment.probability * 100:.0f} %")
+            say(f"  {_segment_line(segment)}")
     for path in written.values():
         say(f"  wrote {path}")
 
@@ -459,15 +461,7 @@ def _json_entry(
             }
             for window in timeline.windows
         ]
-        segments = [
-            {
-                "class": segment.name,
-                "start": round(segment.start, 4),
-                "end": round(segment.end, 4),
-                "probability": round(segment.probability, 6),
-            }
-            for segment in timeline.segments
-        ]
+        segments = [_segment_entry(segment) for segment in timeline.segments]
         timeline_entry = {"timeline": {"windows": windows, "segments": segments}}
     return (
         {
@@ -489,6 +483,19 @@ def _top_k(top: list[tuple[str, float]]) -> list[dict]:
     return [{"class": name, "probability": round(p, 6)} for name, p in top]
 
 
+def _segment_line(segment: Segment) -> str:
+    return f"{segment.start:.2f}-{segment.end:.2f} s  {segment.name}  {segment.probability:.0%}"
+
+
+def _segment_entry(segment: Segment) -> dict:
+    return {
+        "class": segment.name,
+        "start": round(segment.start, 4),
+        "end": round(segment.end, 4),
+        "probability": round(segment.probability, 6),
+    }
+
+
 def _error_entry(path: str, problem: str) -> dict:
     return {"path": printable(path), "error": printable(problem)}
 
@@ -497,6 +504,95 @@ def _print_json(entries: list[dict]) -> None:
     # No NaN or Infinity, which are not JSON: every number here has been checked finite. Paths
     # that are not UTF-8 are shown with \xNN escapes (printable), so the document is valid.
     say(json.dumps(entries, indent=1, allow_nan=False))
+
+
+def stream_source(options: DemoOptions) -> int:
+    """classify_all for --stream: a line per window of the one source (`options.inputs`) as soon
+    as it is scored, then a summary with the segments, at the source's end or on Ctrl-C (a
+    normal end of a live source); the exit status: 0, or 1 for a source that cannot be read."""
+    if len(options.inputs) != 1:
+        raise UsageError(f"--stream reads one source, got {len(options.inputs)} inputs")
+    for option, value in _FILE_ONLY_OPTIONS.items():
+        if getattr(options, value) not in (None, False):
+            raise UsageError(f"{option} is for video files, not --stream")
+    source = options.inputs[0]
+    classifier = _load(options, _device(options.device), [], [])
+    try:
+        stream = classifier.stream(source, options.stride)
+    except DataError as err:
+        say(f"error: {err}", sys.stderr)
+        if options.json:
+            say(json.dumps(_error_entry(source, str(err))))
+        return 1
+    windows: list[LiveWindow] = []
+    stopped = None
+    scored = iter(stream)
+    try:
+        for window in scored:
+            windows.append(window)
+            _print_window(classifier, window, options)
+    except KeyboardInterrupt as stop:
+        number = getattr(stop, "signal_number", signal.SIGINT)
+        stopped = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+    finally:
+        scored.close()
+    warnings = [f"{source}: {warning}" for warning in stream.warnings]
+    for warning in warnings:
+        say(f"warning: {warning}", sys.stderr)
+    segments = segments_of(windows, classifier.class_names, float(classifier.clip_duration))
+    if windows and not options.json:
+        ended = f"stopped by {stopped}" if stopped else "ended"
+        say(
+            f"{printable(source)} {ended}: {len(windows)} windows scored, {stream.skipped} skipped "
+            f"(the model behind the source), {windows[-1].end:.2f} s seen"
+        )
+        for segment in segments:
+            say(f"  {_segment_line(segment)}")
+    elif not options.json:
+        say(f"{printable(source)}: no window to score ({'stopped' if stopped else 'ended'} first)")
+    if options.json:
+        summary = {
+            "path": printable(source),
+            "windows": len(windows),
+            "skipped": stream.skipped,
+            "stopped": stopped,
+            "segments": [_segment_entry(segment) for segment in segments],
+            "warnings": [printable(warning) for warning in warnings],
+        }
+        say(json.dumps(summary, allow_nan=False))
+    return 0
+
+
+# Options of classify.py that --stream does not take, by their DemoOptions field.
+_FILE_ONLY_OPTIONS = {
+    "--views": "views",
+    "--output": "output",
+    "--plot": "plot",
+    "--srt": "srt",
+    "--timeline-plot": "timeline_plot",
+}
+
+
+def _print_window(classifier: Classifier, window: LiveWindow, options: DemoOptions) -> None:
+    """One line (text or JSON) for a window of a stream, flushed."""
+    top = top_classes(window.probabilities, classifier.class_names, options.topk)
+    answer = classifier.answer(window.probabilities)
+    if options.json:
+        entry = {
+            "start": round(window.start, 4),
+            "end": round(window.end, 4),
+            "class": answer,
+            "top_k": _top_k(top),
+            "latency": round(window.latency, 4),
+            "skipped": window.skipped,
+        }
+        say(json.dumps(entry, allow_nan=False))
+        return
+    skipped = f"  ({window.skipped} skipped before it)" if window.skipped else ""
+    say(
+        f"{window.start:.2f}-{window.end:.2f} s  {answer}  {top[0][1]:.1%}  latency "
+        f"{window.latency:.2f} s{skipped}"
+    )
 
 
 def classify_all(options: DemoOptions) -> int:
@@ -508,6 +604,8 @@ def classify_all(options: DemoOptions) -> int:
     mistake, the model's scores are not finite) and Ctrl-C stop the run; the results so far are
     kept, and in JSON each input left gets that error (or "interrupted"), so that the document
     is always whole."""
+    if options.stream:
+        return stream_source(options)
     inputs: list[tuple[str, str | None]] = [(name, None) for name in options.inputs]
     entries: list[dict] = []  # one per input done, in order
     try:
@@ -524,6 +622,27 @@ def classify_all(options: DemoOptions) -> int:
     return status
 
 
+def _load(
+    options: DemoOptions, device: torch.device, outputs: list[dict[str, Path]], read: list[str]
+) -> Classifier:
+    """The classifier of --checkpoint (and --cfg), once nothing it reads (`read`, the
+    checkpoint, the config) would be overwritten by `outputs` (see output_paths)."""
+    checkpoint = checkpoint_source(options.checkpoint)
+    # The quick start's or a run folder's file: which one is said.
+    if options.checkpoint is None or os.path.isdir(options.checkpoint):
+        say(f"using {checkpoint}", sys.stderr)
+    refuse_overwrites(outputs, [*read, str(checkpoint), *([options.cfg] if options.cfg else [])])
+    classifier = load_classifier(checkpoint, options.cfg, device, options.min_confidence)
+    if classifier.temperature is not None and not options.json:
+        # A notice, like the checkpoint used: stdout keeps only the results.
+        say(
+            "probabilities calibrated: logits divided by the checkpoint's temperature "
+            f"{classifier.temperature:.4g}",
+            sys.stderr,
+        )
+    return classifier
+
+
 def _classify_inputs(
     options: DemoOptions, inputs: list[tuple[str, str | None]], entries: list[dict]
 ) -> int:
@@ -538,22 +657,8 @@ def _classify_inputs(
     if options.stride is not None and not options.wants_timeline:
         raise UsageError("--stride sets the windows of --timeline: add --timeline")
     if files:
-        checkpoint = checkpoint_source(options.checkpoint)
-        # The quick start's or a run folder's file: which one is said.
-        if options.checkpoint is None or os.path.isdir(options.checkpoint):
-            say(f"using {checkpoint}", sys.stderr)
-        refuse_overwrites(
-            outputs, [*files, str(checkpoint), *([options.cfg] if options.cfg else [])]
-        )
-        classifier = load_classifier(checkpoint, options.cfg, device, options.min_confidence)
+        classifier = _load(options, device, outputs, files)
         _check_views(classifier, options.views or classifier.views)
-        if classifier.temperature is not None and not options.json:
-            # A notice, like the checkpoint used: stdout keeps only the results.
-            say(
-                "probabilities calibrated: logits divided by the checkpoint's temperature "
-                f"{classifier.temperature:.4g}",
-                sys.stderr,
-            )
     failed = unwritten = asked = 0
     for (file, problem), targets in zip(inputs, outputs, strict=True):
         if problem is None:

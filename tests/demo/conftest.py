@@ -15,6 +15,7 @@ from data.videos import write_audio_only
 from PIL import Image
 
 from revvideo.checkpoint import save_checkpoint
+from revvideo.cli import classify
 from revvideo.config import get_cfg, load_config
 from revvideo.data.synthetic import write_video
 from revvideo.models import build_model
@@ -194,6 +195,13 @@ def videos(tmp_path_factory):
         "blue": write_colour_video(folder / "blue.avi", "blue", seed=2),
         "red_then_blue": write_colour_video(folder / "red_then_blue.mp4", "red", "blue"),
     }
+
+
+def run_main(capsys, *args):
+    """classify.main in this process: (exit status, stdout, stderr lines)."""
+    status = classify.main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err.splitlines()
 
 
 def run_tool(script, *args, cwd=None):

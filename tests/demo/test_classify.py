@@ -23,6 +23,7 @@ from revvideo.models import build_model
 from .conftest import (
     CLASS_NAMES,
     ROOT,
+    run_main,
     run_tool,
     tiny_cfg,
     write_colour_video,
@@ -35,13 +36,6 @@ CPU = torch.device("cpu")
 
 def reject_non_finite(constant):
     raise AssertionError(f"{constant} is not JSON")
-
-
-def run_main(capsys, *args):
-    """classify.main in this process: (exit status, stdout, stderr lines)."""
-    status = classify.main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err.splitlines()
 
 
 # --- classifying ------------------------------------------------------------------------------

@@ -18,15 +18,10 @@ from revvideo.demo.classifier import (
     running_scores,
 )
 
+from .conftest import run_main
+
 CPU = torch.device("cpu")
 TEMPERATURE = 3.0
-
-
-def run_main(capsys, *args):
-    """classify.main in this process: (exit status, stdout, stderr lines)."""
-    status = classify.main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err.splitlines()
 
 
 @pytest.fixture(scope="module")

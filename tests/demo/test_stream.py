@@ -1,0 +1,265 @@
+"""classify.py --stream and Classifier.stream: a video piped in at real time, faster than real
+time, stalling or cut mid-packet; a model slower than the source; sources that cannot be read."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+
+import av
+import pytest
+import torch
+from torch import nn
+
+from revvideo.data.synthetic import write_video
+from revvideo.demo.classifier import load_classifier
+
+from .conftest import ROOT, colour_frames, run_main
+
+BLOCKS = ("red", "green", "blue", "red", "blue", "green") * 2
+SECONDS = 2.0 * len(BLOCKS)  # 30 frames of each block at 15 fps
+
+
+@pytest.fixture(scope="module")
+def piped(tmp_path_factory):
+    """A 24 s video of colour blocks as MPEG-TS: its path, its bytes and, after each packet,
+    (bytes so far, seconds of video so far)."""
+    folder = tmp_path_factory.mktemp("stream")
+    mp4 = folder / "blocks.mp4"
+    write_video(str(mp4), colour_frames(BLOCKS, height=32, width=40), 15, "libx264")
+    buffer = io.BytesIO()
+    marks = []
+    with av.open(str(mp4)) as source, av.open(buffer, "w", format="mpegts") as ts:
+        stream = source.streams.video[0]
+        copy = ts.add_stream_from_template(stream)
+        seen = 0.0
+        for packet in source.demux(stream):
+            if packet.dts is None:
+                continue
+            seen = max(seen, float(packet.pts * stream.time_base) + 1 / 15)
+            packet.stream = copy
+            ts.mux(packet)
+            marks.append((buffer.getbuffer().nbytes, seen))
+    data = buffer.getvalue()
+    marks[-1] = (len(data), SECONDS)  # the muxer's last bytes come at the close
+    path = folder / "blocks.ts"
+    path.write_bytes(data)
+    return path, data, marks
+
+
+@pytest.fixture(scope="module")
+def classifier(trained):
+    return load_classifier(trained[0], None, torch.device("cpu"))
+
+
+class Feeder(threading.Thread):
+    """Writes `data` into `pipe` (a binary file) as its `marks` say, `speed` x real time (0:
+    at once), pausing `stall` (seconds of video, pause) once; stops at byte `until` and closes
+    the pipe. `sent` is [(monotonic time, seconds of video sent)]."""
+
+    def __init__(self, pipe, data, marks, speed=1.0, stall=None, until=None):
+        super().__init__(daemon=True)
+        self.pipe, self.data, self.marks = pipe, data, marks
+        self.speed, self.stall, self.until = speed, stall, until or len(data)
+        self.sent = [(time.monotonic(), 0.0)]
+
+    def run(self):
+        began = time.monotonic()
+        written = 0
+        try:
+            for offset, seconds in self.marks:
+                if self.speed:
+                    time.sleep(max(0.0, began + seconds / self.speed - time.monotonic()))
+                if self.stall and seconds >= self.stall[0]:
+                    time.sleep(self.stall[1])
+                    began += self.stall[1]
+                    self.stall = None
+                self.pipe.write(self.data[written : min(offset, self.until)])
+                self.pipe.flush()
+                written = min(offset, self.until)
+                self.sent.append((time.monotonic(), seconds))
+                if written == self.until:
+                    break
+        finally:
+            self.pipe.close()
+
+    def seconds_sent_by(self, moment):
+        return max(seconds for when, seconds in self.sent if when <= moment)
+
+
+COMMAND = [sys.executable, str(ROOT / "demo/classify.py"), "-", "--stream", "--checkpoint"]
+
+
+def stream_tool(checkpoint, *args):
+    return subprocess.Popen(
+        [*COMMAND, str(checkpoint), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
+
+
+def timed_lines(stream):
+    """[(monotonic time, line)] of a process's output, read as it comes."""
+    lines = []
+
+    def read():
+        for line in stream:
+            lines.append((time.monotonic(), line.decode()))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def window_lines(lines):
+    return [line for _, line in lines if " s  " in line and "latency" in line]
+
+
+def test_a_pipe_at_real_time_gets_its_first_line_long_before_the_end(trained, piped):
+    _, data, marks = piped
+    half = next(offset for offset, seconds in marks if seconds >= SECONDS / 2)
+    tool = stream_tool(trained[0])
+    feeder = Feeder(tool.stdin, data, marks, until=half)
+    lines, reader = timed_lines(tool.stdout)
+    feeder.start()
+    assert tool.wait(timeout=120) == 0, tool.stderr.read().decode()
+    reader.join()
+
+    windows = window_lines(lines)
+    first_seen = feeder.seconds_sent_by(lines[0][0])
+    assert first_seen < 0.4 * SECONDS, (first_seen, lines[:2])
+    starts = [float(line.split("-")[0]) for line in windows]
+    assert starts == sorted(starts) and starts[0] == 0.0
+    assert starts[-1] == pytest.approx(SECONDS / 2 - 0.53, abs=0.6)
+    # At real time each line follows its frames closely.
+    assert max(float(line.split("latency ")[1].split()[0]) for line in windows) < 2.0
+    summary = lines[len(windows)][1]
+    assert summary.startswith("- ended: ") and "windows scored" in summary
+    # The summary's segments follow the blocks: red, green, blue, red, blue, green.
+    segments = [line.split()[2] for _, line in lines[len(windows) + 1 :]]
+    assert segments[:6] == list(BLOCKS[:6])
+
+
+def test_a_stream_that_stalls_then_ends_mid_packet(trained, piped):
+    _, data, marks = piped
+    cut = next(offset for offset, seconds in marks if seconds >= 0.75 * SECONDS) + 50
+    tool = stream_tool(trained[0], "--json")
+    feeder = Feeder(tool.stdin, data, marks, speed=0, stall=(SECONDS / 2, 1.5), until=cut)
+    lines, reader = timed_lines(tool.stdout)
+    feeder.start()
+    assert tool.wait(timeout=120) == 0, tool.stderr.read().decode()
+    reader.join()
+    assert b"Traceback" not in tool.stderr.read()
+
+    *windows, summary = [json.loads(line) for _, line in lines]
+    # Faster than real time, the source waits for the model: no window is skipped.
+    assert summary["skipped"] == 0 and all(window["skipped"] == 0 for window in windows)
+    assert summary["windows"] == len(windows) and summary["stopped"] is None
+    assert windows[-1]["end"] == pytest.approx(0.75 * SECONDS, abs=0.6)
+    assert [segment["class"] for segment in summary["segments"]][:6] == list(BLOCKS[:6])
+
+
+class Slow(nn.Module):
+    """`model`, taking `seconds` more per forward pass."""
+
+    def __init__(self, model, seconds):
+        super().__init__()
+        self.model, self.seconds = model, seconds
+
+    def forward(self, clips):
+        time.sleep(self.seconds)
+        return self.model(clips)
+
+
+def test_a_model_slower_than_the_source_skips_windows_not_time(classifier, piped, tmp_path):
+    """Windows every 0.27 s at real time, 0.5 s to score each: windows are skipped, and every
+    line still comes within about two scorings of its frames."""
+    _, data, marks = piped
+    fifo = tmp_path / "live.ts"
+    os.mkfifo(fifo)
+    six_seconds = next(offset for offset, seconds in marks if seconds >= 6.0)
+
+    def feed():
+        with open(fifo, "wb") as pipe:
+            Feeder(pipe, data, marks, until=six_seconds).run()
+
+    threading.Thread(target=feed, daemon=True).start()
+    slow = replace(classifier, model=Slow(classifier.model, 0.5))
+    stream = slow.stream(str(fifo))
+    windows = list(stream)
+
+    assert stream.skipped > 0
+    assert stream.skipped == sum(window.skipped for window in windows)
+    assert len(windows) + stream.skipped == pytest.approx(6.0 / 0.267, abs=2)
+    assert max(window.latency for window in windows) < 1.5
+    assert [w.start for w in windows] == sorted(w.start for w in windows)
+
+
+def test_stream_windows_are_the_timeline_windows(classifier, piped):
+    path, _, _ = piped
+    timeline = classifier.timeline(str(path))
+    stream = classifier.stream(str(path))
+    streamed = {round(window.start, 6): window for window in stream}
+
+    assert stream.warnings == [] and stream.skipped == 0
+    common = [window for window in timeline.windows if round(window.start, 6) in streamed]
+    assert len(common) >= len(timeline.windows) - 1  # all but the timeline's end-aligned one
+    for window in common:
+        twin = streamed[round(window.start, 6)]
+        assert twin.end == pytest.approx(window.end, abs=1e-6)
+        torch.testing.assert_close(twin.probabilities, window.probabilities, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("missing.ts", "missing.ts: cannot open: No such file or directory"),
+        (".", ".: a directory, not a video source"),
+        ("/dev/null", "/dev/null: cannot open: "),
+        ("http://127.0.0.1:9/live.ts", "http://127.0.0.1:9/live.ts: cannot open: "),
+        ("notes.txt", "notes.txt: text, not a video"),
+    ],
+)
+def test_a_source_that_cannot_be_read_is_one_line(
+    trained, capsys, tmp_path, monkeypatch, source, expected
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a video\n" * 100)
+    status, out, err = run_main(capsys, source, "--stream", "--checkpoint", trained[0])
+    assert status == 1 and out == ""
+    assert len(err) == 1 and err[0].startswith(f"error: {expected}")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (b"", "error: -: cannot open: "),
+        (os.urandom(200_000), "error: -: cannot open: "),
+        (None, "error: -: stdin is a terminal: pipe a video into it"),
+    ],
+)
+def test_stdin_that_is_not_a_video_is_one_line(trained, given, expected):
+    if given is None:
+        _, terminal = os.openpty()
+        tool = subprocess.run(
+            [*COMMAND, str(trained[0])], stdin=terminal, capture_output=True, timeout=120
+        )
+    else:
+        tool = subprocess.run(
+            [*COMMAND, str(trained[0])], input=given, capture_output=True, timeout=120
+        )
+    lines = tool.stderr.decode().splitlines()
+    assert tool.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+def test_stream_refuses_what_is_for_files(trained, capsys):
+    status, _, err = run_main(capsys, "-", "--stream", "--output", "x.mp4")
+    assert status == 2 and err == ["error: --output is for video files, not --stream"]
+    status, _, err = run_main(capsys, "a.ts", "b.ts", "--stream")
+    assert status == 2 and err == ["error: --stream reads one source, got 2 inputs"]
