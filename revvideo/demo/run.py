@@ -479,6 +479,29 @@ def _json_entry(
     )
 
 
+def classify_entry(
+    classifier: Classifier, path: str, topk: int = 5, timeline: bool = False
+) -> dict:
+    """The entry `classify.py --json` prints for the file `path` (with its "timeline" when
+    asked; nothing written), for front ends other than the command line. Raises UserError (one
+    line) for a file that cannot be classified."""
+    options = DemoOptions(
+        inputs=[path],
+        cfg=None,
+        checkpoint=None,
+        topk=topk,
+        views=None,
+        device=None,
+        json=True,
+        output=None,
+        plot=None,
+        timeline=timeline,
+    )
+    result = _classify_one(classifier, path, None)
+    top = result.top(topk, classifier.class_names)
+    return _json_entry(classifier, result, top, {}, {}, _timeline(classifier, result, options))
+
+
 def _top_k(top: list[tuple[str, float]]) -> list[dict]:
     return [{"class": name, "probability": round(p, 6)} for name, p in top]
 
