@@ -32,7 +32,7 @@ contiguous segments of one class: the label changes only where another class lea
 and a segment shorter than a clip joins a neighbour. One line per segment ("0.00-4.27 s  spin
 91 %"); in JSON a "timeline" with each window's start, end and top_k and each segment's class,
 start, end and mean probability. --srt (or a .vtt name) and --timeline-plot imply --timeline.
-A video shorter than a clip gets one window; a damaged one keeps the windows before the damage.
+A video shorter than a clip gets one window; a damaged one ends where its frames stop.
 
 With --stream, the one input is a live source: - (a video piped on stdin, such as `ffmpeg ... -f
 mpegts -`), a URL that FFmpeg opens (rtsp, http, udp) or a capture device (/dev/video0). A line

@@ -401,7 +401,7 @@ class PyAVVideo(_ShownFrames):
 class LiveVideo(_ShownFrames):
     """Frames of a source as they arrive: a video piped on stdin ("-"), a URL that FFmpeg opens
     (rtsp://, http://, udp://, ...), a capture device (/dev/video0) or a file, read once from
-    its first frame. Times count from the first frame; `duration` is the seconds seen so far.
+    its first frame. Times count from the first frame.
     """
 
     def __init__(self, source: str, threads: int = 1) -> None:
@@ -418,7 +418,6 @@ class LiveVideo(_ShownFrames):
         super().__init__(self._stream, threads)
         # Parts whose timestamps start again (a restarted encoder) follow one another.
         self.clock = FrameClock(self._stream, joined=True)
-        self.duration = 0.0
         self.damaged_packets = 0
 
     def close(self) -> None:
@@ -429,6 +428,7 @@ class LiveVideo(_ShownFrames):
         is skipped and counted in `damaged_packets`. Raises VideoDecodeError when the source
         fails (a network stream silent for longer than its timeout)."""
         first = True
+        time = 0.0
         try:
             for packet in self._container.demux(self._stream):
                 try:
@@ -440,11 +440,10 @@ class LiveVideo(_ShownFrames):
                     if first and frame.pts is not None:
                         self.clock.start_pts, first = frame.pts, False
                     time = self.clock.time_of(frame)
-                    self.duration = time + self.clock.frame_interval
                     yield frame, time
         except av.FFmpegError as err:
             raise VideoDecodeError(
-                f"the source failed after {self.duration:.2f} s: {_ffmpeg_reason(err)}"
+                f"the source failed after {time:.2f} s: {_ffmpeg_reason(err)}"
             ) from None
 
 
@@ -488,40 +487,46 @@ def clips_as_decoded(
     starts: Iterable[float],
     times_of: Callable[[float], Sequence[float]],
     short_side: int | None = None,
-) -> Iterator[tuple[float, list[np.ndarray]]]:
-    """(start, the RGB frames shown at `times_of(start)`) for each of the ascending `starts`, as
-    soon as `video.frames()` has passed the clip's last time: one forward decode, each frame
-    converted once (see `to_rgb`), only the clips under way held. At the end of the frames the
-    clips begun by then are finished with the last frame; a VideoDecodeError from the frames
-    comes after the clips that were whole before it."""
+) -> Iterator[tuple[float, float, list[np.ndarray]]]:
+    """(start, seconds seen, the RGB frames shown at `times_of(start)`) for each of the
+    ascending `starts`, as soon as `video.frames()` has passed the clip's last time: one forward
+    decode, each frame converted once (see `to_rgb`), only the clips under way held. Where the
+    frames end, or fail (a VideoDecodeError, raised after), the clips begun by then are
+    finished with the last frame, and "seconds seen" says where the frames stopped; it is
+    infinite for the clips that were whole."""
     same_instant = video.clock.same_instant
     starts = iter(starts)
     upcoming = next(starts, None)
     under_way: list[tuple[float, Sequence[float], list[np.ndarray]]] = []
-    previous = rgb = None
+    previous = rgb = failure = None
     last_time = -math.inf
-    for frame, last_time in video.frames():
-        # Times before this frame starts show the previous one (the first frame if none).
-        while upcoming is not None and upcoming < last_time - same_instant:
+    try:
+        for frame, last_time in video.frames():
+            # Times before this frame starts show the previous one (the first frame if none).
+            while upcoming is not None and upcoming < last_time - same_instant:
+                under_way.append((upcoming, times_of(upcoming), []))
+                upcoming = next(starts, None)
+            for _, times, shown in under_way:
+                while len(shown) < len(times) and times[len(shown)] < last_time - same_instant:
+                    if rgb is None:
+                        rgb = video.to_rgb(frame if previous is None else previous, short_side)
+                    shown.append(rgb)
+            while under_way and len(under_way[0][2]) == len(under_way[0][1]):
+                start, _, shown = under_way.pop(0)
+                yield start, math.inf, shown
+            previous, rgb = frame, None
+    except VideoDecodeError as err:
+        failure = err
+    if previous is not None:
+        while upcoming is not None and upcoming <= last_time + same_instant:
             under_way.append((upcoming, times_of(upcoming), []))
             upcoming = next(starts, None)
-        for _, times, shown in under_way:
-            while len(shown) < len(times) and times[len(shown)] < last_time - same_instant:
-                if rgb is None:
-                    rgb = video.to_rgb(frame if previous is None else previous, short_side)
-                shown.append(rgb)
-        while under_way and len(under_way[0][2]) == len(under_way[0][1]):
-            start, _, shown = under_way.pop(0)
-            yield start, shown
-        previous, rgb = frame, None
-    if previous is None:
-        return
-    while upcoming is not None and upcoming <= last_time + same_instant:
-        under_way.append((upcoming, times_of(upcoming), []))
-        upcoming = next(starts, None)
-    for start, times, shown in under_way:
-        rgb = video.to_rgb(previous, short_side) if rgb is None else rgb
-        yield start, shown + [rgb] * (len(times) - len(shown))
+        seen = last_time + video.clock.frame_interval
+        for start, times, shown in under_way:
+            rgb = video.to_rgb(previous, short_side) if rgb is None else rgb
+            yield start, seen, shown + [rgb] * (len(times) - len(shown))
+    if failure is not None:
+        raise failure
 
 
 class _DecordFault(Exception):

@@ -42,7 +42,7 @@ from revvideo.checkpoint import (
     stored_temperature,
 )
 from revvideo.classes import resolve_class_names
-from revvideo.data.clip_sampling import clip_duration, clip_starts, frame_times
+from revvideo.data.clip_sampling import clip_duration, frame_times
 from revvideo.data.dataset import TestClips
 from revvideo.data.decoding import (
     FrameClock,
@@ -63,8 +63,6 @@ from revvideo.utils.errors import CheckpointError, ConfigError, DataError
 
 # Views per forward pass: bounds memory whatever the number of views.
 VIEWS_PER_BATCH = 8
-# The running labels come from windows one clip long that start every half clip.
-WINDOWS_PER_CLIP = 2
 # The answer when the top probability is below the classifier's min_confidence.
 UNKNOWN = "unknown"
 
@@ -177,9 +175,9 @@ class Classifier:
         (see revvideo.demo.timeline). The video is decoded forward once, holding only the
         frames of the windows under way, so memory does not grow with its length.
 
-        A video shorter than a clip gets one window over what there is; a damaged one keeps the
-        windows before the damage; each is said in `warnings`. Raises DataError (one line) for
-        a file without a window to score, or for an image model.
+        A video shorter than a clip gets one window over what there is; a damaged one ends
+        where its frames stop; each is said in `warnings`. Raises DataError (one line) for a
+        file without a frame to score, or for an image model.
         """
         stride = self._stride(path, stride)
         try:
@@ -244,23 +242,24 @@ class Classifier:
             )
         starts = window_starts(video.duration, length, stride)
         windows: list[Window] = []
-        batch: list[tuple[float, list[np.ndarray]]] = []
+        batch: list[tuple[float, float, list[np.ndarray]]] = []
 
         def score_batch() -> None:
-            scores = self._window_scores([frames for _, frames in batch]) if batch else []
-            for (start, _), probabilities in zip(batch, scores, strict=True):
-                windows.append(Window(start, min(start + length, video.duration), probabilities))
+            scores = self._window_scores([frames for *_, frames in batch]) if batch else []
+            for (start, end, _), probabilities in zip(batch, scores, strict=True):
+                windows.append(Window(start, end, probabilities))
             batch.clear()
 
+        clips = clips_as_decoded(video, starts, self._clip_times, self.crop_size)
         try:
-            for clip in clips_as_decoded(video, starts, self._clip_times, self.crop_size):
-                batch.append(clip)
+            for start, seen, frames in clips:
+                batch.append((start, min(start + length, seen, video.duration), frames))
                 if len(batch) == VIEWS_PER_BATCH:
                     score_batch()
         except VideoDecodeError as err:
-            score_batch()  # the windows whole before the damage
+            score_batch()  # the windows up to the damage
             if not windows:
-                raise DataError(f"{path}: {err}, before the end of its first window") from None
+                raise DataError(f"{path}: {err}") from None
             warnings.append(f"{path}: {err}; timeline of its first {windows[-1].end:.2f} s")
         score_batch()
         return windows, warnings
@@ -383,18 +382,13 @@ def _decodable_duration(path: str) -> float:
     return last_time
 
 
-def _decode_views(
-    path: str, make_clips: Callable[[float, float | None], TestClips], until: float | None = None
-):
-    """Views of `path` (only of its first `until` seconds when given), the seconds they cover
-    and warnings; `make_clips(seconds, frame_rate)` cuts a video of that length and frame rate
-    (None when the stream states none). A video whose frames stop early is cut to the part
-    that decodes."""
+def _decode_views(path: str, make_clips: Callable[[float, float | None], TestClips]):
+    """Views of `path`, the seconds they cover and warnings; `make_clips(seconds, frame_rate)`
+    cuts a video of that length and frame rate (None when the stream states none). A video
+    whose frames stop early is cut to the part that decodes."""
     try:
         video = open_video(path)
         try:
-            if until is not None:
-                return make_clips(until, video.frame_rate)(_DecodablePart(video, until)), until, []
             try:
                 return make_clips(video.duration, video.frame_rate)(video), video.duration, []
             except VideoDecodeError as err:
@@ -486,40 +480,3 @@ def classify_image(classifier: Classifier, path: str) -> VideoResult:
         seconds=time.perf_counter() - started,
         duration=0.0,
     )
-
-
-@dataclass
-class RunningScores:
-    """Scores of overlapping windows along a video, for labels that follow the action."""
-
-    starts: torch.Tensor  # (W,) seconds
-    length: float  # seconds a window spans
-    probabilities: torch.Tensor  # (W, classes)
-
-    def at(self, time_point: float) -> torch.Tensor:
-        """Mean scores of the windows that speak at `time_point` (see `speaking`)."""
-        return self.probabilities[self.speaking(time_point)].mean(dim=0)
-
-    def span(self, time_point: float) -> tuple[float, float]:
-        """(first second, last second) of the windows that speak at `time_point`."""
-        starts = self.starts[self.speaking(time_point)]
-        return float(starts.min()), float(starts.max()) + self.length
-
-    def speaking(self, time_point: float) -> torch.Tensor:
-        """(W,) bool: the windows covering `time_point`, else the nearest one."""
-        covering = (self.starts <= time_point) & (time_point < self.starts + self.length)
-        if not covering.any():
-            centres = self.starts + self.length / 2
-            covering = (centres - time_point).abs() == (centres - time_point).abs().min()
-        return covering
-
-
-def running_scores(classifier: Classifier, result: VideoResult) -> RunningScores:
-    """Centre-crop windows one clip long every half clip over the part of the video that
-    `result` classified."""
-    length = float(classifier.clip_duration)
-    count = max(1, math.ceil(WINDOWS_PER_CLIP * result.duration / length) - 1)
-    clips = classifier.test_clips(count, 1)
-    frames, _, _ = _decode_views(result.path, lambda *_: clips, until=result.duration)
-    starts = torch.tensor([float(start) for start in clip_starts(clips.sampler, result.duration)])
-    return RunningScores(starts, length, classifier.probabilities(frames))

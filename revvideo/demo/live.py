@@ -41,7 +41,7 @@ class LiveStream:
     def __init__(
         self,
         video: LiveVideo,
-        clips: Iterator[tuple[float, list[np.ndarray]]],
+        clips: Iterator[tuple[float, float, list[np.ndarray]]],
         score: Callable[[list[np.ndarray]], torch.Tensor],
         length: float,
     ) -> None:
@@ -69,13 +69,13 @@ class LiveStream:
                 f"{self._video.damaged_packets} packets did not decode and were passed over"
             )
 
-    def _read(self, clips: Iterator[tuple[float, list[np.ndarray]]], length: float) -> None:
+    def _read(self, clips: Iterator[tuple[float, float, list[np.ndarray]]], length: float) -> None:
         """The decoding thread: each whole clip into the slot, then the end (and why)."""
         error = None
         try:
-            for start, frames in clips:
-                end = min(start + length, self._video.duration)
-                if not self._slot.put((start, end, frames), start + length):
+            for start, seen, frames in clips:
+                end = min(start + length, seen)
+                if not self._slot.put((start, end, frames), end):
                     break
         except VideoDecodeError as err:
             error = str(err)

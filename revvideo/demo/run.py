@@ -26,7 +26,6 @@ from revvideo.demo.classifier import (
     classify_image,
     classify_video,
     load_classifier,
-    running_scores,
     top_classes,
 )
 from revvideo.demo.images import IMAGE_EXTENSIONS, is_image, read_image
@@ -280,21 +279,37 @@ def _check_views(classifier: Classifier, views: tuple[int, int] | None) -> None:
         )
 
 
-def _annotate(classifier: Classifier, result: VideoResult, topk: int, destination: Path) -> None:
+def _annotate(
+    classifier: Classifier,
+    result: VideoResult,
+    timeline: Timeline | None,
+    topk: int,
+    destination: Path,
+) -> None:
+    """`result`'s image with its labels, or its video with, at each moment, the labels of the
+    `timeline`'s windows that cover it and the segment it is in."""
     names = classifier.class_names
-    if is_image(result.path):
+    if timeline is None:
         write_annotated_image(read_image(result.path), destination, result.top(topk, names))
         return
-    scores = running_scores(classifier, result)
+
+    def heading(time_point: float) -> str:
+        # The labels score these seconds, not the video: its result is what the run prints.
+        start, end = timeline.span(time_point)
+        segment = timeline.segment_at(time_point)
+        return (
+            f"{segment.name} {segment.start:.1f}-{segment.end:.1f} s\n"
+            f"window {start:.1f}-{end:.1f} s"
+        )
+
     write_annotated_video(
         result.path,
         destination,
-        lambda time_point: top_classes(scores.at(time_point), names, topk),
+        lambda time_point: top_classes(timeline.scores_at(time_point), names, topk),
         result.duration,
         names,
         min(topk, len(names)),
-        # The labels score these seconds, not the video: its result is what the run prints.
-        lambda time_point: "window {:.1f}-{:.1f} s".format(*scores.span(time_point)),
+        heading,
     )
 
 
@@ -329,7 +344,7 @@ def _write_outputs(
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if key == "output":
-                _annotate(classifier, result, options.topk, target)
+                _annotate(classifier, result, timeline, options.topk, target)
             elif key == "srt":
                 write_subtitles(timeline.segments, target)
             elif key == "timeline_plot":
@@ -353,15 +368,15 @@ def _write_outputs(
 
 
 def _timeline(classifier: Classifier, result: VideoResult, options: DemoOptions) -> Timeline | None:
-    """The timeline of `result`'s video when asked for (its warnings join the result's); None
-    for an image, said in a warning."""
-    if not options.wants_timeline:
-        return None
-    if is_image(result.path):
-        result.warnings.append(f"{result.path}: a still image has no timeline")
+    """The timeline of `result`'s video when asked for, or when --output draws it on the video
+    (its warnings join the result's); None for an image, said in a warning if it was asked."""
+    if is_image(result.path) or not (options.wants_timeline or options.output):
+        if is_image(result.path) and options.wants_timeline:
+            result.warnings.append(f"{result.path}: a still image has no timeline")
         return None
     timeline = classifier.timeline(result.path, options.stride)
-    result.warnings.extend(timeline.warnings)
+    if options.wants_timeline:  # else they repeat what the result's warnings say
+        result.warnings.extend(timeline.warnings)
     return timeline
 
 
@@ -705,9 +720,10 @@ def _classify_inputs(
         asked += len(targets)
         unwritten += len(failures)
         top = result.top(options.topk, classifier.class_names)
-        entries.append(_json_entry(classifier, result, top, written, failures, timeline))
+        shown = timeline if options.wants_timeline else None
+        entries.append(_json_entry(classifier, result, top, written, failures, shown))
         if not options.json:
-            _print_result(classifier, result, top, written, timeline)
+            _print_result(classifier, result, top, written, shown)
     if not files:
         # Every input failed before the checkpoint was needed: a missing one is named too.
         checkpoint_source(options.checkpoint)

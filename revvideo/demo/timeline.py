@@ -50,6 +50,28 @@ class Timeline:
     segments: list[Segment]
     warnings: list[str] = field(default_factory=list)
 
+    def segment_at(self, time_point: float) -> Segment:
+        """The segment `time_point` (seconds) is in: the last one past the end."""
+        return next(
+            (segment for segment in self.segments if time_point < segment.end), self.segments[-1]
+        )
+
+    def scores_at(self, time_point: float) -> torch.Tensor:
+        """(classes,): the mean probabilities of the windows that speak at `time_point`."""
+        return torch.stack([window.probabilities for window in self._speaking(time_point)]).mean(0)
+
+    def span(self, time_point: float) -> tuple[float, float]:
+        """(first second, last second) of the windows that speak at `time_point`."""
+        speaking = self._speaking(time_point)
+        return min(window.start for window in speaking), max(window.end for window in speaking)
+
+    def _speaking(self, time_point: float) -> list[Window]:
+        """The windows covering `time_point`, else the nearest one."""
+        covering = [w for w in self.windows if w.start <= time_point < w.end]
+        return covering or [
+            min(self.windows, key=lambda w: abs((w.start + w.end) / 2 - time_point))
+        ]
+
 
 def window_starts(duration: float, length: float, stride: float) -> list[float]:
     """Starts (seconds) of windows of `length` every `stride` over `duration` seconds; the last

@@ -16,7 +16,7 @@ from revvideo.checkpoint import RELEASES, Release, load_weights, save_checkpoint
 from revvideo.cli import classify
 from revvideo.data.paths import VIDEO_EXTENSIONS
 from revvideo.demo import run
-from revvideo.demo.classifier import classify_video, load_classifier, running_scores
+from revvideo.demo.classifier import load_classifier
 from revvideo.demo.images import IMAGE_EXTENSIONS
 from revvideo.models import build_model
 
@@ -105,17 +105,17 @@ def test_writes_an_annotated_video_and_a_bar_chart(trained, videos, tmp_path):
         assert chart.format == "PNG" and chart.width > 300
 
 
-def test_running_scores_follow_the_video(trained, videos):
+def test_timeline_scores_follow_the_video(trained, videos):
     classifier = load_classifier(trained[0], None, CPU)
-    result = classify_video(classifier, videos["red_then_blue"])
-    scores = running_scores(classifier, result)
+    timeline = classifier.timeline(videos["red_then_blue"])
 
-    assert result.duration == pytest.approx(4.0, abs=0.1)
-    assert len(scores.starts) == 14  # one clip long (0.53 s), every half clip
-    assert CLASS_NAMES[scores.at(0.3).argmax()] == "red"
-    assert CLASS_NAMES[scores.at(3.7).argmax()] == "blue"
+    assert len(timeline.windows) == 14  # one clip long (0.53 s), every half clip, over 4 s
+    assert CLASS_NAMES[timeline.scores_at(0.3).argmax()] == "red"
+    assert CLASS_NAMES[timeline.scores_at(3.7).argmax()] == "blue"
+    assert [segment.name for segment in timeline.segments] == ["red", "blue"]
+    assert timeline.segment_at(100.0) == timeline.segments[-1]
     # Past the last window (none covers it) the nearest one speaks.
-    assert torch.equal(scores.at(100.0), scores.probabilities[-1])
+    assert torch.equal(timeline.scores_at(100.0), timeline.windows[-1].probabilities)
 
 
 def test_several_videos_to_folders(trained, videos, tmp_path, capsys):

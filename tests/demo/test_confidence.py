@@ -15,7 +15,6 @@ from revvideo.demo.classifier import (
     UNKNOWN,
     classify_video,
     load_classifier,
-    running_scores,
 )
 
 from .conftest import run_main
@@ -183,7 +182,7 @@ def test_a_missing_input_and_a_missing_checkpoint_are_both_named(tmp_path, capsy
         assert json.loads(out) == [{"path": str(missing), "error": err[0][len("error: ") :]}]
 
 
-def test_the_annotated_video_names_the_window_its_labels_score(
+def test_the_annotated_video_names_its_segment_and_the_window_its_labels_score(
     trained, videos, tmp_path, monkeypatch, capsys
 ):
     headings = []
@@ -202,13 +201,18 @@ def test_the_annotated_video_names_the_window_its_labels_score(
 
     assert status == 0
     assert len(headings) == 60  # 4 s at 15 fps
-    classifier = load_classifier(trained[0], None, CPU)
-    scores = running_scores(classifier, classify_video(classifier, videos["red_then_blue"]))
+    timeline = load_classifier(trained[0], None, CPU).timeline(videos["red_then_blue"])
     for frame, heading in enumerate(headings):
-        start, end = scores.span(frame / 15)
-        assert heading == f"window {start:.1f}-{end:.1f} s"
-        assert start <= frame / 15 < end
-    assert headings[0] == "window 0.0-0.5 s"
+        start, end = timeline.span(frame / 15)
+        segment = timeline.segment_at(frame / 15)
+        assert heading == (
+            f"{segment.name} {segment.start:.1f}-{segment.end:.1f} s\n"
+            f"window {start:.1f}-{end:.1f} s"
+        )
+        assert start <= frame / 15 < end and segment.start <= frame / 15 < segment.end
+    # The current segment is drawn: red for the first half, blue for the second.
+    assert headings[0].startswith("red 0.0-2.") and headings[-1].startswith("blue 2.")
+    assert headings[0].endswith("window 0.0-0.5 s")
     # The printed result is still the whole video's: red and blue, half each.
     assert {line.split()[1] for line in out.splitlines()[1:3]} == {"red", "blue"}
 
