@@ -57,6 +57,8 @@ from revvideo.data.transforms import MultiViewCrops, Normalize
 from revvideo.demo.images import FrameClips, ImageView, read_image, short_side_for
 from revvideo.demo.live import LiveStream
 from revvideo.demo.timeline import Timeline, Window, segments_of, window_starts
+from revvideo.deploy import Exported, read_exported
+from revvideo.deploy.exported import SUFFIXES as EXPORTED_SUFFIXES
 from revvideo.engine.metrics import VideoScores
 from revvideo.models import build_model
 from revvideo.utils.errors import CheckpointError, ConfigError, DataError
@@ -109,10 +111,7 @@ class Classifier:
             model=model.to(device).eval(),
             class_names=names,
             num_frames=data.NUM_FRAMES,
-            # An image model's "clip" is one frame, whatever SAMPLING_RATE says.
-            clip_duration=clip_duration(
-                data.NUM_FRAMES, 1 if data.NUM_FRAMES == 1 else data.SAMPLING_RATE, data.TARGET_FPS
-            ),
+            clip_duration=_clip_length(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS),
             crop_size=data.TEST_CROP_SIZE,
             normalize=Normalize(data.MEAN, data.STD),
             views=(cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS),
@@ -142,6 +141,27 @@ class Classifier:
             device=device,
             source=release.name,
             image_view=_image_view(release.num_frames, release.crop_size, release.test_short_side),
+        )
+
+    @classmethod
+    def from_exported(cls, exported: Exported, device: torch.device, source: Path) -> Classifier:
+        """The model exported to `source` (see revvideo.deploy), read for `device`."""
+        settings = exported.metadata
+        return cls(
+            model=exported.model,
+            class_names=settings.class_names,
+            num_frames=settings.num_frames,
+            clip_duration=_clip_length(
+                settings.num_frames, settings.sampling_rate, settings.target_fps
+            ),
+            crop_size=settings.crop_size,
+            normalize=Normalize(settings.mean, settings.std),
+            views=settings.views,
+            ensemble_method=settings.ensemble_method,
+            device=device,
+            source=str(source),
+            image_view=_image_view(settings.num_frames, settings.crop_size),
+            temperature=settings.temperature,
         )
 
     def test_clips(self, clips: int, crops: int) -> TestClips:
@@ -273,6 +293,11 @@ class Classifier:
         return self.class_names[best]
 
 
+def _clip_length(num_frames: int, sampling_rate: int, target_fps: int) -> Fraction:
+    """Seconds a clip spans; an image model's "clip" is one frame, whatever its sampling rate."""
+    return clip_duration(num_frames, 1 if num_frames == 1 else sampling_rate, target_fps)
+
+
 def _image_view(num_frames: int, crop_size: int, short_side: int | None = None) -> ImageView | None:
     """The view of an image model (one-frame clips; `short_side` by default the ImageNet
     ratio's); None for a video model."""
@@ -290,7 +315,8 @@ def load_classifier(
     """The model in `checkpoint` (a file, a run folder or a release name; see
     revvideo.checkpoint.checkpoint_file), built from `cfg_file` or else from the config stored
     in the checkpoint (a release brings its own), with its calibration temperature if it stores
-    one, answering UNKNOWN below `min_confidence` (see Classifier).
+    one, answering UNKNOWN below `min_confidence` (see Classifier). An exported model (.onnx,
+    .pt2: see revvideo.deploy) brings its settings and runs on onnxruntime or torch.export.
 
     Class names: see revvideo.classes.resolve_class_names (the checkpoint's, else the config's
     dataset's, else Kinetics-400's for 400 classes). Raises UserError (one line) for every
@@ -300,6 +326,11 @@ def load_classifier(
     if release is not None and cfg_file is None:
         return replace(Classifier.from_release(release, device), min_confidence=min_confidence)
     path = checkpoint_file(checkpoint, "--checkpoint")
+    if path.suffix in EXPORTED_SUFFIXES:
+        if cfg_file is not None:
+            raise CheckpointError(f"{path} is an exported model with its own settings: drop --cfg")
+        classifier = Classifier.from_exported(read_exported(path, device), device, path)
+        return replace(classifier, min_confidence=min_confidence)
     cfg, content = read_model_checkpoint(path, cfg_file)
     model = build_model(cfg)
     try:
