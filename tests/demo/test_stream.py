@@ -1,9 +1,13 @@
 """classify.py --stream and Classifier.stream: a video piped in at real time, faster than real
 time, stalling or cut mid-packet; a model slower than the source; sources that cannot be read."""
 
+import contextlib
+import functools
+import http.server
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -78,14 +82,18 @@ class Feeder(threading.Thread):
                     time.sleep(self.stall[1])
                     began += self.stall[1]
                     self.stall = None
-                self.pipe.write(self.data[written : min(offset, self.until)])
-                self.pipe.flush()
+                try:
+                    self.pipe.write(self.data[written : min(offset, self.until)])
+                    self.pipe.flush()
+                except BrokenPipeError:
+                    return  # the reader has ended
                 written = min(offset, self.until)
                 self.sent.append((time.monotonic(), seconds))
                 if written == self.until:
                     break
         finally:
-            self.pipe.close()
+            with contextlib.suppress(BrokenPipeError):
+                self.pipe.close()
 
     def seconds_sent_by(self, moment):
         return max(seconds for when, seconds in self.sent if when <= moment)
@@ -163,6 +171,43 @@ def test_a_stream_that_stalls_then_ends_mid_packet(trained, piped):
     assert summary["windows"] == len(windows) and summary["stopped"] is None
     assert windows[-1]["end"] == pytest.approx(0.75 * SECONDS, abs=0.6)
     assert [segment["class"] for segment in summary["segments"]][:6] == list(BLOCKS[:6])
+
+
+def test_ctrl_c_ends_a_stream_with_its_summary(trained, piped):
+    _, data, marks = piped
+    tool = stream_tool(trained[0])
+    feeder = Feeder(tool.stdin, data, marks)
+    lines, reader = timed_lines(tool.stdout)
+    feeder.start()
+    while len(window_lines(lines)) < 3 and tool.poll() is None:
+        time.sleep(0.05)
+    tool.send_signal(signal.SIGINT)
+    assert tool.wait(timeout=60) == 0
+    reader.join()
+
+    scored = len(window_lines(lines))
+    summary = next(line for _, line in lines if " windows scored" in line)
+    assert summary.startswith(f"- stopped by Ctrl-C: {scored} windows scored, ")
+    assert b"Traceback" not in tool.stderr.read()
+
+
+def test_a_url_streams_like_the_file_it_serves(classifier, piped):
+    path, _, _ = piped
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+        served = classifier.stream(url)
+        windows = list(served)
+    finally:
+        server.shutdown()
+    local = list(classifier.stream(str(path)))
+
+    assert served.warnings == [] and served.skipped == 0
+    assert [w.start for w in windows] == [w.start for w in local]
+    for window, twin in zip(windows, local, strict=True):
+        torch.testing.assert_close(window.probabilities, twin.probabilities, atol=1e-6, rtol=0)
 
 
 class Slow(nn.Module):
