@@ -18,7 +18,7 @@ LAYERS = [
     {"deploy"},
     {"data"},
     {"engine"},
-    {"demo", "benchmark"},
+    {"demo", "benchmark", "serve"},
     {"cli"},
 ]
 CONFIG_KEY = re.compile(r"\b(?:MODEL|DATA|MVIT|AUG|MIXUP|DATA_LOADER|TRAIN|TEST|SOLVER)\.[A-Z]")

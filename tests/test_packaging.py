@@ -24,6 +24,7 @@ SCRIPTS = {
     "revvideo-convert-checkpoint": "tools/convert_checkpoint.py",
     "revvideo-make-synthetic-dataset": "tools/make_synthetic_dataset.py",
     "revvideo-export": "tools/export.py",
+    "revvideo-serve": "tools/serve.py",
 }
 
 
