@@ -36,12 +36,7 @@ from revvideo.checkpoint import (
     checkpoint_file,
     fetch_release,
     find_release,
-    load_model_state,
-    read_model_checkpoint,
-    stored_config,
-    stored_temperature,
 )
-from revvideo.classes import resolve_class_names
 from revvideo.data.clip_sampling import clip_duration, frame_times
 from revvideo.data.dataset import TestClips
 from revvideo.data.decoding import (
@@ -60,8 +55,8 @@ from revvideo.demo.timeline import Timeline, Window, segments_of, window_starts
 from revvideo.deploy import Exported, read_exported
 from revvideo.deploy.exported import SUFFIXES as EXPORTED_SUFFIXES
 from revvideo.engine.metrics import VideoScores
-from revvideo.models import build_model
-from revvideo.utils.errors import CheckpointError, ConfigError, DataError
+from revvideo.models import load_trained
+from revvideo.utils.errors import CheckpointError, DataError
 
 # Views per forward pass: bounds memory whatever the number of views.
 VIEWS_PER_BATCH = 8
@@ -331,31 +326,12 @@ def load_classifier(
             raise CheckpointError(f"{path} is an exported model with its own settings: drop --cfg")
         classifier = Classifier.from_exported(read_exported(path, device), device, path)
         return replace(classifier, min_confidence=min_confidence)
-    cfg, content = read_model_checkpoint(path, cfg_file)
-    model = build_model(cfg)
-    try:
-        others = load_model_state(model, content, path)
-    except CheckpointError as err:
-        if cfg_file is not None and _carries_config(content, path):
-            raise CheckpointError(
-                f"{err}; the checkpoint carries its own config: drop --cfg {cfg_file}"
-            ) from None
-        raise
-    names = resolve_class_names(
-        cfg.MODEL.NUM_CLASSES, checkpoint=others, data_dir=cfg.DATA.PATH_TO_DATA_DIR
-    ).names
+    trained = load_trained(path, cfg_file)
     return replace(
-        Classifier.from_cfg(cfg, model, names, device, path),
-        temperature=stored_temperature(others, path),
+        Classifier.from_cfg(trained.cfg, trained.model, trained.class_names, device, path),
+        temperature=trained.temperature,
         min_confidence=min_confidence,
     )
-
-
-def _carries_config(checkpoint: dict, path: Path) -> bool:
-    try:
-        return stored_config(checkpoint, path) is not None
-    except ConfigError:
-        return False
 
 
 @dataclass

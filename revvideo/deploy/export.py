@@ -18,13 +18,7 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 import revvideo
-from revvideo.checkpoint import (
-    checkpoint_file,
-    load_model_state,
-    read_model_checkpoint,
-    stored_temperature,
-)
-from revvideo.classes import resolve_class_names
+from revvideo.checkpoint import checkpoint_file
 from revvideo.deploy.exported import (
     METADATA_KEY,
     SUFFIXES,
@@ -33,7 +27,7 @@ from revvideo.deploy.exported import (
     first_line,
     read_exported,
 )
-from revvideo.models import build_model
+from revvideo.models import load_trained
 from revvideo.utils.errors import UserError
 from revvideo.utils.files import written_whole
 
@@ -73,13 +67,9 @@ def export_checkpoint(
         raise ExportError(f"{destination}: the exported file's name must end in .onnx or .pt2")
     start = time.perf_counter()
     path = checkpoint_file(checkpoint, "CHECKPOINT")
-    cfg, content = read_model_checkpoint(path, cfg_file)
-    model = build_model(cfg).eval()
-    others = load_model_state(model, content, path)
-    names = resolve_class_names(
-        cfg.MODEL.NUM_CLASSES, checkpoint=others, data_dir=cfg.DATA.PATH_TO_DATA_DIR
-    ).names
-    metadata = _metadata(cfg, names, stored_temperature(others, path), str(path))
+    trained = load_trained(path, cfg_file)
+    model, cfg = trained.model, trained.cfg
+    metadata = _metadata(cfg, trained.class_names, trained.temperature, str(path))
     data = cfg.DATA
     shape = (PARITY_BATCH, 3, data.NUM_FRAMES, data.TEST_CROP_SIZE, data.TEST_CROP_SIZE)
     generator = torch.Generator().manual_seed(SEED)

@@ -1,18 +1,28 @@
 """`build_model(cfg)`: the one place that maps config keys to the models' arguments, and the
 models' errors, which name their arguments, to messages that name config keys."""
 
+import os
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from revvideo.checkpoint import (
+    load_model_state,
+    read_model_checkpoint,
+    stored_config,
+    stored_temperature,
+)
+from revvideo.classes import resolve_class_names
 from revvideo.config import AUTO, validate_config
 from revvideo.config.validate import config_value, model_name
 from revvideo.models.common import Geometry, LayerPlan, patch_grid, plan_layers
 from revvideo.models.mvit import MViT
 from revvideo.models.rev_mvit import RevMViT
-from revvideo.utils.errors import ConfigError
+from revvideo.utils.errors import CheckpointError, ConfigError
 
 MODELS: dict[str, type[nn.Module]] = {"MViT": MViT, "RevMViT": RevMViT}
 
@@ -165,3 +175,42 @@ def _check_crops(cfg: CfgNode) -> None:
             raise ConfigError(f"DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES} is fewer than {patch} spans")
         if min(height, width) < 1:
             raise ConfigError(f"{key} {crop} is smaller than {patch}")
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint's model, in eval mode, with the config it was built from, its class names
+    and its calibration temperature (None: it stores none)."""
+
+    model: nn.Module
+    cfg: CfgNode
+    class_names: list[str]
+    temperature: float | None
+
+
+def load_trained(path: Path, cfg_file: str | os.PathLike | None = None) -> TrainedModel:
+    """The model in the checkpoint file `path`, built from `cfg_file`, else from the config the
+    checkpoint stores; its class names (see revvideo.classes.resolve_class_names: the
+    checkpoint's, else the config's dataset's, else Kinetics-400's for 400 classes). Raises
+    UserError (one line) for a checkpoint or config that cannot be used."""
+    cfg, content = read_model_checkpoint(path, cfg_file)
+    model = build_model(cfg)
+    try:
+        others = load_model_state(model, content, path)
+    except CheckpointError as err:
+        if cfg_file is not None and _carries_config(content, path):
+            raise CheckpointError(
+                f"{err}; the checkpoint carries its own config: drop --cfg {cfg_file}"
+            ) from None
+        raise
+    names = resolve_class_names(
+        cfg.MODEL.NUM_CLASSES, checkpoint=others, data_dir=cfg.DATA.PATH_TO_DATA_DIR
+    ).names
+    return TrainedModel(model.eval(), cfg, names, stored_temperature(others, path))
+
+
+def _carries_config(checkpoint: dict, path: Path) -> bool:
+    try:
+        return stored_config(checkpoint, path) is not None
+    except ConfigError:
+        return False
