@@ -10,6 +10,7 @@
     python tools/benchmark.py --device cuda --section pipeline --batch 32 --data-workers 16
     python tools/benchmark.py --device cuda --section peak --batch 8
     python tools/benchmark.py --section timeline       # long videos: windows/s, flat memory
+    python tools/benchmark.py --section deploy         # revvideo-serve, onnxruntime vs PyTorch
 
 Every model is measured in a fresh process. Model figures, per model:
 - params, GFLOPs: fvcore, one clip, counted on the CPU whatever --device says.
@@ -49,6 +50,13 @@ memory), for the quick start's Rev-MViT-XS on each video and Rev-MViT-B 16x4 on 
 (random weights: the same speed and memory); the last line compares the peaks of the longest
 and the shortest video (goal: within 10 %).
 
+Deploy section (needs the deploy extra): the quick start's Rev-MViT-XS (random weights) served by
+revvideo-serve in this process on a free port with --deploy-workers workers: requests/s and
+latency (median, p90) of POST /classify of a 2 s 320x240 video (answered with its timeline) with
+each of --deploy-clients concurrent clients, --deploy-requests each after one untimed; and the
+model's forward on --batch random clips, eager PyTorch against its ONNX export on onnxruntime:
+clips/s, the median of --repeats timings of 20 forwards each, the two in turns.
+
 Memory-budget section (CUDA only), per model, depth and precision, each in a fresh process
 limited to --memory-budget GiB with `torch.cuda.set_per_process_memory_fraction`:
 - largest batch: the largest training batch whose step (forward, backward, SGD step) fits,
@@ -71,9 +79,9 @@ fp32 is IEEE float32 (TF32 off for matmuls and convolutions); bf16 is bfloat16 a
 import argparse
 from pathlib import Path
 
-from revvideo.utils.cli import OneLineErrorParser, positive_int, run_interruptibly
+from revvideo.utils.cli import command_parser, positive_int, run_interruptibly
 
-SECTIONS = ("models", "data", "budget", "paper", "pipeline", "peak", "timeline", "all")
+SECTIONS = ("models", "data", "budget", "paper", "pipeline", "peak", "timeline", "deploy", "all")
 # The pairs of the paper's ImageNet table (revvideo.benchmark.paper.PAPER_PAIRS).
 PAPER_MODELS = ("ViT-S", "ViT-B", "ViT-L", "MViT-B")
 PRECISIONS = ("fp32", "bf16")
@@ -95,11 +103,7 @@ def lever_combination(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__)
     parser.add_argument(
         "--section",
         choices=SECTIONS,
@@ -280,6 +284,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MINUTES",
         help="lengths of the videos timed, the quick start's model on each and Rev-MViT-B on the "
         "shortest (default: 1 10)",
+    )
+    deploy = parser.add_argument_group(
+        "revvideo-serve and onnxruntime (--section deploy; --device, --batch, --repeats apply)"
+    )
+    deploy.add_argument(
+        "--deploy-clients",
+        type=positive_int,
+        nargs="+",
+        default=[1, 4],
+        metavar="CLIENTS",
+        help="concurrent clients of each server row (default: 1 4)",
+    )
+    deploy.add_argument(
+        "--deploy-requests",
+        type=positive_int,
+        default=8,
+        help="timed requests per client (default: %(default)s)",
+    )
+    deploy.add_argument(
+        "--deploy-workers",
+        type=positive_int,
+        default=1,
+        help="the service's --workers (default: %(default)s, as revvideo-serve's)",
     )
     return parser
 

@@ -74,7 +74,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from revvideo.utils.cli import OneLineErrorParser, positive_int, run_interruptibly
+from revvideo.utils.cli import command_parser, positive_int, run_interruptibly
 from revvideo.utils.errors import UserError
 
 # Views (clips x crops) per input at most: each is a forward pass, and all are held in memory
@@ -118,11 +118,7 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__)
     parser.add_argument(
         "inputs",
         nargs="+",

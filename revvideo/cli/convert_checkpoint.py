@@ -25,7 +25,7 @@ interrupted by Ctrl-C (one `interrupted` line).
 import argparse
 import sys
 
-from revvideo.utils.cli import OneLineErrorParser, run_interruptibly
+from revvideo.utils.cli import command_parser, run_interruptibly
 
 # The layouts it writes, as in revvideo.cli._conversion (not imported before the arguments
 # are read, so that --help and option mistakes answer at once).
@@ -33,11 +33,7 @@ TARGETS = ("revvideo", "pyslowfast")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__)
     parser.add_argument("source", help="checkpoint file or release name")
     parser.add_argument("output", help="where to write the converted checkpoint")
     parser.add_argument("--cfg", help="YAML config of the model (default: the source's own)")

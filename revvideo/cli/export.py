@@ -21,15 +21,11 @@ options or the checkpoint, a model that does not export, or logits beyond the to
 import argparse
 import sys
 
-from revvideo.utils.cli import OneLineErrorParser, run_interruptibly
+from revvideo.utils.cli import command_parser, run_interruptibly
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__)
     parser.add_argument(
         "checkpoint", metavar="CHECKPOINT", help="checkpoint file, training run folder or release"
     )

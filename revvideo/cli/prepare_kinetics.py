@@ -45,16 +45,12 @@ import sys
 # Light: the parser needs them. The data pipeline is imported once the arguments are read, so
 # that --help and option mistakes answer at once.
 from revvideo.classes import DEFAULT_SPLIT, SPLITS
-from revvideo.utils.cli import OneLineErrorParser, run_interruptibly
+from revvideo.utils.cli import command_parser, run_interruptibly
 from revvideo.utils.errors import DataError, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__)
     parser.add_argument("output", help="folder for the CSVs (and the re-encoded videos)")
     parser.add_argument("--videos", required=True, help="folder of the videos (required)")
     parser.add_argument(

@@ -27,18 +27,14 @@ import errno
 import os
 import sys
 
-from revvideo.utils.cli import OneLineErrorParser, run_interruptibly
+from revvideo.utils.cli import command_parser, run_interruptibly
 
 # A disk that cannot take the run's files: full, over quota, read-only or not ours.
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__)
     parser.add_argument(
         "--cfg", dest="cfg_file", required=True, help="YAML config file (required; no default)"
     )

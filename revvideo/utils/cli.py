@@ -17,6 +17,16 @@ class OneLineErrorParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def command_parser(doc: str) -> OneLineErrorParser:
+    """The parser of a command whose docstring `doc` is its help: the first line, a blank line,
+    then the rest, shown as written."""
+    return OneLineErrorParser(
+        description=doc.splitlines()[0],
+        epilog=doc.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def positive_int(text: str) -> int:
     """An option's value that must be a whole number above 0 (argparse `type=`)."""
     if not text.isdigit() or int(text) == 0:
