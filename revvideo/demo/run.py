@@ -151,6 +151,8 @@ def _unusable(path: str) -> str | None:
     """Why `path` cannot be classified, told before anything opens it (opening a FIFO waits for
     a writer forever), else None."""
     if not os.path.lexists(path):
+        if path == "-" or "://" in path:
+            return f"{path}: a live source: read it with --stream"
         return f"{path}: no such file or folder"
     try:
         check_video_file(path)

@@ -308,3 +308,9 @@ def test_stream_refuses_what_is_for_files(trained, capsys):
     assert status == 2 and err == ["error: --output is for video files, not --stream"]
     status, _, err = run_main(capsys, "a.ts", "b.ts", "--stream")
     assert status == 2 and err == ["error: --stream reads one source, got 2 inputs"]
+
+
+@pytest.mark.parametrize("source", ["-", "rtsp://camera.local/live"])
+def test_a_live_source_without_stream_says_so(trained, capsys, source):
+    status, _, err = run_main(capsys, source, "--checkpoint", trained[0])
+    assert status == 1 and err == [f"error: {source}: a live source: read it with --stream"]
