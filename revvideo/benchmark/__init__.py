@@ -5,7 +5,8 @@ Sections: `models` (the model table and depth sweep), `budget` (CUDA: the larges
 memory budget and clips/s there), `paper` (the paper's ImageNet table), `data` (data loading,
 and clips/s per loader worker), `pipeline` (training fed by the loader against the model
 alone), `peak` (what is alive at a training step's peak, by the line that allocated it),
-`timeline` (long videos: windows/s and peak memory).
+`timeline` (long videos: windows/s and peak memory), `deploy` (revvideo-serve's requests/s and
+latency, onnxruntime against eager PyTorch).
 `run(settings)` runs the sections `settings.section` names and prints their tables.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import asdict
 
 import torch
 
-from revvideo.benchmark import budget, data, models, paper, peak, pipeline, timeline
+from revvideo.benchmark import budget, data, deploy, models, paper, peak, pipeline, timeline
 from revvideo.benchmark.settings import Settings
 from revvideo.utils.files import written_whole
 from revvideo.utils.table import format_table
@@ -53,6 +54,9 @@ def run(settings: Settings) -> dict:
     if settings.section == "timeline":
         result["timeline"] = timeline.run_timeline(settings, device)
         timeline.print_timeline(result["timeline"], device)
+    if settings.section == "deploy":
+        result["deploy"] = deploy.run_deploy(settings, device)
+        deploy.print_deploy(result["deploy"], device)
     if settings.section == "paper":
         result["paper"] = paper.run_paper(settings, device)
         paper.print_paper(result["paper"], settings, device)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 @dataclass
 class Settings:
-    section: str  # models, data, budget, paper, pipeline, peak, timeline or all
+    section: str  # models, data, budget, paper, pipeline, peak, timeline, deploy or all
     frames: int
     size: int
     batch: int
@@ -37,3 +37,6 @@ class Settings:
     pipeline_steps: int
     peak_sites: int
     timeline_minutes: list[float]
+    deploy_clients: list[int]
+    deploy_requests: int
+    deploy_workers: int

@@ -4,7 +4,6 @@ benchmark."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -21,13 +20,20 @@ GRACEFUL_SHUTDOWN_S = 5
 def listening_socket(host: str, port: int) -> socket.socket:
     """A TCP socket listening on `host`:`port` (0: a free port); UserError (one line) when the
     address cannot be had (a port in use, an unknown host)."""
+    sock = None
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # proto IPPROTO_TCP, as asyncio needs to set TCP_NODELAY on the connections (with proto
+        # 0, Nagle's algorithm and delayed ACKs hold each answer on a kept-alive one 40 ms).
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen()
     except OSError as err:
-        # create_server's message adds the address again: the errno's own words are enough.
-        reason = os.strerror(err.errno) if (err.errno or 0) > 0 else err.strerror or str(err)
-        raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
+        if sock is not None:
+            sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    return sock
 
 
 def uvicorn_server(app: ASGIApp) -> uvicorn.Server:
