@@ -29,7 +29,7 @@ import argparse
 import logging
 import sys
 
-from revvideo.utils.cli import OneLineErrorParser, positive_int, run_interruptibly
+from revvideo.utils.cli import command_parser, positive_int, run_interruptibly
 
 
 def _port(text: str) -> int:
@@ -55,15 +55,12 @@ def _megabytes(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__)
     parser.add_argument(
         "--checkpoint",
-        help="checkpoint file, run folder or release name (default: the newest checkpoint of the "
-        "quick start, configs/synthetic/REV_MVIT_XS.yaml, run from the repository's root)",
+        help="checkpoint file, run folder, release name or exported model (.onnx on onnxruntime, "
+        ".pt2) (default: the newest checkpoint of the quick start, "
+        "configs/synthetic/REV_MVIT_XS.yaml, run from the repository's root)",
     )
     parser.add_argument(
         "--cfg", help="YAML config of the model (default: the config stored in the checkpoint)"
@@ -74,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on; 0.0.0.0 opens it to the network (default: %(default)s)",
     )
     parser.add_argument(
-        "--port", type=_port, default=8000, help="0: a free port (default: %(default)s)"
+        "--port",
+        type=_port,
+        default=8000,
+        help="port to listen on; 0: a free one (default: %(default)s)",
     )
     parser.add_argument(
         "--workers",

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from PIL import Image
 from torch import nn
 
+from revvideo.demo.classifier import load_classifier
+from revvideo.deploy import export_checkpoint
 from revvideo.serve import BackgroundServer, Limits, build_app, listening_socket
-from serve.conftest import MAX_UPLOAD_BYTES, raw_request, wait_until
+from serve.conftest import LIMITS, MAX_UPLOAD_BYTES, raw_request, wait_until
 
 
 def _post(url, path, name=None):
@@ -148,7 +151,7 @@ class _Held(nn.Module):
         return self.model(clips)
 
 
-def test_a_full_queue_is_503(classifier, videos):
+def test_a_full_queue_is_503_and_the_upload_folder_goes_at_shutdown(classifier, videos):
     held = _Held(classifier.model)
     app = build_app(replace(classifier, model=held), Limits(workers=1, queue=0))
     with BackgroundServer(app) as running, ThreadPoolExecutor(1) as pool:
@@ -158,6 +161,7 @@ def test_a_full_queue_is_503(classifier, videos):
         held.release.set()
         assert first.result().status_code == 200
         assert _post(running.url, videos["green"]).json()["class"] == "green"
+    assert not app.state.upload_dir.exists()  # removed at shutdown
 
 
 def test_the_listening_socket_is_tcp_for_nodelay():
@@ -165,3 +169,12 @@ def test_the_listening_socket_is_tcp_for_nodelay():
     kept-alive connection waits 40 ms for a delayed ACK."""
     with listening_socket("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP
+
+
+def test_an_exported_model_is_served_alike(trained, videos, tmp_path):
+    onnx_file = export_checkpoint(trained[0], tmp_path / "model.onnx").path
+    app = build_app(load_classifier(onnx_file, None, torch.device("cpu")), LIMITS)
+    colours = ["red", "blue"]
+    with BackgroundServer(app) as running, ThreadPoolExecutor(len(colours)) as pool:
+        responses = list(pool.map(lambda colour: _post(running.url, videos[colour]), colours))
+    assert [response.json()["class"] for response in responses] == colours
