@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from revvideo.data.paths import VIDEO_EXTENSIONS
 from revvideo.demo.classifier import Classifier
 from revvideo.demo.images import IMAGE_EXTENSIONS, is_image
-from revvideo.demo.run import classify_entry
+from revvideo.demo.run import classify_entry, printable
 from revvideo.deploy.exported import first_line
 from revvideo.utils.errors import CheckpointError, ConfigError, UserError
 
@@ -169,7 +169,8 @@ class _Service:
         )
         if upload is None:
             raise Refused(400, f"the form has no file field {UPLOAD_FIELD!r}")
-        name = os.path.basename(os.fsdecode(upload.file_name or b"")) or UNNAMED
+        # The client's bytes that are not UTF-8 as \xNN escapes, as the demo shows file names.
+        name = printable(os.path.basename(os.fsdecode(upload.file_name or b""))) or UNNAMED
         if upload.actual_file_name is None:  # nothing was written: an empty file
             raise Refused(400, f"{name}: empty file")
         stored = Path(os.fsdecode(upload.actual_file_name))

@@ -67,6 +67,19 @@ def test_a_multipart_upload_is_classified(server, videos):
     assert response.json()["class"] == "blue" and response.json()["path"] == "my clip.avi"
 
 
+def test_a_file_name_that_is_not_utf8_is_shown_escaped(server, videos):
+    disposition = b'Content-Disposition: form-data; name="video"; filename="\xffred.mp4"'
+    body = b"--b\r\n" + disposition + b"\r\n\r\n" + Path(videos["red"]).read_bytes()
+    response = httpx.post(
+        f"{server[0]}/classify",
+        content=body + b"\r\n--b--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["path"] == "\\xffred.mp4" and response.json()["class"] == "red"
+
+
 def test_a_form_without_the_video_field_is_400(server, videos):
     with open(videos["red"], "rb") as file:
         response = httpx.post(f"{server[0]}/classify", files={"clip": file}, timeout=60)
