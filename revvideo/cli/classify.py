@@ -36,12 +36,13 @@ A video shorter than a clip gets one window; a damaged one ends where its frames
 
 With --stream, the one input is a live source: - (a video piped on stdin, such as `ffmpeg ... -f
 mpegts -`), a URL that FFmpeg opens (rtsp, http, udp) or a capture device (/dev/video0). A line
-per window ("12.00-13.07 s  spin  91.2 %  latency 0.21 s") as soon as its frames have arrived
+per window ("12.00-13.07 s  spin  91.2%  latency 0.21 s") as soon as its frames have arrived
 and it is scored; in JSON one object per line, then a summary object. When the model is slower
 than the source, a window still waiting when the next is whole is skipped, and counted: the
 lines stay near real time and memory bounded. A source faster than real time (a file piped in)
 waits for the model instead. At the source's end, or on Ctrl-C (which ends a stream normally,
 status 0), a summary: windows scored and skipped, and the segments of what was seen.
+
 A checkpoint that stores a calibration temperature (fitted at the end of training) has its logits
 divided by it before the softmax, said once (in JSON each result's "temperature", null when the
 checkpoint stores none). With --min-confidence P, an input whose top probability is below P is
