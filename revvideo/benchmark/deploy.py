@@ -7,8 +7,8 @@ checkpoint:
   each of --deploy-clients concurrent clients posting --deploy-requests times each, after one
   untimed request per client; each answer includes the video's timeline, as the service gives;
 - the model's forward on --batch random clips, eager PyTorch against the ONNX export
-  (revvideo.deploy.export_checkpoint) on onnxruntime: clips/s, the median of --repeats timings
-  of DEPLOY_STEPS forwards each, after one untimed forward, the two runtimes in turns.
+  (revvideo.deploy.export_checkpoint) on onnxruntime, each in a fresh process: clips/s, the
+  median of --repeats timings of DEPLOY_STEPS forwards each, after one untimed forward.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from revvideo.benchmark.models import in_fresh_process
 from revvideo.benchmark.settings import Settings
 from revvideo.benchmark.timeline import MODELS, class_blocks_video
 from revvideo.checkpoint import model_entries, save_checkpoint
 from revvideo.config import load_config
 from revvideo.demo.classifier import load_classifier
-from revvideo.deploy import export_checkpoint, read_exported
+from revvideo.deploy import export_checkpoint
 from revvideo.deploy.exported import deploy_module
 from revvideo.models import build_model
 from revvideo.utils.table import format_table
@@ -114,34 +115,31 @@ def _runtime_rows(
     checkpoint: Path, onnx_file: Path, settings: Settings, device: torch.device
 ) -> list[dict]:
     """Clips/s of the checkpoint's model in eager PyTorch and of its ONNX export on
-    onnxruntime, on the same random clips."""
+    onnxruntime, each in a fresh process (onnxruntime's idle threads spin, which would slow
+    PyTorch's beside them)."""
     report = export_checkpoint(checkpoint, onnx_file)
-    meta = report.metadata
-    shape = (settings.batch, 3, meta.num_frames, meta.crop_size, meta.crop_size)
-    clips = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
-    runtimes = {
-        "eager PyTorch": load_classifier(checkpoint, None, device).model,
-        "onnxruntime": read_exported(onnx_file, device).model,
-    }
-    timings: dict[str, list[float]] = {name: [] for name in runtimes}
-    with torch.inference_mode():
-        for model in runtimes.values():
-            model(clips)  # untimed: first-call set-up
-        # In turns, so that whatever else loads the machine slows both alike.
-        for _ in range(settings.repeats):
-            for name, model in runtimes.items():
-                timings[name].append(_seconds(model, clips, device))
+    runtimes = {"eager PyTorch": checkpoint, "onnxruntime": onnx_file}
     rows = [
-        {
-            "runtime": name,
-            "batch": settings.batch,
-            "clips_per_s": len(clips) / statistics.median(times),
-        }
-        for name, times in timings.items()
+        in_fresh_process(
+            _runtime_row, name, model_file, settings.batch, settings.repeats, str(device)
+        )
+        for name, model_file in runtimes.items()
     ]
     rows[1]["x_eager"] = rows[1]["clips_per_s"] / rows[0]["clips_per_s"]
     rows[1]["export_difference"] = report.difference
     return rows
+
+
+def _runtime_row(runtime: str, model_file: Path, batch: int, repeats: int, device: str) -> dict:
+    """Clips/s of the model in `model_file` (a checkpoint: eager PyTorch; .onnx: onnxruntime) on
+    `batch` random clips, the median of `repeats` timings, in this (fresh) process."""
+    classifier = load_classifier(model_file, None, torch.device(device))
+    shape = (batch, 3, classifier.num_frames, classifier.crop_size, classifier.crop_size)
+    clips = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.inference_mode():
+        classifier.model(clips)  # untimed: first-call set-up
+        timings = [_seconds(classifier.model, clips, classifier.device) for _ in range(repeats)]
+    return {"runtime": runtime, "batch": batch, "clips_per_s": batch / statistics.median(timings)}
 
 
 def _seconds(model: torch.nn.Module, clips: torch.Tensor, device: torch.device) -> float:

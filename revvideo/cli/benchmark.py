@@ -55,7 +55,7 @@ revvideo-serve in this process on a free port with --deploy-workers workers: req
 latency (median, p90) of POST /classify of a 2 s 320x240 video (answered with its timeline) with
 each of --deploy-clients concurrent clients, --deploy-requests each after one untimed; and the
 model's forward on --batch random clips, eager PyTorch against its ONNX export on onnxruntime:
-clips/s, the median of --repeats timings of 20 forwards each, the two in turns.
+clips/s, each in a fresh process, the median of --repeats timings of 20 forwards each.
 
 Memory-budget section (CUDA only), per model, depth and precision, each in a fresh process
 limited to --memory-budget GiB with `torch.cuda.set_per_process_memory_fraction`:
