@@ -110,14 +110,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from revvideo.demo.classifier import load_classifier
-    from revvideo.demo.run import _device, checkpoint_source
+    from revvideo.demo.run import checkpoint_source, pick_device
     from revvideo.serve import Limits, build_app, listening_socket, uvicorn_server
     from revvideo.utils.errors import UserError
 
     # The model first: a checkpoint that cannot be used is said before the port is taken.
     try:
         classifier = load_classifier(
-            checkpoint_source(args.checkpoint), args.cfg, _device(args.device)
+            checkpoint_source(args.checkpoint), args.cfg, pick_device(args.device)
         )
         sock = listening_socket(args.host, args.port)
     except UserError as err:

@@ -73,7 +73,9 @@ class DemoOptions:
         return self.timeline or self.srt is not None or self.timeline_plot is not None
 
 
-def _device(name: str | None) -> torch.device:
+def pick_device(name: str | None) -> torch.device:
+    """The device `name` (--device) names, else CUDA if available, else the CPU; UsageError (one
+    line, with the devices there are) for one this machine lacks."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     available = _devices()
@@ -556,7 +558,7 @@ def stream_source(options: DemoOptions) -> int:
         if getattr(options, value) not in (None, False):
             raise UsageError(f"{option} is for video files, not --stream")
     source = options.inputs[0]
-    classifier = _load(options, _device(options.device), [], [])
+    classifier = _load(options, pick_device(options.device), [], [])
     try:
         stream = classifier.stream(source, options.stride)
     except DataError as err:
@@ -689,7 +691,7 @@ def _classify_inputs(
     """classify_all's work: the verdict of each of `inputs` ((file, why it cannot be classified
     or None), see find_inputs) added to `entries` as its JSON entry, and printed as text unless
     --json."""
-    device = _device(options.device)
+    device = pick_device(options.device)
     files = [file for file, problem in inputs if problem is None]
     asked = {"output": options.output, "plot": options.plot}
     asked |= {"srt": options.srt, "timeline_plot": options.timeline_plot}

@@ -24,11 +24,10 @@ from revvideo.deploy.exported import (
     SUFFIXES,
     ExportMetadata,
     deploy_module,
-    first_line,
     read_exported,
 )
 from revvideo.models import load_trained
-from revvideo.utils.errors import UserError
+from revvideo.utils.errors import UserError, first_line
 from revvideo.utils.files import written_whole
 
 # Largest absolute logit difference between the file and the checkpoint's model that passes.

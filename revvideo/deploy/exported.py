@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.export.passes import move_to_device_pass
 
-from revvideo.utils.errors import CheckpointError, UserError
+from revvideo.utils.errors import CheckpointError, UserError, first_line
 
 SUFFIXES = (".onnx", ".pt2")
 # The metadata's key in the file: ONNX's metadata_props, the pt2 archive's extra_files.
@@ -158,8 +158,3 @@ def _export_logs_quiet() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def first_line(err: BaseException) -> str:
-    """An exception's message in one line, for exporters' and runtimes' many-line errors."""
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]

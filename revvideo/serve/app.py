@@ -35,8 +35,7 @@ from revvideo.data.paths import VIDEO_EXTENSIONS
 from revvideo.demo.classifier import Classifier
 from revvideo.demo.images import IMAGE_EXTENSIONS, is_image
 from revvideo.demo.run import classify_entry, printable
-from revvideo.deploy.exported import first_line
-from revvideo.utils.errors import CheckpointError, ConfigError, UserError
+from revvideo.utils.errors import CheckpointError, ConfigError, UserError, first_line
 
 logger = logging.getLogger("revvideo.serve")
 

@@ -21,3 +21,9 @@ class DataError(UserError):
 class RunStopped(Exception):
     """A run that cannot go on for a cause outside its inputs, such as a data loader worker
     killed by the system; the message is one line, and the checkpoints written are kept."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message in one line, for libraries' many-line errors; its type's name
+    when it has none."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

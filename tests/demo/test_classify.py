@@ -473,12 +473,12 @@ def test_devices_of_an_accelerator_are_taken_by_index(monkeypatch):
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda **_: torch.device("cuda"))
     monkeypatch.setattr(torch.accelerator, "device_count", lambda: 2)
 
-    assert run._device("cuda") == torch.device("cuda")
-    assert run._device("cuda:1") == torch.device("cuda:1")
+    assert run.pick_device("cuda") == torch.device("cuda")
+    assert run.pick_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(
         run.UsageError, match=r"^--device cuda:2: .*\(it has cpu, cuda:0, cuda:1\)$"
     ):
-        run._device("cuda:2")
+        run.pick_device("cuda:2")
 
 
 def test_one_output_file_for_several_videos_is_refused(trained, videos, capsys):
