@@ -518,10 +518,11 @@ def clips_as_decoded(
     except VideoDecodeError as err:
         failure = err
     if previous is not None:
-        while upcoming is not None and upcoming <= last_time + same_instant:
+        # The last frame is shown for a frame interval: the clips starting by then are begun.
+        seen = last_time + video.clock.frame_interval
+        while upcoming is not None and upcoming < seen - same_instant:
             under_way.append((upcoming, times_of(upcoming), []))
             upcoming = next(starts, None)
-        seen = last_time + video.clock.frame_interval
         for start, times, shown in under_way:
             rgb = video.to_rgb(previous, short_side) if rgb is None else rgb
             yield start, seen, shown + [rgb] * (len(times) - len(shown))

@@ -28,6 +28,7 @@ import av
 import numpy as np
 import torch
 from fvcore.common.config import CfgNode
+from PIL import Image
 from torch import nn
 
 import revvideo.models
@@ -192,9 +193,9 @@ class Classifier:
 
         A video shorter than a clip gets one window over what there is; a damaged one ends
         where its frames stop; each is said in `warnings`. Raises DataError (one line) for a
-        file without a frame to score, or for an image model.
+        file without a frame to score. An image model's windows are single frames.
         """
-        stride = self._stride(path, stride)
+        stride = self._stride(stride)
         try:
             video = PyAVVideo(path)
         except VideoDecodeError as err:
@@ -210,23 +211,20 @@ class Classifier:
         """The windows of a live `source` (see revvideo.data.decoding.LiveVideo: "-" for
         stdin, a URL, a capture device) one clip long every `stride` seconds (default: half a
         clip), each scored as soon as its frames have arrived (see revvideo.demo.live). Raises
-        DataError (one line) for a source that cannot be opened, or for an image model."""
-        stride = self._stride(source, stride)
+        DataError (one line) for a source that cannot be opened."""
+        stride = self._stride(stride)
         try:
             video = LiveVideo(source)
         except VideoDecodeError as err:
             raise DataError(f"{source}: {err}") from None
         starts = (index * stride for index in itertools.count())
-        clips = clips_as_decoded(video, starts, self._clip_times, self.crop_size)
+        clips = clips_as_decoded(video, starts, self._clip_times, self._window_side)
         return LiveStream(
             video, clips, lambda frames: self._window_scores([frames])[0], self.clip_duration
         )
 
-    def _stride(self, source: str, stride: float | None) -> float:
-        """`stride`, checked, or half a clip; DataError for an image model, which has no
-        windows."""
-        if self.image_view is not None:
-            raise DataError(f"{source}: a timeline needs a video model; {self.source} is not one")
+    def _stride(self, stride: float | None) -> float:
+        """`stride`, checked, or half a clip."""
         if stride is not None and not 0 < stride < math.inf:
             raise ValueError(f"stride must be a positive number of seconds, got {stride!r}")
         return stride or float(self.clip_duration) / 2
@@ -234,9 +232,18 @@ class Classifier:
     def _clip_times(self, start: float) -> list[float]:
         return frame_times(Fraction(start), self.clip_duration, self.num_frames)
 
+    @property
+    def _window_side(self) -> int | None:
+        """The short side a window's frames are decoded at: the crop's, or an image model's
+        own (its view resizes them)."""
+        return None if self.image_view is not None else self.crop_size
+
     def _window_scores(self, clips: list[list[np.ndarray]]) -> torch.Tensor:
-        """Probabilities (N, classes) of the centre crops of N clips of frames (H, W, 3) whose
-        short side is the crop size."""
+        """Probabilities (N, classes) of N clips of frames (H, W, 3) at `_window_side`: their
+        centre crops, or an image model's view of each one-frame clip."""
+        if self.image_view is not None:
+            pictures = [Image.fromarray(np.ascontiguousarray(frame)) for (frame,) in clips]
+            return self.probabilities(torch.cat([self.image_view.model_view(p) for p in pictures]))
         crop = MultiViewCrops(
             self.crop_size, 1, None if self.device.type == "cuda" else self.normalize
         )
@@ -265,7 +272,7 @@ class Classifier:
                 windows.append(Window(start, end, probabilities))
             batch.clear()
 
-        clips = clips_as_decoded(video, starts, self._clip_times, self.crop_size)
+        clips = clips_as_decoded(video, starts, self._clip_times, self._window_side)
         try:
             for start, seen, frames in clips:
                 batch.append((start, min(start + length, seen, video.duration), frames))

@@ -183,9 +183,11 @@ def test_cli_damaged_video_keeps_its_first_windows(trained, blocks_video, tmp_pa
     assert len(stops) == 1 and "Traceback" not in done.stderr
 
 
-def test_cli_image_model_has_no_timeline(trained_images, blocks_video):
-    args = ["--checkpoint", trained_images[0], "--timeline"]
-    done = run_tool("demo/classify.py", blocks_video, *args)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "timeline needs a video model" in done.stderr and "Traceback" not in done.stderr
+def test_an_image_model_has_a_timeline_of_frames(trained_images, blocks_video):
+    classifier = load_classifier(trained_images[0], None, torch.device("cpu"))
+    timeline = classifier.timeline(blocks_video)
+    frame = float(classifier.clip_duration)
+    assert frame == pytest.approx(1 / trained_images[1].DATA.TARGET_FPS) and not timeline.warnings
+    assert all(w.end - w.start == pytest.approx(frame) for w in timeline.windows)
+    assert timeline.windows[-1].end == pytest.approx(12.0, abs=1e-3)
+    assert [s.name for s in timeline.segments] == list(BLOCKS)
