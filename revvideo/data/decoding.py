@@ -441,6 +441,10 @@ class LiveVideo(_ShownFrames):
                         self.clock.start_pts, first = frame.pts, False
                     time = self.clock.time_of(frame)
                     yield frame, time
+        except av.ExitError:  # the network timeout's interrupt
+            raise VideoDecodeError(
+                f"nothing arrived for {_NETWORK_TIMEOUT:g} s after {time:.2f} s of video"
+            ) from None
         except av.FFmpegError as err:
             raise VideoDecodeError(
                 f"the source failed after {time:.2f} s: {_ffmpeg_reason(err)}"

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ import pytest
 import torch
 from torch import nn
 
+from revvideo.data import decoding
 from revvideo.data.synthetic import write_video
 from revvideo.demo.classifier import load_classifier
 
@@ -208,6 +210,38 @@ def test_a_url_streams_like_the_file_it_serves(classifier, piped):
     assert [w.start for w in windows] == [w.start for w in local]
     for window, twin in zip(windows, local, strict=True):
         torch.testing.assert_close(window.probabilities, twin.probabilities, atol=1e-6, rtol=0)
+
+
+def test_a_network_source_that_stalls_ends_after_its_timeout(classifier, piped, monkeypatch):
+    """A server that sends half the video, then nothing: the windows of that half, then the
+    end, said in a warning."""
+    _, data, _ = piped
+    monkeypatch.setattr(decoding, "_NETWORK_TIMEOUT", 1.0)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stalled = threading.Event()
+
+    def serve():
+        connection, _ = listener.accept()
+        connection.recv(4096)
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n"
+            + f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data[: len(data) // 2]
+        )
+        stalled.wait(30)
+        connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        stream = classifier.stream(f"http://127.0.0.1:{listener.getsockname()[1]}/live.ts")
+        windows = list(stream)
+    finally:
+        stalled.set()
+        listener.close()
+
+    assert windows[-1].end == pytest.approx(SECONDS / 2, abs=1.0)
+    assert len(stream.warnings) == 1
+    assert stream.warnings[0].startswith("nothing arrived for 1 s after ")
 
 
 class Slow(nn.Module):
