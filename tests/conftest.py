@@ -1,8 +1,16 @@
-"""Each test starts with the stop-signal handlers of the test process."""
+"""Each test starts with the stop-signal handlers of the test process. The tests of the deploy
+extra are not collected where it is not installed (the GPU machines' environment)."""
 
+import importlib.util
 import signal
 
 import pytest
+
+collect_ignore = [
+    folder
+    for folder, module in (("deploy", "onnxruntime"), ("serve", "starlette"))
+    if importlib.util.find_spec(module) is None
+]
 
 
 @pytest.fixture(autouse=True)
