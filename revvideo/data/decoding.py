@@ -11,6 +11,9 @@
   other, read from the first frame).
 The PyAV reader is the reference. decord (DATA.DECODING_BACKEND decord) reads only the videos it
 can be trusted with; PyAV reads the others, and the reader's `fallback` says why.
+
+`clips_as_decoded` cuts clips from one forward decode as it goes, of a file (PyAVVideo) or of a
+live source (LiveVideo: stdin, a URL, a capture device), for timelines of any length.
 """
 
 from __future__ import annotations
