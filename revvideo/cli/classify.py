@@ -41,7 +41,8 @@ and it is scored; in JSON one object per line, then a summary object. When the m
 than the source, a window still waiting when the next is whole is skipped, and counted: the
 lines stay near real time and memory bounded. A source faster than real time (a file piped in)
 waits for the model instead. At the source's end, or on Ctrl-C (which ends a stream normally,
-status 0), a summary: windows scored and skipped, and the segments of what was seen.
+status 0), a summary: windows scored and skipped, and the segments of what was seen, which
+--srt and --timeline-plot write.
 
 A checkpoint that stores a calibration temperature (fitted at the end of training) has its logits
 divided by it before the softmax, said once (in JSON each result's "temperature", null when the

@@ -336,38 +336,62 @@ def _write_outputs(
     targets: dict[str, Path],
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """Writes the outputs of `result` and its `timeline` asked for (`targets`: "output" /
-    "plot" / "srt" / "timeline_plot" -> file; those of a timeline only where there is one), each
-    whole or not at all; the files written and, for each that could not be, why (one line
-    naming the input). One that replaces a file says so in `result.warnings`."""
+    "plot" / "srt" / "timeline_plot" -> file; those of a timeline only where there is one); see
+    _write_each."""
+    clips, crops = result.views
+    title = f"{printable(Path(result.path).name)} ({clips}x{crops} views)"
+    top = result.top(options.topk, classifier.class_names)
+    writers = {
+        "output": lambda target: _annotate(classifier, result, timeline, options.topk, target),
+        "plot": lambda target: plot_top_classes(top, title, target),
+        **_timeline_writers(classifier, timeline, result.path, options.topk),
+    }
+    return _write_each(result.path, targets, writers, result.warnings)
+
+
+def _timeline_writers(
+    classifier: Classifier, timeline: Timeline | None, path: str, topk: int
+) -> dict[str, Callable[[Path], None]]:
+    """The writers of --srt and --timeline-plot for `timeline` (of the input `path`), if any."""
+    if timeline is None:
+        return {}
+    title = f"{printable(Path(path).name)}: timeline"
+    return {
+        "srt": lambda target: write_subtitles(timeline.segments, target),
+        "timeline_plot": lambda target: plot_timeline(
+            timeline, classifier.class_names, topk, title, target
+        ),
+    }
+
+
+def _write_each(
+    path: str,
+    targets: dict[str, Path],
+    writers: dict[str, Callable[[Path], None]],
+    warnings: list[str],
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Writes each of `targets` (JSON key -> file) that has a writer, whole or not at all; the
+    files written and, for each that could not be, why (one line naming the input `path`). One
+    that replaces a file says so in `warnings`."""
     written: dict[str, Path] = {}
     failures: dict[str, str] = {}
     for key, target in targets.items():
-        if key in ("srt", "timeline_plot") and timeline is None:
+        if key not in writers:
             continue
         existed = target.exists()
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            if key == "output":
-                _annotate(classifier, result, timeline, options.topk, target)
-            elif key == "srt":
-                write_subtitles(timeline.segments, target)
-            elif key == "timeline_plot":
-                title = f"{printable(Path(result.path).name)}: timeline"
-                plot_timeline(timeline, classifier.class_names, options.topk, title, target)
-            else:
-                clips, crops = result.views
-                title = f"{printable(Path(result.path).name)} ({clips}x{crops} views)"
-                plot_top_classes(result.top(options.topk, classifier.class_names), title, target)
+            writers[key](target)
         except _RUN_ERRORS:
             raise
         except WriteError as err:
-            failures[key] = f"{result.path}: {err}"
+            failures[key] = f"{path}: {err}"
         except Exception as err:
-            failures[key] = f"{result.path}: cannot write {target}: {_reason(err)}"
+            failures[key] = f"{path}: cannot write {target}: {_reason(err)}"
         else:
             written[key] = target
             if existed:
-                result.warnings.append(f"{target}: replaced the file that was there")
+                warnings.append(f"{target}: replaced the file that was there")
     return written, failures
 
 
@@ -550,15 +574,19 @@ def _print_json(entries: list[dict]) -> None:
 
 def stream_source(options: DemoOptions) -> int:
     """classify_all for --stream: a line per window of the one source (`options.inputs`) as soon
-    as it is scored, then a summary with the segments, at the source's end or on Ctrl-C (a
-    normal end of a live source); the exit status: 0, or 1 for a source that cannot be read."""
+    as it is scored, then, at the source's end or on Ctrl-C (a normal end of a live source), a
+    summary with the segments and the --srt and --timeline-plot files of what was seen; the exit
+    status: 0, or 1 for a source that cannot be read or an output that cannot be written."""
     if len(options.inputs) != 1:
         raise UsageError(f"--stream reads one source, got {len(options.inputs)} inputs")
     for option, value in _FILE_ONLY_OPTIONS.items():
         if getattr(options, value) not in (None, False):
             raise UsageError(f"{option} is for video files, not --stream")
     source = options.inputs[0]
-    classifier = _load(options, pick_device(options.device), [], [])
+    asked = {"srt": options.srt, "timeline_plot": options.timeline_plot}
+    targets = output_paths(asked, [(source, None)])[0]
+    read = [source] if os.path.isfile(source) else []
+    classifier = _load(options, pick_device(options.device), [targets], read)
     try:
         stream = classifier.stream(source, options.stride)
     except DataError as err:
@@ -579,19 +607,15 @@ def stream_source(options: DemoOptions) -> int:
     finally:
         scored.close()
     warnings = [f"{source}: {warning}" for warning in stream.warnings]
+    segments, written, failures = [], {}, {}
+    if windows:
+        segments = segments_of(windows, classifier.class_names, float(classifier.clip_duration))
+        writers = _timeline_writers(classifier, Timeline(windows, segments), source, options.topk)
+        written, failures = _write_each(source, targets, writers, warnings)
     for warning in warnings:
         say(f"warning: {warning}", sys.stderr)
-    segments = segments_of(windows, classifier.class_names, float(classifier.clip_duration))
-    if windows and not options.json:
-        ended = f"stopped by {stopped}" if stopped else "ended"
-        say(
-            f"{printable(source)} {ended}: {len(windows)} windows scored, {stream.skipped} skipped "
-            f"(the model behind the source), {windows[-1].end:.2f} s seen"
-        )
-        for segment in segments:
-            say(f"  {_segment_line(segment)}")
-    elif not options.json:
-        say(f"{printable(source)}: no window to score ({'stopped' if stopped else 'ended'} first)")
+    for reason in failures.values():
+        say(f"error: {reason}", sys.stderr)
     if options.json:
         summary = {
             "path": printable(source),
@@ -601,8 +625,22 @@ def stream_source(options: DemoOptions) -> int:
             "segments": [_segment_entry(segment) for segment in segments],
             "warnings": [printable(warning) for warning in warnings],
         }
+        summary |= {key: printable(str(path)) for key, path in written.items()}
+        summary |= {f"{key}_error": printable(reason) for key, reason in failures.items()}
         say(json.dumps(summary, allow_nan=False))
-    return 0
+    elif windows:
+        ended = f"stopped by {stopped}" if stopped else "ended"
+        say(
+            f"{printable(source)} {ended}: {len(windows)} windows scored, {stream.skipped} skipped "
+            f"(the model behind the source), {windows[-1].end:.2f} s seen"
+        )
+        for segment in segments:
+            say(f"  {_segment_line(segment)}")
+        for path in written.values():
+            say(f"  wrote {path}")
+    else:
+        say(f"{printable(source)}: no window to score ({'stopped' if stopped else 'ended'} first)")
+    return 1 if failures else 0
 
 
 # Options of classify.py that --stream does not take, by their DemoOptions field.
@@ -610,8 +648,6 @@ _FILE_ONLY_OPTIONS = {
     "--views": "views",
     "--output": "output",
     "--plot": "plot",
-    "--srt": "srt",
-    "--timeline-plot": "timeline_plot",
 }
 
 

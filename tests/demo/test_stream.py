@@ -18,6 +18,7 @@ from dataclasses import replace
 import av
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from revvideo.data import decoding
@@ -335,6 +336,22 @@ def test_stdin_that_is_not_a_video_is_one_line(trained, given, expected):
         )
     lines = tool.stderr.decode().splitlines()
     assert tool.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+def test_a_stream_writes_the_subtitles_and_plot_of_what_was_seen(trained, piped, tmp_path, capsys):
+    path, _, _ = piped
+    srt, plot = tmp_path / "live.srt", tmp_path / "live.png"
+    status, out, err = run_main(
+        capsys, path, "--stream", "--checkpoint", trained[0], "--srt", srt, "--timeline-plot", plot
+    )
+
+    assert status == 0, err
+    lines = out.splitlines()
+    segments = [line for line in lines if line.startswith("  ") and " s  " in line]
+    assert lines[-2:] == [f"  wrote {srt}", f"  wrote {plot}"]
+    assert srt.read_text().count(" --> ") == len(segments) >= 6
+    with Image.open(plot) as image:
+        assert image.format == "PNG"
 
 
 def test_stream_refuses_what_is_for_files(trained, capsys):
