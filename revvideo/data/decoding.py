@@ -23,6 +23,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from time import monotonic
 
 import av
 import numpy as np
@@ -422,6 +423,7 @@ class LiveVideo(_ShownFrames):
         # Parts whose timestamps start again (a restarted encoder) follow one another.
         self.clock = FrameClock(self._stream, joined=True)
         self.damaged_packets = 0
+        self.first_frame_at: float | None = None  # monotonic() when it decoded
 
     def close(self) -> None:
         self._container.close()
@@ -430,8 +432,7 @@ class LiveVideo(_ShownFrames):
         """(frame, seconds from the first frame) as each decodes; a packet that does not decode
         is skipped and counted in `damaged_packets`. Raises VideoDecodeError when the source
         fails (a network stream silent for longer than its timeout)."""
-        first = True
-        time = 0.0
+        seconds = 0.0
         try:
             for packet in self._container.demux(self._stream):
                 try:
@@ -440,17 +441,19 @@ class LiveVideo(_ShownFrames):
                     self.damaged_packets += 1
                     continue
                 for frame in frames:
-                    if first and frame.pts is not None:
-                        self.clock.start_pts, first = frame.pts, False
-                    time = self.clock.time_of(frame)
-                    yield frame, time
+                    if self.first_frame_at is None:
+                        self.first_frame_at = monotonic()
+                        if frame.pts is not None:
+                            self.clock.start_pts = frame.pts
+                    seconds = self.clock.time_of(frame)
+                    yield frame, seconds
         except av.ExitError:  # the network timeout's interrupt
             raise VideoDecodeError(
-                f"nothing arrived for {_NETWORK_TIMEOUT:g} s after {time:.2f} s of video"
+                f"nothing arrived for {_NETWORK_TIMEOUT:g} s after {seconds:.2f} s of video"
             ) from None
         except av.FFmpegError as err:
             raise VideoDecodeError(
-                f"the source failed after {time:.2f} s: {_ffmpeg_reason(err)}"
+                f"the source failed after {seconds:.2f} s: {_ffmpeg_reason(err)}"
             ) from None
 
 

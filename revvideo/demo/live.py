@@ -3,8 +3,8 @@
 The source is decoded on a thread of its own, so that it is read as it comes. It hands each
 whole window to the model through one slot: a window still waiting there when the next is whole
 is skipped (and counted), so a model slower than real time falls behind by at most one window,
-never by a queue. A source ahead of real time (a file piped in faster than it plays) instead
-waits for the model until real time catches up with it.
+never by a queue. A source ahead of real time, counted from its first frame (a file piped in
+faster than it plays), instead waits for the model until real time catches up with it.
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ class LiveStream:
         try:
             for start, seen, frames in clips:
                 end = min(start + length, seen)
-                if not self._slot.put((start, end, frames), end):
+                # When a source playing at real time from its first frame would reach `end`.
+                due = self._video.first_frame_at + end
+                if not self._slot.put((start, end, frames), due):
                     break
         except VideoDecodeError as err:
             error = str(err)
@@ -93,21 +95,17 @@ class _Slot:
         self._changed = threading.Condition()
         self._waiting: tuple[Clip, float] | None = None  # the clip and when it was whole
         self._skipped = 0  # since the last take
-        self._clock_offset: float | None = None  # monotonic() - stream seconds, at the start
         self._stopped = False
         self._ended = False
         self.error: str | None = None
 
-    def put(self, clip: Clip, stream_time: float) -> bool:
-        """Hands over `clip`, whole at `stream_time` seconds of the stream; False once the
-        model has stopped taking clips."""
+    def put(self, clip: Clip, due: float) -> bool:
+        """Hands over `clip`, which a source at real time makes whole at `due` (monotonic
+        seconds); False once the model has stopped taking clips."""
         with self._changed:
             now = time.monotonic()
-            if self._clock_offset is None:
-                self._clock_offset = now - stream_time
-            real_time = self._clock_offset + stream_time
             while self._waiting is not None and not self._stopped:
-                left = real_time - time.monotonic()
+                left = due - time.monotonic()
                 if left <= 0:
                     break
                 self._changed.wait(left)
