@@ -8,7 +8,7 @@ checkpoint:
   untimed request per client; each answer includes the video's timeline, as the service gives;
 - the model's forward on --batch random clips, eager PyTorch against the ONNX export
   (revvideo.deploy.export_checkpoint) on onnxruntime, each in a fresh process: clips/s, the
-  median of --repeats timings of DEPLOY_STEPS forwards each, after one untimed forward.
+  median of --repeats timings of DEPLOY_STEPS forwards each, after one untimed round.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from revvideo.benchmark.models import in_fresh_process
+from revvideo.benchmark.models import Bench, in_fresh_process
 from revvideo.benchmark.settings import Settings
 from revvideo.benchmark.timeline import MODELS, class_blocks_video
 from revvideo.checkpoint import model_entries, save_checkpoint
@@ -120,9 +120,7 @@ def _runtime_rows(
     report = export_checkpoint(checkpoint, onnx_file)
     runtimes = {"eager PyTorch": checkpoint, "onnxruntime": onnx_file}
     rows = [
-        in_fresh_process(
-            _runtime_row, name, model_file, settings.batch, settings.repeats, str(device)
-        )
+        in_fresh_process(_runtime_row, name, model_file, settings, str(device))
         for name, model_file in runtimes.items()
     ]
     rows[1]["x_eager"] = rows[1]["clips_per_s"] / rows[0]["clips_per_s"]
@@ -130,28 +128,22 @@ def _runtime_rows(
     return rows
 
 
-def _runtime_row(runtime: str, model_file: Path, batch: int, repeats: int, device: str) -> dict:
+def _runtime_row(runtime: str, model_file: Path, settings: Settings, device: str) -> dict:
     """Clips/s of the model in `model_file` (a checkpoint: eager PyTorch; .onnx: onnxruntime) on
-    `batch` random clips, the median of `repeats` timings, in this (fresh) process."""
+    --batch random clips, the median of --repeats timings of DEPLOY_STEPS forwards, in this
+    (fresh) process."""
     classifier = load_classifier(model_file, None, torch.device(device))
-    shape = (batch, 3, classifier.num_frames, classifier.crop_size, classifier.crop_size)
-    clips = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    sample = (3, classifier.num_frames, classifier.crop_size, classifier.crop_size)
+    bench = Bench(settings, classifier.device, sample)
+    torch.manual_seed(0)
+    clips = bench.clip(settings.batch)
     with torch.inference_mode():
-        classifier.model(clips)  # untimed: first-call set-up
-        timings = [_seconds(classifier.model, clips, classifier.device) for _ in range(repeats)]
-    return {"runtime": runtime, "batch": batch, "clips_per_s": batch / statistics.median(timings)}
-
-
-def _seconds(model: torch.nn.Module, clips: torch.Tensor, device: torch.device) -> float:
-    """Seconds of one forward of `clips`, the mean of DEPLOY_STEPS."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    for _ in range(DEPLOY_STEPS):
-        model(clips)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - started) / DEPLOY_STEPS
+        seconds = bench.timed(lambda: [classifier.model(clips) for _ in range(DEPLOY_STEPS)])
+    return {
+        "runtime": runtime,
+        "batch": settings.batch,
+        "clips_per_s": settings.batch * DEPLOY_STEPS / seconds,
+    }
 
 
 def print_deploy(result: dict, device: torch.device) -> None:

@@ -395,15 +395,21 @@ def _write_each(
     return written, failures
 
 
-def _timeline(classifier: Classifier, result: VideoResult, options: DemoOptions) -> Timeline | None:
-    """The timeline of `result`'s video when asked for, or when --output draws it on the video
-    (its warnings join the result's); None for an image, said in a warning if it was asked."""
-    if is_image(result.path) or not (options.wants_timeline or options.output):
-        if is_image(result.path) and options.wants_timeline:
+def _timeline(
+    classifier: Classifier,
+    result: VideoResult,
+    asked: bool,
+    drawn: bool = False,
+    stride: float | None = None,
+) -> Timeline | None:
+    """The timeline of `result`'s video when `asked` (its warnings join the result's) or
+    `drawn` on the video by --output; None for an image, said in a warning if it was asked."""
+    if is_image(result.path) or not (asked or drawn):
+        if is_image(result.path) and asked:
             result.warnings.append(f"{result.path}: a still image has no timeline")
         return None
-    timeline = classifier.timeline(result.path, options.stride)
-    if options.wants_timeline:  # else they repeat what the result's warnings say
+    timeline = classifier.timeline(result.path, stride)
+    if asked:  # else they repeat what the result's warnings say
         result.warnings.extend(timeline.warnings)
     return timeline
 
@@ -528,21 +534,9 @@ def classify_entry(
     """The entry `classify.py --json` prints for the file `path` (with its "timeline" when
     asked; nothing written), for front ends other than the command line. Raises UserError (one
     line) for a file that cannot be classified."""
-    options = DemoOptions(
-        inputs=[path],
-        cfg=None,
-        checkpoint=None,
-        topk=topk,
-        views=None,
-        device=None,
-        json=True,
-        output=None,
-        plot=None,
-        timeline=timeline,
-    )
     result = _classify_one(classifier, path, None)
     top = result.top(topk, classifier.class_names)
-    return _json_entry(classifier, result, top, {}, {}, _timeline(classifier, result, options))
+    return _json_entry(classifier, result, top, {}, {}, _timeline(classifier, result, timeline))
 
 
 def _top_k(top: list[tuple[str, float]]) -> list[dict]:
@@ -742,7 +736,13 @@ def _classify_inputs(
         if problem is None:
             try:
                 result = _classify_one(classifier, file, options.views)
-                timeline = _timeline(classifier, result, options)
+                timeline = _timeline(
+                    classifier,
+                    result,
+                    options.wants_timeline,
+                    bool(options.output),
+                    options.stride,
+                )
                 written, failures = _write_outputs(classifier, result, timeline, options, targets)
             except _RUN_ERRORS:
                 raise
